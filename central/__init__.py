@@ -1,0 +1,1 @@
+"""The ATLAS hub: ingest, store, correlate, decide, dispatch; and model training."""

@@ -1,0 +1,1 @@
+"""Device and gateway profiles (TOML), read by the agent, the simulator and the hub."""

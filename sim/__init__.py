@@ -1,0 +1,1 @@
+"""The ATLAS city simulator: device traffic, attacks, ground truth and evaluation."""
