@@ -4,7 +4,7 @@
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
-DEBIAN_PACKAGES := libpcap0.8 mosquitto mosquitto-clients nftables iproute2 tcpdump tshark
+DEBIAN_PACKAGES := libpcap0.8 mosquitto mosquitto-clients nftables iproute2 tcpdump tshark systemd
 APT := $(shell [ "$$(id -u)" = 0 ] && echo apt-get || echo sudo apt-get)
 
 .PHONY: demo test deps venv bench clean
