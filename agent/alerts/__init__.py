@@ -39,3 +39,114 @@ class Incident:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+@dataclass
+class _Pending:
+    """Positive ticks for a (device, kind) not yet confirmed as an incident."""
+
+    first_ts: float
+    hits: list[float]  # tick times
+    score: float
+    packets: int
+
+
+class IncidentTracker:
+    """Debounces positive detections into incidents, one per (attacker, kind).
+
+    A (device, kind) becomes an incident after `confirm_hits` positive ticks within
+    `confirm_window_s`, or at once when the score is at least `strong_score`. While it lasts,
+    further positive ticks update it; after `close_after_s` without one it closes. Debouncing is
+    what keeps benign devices below one incident per device per day.
+    """
+
+    def __init__(
+        self,
+        gateway: str,
+        model_version: str,
+        *,
+        confirm_hits: int = 2,
+        confirm_window_s: float = 10.0,
+        strong_score: float = 0.99,
+        close_after_s: float = 60.0,
+        max_open: int = 10_000,
+    ) -> None:
+        self.gateway = gateway
+        self.model_version = model_version
+        self.confirm_hits = confirm_hits
+        self.confirm_window_s = confirm_window_s
+        self.strong_score = strong_score
+        self.close_after_s = close_after_s
+        self.max_open = max_open
+        self.open: dict[tuple[str, str], Incident] = {}
+        self.closed: list[Incident] = []
+        self._pending: dict[tuple[str, str], _Pending] = {}
+        self.dropped = 0  # incidents not opened because max_open were open
+
+    def observe(
+        self,
+        now: float,
+        src_ip: str,
+        kind: str,
+        score: float,
+        first_ts: float,
+        packets: int,
+        dst_ip: str = "",
+        device: str = "",
+        evidence: dict[str, Any] | None = None,
+    ) -> Incident | None:
+        """Record one positive tick; returns the incident if it opened or changed."""
+        key = (src_ip, kind)
+        inc = self.open.get(key)
+        if inc is not None:
+            inc.last_seen = max(inc.last_seen, now)
+            inc.score = max(inc.score, float(score))
+            inc.packets += int(packets)
+            if evidence:
+                inc.evidence.update(evidence)
+            return inc
+        p = self._pending.get(key)
+        if p is None or now - p.hits[0] > self.confirm_window_s:
+            p = self._pending[key] = _Pending(first_ts, [], 0.0, 0)
+        p.hits.append(now)
+        p.score = max(p.score, float(score))
+        p.packets += int(packets)
+        if len(p.hits) < self.confirm_hits and score < self.strong_score:
+            return None
+        del self._pending[key]
+        if len(self.open) >= self.max_open:
+            self.dropped += 1
+            return None
+        inc = Incident(
+            id=f"{self.gateway}/{src_ip}/{kind}/{int(p.first_ts * 1000)}",
+            kind=kind,
+            src_ip=src_ip,
+            dst_ip=dst_ip,
+            device=device or src_ip,
+            gateway=self.gateway,
+            time=p.first_ts,
+            last_seen=now,
+            score=p.score,
+            model_version=self.model_version,
+            packets=p.packets,
+            evidence=dict(evidence or {}),
+        )
+        self.open[key] = inc
+        return inc
+
+    def expire(self, now: float) -> list[Incident]:
+        """Close incidents quiet for `close_after_s`; forget stale pending hits."""
+        done = [k for k, inc in self.open.items() if now - inc.last_seen > self.close_after_s]
+        closed = []
+        for k in done:
+            inc = self.open.pop(k)
+            inc.state = "closed"
+            closed.append(inc)
+        self.closed.extend(closed)
+        for k in [k for k, p in self._pending.items() if now - p.hits[-1] > self.confirm_window_s]:
+            del self._pending[k]
+        return closed
+
+    def all(self) -> list[Incident]:
+        """Closed then open incidents, in order of their first packet."""
+        return sorted(self.closed + list(self.open.values()), key=lambda i: i.time)

@@ -1,0 +1,149 @@
+"""The agent's configuration: TOML, validated at start, errors that name the key.
+
+Unknown sections and keys are errors (a typo must not silently fall back to a default).
+"""
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10 (JetPack 6)
+    import tomli as tomllib
+
+
+class ConfigError(ValueError):
+    """A configuration problem; the message names the file and the key."""
+
+
+@dataclass
+class AgentSection:
+    gateway_id: str = "gateway"
+    interface: str = ""  # capture interface for `run`
+    bpf: str = ""  # kernel capture filter (tcpdump syntax), empty = everything
+    capture_backend: str = "ring"  # ring (TPACKET_V3 mmap) | socket (recv loop)
+    snaplen: int = 65535
+    mqtt_ports: list[int] = field(default_factory=lambda: [1883, 8883])
+    state_dir: str = "/var/lib/atlas"
+    control_socket: str = "/run/atlas/agent.sock"
+    board: str = "auto"  # gateway profile name, or auto-detect
+
+
+@dataclass
+class BudgetSection:
+    cpu_percent: float = 7.3  # share of the whole machine, all cores together
+
+
+@dataclass
+class DetectSection:
+    models_dir: str = ""  # empty: the models shipped in the package
+    tick_seconds: float = 1.0
+    batch: int = 256  # inference batch (rows are padded to it)
+    max_devices: int = 65536
+
+
+@dataclass
+class AlertsSection:
+    confirm_hits: int = 2
+    confirm_window_s: float = 10.0
+    strong_score: float = 0.99
+    close_after_s: float = 60.0
+    # Cheap counters, checked on every tick even when inference is shed (packets/s per device).
+    volumetric_pps: float = 5000.0
+    volumetric_syn_pps: float = 500.0
+
+
+@dataclass
+class HubSection:
+    address: str = ""  # host:port of atlas-central; empty = standalone
+    ca: str = ""
+    cert: str = ""
+    key: str = ""
+    spool_dir: str = ""  # default: <state_dir>/spool
+    spool_max_mb: float = 64.0
+
+
+@dataclass
+class MetricsSection:
+    port: int = 0  # Prometheus exporter on 127.0.0.1; 0 = off
+
+
+@dataclass
+class AgentConfig:
+    agent: AgentSection = field(default_factory=AgentSection)
+    budget: BudgetSection = field(default_factory=BudgetSection)
+    detect: DetectSection = field(default_factory=DetectSection)
+    alerts: AlertsSection = field(default_factory=AlertsSection)
+    hub: HubSection = field(default_factory=HubSection)
+    metrics: MetricsSection = field(default_factory=MetricsSection)
+    source: str = "<defaults>"
+
+
+def load_config(path: str | Path | None) -> AgentConfig:
+    """Read and validate a TOML config; `None` gives the defaults."""
+    if path is None:
+        return AgentConfig()
+    path = Path(path)
+    try:
+        raw = tomllib.loads(path.read_text())
+    except FileNotFoundError as exc:
+        raise ConfigError(f"{path}: no such config file") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
+    return parse_config(raw, str(path))
+
+
+def parse_config(raw: dict[str, Any], source: str = "<config>") -> AgentConfig:
+    cfg = AgentConfig(source=source)
+    sections = {f.name: f for f in fields(AgentConfig) if f.name != "source"}
+    for name, values in raw.items():
+        if name not in sections:
+            raise ConfigError(f"{source}: unknown section [{name}] (known: {', '.join(sections)})")
+        if not isinstance(values, dict):
+            raise ConfigError(f"{source}: [{name}] must be a table")
+        setattr(cfg, name, _section(getattr(cfg, name), values, f"{source}: {name}"))
+    _check(cfg)
+    return cfg
+
+
+def _section(default: Any, values: dict[str, Any], where: str) -> Any:
+    known = {f.name: f for f in fields(default)}
+    for key, value in values.items():
+        if key not in known:
+            raise ConfigError(f"{where}.{key}: unknown key (known: {', '.join(known)})")
+        want = type(getattr(default, key))
+        if want is float and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if not isinstance(value, want) or isinstance(value, bool) != (want is bool):
+            raise ConfigError(f"{where}.{key}: expected {want.__name__}, got {type(value).__name__} {value!r}")
+        setattr(default, key, value)
+    return default
+
+
+def _check(cfg: AgentConfig) -> None:
+    def bad(key: str, why: str) -> None:
+        raise ConfigError(f"{cfg.source}: {key}: {why}")
+
+    if not 0 < cfg.budget.cpu_percent <= 100:
+        bad("budget.cpu_percent", f"must be in (0, 100], got {cfg.budget.cpu_percent}")
+    if cfg.agent.capture_backend not in ("ring", "socket"):
+        bad("agent.capture_backend", f"must be 'ring' or 'socket', got {cfg.agent.capture_backend!r}")
+    if not 64 <= cfg.agent.snaplen <= 262144:
+        bad("agent.snaplen", f"must be in [64, 262144], got {cfg.agent.snaplen}")
+    if not cfg.agent.mqtt_ports or not all(isinstance(p, int) and 0 < p < 65536 for p in cfg.agent.mqtt_ports):
+        bad("agent.mqtt_ports", f"must be a non-empty list of ports, got {cfg.agent.mqtt_ports!r}")
+    if not 0.05 <= cfg.detect.tick_seconds <= 60:
+        bad("detect.tick_seconds", f"must be in [0.05, 60], got {cfg.detect.tick_seconds}")
+    if not 1 <= cfg.detect.batch <= 65536:
+        bad("detect.batch", f"must be in [1, 65536], got {cfg.detect.batch}")
+    if cfg.detect.max_devices < 16:
+        bad("detect.max_devices", f"must be at least 16, got {cfg.detect.max_devices}")
+    if cfg.alerts.confirm_hits < 1:
+        bad("alerts.confirm_hits", f"must be at least 1, got {cfg.alerts.confirm_hits}")
+    if not 0 <= cfg.metrics.port < 65536:
+        bad("metrics.port", f"must be a port number, got {cfg.metrics.port}")
+    if cfg.hub.address and not (cfg.hub.ca and cfg.hub.cert and cfg.hub.key):
+        bad("hub", "address is set, so ca, cert and key (mutual TLS files) are required")

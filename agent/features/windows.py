@@ -1,0 +1,405 @@
+"""Per-device features over damped sliding windows, computed per tick and vectorized.
+
+Packets and MQTT messages are attributed to a *device*: the client side of the conversation
+(the MQTT client, the TCP initiator). Within a tick (default 1 s of capture time) their counts
+are aggregated per device with `np.bincount`; when the tick closes, each active device's
+damped sums decay by the time since its last update and absorb the tick's counts, and one
+feature row per active device leaves the stage. There is no Python work per packet; Python
+loops run over distinct (device, port/host/topic) pairs only, for novelty.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from atlas.agent.decode import (
+    CONNACK,
+    CONNECT,
+    DISCONNECT,
+    PINGREQ,
+    PUBLISH,
+    SUBSCRIBE,
+    TCP_ACK,
+    TCP_RST,
+    TCP_SYN,
+)
+from atlas.agent.features.schema import C, COUNTERS, HALF_LIVES, LONG_COUNTERS, N_FEATURES
+
+_LONG_IDX = np.array([C[n] for n in LONG_COUNTERS])
+_N_SHORT, _N_LONG = len(COUNTERS), len(LONG_COUNTERS)
+
+# The compact per-packet projection buffered while a tick is open.
+_PKT = np.dtype([("ts", "f8"), ("dev", "u8"), ("peer", "u8"), ("out", "?"), ("len", "u4"), ("flags", "u1"), ("dport", "u2")])
+
+
+@dataclass
+class FeatureRows:
+    """The feature rows of the devices active in one tick."""
+
+    tick_end: float
+    devices: np.ndarray  # uint64 host keys
+    first_ts: np.ndarray  # float64: first packet of each device in the tick
+    packets: np.ndarray  # int64: the device's packets in the tick (both directions)
+    top_peer: np.ndarray  # uint64: the peer the device exchanged most packets with
+    X: np.ndarray  # float32 [n, N_FEATURES], schema order
+
+    def __len__(self) -> int:
+        return int(self.devices.shape[0])
+
+
+@dataclass
+class ExtractorStats:
+    ticks: int = 0
+    packets: int = 0
+    non_ip: int = 0
+    late_packets: int = 0  # timestamps older than the open tick (attributed to it)
+    devices: int = 0
+    evicted_devices: int = 0
+    novelty_resets: int = 0
+
+
+@dataclass
+class _Novelty:
+    """Which (device, thing) pairs were seen within the horizon; bounded."""
+
+    horizon: float
+    max_keys: int
+    seen: dict = field(default_factory=dict)
+
+    def count_new(self, keys: list, now: float) -> np.ndarray:
+        seen, horizon = self.seen, self.horizon
+        new = np.zeros(len(keys), dtype=bool)
+        for i, k in enumerate(keys):
+            last = seen.get(k)
+            if last is None or now - last > horizon:
+                new[i] = True
+            seen[k] = now
+        return new
+
+    def prune(self, now: float) -> bool:
+        """Drop stale keys; if still over the bound, forget everything. True if forgot."""
+        if len(self.seen) <= self.max_keys:
+            return False
+        self.seen = {k: t for k, t in self.seen.items() if now - t <= self.horizon}
+        if len(self.seen) > self.max_keys:
+            self.seen.clear()
+            return True
+        return False
+
+
+class FeatureExtractor:
+    """Turns batches of decoded packets and MQTT messages into per-device feature rows."""
+
+    def __init__(
+        self,
+        mqtt_ports: tuple[int, ...] = (1883, 8883),
+        tick_s: float = 1.0,
+        max_devices: int = 65536,
+        novelty_horizon_s: float = 300.0,
+        max_novelty_keys: int = 500_000,
+    ) -> None:
+        self.mqtt_ports = np.array(sorted(mqtt_ports), dtype=np.uint16)
+        self.tick_s = float(tick_s)
+        self.max_devices = int(max_devices)
+        self.stats = ExtractorStats()
+        self._slot: dict[int, int] = {}
+        self._short = np.zeros((0, _N_SHORT))
+        self._long = np.zeros((0, _N_LONG))
+        self._updated = np.zeros(0)  # time of each slot's last decay update
+        self._free: list[int] = []
+        self._keys = np.zeros(0, dtype=np.uint64)  # host key of each slot
+        self._ports = _Novelty(novelty_horizon_s, max_novelty_keys)
+        self._hosts = _Novelty(novelty_horizon_s, max_novelty_keys)
+        self._topics = _Novelty(novelty_horizon_s, max_novelty_keys)
+        self._tick_end: float | None = None
+        self._pkts: list[np.ndarray] = []
+        self._mqtt: list[np.ndarray] = []
+
+    # ---- input ------------------------------------------------------------------------------
+
+    def update(self, packets: np.ndarray, mqtt: np.ndarray | None = None) -> list[FeatureRows]:
+        """Absorb a batch (PACKET_DTYPE rows, MQTT_DTYPE rows); return rows of ticks it closed."""
+        out: list[FeatureRows] = []
+        ip = packets[packets["ipver"] != 0]
+        self.stats.non_ip += len(packets) - len(ip)
+        self.stats.packets += len(ip)
+        pk = self._project(ip)
+        mq = mqtt if mqtt is not None else np.zeros(0, dtype=packets.dtype)
+        if self._tick_end is None:
+            first = [a["ts"].min() for a in (pk, mq) if len(a)]
+            if not first:
+                return out
+            self._tick_end = (np.floor(min(first) / self.tick_s) + 1) * self.tick_s
+        while True:
+            cut_p = int(np.searchsorted(pk["ts"], self._tick_end, side="left")) if _sorted(pk["ts"]) else None
+            if cut_p is None:  # out-of-order timestamps: split by mask instead
+                mask = pk["ts"] < self._tick_end
+                this_p, pk = pk[mask], pk[~mask]
+            else:
+                this_p, pk = pk[:cut_p], pk[cut_p:]
+            mmask = mq["ts"] < self._tick_end if len(mq) else np.zeros(0, dtype=bool)
+            this_m, mq = mq[mmask], mq[~mmask]
+            if len(this_p):
+                self._pkts.append(this_p)
+            if len(this_m):
+                self._mqtt.append(this_m)
+            if not len(pk) and not len(mq):
+                return out
+            rows = self._close_tick()
+            if rows is not None:
+                out.append(rows)
+            nxt = min(a["ts"].min() for a in (pk, mq) if len(a))
+            self._tick_end = max(self._tick_end + self.tick_s, (np.floor(nxt / self.tick_s) + 1) * self.tick_s)
+
+    def advance(self, now: float) -> list[FeatureRows]:
+        """Close the open tick if `now` is past its end (live capture with idle periods)."""
+        if self._tick_end is None or now < self._tick_end:
+            return []
+        rows = self._close_tick()
+        self._tick_end = (np.floor(now / self.tick_s) + 1) * self.tick_s
+        return [rows] if rows is not None else []
+
+    def flush(self) -> list[FeatureRows]:
+        """Close the open tick (end of a capture)."""
+        if self._tick_end is None:
+            return []
+        rows = self._close_tick()
+        self._tick_end = None
+        return [rows] if rows is not None else []
+
+    def _project(self, p: np.ndarray) -> np.ndarray:
+        """Attribute each packet to its device (client/initiator) and direction."""
+        flags = p["tcp_flags"]
+        tcp = p["proto"] == 6
+        syn_only = tcp & (flags & TCP_SYN != 0) & (flags & TCP_ACK == 0)
+        syn_ack = tcp & (flags & TCP_SYN != 0) & (flags & TCP_ACK != 0)
+        sport, dport = p["sport"], p["dport"]
+        s_mqtt, d_mqtt = np.isin(sport, self.mqtt_ports), np.isin(dport, self.mqtt_ports)
+        # Who is the client? Handshake flags say it for sure; otherwise the well-known side
+        # (MQTT port, then the lower port below 1024, then the lower port) is the server.
+        src_is_server = np.where(
+            s_mqtt != d_mqtt,
+            s_mqtt,
+            np.where((sport < 1024) != (dport < 1024), sport < 1024, sport < dport),
+        )
+        out = np.where(syn_only, True, np.where(syn_ack, False, ~src_is_server))
+        r = np.empty(len(p), dtype=_PKT)
+        r["ts"] = p["ts"]
+        r["dev"] = np.where(out, p["src"], p["dst"])
+        r["peer"] = np.where(out, p["dst"], p["src"])
+        r["out"] = out
+        r["len"] = p["wirelen"]
+        r["flags"] = np.where(tcp, flags, 0)
+        r["dport"] = np.where(out, dport, sport)
+        return r
+
+    # ---- tick close ---------------------------------------------------------------------------
+
+    def _close_tick(self) -> FeatureRows | None:
+        pk = np.concatenate(self._pkts) if self._pkts else np.zeros(0, dtype=_PKT)
+        mq = np.concatenate(self._mqtt) if self._mqtt else None
+        self._pkts, self._mqtt = [], []
+        now = float(self._tick_end)
+        self.stats.ticks += 1
+        devs = pk["dev"] if mq is None else np.concatenate([pk["dev"], mq["client"]])
+        if not len(devs):
+            return None
+        keys, inv = np.unique(devs, return_inverse=True)
+        n = len(keys)
+        pinv, minv = inv[: len(pk)], inv[len(pk) :]
+        counts = np.zeros((n, _N_SHORT))
+        self._packet_counts(pk, pinv, keys, counts, now)
+        shape = np.zeros((n, 9))
+        if mq is not None and len(mq):
+            self._mqtt_counts(mq, minv, keys, counts, shape, now)
+        self._packet_shape(pk, pinv, n, counts, shape)
+        slots = self._slots_for(keys, now)
+        X = self._decay_and_emit(slots, counts, shape, now)
+        first_ts, packets, top_peer = self._device_summary(pk, pinv, n, mq, minv)
+        for nov in (self._ports, self._hosts, self._topics):
+            self.stats.novelty_resets += nov.prune(now)
+        return FeatureRows(now, keys, first_ts, packets, top_peer, X)
+
+    def _packet_counts(self, pk: np.ndarray, inv: np.ndarray, keys: np.ndarray, counts: np.ndarray, now: float) -> None:
+        n = len(keys)
+        out = pk["out"]
+        f = pk["flags"]
+        syn_only = (f & TCP_SYN != 0) & (f & TCP_ACK == 0)
+        syn_ack = (f & TCP_SYN != 0) & (f & TCP_ACK != 0)
+        rst = f & TCP_RST != 0
+        w = pk["len"].astype(np.float64)
+
+        def add(name: str, mask: np.ndarray, weights: np.ndarray | None = None) -> None:
+            counts[:, C[name]] += np.bincount(inv[mask], None if weights is None else weights[mask], minlength=n)
+
+        add("pkts_out", out)
+        add("pkts_in", ~out)
+        add("bytes_out", out, w)
+        add("bytes_in", ~out, w)
+        add("syn_out", out & syn_only)
+        add("synack_in", ~out & syn_ack)
+        add("rst_in", ~out & rst)
+        add("rst_out", out & rst)
+        # Novelty of destination ports (connection attempts) and hosts (anything sent).
+        probe = out & (syn_only | (f == 0))
+        if probe.any():
+            self._count_new(self._ports, inv[probe], pk["dport"][probe], keys, counts[:, C["new_dports"]], now)
+        if out.any():
+            self._count_new(self._hosts, inv[out], pk["peer"][out], keys, counts[:, C["new_dhosts"]], now)
+
+    @staticmethod
+    def _count_new(nov: _Novelty, inv: np.ndarray, what: np.ndarray, keys: np.ndarray, into: np.ndarray, now: float) -> None:
+        """Add to `into` (per device) the number of distinct `what` new for that device."""
+        pairs = np.unique(np.stack([inv.astype(np.uint64), what.astype(np.uint64)], axis=1), axis=0)
+        dev = pairs[:, 0].astype(np.int64)
+        new = nov.count_new(list(zip(keys[dev].tolist(), pairs[:, 1].tolist())), now)
+        into += np.bincount(dev[new], minlength=len(into))
+
+    def _mqtt_counts(self, mq: np.ndarray, inv: np.ndarray, keys: np.ndarray, counts: np.ndarray, shape: np.ndarray, now: float) -> None:
+        n = len(keys)
+        t = mq["mtype"]
+        up = mq["to_broker"] == 1
+        ok = mq["error"] == 0
+
+        def add(name: str, mask: np.ndarray, weights: np.ndarray | None = None) -> None:
+            counts[:, C[name]] += np.bincount(inv[mask], None if weights is None else weights[mask], minlength=n)
+
+        connect = up & ok & (t == CONNECT)
+        publish = up & ok & (t == PUBLISH)
+        subscribe = up & ok & (t == SUBSCRIBE)
+        add("mqtt_connect", connect)
+        add("mqtt_refused", ~up & ok & (t == CONNACK) & (mq["return_code"] != 0))
+        add("mqtt_publish_out", publish)
+        add("mqtt_publish_bytes", publish, mq["payload_len"].astype(np.float64))
+        add("mqtt_subscribe", subscribe)
+        add("mqtt_wildcard", subscribe & (mq["wildcard"] != 0))
+        add("mqtt_sys", up & ok & (mq["sys_topic"] != 0))
+        add("mqtt_malformed", ~ok)
+        add("mqtt_disconnect", up & ok & (t == DISCONNECT))
+        add("mqtt_ping", up & ok & (t == PINGREQ))
+        add("mqtt_msgs_out", up)
+        topical = (publish | subscribe) & (mq["topic_hash"] != 0)
+        if topical.any():
+            self._count_new(self._topics, inv[topical], mq["topic_hash"][topical], keys, counts[:, C["mqtt_new_topics"]], now)
+        if publish.any():
+            # Shannon entropy of each device's PUBLISH topics in the tick.
+            pairs, c = np.unique(
+                np.stack([inv[publish].astype(np.uint64), mq["topic_hash"][publish]], axis=1), axis=0, return_counts=True
+            )
+            dev = pairs[:, 0].astype(np.int64)
+            p = c / np.bincount(dev, weights=c, minlength=n)[dev]
+            shape[:, 5] = np.bincount(dev, weights=-p * np.log2(p), minlength=n)
+        if connect.any():
+            ka = np.bincount(inv[connect], weights=mq["keepalive"][connect].astype(np.float64), minlength=n)
+            nc = np.bincount(inv[connect], minlength=n)
+            shape[:, 6] = np.log2(1.0 + np.divide(ka, nc, out=np.zeros(n), where=nc > 0))
+
+    def _packet_shape(self, pk: np.ndarray, inv: np.ndarray, n: int, counts: np.ndarray, shape: np.ndarray) -> None:
+        """Inter-arrival statistics of each device's outgoing packets within the tick."""
+        out = pk["out"]
+        if out.sum() < 2:
+            return
+        d, ts = inv[out], pk["ts"][out]
+        order = np.lexsort((ts, d))
+        d, ts = d[order], ts[order]
+        same = d[1:] == d[:-1]
+        gaps = np.diff(ts)[same]
+        gd = d[1:][same]
+        k = np.bincount(gd, minlength=n)
+        s1 = np.bincount(gd, weights=gaps, minlength=n)
+        s2 = np.bincount(gd, weights=gaps * gaps, minlength=n)
+        has = k > 0
+        mean = np.divide(s1, k, out=np.zeros(n), where=has)
+        var = np.maximum(np.divide(s2, k, out=np.zeros(n), where=has) - mean * mean, 0.0)
+        shape[:, 7] = np.where(has, np.log10(mean + 1e-6), 0.0)
+        shape[:, 8] = np.divide(np.sqrt(var), mean, out=np.zeros(n), where=mean > 0)
+
+    # ---- state --------------------------------------------------------------------------------
+
+    def _slots_for(self, keys: np.ndarray, now: float) -> np.ndarray:
+        slots = np.empty(len(keys), dtype=np.int64)
+        for i, k in enumerate(keys.tolist()):
+            s = self._slot.get(k)
+            if s is None:
+                s = self._new_slot(k, now)
+            slots[i] = s
+        return slots
+
+    def _new_slot(self, key: int, now: float) -> int:
+        if len(self._slot) >= self.max_devices:
+            self._evict(now)
+        if not self._free:
+            grow = max(64, len(self._keys))
+            start = len(self._keys)
+            self._short = np.vstack([self._short, np.zeros((grow, _N_SHORT))])
+            self._long = np.vstack([self._long, np.zeros((grow, _N_LONG))])
+            self._updated = np.concatenate([self._updated, np.zeros(grow)])
+            self._keys = np.concatenate([self._keys, np.zeros(grow, dtype=np.uint64)])
+            self._free.extend(range(start + grow - 1, start - 1, -1))
+        s = self._free.pop()
+        self._short[s] = 0.0
+        self._long[s] = 0.0
+        self._updated[s] = now
+        self._keys[s] = key
+        self._slot[key] = s
+        self.stats.devices += 1
+        return s
+
+    def _evict(self, now: float) -> None:
+        """Forget the least recently updated tenth of the devices (a bounded table)."""
+        live = np.fromiter(self._slot.values(), dtype=np.int64)
+        k = max(1, len(live) // 10)
+        victims = live[np.argpartition(self._updated[live], k - 1)[:k]]
+        for s in victims.tolist():
+            del self._slot[int(self._keys[s])]
+            self._free.append(s)
+        self.stats.evicted_devices += k
+
+    def _decay_and_emit(self, slots: np.ndarray, counts: np.ndarray, shape: np.ndarray, now: float) -> np.ndarray:
+        dt = np.maximum(now - self._updated[slots], 0.0)[:, None]
+        short = self._short[slots] * np.exp2(-dt / HALF_LIVES[0]) + counts
+        long_ = self._long[slots] * np.exp2(-dt / HALF_LIVES[1]) + counts[:, _LONG_IDX]
+        self._short[slots], self._long[slots], self._updated[slots] = short, long_, now
+        s = lambda name: short[:, C[name]]  # noqa: E731
+        shape[:, 0] = np.divide(s("bytes_out"), s("pkts_out"), out=np.zeros(len(slots)), where=s("pkts_out") > 0)
+        shape[:, 1] = np.divide(
+            s("mqtt_publish_bytes"), s("mqtt_publish_out"), out=np.zeros(len(slots)), where=s("mqtt_publish_out") > 0
+        )
+        answered = s("mqtt_connect")
+        shape[:, 2] = np.clip(np.divide(s("mqtt_refused"), answered, out=np.zeros(len(slots)), where=answered > 0), 0, 1)
+        shape[:, 3] = np.divide(s("syn_out"), s("pkts_out"), out=np.zeros(len(slots)), where=s("pkts_out") > 0)
+        shape[:, 4] = np.clip(
+            1.0 - np.divide(s("synack_in"), s("syn_out"), out=np.ones(len(slots)), where=s("syn_out") > 0), 0, 1
+        )
+        shape[:, 0] = np.log1p(shape[:, 0])
+        shape[:, 1] = np.log1p(shape[:, 1])
+        X = np.concatenate([np.log1p(short), np.log1p(long_), shape], axis=1).astype(np.float32)
+        assert X.shape[1] == N_FEATURES
+        return X
+
+    def _device_summary(self, pk: np.ndarray, pinv: np.ndarray, n: int, mq: np.ndarray | None, minv: np.ndarray):
+        ts_all = pk["ts"] if mq is None else np.concatenate([pk["ts"], mq["ts"]])
+        inv_all = pinv if mq is None else np.concatenate([pinv, minv])
+        first_ts = np.full(n, np.inf)
+        np.minimum.at(first_ts, inv_all, ts_all)
+        packets = np.bincount(pinv, minlength=n).astype(np.int64)
+        top_peer = np.zeros(n, dtype=np.uint64)
+        if len(pk):
+            pairs, cnt = np.unique(np.stack([pinv.astype(np.uint64), pk["peer"]], axis=1), axis=0, return_counts=True)
+            order = np.lexsort((cnt, pairs[:, 0]))
+            last = np.r_[pairs[order][1:, 0] != pairs[order][:-1, 0], True]
+            best = pairs[order][last]
+            top_peer[best[:, 0].astype(np.int64)] = best[:, 1]
+        if mq is not None and len(mq):  # devices seen only through MQTT rows: the broker is the peer
+            no_peer = top_peer == 0
+            if no_peer.any():
+                brokers = np.zeros(n, dtype=np.uint64)
+                brokers[minv] = mq["broker"]
+                top_peer[no_peer] = brokers[no_peer]
+        return first_ts, packets, top_peer
+
+
+def _sorted(a: np.ndarray) -> bool:
+    return len(a) < 2 or bool(np.all(a[1:] >= a[:-1]))
+
