@@ -71,5 +71,7 @@ MQTT_DTYPE = np.dtype(
         ("n_filters", "u2"),  # SUBSCRIBE / UNSUBSCRIBE: number of topic filters
         ("wildcard", "u1"),  # SUBSCRIBE: a filter contains '#' or '+'
         ("sys_topic", "u1"),  # topic or filter starts with '$SYS'
+        ("packet_id", "u2"),  # PUBLISH (QoS > 0), PUBACK..PUBCOMP, SUBSCRIBE/SUBACK, UNSUBSCRIBE/UNSUBACK
+        ("client_hash", "u8"),  # 64-bit FNV-1a of the connection's CONNECT client id; 0 if not seen
     ]
 )
