@@ -50,6 +50,7 @@ class AlertsSection:
     confirm_hits: int = 2
     confirm_window_s: float = 10.0
     strong_score: float = 0.99
+    strong_anomaly: float = 5.0
     close_after_s: float = 60.0
     # Cheap counters, checked on every tick even when inference is shed (packets/s per device).
     volumetric_pps: float = 5000.0

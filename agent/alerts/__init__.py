@@ -55,7 +55,8 @@ class IncidentTracker:
     """Debounces positive detections into incidents, one per (attacker, kind).
 
     A (device, kind) becomes an incident after `confirm_hits` positive ticks within
-    `confirm_window_s`, or at once when the score is at least `strong_score`. While it lasts,
+    `confirm_window_s`, or at once when the score is at least `strong_score` (classifier
+    probability) or `strong_anomaly` (anomaly error / threshold). While it lasts,
     further positive ticks update it; after `close_after_s` without one it closes. Debouncing is
     what keeps benign devices below one incident per device per day.
     """
@@ -68,6 +69,7 @@ class IncidentTracker:
         confirm_hits: int = 2,
         confirm_window_s: float = 10.0,
         strong_score: float = 0.99,
+        strong_anomaly: float = 5.0,
         close_after_s: float = 60.0,
         max_open: int = 10_000,
     ) -> None:
@@ -76,6 +78,7 @@ class IncidentTracker:
         self.confirm_hits = confirm_hits
         self.confirm_window_s = confirm_window_s
         self.strong_score = strong_score
+        self.strong_anomaly = strong_anomaly
         self.close_after_s = close_after_s
         self.max_open = max_open
         self.open: dict[tuple[str, str], Incident] = {}
@@ -111,7 +114,8 @@ class IncidentTracker:
         p.hits.append(now)
         p.score = max(p.score, float(score))
         p.packets += int(packets)
-        if len(p.hits) < self.confirm_hits and score < self.strong_score:
+        strong = score >= (self.strong_anomaly if kind == "anomaly" else self.strong_score)
+        if len(p.hits) < self.confirm_hits and not strong:
             return None
         del self._pending[key]
         if len(self.open) >= self.max_open:

@@ -1,0 +1,217 @@
+"""The agent's wiring: capture -> decode -> features -> detect -> alerts, in one place.
+
+`AgentPipeline.process(batch)` is the same code for a live interface, a replayed capture and
+the training pipeline's feature extraction, so what the models learn is what the agent sees.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterator
+
+import numpy as np
+
+from atlas.agent.alerts import Incident, IncidentTracker
+from atlas.agent.capture import FrameBatch
+from atlas.agent.capture.pcapfile import read_capture
+from atlas.agent.config import AgentConfig
+from atlas.agent.decode.packets import AddressBook, decode_packets
+from atlas.agent.decode.streams import MqttStreams
+from atlas.agent.detect import Detector
+from atlas.agent.features.schema import C, HALF_LIVES
+from atlas.agent.features.windows import FeatureExtractor, FeatureRows
+from atlas.agent.governor import CpuGovernor, Shedding
+
+log = logging.getLogger("atlas.agent")
+
+_SHORT_RATE = np.log(2) / HALF_LIVES[0]  # decayed sum * this = events per second (steady state)
+EVIDENCE_SAMPLES = 3
+
+
+@dataclass
+class PipelineCounters:
+    frames: int = 0
+    batches: int = 0
+    rows: int = 0
+    inferences: int = 0  # ticks on which the models ran
+    detector_errors: int = 0
+    started: float = field(default_factory=time.time)
+    last_packet_ts: float = 0.0
+
+
+class AgentPipeline:
+    """The gateway's data path. Feed it FrameBatches; incidents come out through `tracker`."""
+
+    def __init__(
+        self,
+        cfg: AgentConfig,
+        detector: Detector | None,
+        *,
+        governor: CpuGovernor | None = None,
+        on_incident: Callable[[Incident], None] | None = None,
+        on_rows: Callable[[FeatureRows], None] | None = None,
+    ) -> None:
+        self.cfg = cfg
+        self.detector = detector
+        self.governor = governor
+        self.on_incident = on_incident
+        self.on_rows = on_rows
+        ports = tuple(cfg.agent.mqtt_ports)
+        self.book = AddressBook()
+        self.streams = MqttStreams(ports=ports)
+        self.features = FeatureExtractor(mqtt_ports=ports, tick_s=cfg.detect.tick_seconds, max_devices=cfg.detect.max_devices)
+        a = cfg.alerts
+        self.tracker = IncidentTracker(
+            cfg.agent.gateway_id,
+            detector.version if detector else "none",
+            confirm_hits=a.confirm_hits,
+            confirm_window_s=a.confirm_window_s,
+            strong_score=a.strong_score,
+            strong_anomaly=a.strong_anomaly,
+            close_after_s=a.close_after_s,
+        )
+        self.counters = PipelineCounters()
+        self._ticks = 0
+        self._batch: FrameBatch | None = None
+        self._packets: np.ndarray | None = None
+
+    # ---- the data path ------------------------------------------------------------------------
+
+    def process(self, batch: FrameBatch) -> None:
+        """Run one batch of frames through every stage."""
+        self.counters.frames += len(batch)
+        self.counters.batches += 1
+        packets = decode_packets(batch, self.book)
+        mqtt = self.streams.feed(batch, packets)
+        self._batch, self._packets = batch, packets
+        if len(packets):
+            self.counters.last_packet_ts = float(packets["ts"][-1])
+        for rows in self.features.update(packets, mqtt):
+            self._on_rows(rows)
+        self._after_batch()
+
+    def idle(self, now: float) -> None:
+        """Live capture with no traffic: let time pass (close ticks, expire incidents)."""
+        for rows in self.features.advance(now):
+            self._on_rows(rows)
+        self._after_batch(now)
+
+    def finish(self) -> list[Incident]:
+        """End of input: close the open tick; returns every incident, in order."""
+        for rows in self.features.flush():
+            self._on_rows(rows)
+        return self.tracker.all()
+
+    def _after_batch(self, now: float | None = None) -> None:
+        if self.governor is not None and self.governor.poll():
+            level = self.governor.level
+            self.features.tick_s = self.cfg.detect.tick_seconds * self.governor.shedding.tick_factor
+            log.info("cpu %.2f%% of budget %.2f%%: shedding level %d", self.governor.percent, self.governor.budget, level)
+        for inc in self.tracker.expire(now if now is not None else self.counters.last_packet_ts):
+            self._emit(inc)
+
+    @property
+    def shedding(self) -> Shedding:
+        return self.governor.shedding if self.governor else Shedding.at(0)
+
+    # ---- detection on closed ticks ------------------------------------------------------------
+
+    def _on_rows(self, rows: FeatureRows) -> None:
+        self._ticks += 1
+        self.counters.rows += len(rows)
+        if self.on_rows is not None:
+            self.on_rows(rows)
+        if not len(rows):
+            return
+        self._check_volumetric(rows)
+        if self.detector is None or self._ticks % self.shedding.infer_every:
+            return
+        try:
+            scores = self.detector.score(rows.X)
+        except Exception:  # a failing detector must not stop capture
+            self.counters.detector_errors += 1
+            log.exception("detector failed on a batch of %d rows", len(rows))
+            return
+        self.counters.inferences += 1
+        for i in np.flatnonzero(scores.kind != ""):
+            self._observe(rows, int(i), str(scores.kind[i]), float(scores.score[i]))
+
+    def _check_volumetric(self, rows: FeatureRows) -> None:
+        """Cheap counters: flag sources whose packet or SYN rate alone is abusive."""
+        a = self.cfg.alerts
+        pps = np.expm1(rows.X[:, C["pkts_out"]]) * _SHORT_RATE
+        syn = np.expm1(rows.X[:, C["syn_out"]]) * _SHORT_RATE
+        hot = (pps > a.volumetric_pps) | (syn > a.volumetric_syn_pps)
+        for i in np.flatnonzero(hot):
+            self._observe(rows, int(i), "volumetric", 1.0)
+
+    def _observe(self, rows: FeatureRows, i: int, kind: str, score: float) -> None:
+        src = self.book.name(int(rows.devices[i]))
+        peer = int(rows.top_peer[i])
+        before = self.tracker.open.get((src, kind))
+        inc = self.tracker.observe(
+            rows.tick_end,
+            src,
+            kind,
+            score,
+            float(rows.first_ts[i]),
+            int(rows.packets[i]),
+            dst_ip=self.book.name(peer) if peer else "",
+            device=self._device_name(int(rows.devices[i]), src),
+            evidence={"features": _top_features(rows.X[i])} if before is None else None,
+        )
+        if inc is not None and before is None:
+            inc.evidence["packets"] = self._samples(int(rows.devices[i]))
+            self._emit(inc)
+
+    def _device_name(self, key: int, src: str) -> str:
+        cid = self.streams.latest_client_id(key)
+        return cid or src
+
+    def _samples(self, key: int) -> list[str]:
+        """A few of the attacker's packets from the current batch, dissected (deep path)."""
+        if self._batch is None or self._packets is None or self._ticks % self.shedding.dissect_every:
+            return []
+        idx = np.flatnonzero(self._packets["src"] == key)[:EVIDENCE_SAMPLES]
+        return [dissect(self._batch, int(self._packets["frame"][j])) for j in idx]
+
+    def _emit(self, inc: Incident) -> None:
+        if self.on_incident is not None:
+            self.on_incident(inc)
+
+
+def dissect(batch: FrameBatch, frame: int) -> str:
+    """One-line Scapy dissection of a frame, for evidence (slow: only for a few packets)."""
+    from atlas.agent.decode.dissect import summary
+
+    return summary(batch.frame(frame), batch.linktype)
+
+
+def _top_features(x: np.ndarray, k: int = 5) -> dict[str, float]:
+    from atlas.agent.features.schema import FEATURE_NAMES
+
+    order = np.argsort(-np.abs(x))[:k]
+    return {FEATURE_NAMES[j]: round(float(x[j]), 3) for j in order if x[j] != 0}
+
+
+def replay(paths: list[str | Path], cfg: AgentConfig, detector: Detector | None) -> Iterator[Incident]:
+    """Run captures through the pipeline (each with fresh state); yields every incident."""
+    for path in paths:
+        pipe = AgentPipeline(cfg, detector)
+        for batch in read_capture(path):
+            pipe.process(batch)
+        yield from pipe.finish()
+
+
+def extract_rows(path: str | Path, cfg: AgentConfig | None = None) -> Iterator[FeatureRows]:
+    """Feature rows of a capture, exactly as the agent computes them (for training)."""
+    rows: list[FeatureRows] = []
+    pipe = AgentPipeline(cfg or AgentConfig(), None, on_rows=rows.append)
+    for batch in read_capture(path):
+        pipe.process(batch)
+        yield from rows
+        rows.clear()
+    pipe.finish()
+    yield from rows
