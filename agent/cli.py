@@ -1,0 +1,174 @@
+"""`atlas-agent`: the gateway daemon and its operator commands.
+
+  atlas-agent run --config agent.toml [--check]   the daemon (--check: validate and exit)
+  atlas-agent replay CAPTURE... [--json]         offline analysis of capture files
+  atlas-agent status [--json]                    ask the running daemon
+  atlas-agent --version
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+from atlas.agent import __version__
+from atlas.agent.alerts import Incident
+from atlas.agent.config import AgentConfig, ConfigError, load_config
+
+EXIT_USAGE = 2
+
+
+class CliError(Exception):
+    """An operator mistake or an unavailable resource: a message, not a stack trace."""
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if getattr(args, "verbose", False) else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return EXIT_USAGE
+    try:
+        return int(args.func(args) or 0)
+    except (CliError, ConfigError) as exc:
+        print(f"atlas-agent: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        return 130
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="atlas-agent", description="ATLAS gateway agent")
+    p.add_argument("--version", action="version", version=f"atlas-agent {__version__}")
+    sub = p.add_subparsers(metavar="COMMAND")
+
+    run = sub.add_parser("run", help="run the daemon on a live interface")
+    run.add_argument("--config", "-c", required=True, help="agent.toml")
+    run.add_argument("--check", action="store_true", help="validate the config and models, then exit")
+    run.add_argument("--verbose", "-v", action="store_true")
+    run.set_defaults(func=cmd_run)
+
+    rp = sub.add_parser("replay", help="analyse capture files offline")
+    rp.add_argument("captures", nargs="+", metavar="CAPTURE", help="pcap or pcapng files")
+    rp.add_argument("--json", action="store_true", help="one JSON object per incident per line")
+    rp.add_argument("--config", "-c", help="agent.toml (defaults otherwise)")
+    rp.add_argument("--models", help="model folder (default: the packaged models)")
+    rp.add_argument("--verbose", "-v", action="store_true")
+    rp.set_defaults(func=cmd_replay)
+
+    st = sub.add_parser("status", help="state of the running daemon")
+    st.add_argument("--json", action="store_true")
+    st.add_argument("--config", "-c", help="agent.toml (for the control socket path)")
+    st.add_argument("--socket", help="control socket (default: from config, else /run/atlas/agent.sock)")
+    st.set_defaults(func=cmd_status)
+    return p
+
+
+# ---- replay -------------------------------------------------------------------------------------
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    from atlas.agent.capture.pcapfile import CaptureError
+    from atlas.agent.pipeline import replay
+
+    cfg = load_config(args.config)
+    for c in args.captures:
+        if not Path(c).is_file():
+            raise CliError(f"{c}: no such capture file")
+    detector = _detector(cfg, args.models)
+    try:
+        for inc in replay(args.captures, cfg, detector):
+            print(json.dumps(incident_json(inc), sort_keys=True) if args.json else format_incident(inc), flush=True)
+    except CaptureError as exc:
+        raise CliError(str(exc)) from exc
+    return 0
+
+
+def incident_json(inc: Incident) -> dict:
+    d = inc.to_dict()
+    d["time"] = round(inc.time, 6)
+    d["last_seen"] = round(inc.last_seen, 6)
+    d["score"] = round(inc.score, 4)
+    return d
+
+
+def format_incident(inc: Incident) -> str:
+    from datetime import datetime, timezone
+
+    t = datetime.fromtimestamp(inc.time, timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+    dur = inc.last_seen - inc.time
+    target = f" -> {inc.dst_ip}" if inc.dst_ip else ""
+    who = f" ({inc.device})" if inc.device != inc.src_ip else ""
+    return f"{t}Z  {inc.kind:<16} {inc.src_ip}{who}{target}  score {inc.score:.2f}  {dur:.0f}s  {inc.packets} pkts  [{inc.state}]"
+
+
+def _detector(cfg: AgentConfig, models: str | None):
+    from atlas.agent.detect import Detector, ModelError
+    from atlas.agent.detect.runtime import RuntimeUnavailable
+
+    try:
+        return Detector(models or cfg.detect.models_dir or None, batch=cfg.detect.batch)
+    except (ModelError, RuntimeUnavailable, FileNotFoundError, ValueError) as exc:
+        raise CliError(f"cannot load the detection models: {exc}") from exc
+
+
+# ---- run ------------------------------------------------------------------------------------------
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    cfg = load_config(args.config)
+    if not cfg.agent.interface:
+        raise CliError(f"{cfg.source}: agent.interface: required for `run` (the capture interface)")
+    detector = _detector(cfg, None)
+    if args.check:
+        print(f"config {cfg.source} OK; models {detector.version}; budget {cfg.budget.cpu_percent}% of the machine")
+        return 0
+    from atlas.agent.daemon import run_daemon
+
+    return run_daemon(cfg, detector)
+
+
+# ---- status ---------------------------------------------------------------------------------------
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from atlas.agent.control import DaemonNotRunning, query
+
+    path = args.socket or (load_config(args.config).agent.control_socket if args.config else AgentConfig().agent.control_socket)
+    try:
+        status = query(path, "status", timeout=3.0)
+    except DaemonNotRunning as exc:
+        raise CliError(f"no agent is running (control socket {path}: {exc})") from exc
+    if args.json:
+        print(json.dumps(status, indent=1, sort_keys=True))
+    else:
+        print(format_status(status))
+    return 0
+
+
+def format_status(s: dict) -> str:
+    cpu = s.get("cpu", {})
+    lines = [
+        f"atlas-agent {s.get('version', '?')} on {s.get('gateway_id', '?')} ({s.get('board', '?')}), up {s.get('uptime_s', 0):.0f}s",
+        f"interface   {s.get('interface', '?')}  {s.get('packets_per_s', 0):.0f} pkt/s  kernel drops {s.get('kernel_drops', 0)}",
+        f"cpu         {cpu.get('percent', 0):.2f}% of the machine, budget {cpu.get('budget', 0):.2f}%, shedding level {cpu.get('level', 0)} ({cpu.get('level_name', '')})",
+        f"models      " + ", ".join(f"{k} {v}" for k, v in s.get("models", {}).items()),
+        f"hub         {s.get('hub', {}).get('state', 'standalone')}",
+        f"incidents   {len(s.get('incidents', []))} open",
+    ]
+    for inc in s.get("incidents", [])[:20]:
+        lines.append(f"  {inc['kind']:<16} {inc['src_ip']} -> {inc.get('dst_ip', '')}  score {inc['score']:.2f}  {inc['packets']} pkts")
+    rules = s.get("rules", [])
+    if rules:
+        lines.append(f"rules       {len(rules)} active")
+    errors = s.get("last_errors", [])
+    if errors:
+        lines.append("last errors " + "; ".join(errors[-3:]))
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

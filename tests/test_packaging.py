@@ -1,0 +1,53 @@
+"""The distribution: every package is listed, the gateway extra stays lean, the CLIs start."""
+import configparser
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _setup():
+    cp = configparser.ConfigParser()
+    cp.read(ROOT / "setup.cfg")
+    return cp
+
+
+def _mapping():
+    dirs = {}
+    for line in _setup()["options"]["package_dir"].strip().splitlines():
+        name, _, folder = (x.strip() for x in line.partition("="))
+        dirs[name] = folder
+    return dirs
+
+
+def test_every_python_package_folder_is_listed():
+    listed = set(_setup()["options"]["packages"].split())
+    found = set()
+    for name, folder in _mapping().items():
+        for init in (ROOT / folder).rglob("__init__.py"):
+            rel = init.parent.relative_to(ROOT / folder)
+            found.add(".".join([name, *rel.parts]) if rel.parts else name)
+    assert found - listed == set(), "add these to [options] packages in setup.cfg"
+    assert listed - found == set(), "listed in setup.cfg but missing"
+
+
+def test_gateway_extra_has_no_tensorflow_and_no_hub_dependencies():
+    agent = _setup()["options.extras_require"]["agent"].lower()
+    for heavy in ("tensorflow", "keras", "matplotlib", "torch"):
+        assert heavy not in agent
+
+
+def test_agent_package_does_not_import_the_hub_or_tensorflow():
+    code = (
+        "import sys, atlas.agent.cli, atlas.agent.pipeline, atlas.agent.detect;"
+        "bad = [m for m in sys.modules if m.startswith(('atlas.central', 'atlas.sim', 'tensorflow', 'keras'))];"
+        "print(bad); sys.exit(1 if bad else 0)"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_version_and_help():
+    r = subprocess.run([sys.executable, "-m", "atlas.agent.cli", "--version"], capture_output=True, text=True)
+    assert r.returncode == 0 and r.stdout.startswith("atlas-agent ")
