@@ -33,6 +33,7 @@ class Health:
     shedding_level: int = 0
     open_incidents: int = 0
     spool_depth: int = 0
+    spool_dropped: int = 0  # telemetry batches the full spool dropped, oldest first (cumulative)
 
 
 @dataclass

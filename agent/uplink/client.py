@@ -1,0 +1,372 @@
+"""Uplink client: the agent's end of the wire, one long-lived gRPC stream to the hub over mutual TLS.
+
+    uplink = Uplink("hub:7443", "gw-01", tls, spool_dir, on_rules, signing_pub="rule-signing.pub")
+    uplink.start()
+    uplink.submit(batch)        # from the pipeline: spools to disk, never waits on the network
+    uplink.stop()
+
+A thread connects (exponential backoff with full jitter, capped), sends hello, then streams the
+spool in seq order with at most `window` batches unacknowledged; the hub's acks free the spool.
+Rule changes from the hub are checked (vocabulary, then signature, see vocabulary.py and
+signing.py), the accepted ones handed to `on_rules(change) -> list[RuleAck]`, and every rule is
+answered with an ack (refused ones with the reason). When the hub is away the agent keeps
+working: `submit` only appends to the spool, and the stream resumes where the hub stopped.
+"""
+from __future__ import annotations
+
+import logging
+import queue
+import random
+import threading
+import time
+from collections import Counter, deque
+from pathlib import Path
+from typing import Callable, Iterator
+
+import grpc
+
+from atlas.agent import __version__
+from atlas.agent.uplink import GatewayInfo, ModelUpdate, RuleAck, RuleChange, TelemetryBatch
+from atlas.agent.uplink import serde
+from atlas.agent.uplink.signing import RuleVerifier
+from atlas.agent.uplink.spool import Spool
+from atlas.agent.uplink.tls import TlsFiles, check_gateway_id
+from atlas.agent.uplink.vocabulary import SAFE_ID, RuleRejected, validate_rule
+from atlas.v1 import link_pb2, link_pb2_grpc, rules_pb2, telemetry_pb2
+
+log = logging.getLogger(__name__)
+
+# Telemetry batches are small (kB); a model update may be a few MB. Anything bigger is refused
+# by gRPC (RESOURCE_EXHAUSTED), counted, and the stream starts over.
+MAX_SEND_BYTES = 4 << 20
+MAX_RECEIVE_BYTES = 16 << 20
+_ENVELOPE_OVERHEAD = 64  # AgentMessage + envelope framing around a spooled payload
+
+
+def backoff_delay(attempt: int, initial: float, cap: float, rng: random.Random = random._inst) -> float:
+    """Exponential backoff with full jitter: uniform in [0, min(cap, initial * 2**attempt)].
+
+    Full jitter spreads a city's gateways out when a hub comes back, instead of all of them
+    reconnecting in the same instant.
+    """
+    return rng.uniform(0.0, min(cap, initial * (2 ** min(attempt, 32))))
+
+
+def channel_options(max_send: int = MAX_SEND_BYTES, max_receive: int = MAX_RECEIVE_BYTES) -> list[tuple[str, int]]:
+    return [
+        ("grpc.max_send_message_length", max_send),
+        ("grpc.max_receive_message_length", max_receive),
+        # Notice a dead hub (or NAT that dropped the flow) within a minute, not at the next write.
+        ("grpc.keepalive_time_ms", 30_000),
+        ("grpc.keepalive_timeout_ms", 10_000),
+        ("grpc.keepalive_permit_without_calls", 1),
+        ("grpc.http2.max_pings_without_data", 0),
+        ("grpc.enable_retries", 0),  # our own loop reconnects; the spool makes it safe
+    ]
+
+
+class Uplink:
+    """The agent's connection to the hub; see the module docstring."""
+
+    def __init__(
+        self,
+        hub_address: str,
+        gateway_id: str,
+        tls: TlsFiles,
+        spool_dir: str | Path,
+        on_rules: Callable[[RuleChange], list[RuleAck]],
+        *,
+        signing_pub: str | Path | RuleVerifier,
+        on_model: Callable[[ModelUpdate], None] | None = None,
+        info: GatewayInfo | None = None,
+        spool_bytes: int = 64 << 20,
+        window: int = 32,
+        backoff_initial: float = 0.5,
+        backoff_max: float = 30.0,
+        fsync_interval: float = 1.0,
+        compress: bool = True,
+        max_receive_bytes: int = MAX_RECEIVE_BYTES,
+        server_name: str | None = None,
+        clock: Callable[[], float] = time.time,
+    ):
+        self.hub_address = hub_address
+        self.gateway_id = check_gateway_id(gateway_id)
+        self.info = info or GatewayInfo(gateway_id=gateway_id, software_version=__version__)
+        if self.info.gateway_id != gateway_id:
+            raise ValueError(f"info.gateway_id {self.info.gateway_id!r} differs from gateway_id {gateway_id!r}")
+        self.verifier = signing_pub if isinstance(signing_pub, RuleVerifier) else RuleVerifier.from_pem_file(signing_pub)
+        cert, key, ca = tls.read()
+        self._credentials = grpc.ssl_channel_credentials(root_certificates=ca, private_key=key, certificate_chain=cert)
+        self._options = channel_options(MAX_SEND_BYTES, max_receive_bytes)
+        if server_name:  # when the address is not a name in the hub's certificate
+            self._options.append(("grpc.ssl_target_name_override", server_name))
+        self.spool = Spool(spool_dir, max_bytes=spool_bytes, max_record_bytes=min(spool_bytes // 4, MAX_SEND_BYTES - _ENVELOPE_OVERHEAD))
+        self.on_rules = on_rules
+        self.on_model = on_model
+        self.window = window
+        self.backoff_initial = backoff_initial
+        self.backoff_max = backoff_max
+        self.fsync_interval = fsync_interval
+        self.compress = compress
+        self.clock = clock
+        self.counters: Counter[str] = Counter()  # see counters_snapshot()
+        self._stop = threading.Event()
+        self._wake = threading.Condition()  # new spool data, an ack, or a control message
+        self._sync_now = threading.Event()
+        self._connected = threading.Event()
+        self._appended = 0  # bumped under _wake by submit: the sender never sleeps past new data
+        self._call: grpc.Future | None = None
+        self._threads: list[threading.Thread] = []
+        self.last_error = ""
+
+    # --- the pipeline's side ------------------------------------------------------------
+
+    def submit(self, batch: TelemetryBatch) -> int:
+        """Spool a batch for the hub; sets and returns batch.seq (0 if it was too big and dropped).
+
+        Never waits on the network; disk writes go to the page cache (fsync happens on the
+        uplink's own thread).
+        """
+
+        def build(seq: int) -> bytes:
+            batch.seq = seq
+            return serde.telemetry_to_envelope(batch, compress=self.compress).SerializeToString()
+
+        seq = self.spool.append(build, incidents=len(batch.incidents))
+        self.counters["batches_submitted"] += 1
+        if batch.incidents:
+            self._sync_now.set()  # incidents reach the disk now, not at the next interval
+        with self._wake:
+            self._appended += 1
+            self._wake.notify_all()
+        return seq
+
+    # --- lifecycle ----------------------------------------------------------------------
+
+    def start(self) -> "Uplink":
+        for name, target in (("atlas-uplink", self._run), ("atlas-uplink-sync", self._sync_loop)):
+            thread = threading.Thread(target=target, name=name, daemon=True)
+            thread.start()
+            self._threads.append(thread)
+        return self
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self._stop.set()
+        self._sync_now.set()
+        call = self._call
+        if call is not None:
+            call.cancel()
+        with self._wake:
+            self._wake.notify_all()
+        for thread in self._threads:
+            thread.join(timeout)
+        self._threads.clear()
+        self.spool.close()
+
+    @property
+    def connected(self) -> bool:
+        return self._connected.is_set()
+
+    def wait_connected(self, timeout: float) -> bool:
+        return self._connected.wait(timeout)
+
+    def counters_snapshot(self) -> dict[str, int]:
+        """Counters (sent, acked, refused rules by field, reconnects, ...) plus the spool's."""
+        stats = self.spool.stats()
+        out = dict(self.counters)
+        out.update(
+            spool_depth=stats.depth,
+            spool_bytes=stats.bytes,
+            spool_dropped_batches=stats.dropped_batches,
+            spool_dropped_incidents=stats.dropped_incidents,
+            spool_torn_records=stats.torn_records,
+        )
+        return out
+
+    def _sync_loop(self) -> None:
+        while not self._stop.is_set():
+            self._sync_now.wait(self.fsync_interval)
+            self._sync_now.clear()
+            try:
+                self.spool.sync()
+            except OSError as err:
+                self.counters["spool_sync_errors"] += 1
+                log.error("uplink: spool sync failed: %s", err)
+
+    # --- the connection -----------------------------------------------------------------
+
+    def _run(self) -> None:
+        attempt = 0
+        while not self._stop.is_set():
+            session = _Session(self)
+            channel = grpc.secure_channel(self.hub_address, self._credentials, options=self._options)
+            try:
+                self.counters["connect_attempts"] += 1
+                call = link_pb2_grpc.GatewayLinkStub(channel).Connect(session.requests())
+                self._call = call
+                if self._stop.is_set():
+                    call.cancel()
+                for message in call:
+                    if not self._connected.is_set():
+                        self._connected.set()
+                        self.counters["connections"] += 1
+                        attempt = 0  # the hub answered: start the backoff over next time
+                        log.info("uplink: connected to %s as %s", self.hub_address, self.gateway_id)
+                    self._handle(message, session)
+                self.last_error = "hub ended the stream"
+            except grpc.RpcError as err:
+                code = err.code() if hasattr(err, "code") else None
+                self.last_error = f"{code.name if code else 'error'}: {err.details() if hasattr(err, 'details') else err}"
+                if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
+                    self.counters["oversized_messages"] += 1
+                if code == grpc.StatusCode.PERMISSION_DENIED:
+                    self.counters["refused_by_hub"] += 1
+                if not self._stop.is_set():
+                    log.warning("uplink: stream to %s ended: %s", self.hub_address, self.last_error)
+            except Exception:  # a bug must not end the uplink: log, back off, reconnect
+                self.counters["errors"] += 1
+                log.exception("uplink: unexpected error")
+            finally:
+                session.close()
+                self._call = None
+                self._connected.clear()
+                channel.close()
+            if self._stop.is_set():
+                break
+            self.counters["reconnects"] += 1
+            self._stop.wait(backoff_delay(attempt, self.backoff_initial, self.backoff_max))
+            attempt += 1
+
+    def _handle(self, message: link_pb2.HubMessage, session: "_Session") -> None:
+        body = message.WhichOneof("body")
+        if body == "telemetry_ack":
+            ack = message.telemetry_ack
+            self.spool.ack(ack.seq)
+            session.acked(ack.seq)
+            self.counters["telemetry_acks"] += 1
+            if ack.refused:
+                self.counters["telemetry_refused_by_hub"] += ack.refused
+                log.error("uplink: hub refused %d telemetry batch(es) up to seq %d: %s", ack.refused, ack.seq, ack.error)
+        elif body == "rule_change":
+            acks = self.apply_rule_change(message.rule_change)
+            if acks:
+                session.send(link_pb2.AgentMessage(rule_acks=rules_pb2.RuleAcks(acks=[serde.rule_ack_to_proto(a) for a in acks])))
+        elif body == "model_update":
+            self._model_update(message.model_update)
+        else:
+            self.counters["malformed_messages"] += 1
+            log.error("uplink: hub message with no known body (%s): ignored", body)
+
+    def apply_rule_change(self, msg: rules_pb2.RuleChange) -> list[RuleAck]:
+        """Check a RuleChange from the hub, hand what passes to on_rules; return the acks to send.
+
+        Each rule must be in the vocabulary (validate_rule) and signed by the hub (verify_rule);
+        a refused rule is answered with applied=False and the reason, and counted by field.
+        """
+        try:
+            change = serde.rule_change_from_proto(msg)
+        except serde.WireError as err:
+            self.counters["malformed_messages"] += 1
+            log.error("uplink: malformed rule change: %s", err)
+            return []
+        now = self.clock()
+        accepted, acks = [], []
+        for signed in change.rules:
+            try:
+                validate_rule(signed.rule, now)
+                self.verifier.verify_rule(signed)
+            except RuleRejected as err:
+                self.counters["rules_refused"] += 1
+                self.counters[f"rules_refused_{err.field.split('.')[0]}"] += 1
+                log.error("uplink: refused %s", err)
+                acks.append(RuleAck(rule_id=str(signed.rule.id)[:128], applied=False, error=str(err)))
+                continue
+            accepted.append(signed)
+        withdrawn = []
+        for rule_id in change.withdrawn:
+            if SAFE_ID.fullmatch(rule_id):
+                withdrawn.append(rule_id)
+            else:
+                self.counters["rules_refused"] += 1
+                self.counters["rules_refused_id"] += 1
+                log.error("uplink: refused withdrawal of %r: not a rule id", rule_id)
+        self.counters["rules_accepted"] += len(accepted)
+        if accepted or withdrawn or change.kind == "snapshot":  # an empty snapshot still clears old rules
+            try:
+                acks.extend(self.on_rules(RuleChange(kind=change.kind, rules=accepted, withdrawn=withdrawn)) or [])
+            except Exception as err:  # enforcement failed: tell the hub, keep the link up
+                self.counters["on_rules_errors"] += 1
+                log.exception("uplink: on_rules failed")
+                acks.extend(RuleAck(rule_id=s.rule.id, applied=False, error=f"enforcement failed: {err}") for s in accepted)
+        return acks
+
+    def _model_update(self, msg: rules_pb2.ModelUpdate) -> None:
+        update = serde.model_update_from_proto(msg)
+        try:
+            self.verifier.verify_model(update)
+        except ValueError as err:
+            self.counters["models_refused"] += 1
+            log.error("uplink: refused %s", err)
+            return
+        self.counters["models_accepted"] += 1
+        if self.on_model is not None:
+            try:
+                self.on_model(update)
+            except Exception:
+                self.counters["on_model_errors"] += 1
+                log.exception("uplink: on_model failed")
+
+
+class _Session:
+    """One stream's sending side: hello, then control messages first, then spooled telemetry."""
+
+    def __init__(self, uplink: Uplink):
+        self.uplink = uplink
+        self.closed = False
+        self.outbox: queue.SimpleQueue[link_pb2.AgentMessage] = queue.SimpleQueue()
+        # Resend everything not acknowledged: the hub ignores a seq it already stored.
+        self.sent = uplink.spool.acked
+        self.in_flight: deque[int] = deque()
+
+    def send(self, message: link_pb2.AgentMessage) -> None:
+        self.outbox.put(message)
+        with self.uplink._wake:
+            self.uplink._wake.notify_all()
+
+    def acked(self, seq: int) -> None:
+        with self.uplink._wake:
+            while self.in_flight and self.in_flight[0] <= seq:
+                self.in_flight.popleft()
+            self.uplink._wake.notify_all()
+
+    def close(self) -> None:
+        self.closed = True
+        with self.uplink._wake:
+            self.uplink._wake.notify_all()
+
+    def requests(self) -> Iterator[link_pb2.AgentMessage]:
+        up = self.uplink
+        yield link_pb2.AgentMessage(hello=serde.gateway_info_to_proto(up.info))
+        while not self.closed and not up._stop.is_set():
+            try:
+                yield self.outbox.get_nowait()
+                continue
+            except queue.Empty:
+                pass
+            with up._wake:
+                appended = up._appended
+            room = up.window - len(self.in_flight)
+            records = up.spool.read_after(self.sent, max_records=room) if room > 0 else []
+            for seq, payload in records:
+                envelope = telemetry_pb2.TelemetryEnvelope.FromString(payload)
+                with up._wake:
+                    self.in_flight.append(seq)
+                self.sent = seq
+                up.counters["batches_sent"] += 1
+                yield link_pb2.AgentMessage(telemetry=envelope)
+            if records:
+                continue
+            with up._wake:
+                idle = appended == up._appended or room <= 0
+                if idle and self.outbox.empty() and not self.closed and not up._stop.is_set():
+                    up._wake.wait(1.0)

@@ -1,0 +1,207 @@
+"""The hub's side of GatewayLink.Connect: one long-lived stream per gateway.
+
+Per stream: bind it to the gateway id in the client certificate, require hello with that same
+id, call hub.hello, subscribe to the gateway's rule changes (hub.watch) and send the whole
+desired set first (snapshot), then forward changes as they come. Meanwhile a reader thread
+decodes telemetry, hands it to hub.telemetry and acknowledges the highest seq stored. Refused
+input (bad identity, malformed, oversized, inflating past the limit) is counted and logged.
+"""
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from collections import Counter, deque
+from typing import Iterator, Protocol
+
+import grpc
+
+from atlas.agent.uplink import GatewayInfo, ModelUpdate, RuleAck, RuleChange, SignedRule, TelemetryBatch
+from atlas.agent.uplink import serde
+from atlas.central.pki import gateway_id_of
+from atlas.v1 import link_pb2, link_pb2_grpc
+
+log = logging.getLogger(__name__)
+
+_END = object()  # outbox sentinel: the stream is over
+
+
+class RuleFeed(Protocol):
+    def get(self, timeout: float) -> RuleChange | ModelUpdate | None: ...
+
+    def close(self) -> None: ...
+
+
+class HubLike(Protocol):
+    """What the servicer needs from the hub (atlas.central.hub.Hub)."""
+
+    def hello(self, gateway_id: str, info: GatewayInfo) -> None: ...
+
+    def telemetry(self, gateway_id: str, batch: TelemetryBatch) -> int: ...
+
+    def rule_ack(self, gateway_id: str, ack: RuleAck) -> None: ...
+
+    def desired_rules(self, gateway_id: str) -> list[SignedRule]: ...
+
+    def watch(self, gateway_id: str) -> RuleFeed: ...
+
+    def disconnected(self, gateway_id: str) -> None: ...
+
+
+class GatewayLinkServicer(link_pb2_grpc.GatewayLinkServicer):
+    def __init__(self, hub: HubLike, max_raw_bytes: int = serde.DEFAULT_MAX_RAW_BYTES):
+        self.hub = hub
+        self.max_raw_bytes = max_raw_bytes
+        self.counters: Counter[str] = Counter()
+        self._lock = threading.Lock()
+        self._streams: dict[str, grpc.ServicerContext] = {}  # the live stream of each gateway
+
+    # --- identity -----------------------------------------------------------------------
+
+    def _identity(self, context: grpc.ServicerContext) -> str:
+        auth = context.auth_context()
+        pems = auth.get("x509_pem_cert") or []
+        gateway_id = gateway_id_of(pems[0]) if pems else None
+        if gateway_id is None:
+            self.counters["refused_identity"] += 1
+            log.warning("ingest: refused %s: no gateway certificate", context.peer())
+            context.abort(grpc.StatusCode.UNAUTHENTICATED, "client certificate is not an ATLAS gateway certificate")
+        return gateway_id
+
+    def _hello(self, request_iterator, context: grpc.ServicerContext, gateway_id: str) -> GatewayInfo:
+        try:
+            first = next(request_iterator)
+        except StopIteration:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, "stream ended before hello")
+        if first.WhichOneof("body") != "hello":
+            self.counters["refused_hello"] += 1
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, "the first message must be hello")
+        hello = first.hello
+        if hello.protocol_version != serde.PROTOCOL_VERSION:
+            self.counters["refused_hello"] += 1
+            context.abort(
+                grpc.StatusCode.FAILED_PRECONDITION,
+                f"hello.protocol_version {hello.protocol_version}: this hub speaks {serde.PROTOCOL_VERSION}",
+            )
+        if hello.gateway_id != gateway_id:
+            self.counters["refused_impersonation"] += 1
+            log.warning("ingest: gateway %r claimed to be %r: refused", gateway_id, hello.gateway_id)
+            context.abort(
+                grpc.StatusCode.PERMISSION_DENIED,
+                f"hello.gateway_id {hello.gateway_id!r} differs from the certificate's gateway {gateway_id!r}",
+            )
+        return serde.gateway_info_from_proto(hello)
+
+    # --- the stream ---------------------------------------------------------------------
+
+    def Connect(self, request_iterator, context: grpc.ServicerContext) -> Iterator[link_pb2.HubMessage]:
+        gateway_id = self._identity(context)
+        info = self._hello(request_iterator, context, gateway_id)
+        outbox: queue.SimpleQueue = queue.SimpleQueue()
+        context.add_callback(lambda: outbox.put(_END))
+        with self._lock:
+            older = self._streams.get(gateway_id)
+            self._streams[gateway_id] = context
+        if older is not None:  # the newer stream wins: one stream per gateway, in seq order
+            self.counters["replaced_streams"] += 1
+            older.cancel()
+        self.counters["streams"] += 1
+        feed = None
+        try:
+            self.hub.hello(gateway_id, info)
+            feed = self.hub.watch(gateway_id)  # before the snapshot: no change falls between
+            snapshot = RuleChange(kind="snapshot", rules=list(self.hub.desired_rules(gateway_id)))
+            yield link_pb2.HubMessage(rule_change=serde.rule_change_to_proto(snapshot))
+            threads = [
+                threading.Thread(target=self._read, args=(request_iterator, context, gateway_id, outbox), daemon=True, name=f"ingest-read-{gateway_id}"),
+                threading.Thread(target=self._pump, args=(feed, context, outbox), daemon=True, name=f"ingest-feed-{gateway_id}"),
+            ]
+            for thread in threads:
+                thread.start()
+            yield from self._send(outbox, context)
+        finally:
+            if feed is not None:
+                feed.close()
+            with self._lock:
+                current = self._streams.get(gateway_id) is context
+                if current:
+                    del self._streams[gateway_id]
+            if current:
+                self.hub.disconnected(gateway_id)
+
+    def _send(self, outbox: queue.SimpleQueue, context: grpc.ServicerContext) -> Iterator[link_pb2.HubMessage]:
+        pending: deque = deque()  # taken from the outbox while merging acks, sent next, in order
+        while context.is_active():
+            item = pending.popleft() if pending else outbox.get()
+            if item is _END:
+                return
+            if isinstance(item, BaseException):
+                context.abort(grpc.StatusCode.INTERNAL, f"hub could not take telemetry: {item}")
+            if isinstance(item, link_pb2.TelemetryAck):
+                yield link_pb2.HubMessage(telemetry_ack=self._coalesce(item, outbox, pending))
+            elif isinstance(item, RuleChange):
+                yield link_pb2.HubMessage(rule_change=serde.rule_change_to_proto(item))
+            elif isinstance(item, ModelUpdate):
+                yield link_pb2.HubMessage(model_update=serde.model_update_to_proto(item))
+
+    @staticmethod
+    def _coalesce(ack: link_pb2.TelemetryAck, outbox: queue.SimpleQueue, pending: deque) -> link_pb2.TelemetryAck:
+        """Merge the acks already waiting behind this one: the highest seq says it all."""
+        while not pending:
+            try:
+                nxt = outbox.get_nowait()
+            except queue.Empty:
+                break
+            if not isinstance(nxt, link_pb2.TelemetryAck):
+                pending.append(nxt)
+                break
+            ack = link_pb2.TelemetryAck(
+                seq=max(ack.seq, nxt.seq), refused=ack.refused + nxt.refused, error=nxt.error or ack.error
+            )
+        return ack
+
+    def _pump(self, feed: RuleFeed, context: grpc.ServicerContext, outbox: queue.SimpleQueue) -> None:
+        while context.is_active():
+            change = feed.get(timeout=1.0)
+            if change is not None:
+                outbox.put(change)
+
+    def _read(self, request_iterator, context: grpc.ServicerContext, gateway_id: str, outbox: queue.SimpleQueue) -> None:
+        try:
+            for message in request_iterator:
+                body = message.WhichOneof("body")
+                if body == "telemetry":
+                    outbox.put(self._telemetry(gateway_id, message.telemetry))
+                elif body == "rule_acks":
+                    for ack in message.rule_acks.acks:
+                        self.hub.rule_ack(gateway_id, serde.rule_ack_from_proto(ack))
+                else:
+                    self.counters["malformed_messages"] += 1
+                    log.warning("ingest: %s sent a message with body %r: ignored", gateway_id, body)
+        except grpc.RpcError as err:
+            code = err.code() if hasattr(err, "code") else None
+            if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
+                self.counters["oversized_messages"] += 1
+            log.info("ingest: %s stream ended: %s", gateway_id, code)
+        except Exception as err:  # the hub failed to store: end the stream, the agent resends
+            self.counters["hub_errors"] += 1
+            log.exception("ingest: %s: hub failed", gateway_id)
+            outbox.put(err)
+        finally:
+            outbox.put(_END)
+
+    def _telemetry(self, gateway_id: str, envelope) -> link_pb2.TelemetryAck:
+        try:
+            batch = serde.telemetry_from_envelope(envelope, self.max_raw_bytes)
+            for incident in batch.incidents:
+                if incident.gateway not in ("", gateway_id):
+                    raise serde.WireError(f"incident {incident.id!r} claims gateway {incident.gateway!r}")
+                incident.gateway = gateway_id
+        except serde.WireError as err:
+            self.counters["refused_batches"] += 1
+            log.error("ingest: %s: refused telemetry seq %d: %s", gateway_id, envelope.seq, err)
+            return link_pb2.TelemetryAck(seq=envelope.seq, refused=1, error=str(err))
+        stored = self.hub.telemetry(gateway_id, batch)
+        self.counters["telemetry_batches"] += 1
+        self.counters["telemetry_records"] += len(batch.incidents) + len(batch.devices)
+        return link_pb2.TelemetryAck(seq=max(stored, 0))
