@@ -67,7 +67,11 @@ class AddressBook:
         self._next = IPV6_KEY_BASE + 1
 
     def __len__(self) -> int:
+        """Number of IPv6 addresses held."""
         return len(self._keys)
+
+    def __bool__(self) -> bool:
+        return True  # an empty book is still a book (`book or AddressBook()` must keep it)
 
     def intern_v6(self, packed: bytes) -> int:
         """The key of a 16-byte IPv6 address (a new one if it is not known)."""
@@ -212,7 +216,9 @@ def decode_packets(batch: FrameBatch, book: AddressBook) -> np.ndarray:
     other = l4_known & (later_fragment | ~np.isin(proto, (IPPROTO_TCP, IPPROTO_UDP, IPPROTO_ICMP, IPPROTO_ICMPV6)))
     hdr_ok |= other
 
-    out["payload_off"] = np.where(hdr_ok, pay, start)
+    # Clamped to the frame so that payload_off + payload_len never leaves it (when TCP options
+    # were cut by the snap length, the payload would start past the captured bytes).
+    out["payload_off"] = np.where(hdr_ok, np.minimum(pay, end), start)
     out["payload_len"] = np.where(hdr_ok, np.clip(cap_end - pay, 0, None), 0)
     out["payload_wirelen"] = np.where(hdr_ok, np.clip(ip_end - pay, 0, None), 0)
     return out
