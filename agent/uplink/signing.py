@@ -85,7 +85,10 @@ class RuleSigner:
 
     @classmethod
     def from_pem_file(cls, path: str | Path) -> "RuleSigner":
-        key = serialization.load_pem_private_key(Path(path).read_bytes(), password=None)
+        try:
+            key = serialization.load_pem_private_key(Path(path).read_bytes(), password=None)
+        except ValueError as err:
+            raise ValueError(f"{path}: not a PEM private key ({err})") from None
         if not isinstance(key, Ed25519PrivateKey):
             raise ValueError(f"{path}: not an Ed25519 private key")
         return cls(key)
@@ -111,7 +114,10 @@ class RuleVerifier:
 
     @classmethod
     def from_pem_file(cls, path: str | Path) -> "RuleVerifier":
-        key = serialization.load_pem_public_key(Path(path).read_bytes())
+        try:
+            key = serialization.load_pem_public_key(Path(path).read_bytes())
+        except ValueError as err:
+            raise ValueError(f"{path}: not a PEM public key ({err})") from None
         if not isinstance(key, Ed25519PublicKey):
             raise ValueError(f"{path}: not an Ed25519 public key")
         return cls(key)

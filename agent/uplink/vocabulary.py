@@ -17,7 +17,7 @@ from atlas.agent.enforce import ACTIONS, Rule
 # Ids and usernames end up in nftables comments, audit rows and broker commands: keep them to
 # characters that need no quoting anywhere.
 SAFE_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
-MQTT_USERNAME = re.compile(r"[A-Za-z0-9._@-]{1,64}")
+MQTT_USERNAME = re.compile(r"[A-Za-z0-9_.:@-]{1,128}")  # as agent/enforce/validate.py
 MAX_REASON_CHARS = 1024
 PROTOCOLS = ("tcp", "udp")
 MAX_PPS = 1_000_000
@@ -72,7 +72,7 @@ def _check_target(rid: str, action: str, target: Any) -> None:
         raise RuleRejected(rid, "target", f"must be text, got {type(target).__name__}")
     if action == "revoke_mqtt":
         if not MQTT_USERNAME.fullmatch(target):
-            raise RuleRejected(rid, "target", f"{target!r} is not an MQTT username of 1..64 safe characters (letters, digits, . _ @ -)")
+            raise RuleRejected(rid, "target", f"{target!r} is not an MQTT username of 1..128 safe characters (letters, digits, . _ : @ -)")
         return
     try:
         address = ipaddress.ip_address(target)

@@ -109,9 +109,8 @@ class GatewayLinkServicer(link_pb2_grpc.GatewayLinkServicer):
         feed = None
         try:
             self.hub.hello(gateway_id, info)
-            feed = self.hub.watch(gateway_id)  # before the snapshot: no change falls between
-            snapshot = RuleChange(kind="snapshot", rules=list(self.hub.desired_rules(gateway_id)))
-            yield link_pb2.HubMessage(rule_change=serde.rule_change_to_proto(snapshot))
+            feed = self.hub.watch(gateway_id)
+            yield link_pb2.HubMessage(rule_change=serde.rule_change_to_proto(self._snapshot(feed, gateway_id, outbox)))
             threads = [
                 threading.Thread(target=self._read, args=(request_iterator, context, gateway_id, outbox), daemon=True, name=f"ingest-read-{gateway_id}"),
                 threading.Thread(target=self._pump, args=(feed, context, outbox), daemon=True, name=f"ingest-feed-{gateway_id}"),
@@ -128,6 +127,21 @@ class GatewayLinkServicer(link_pb2_grpc.GatewayLinkServicer):
                     del self._streams[gateway_id]
             if current:
                 self.hub.disconnected(gateway_id)
+
+    def _snapshot(self, feed: RuleFeed, gateway_id: str, outbox: queue.SimpleQueue) -> RuleChange:
+        """The gateway's whole desired rule set, sent first on every stream.
+
+        A hub feed starts with a snapshot of its own (computed under the hub's lock, so no
+        change can fall between it and the changes that follow); a feed that does not gets
+        one from desired_rules(), taken after watch() so nothing is missed (a change may
+        then arrive twice, which the agent's idempotent apply absorbs).
+        """
+        first = feed.get(timeout=0.5)
+        if isinstance(first, RuleChange) and first.kind == "snapshot":
+            return first
+        if first is not None:
+            outbox.put(first)
+        return RuleChange(kind="snapshot", rules=list(self.hub.desired_rules(gateway_id)))
 
     def _send(self, outbox: queue.SimpleQueue, context: grpc.ServicerContext) -> Iterator[link_pb2.HubMessage]:
         pending: deque = deque()  # taken from the outbox while merging acks, sent next, in order

@@ -34,8 +34,12 @@ class MemoryFeed:
         self.hub = hub
         self.gateway_id = gateway_id
         self.queue: queue.SimpleQueue = queue.SimpleQueue()
+        self.snapshot_due = True  # like the hub's RuleFeed: the first get() is the whole set
 
     def get(self, timeout: float) -> RuleChange | ModelUpdate | None:
+        if self.snapshot_due:
+            self.snapshot_due = False
+            return RuleChange(kind="snapshot", rules=self.hub.desired_rules(self.gateway_id))
         try:
             return self.queue.get(timeout=timeout)
         except queue.Empty:
