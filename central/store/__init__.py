@@ -1,0 +1,319 @@
+"""Store: everything the hub must not forget, behind one interface.
+
+`Store` is the interface the hub uses; `SQLiteStore` (one file, the default) implements it.
+The schema is defined by numbered migrations (atlas.central.store.migrations), applied at
+open and recorded in `schema_version`, so a PostgreSQL store can follow with the same
+numbering and the same records.
+
+The records below are what the store returns; they are plain dataclasses so the CLI can print
+them and `--json` can dump them without knowing SQL.
+"""
+from __future__ import annotations
+
+import abc
+import contextlib
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+from atlas.agent.enforce import Rule
+from atlas.agent.uplink import DeviceSummary, GatewayInfo, Health
+
+
+class StoreError(RuntimeError):
+    """The store cannot be used as asked (wrong schema version, read-only, missing file)."""
+
+
+@dataclass
+class GatewayRecord:
+    id: str
+    first_seen: float
+    last_seen: float
+    software_version: str = ""
+    model_versions: dict[str, str] = field(default_factory=dict)
+    capabilities: list[str] = field(default_factory=list)
+    board: str = ""
+    health: dict[str, Any] | None = None  # the latest Health, as a dict
+    connections: int = 0  # 1 while the gateway's stream is up, else 0
+    last_seq: int = 0  # highest telemetry seq stored
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class HubIncident:
+    """One attack as the hub sees it: the same attacker and kind, merged across gateways."""
+
+    id: str
+    kind: str
+    src_ip: str
+    device: str
+    dst_ip: str
+    first_seen: float
+    last_seen: float
+    score: float
+    packets: int
+    state: str  # open | closed
+    created_at: float  # hub clock
+    gateways: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class IncidentReport:
+    """One agent incident as its gateway last reported it, and the hub incident it joined."""
+
+    gateway: str
+    agent_id: str
+    incident: str  # HubIncident.id
+    kind: str
+    src_ip: str
+    dst_ip: str
+    device: str
+    time: float
+    last_seen: float
+    score: float
+    packets: int
+    state: str
+    model_version: str
+    evidence: dict[str, Any]
+    received_at: float
+
+
+@dataclass
+class DecisionRecord:
+    id: str
+    incident: str
+    policy: str
+    action: str  # one of ACTIONS, or "none"
+    target: str
+    params: dict[str, Any]
+    ttl: float
+    reason: str
+    gateways: list[str]
+    requires_approval: bool
+    shadow: bool
+    # none | suppressed | pending_approval | active | shadow | expired | revoked
+    state: str
+    created_at: float
+    expires_at: float | None = None  # set when rules are issued
+    approved_by: str = ""
+    approved_at: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class RuleRecord:
+    rule: Rule
+    gateway: str
+    state: str  # active | shadow | expired | revoked
+    signature: bytes
+    created_at: float
+    ended_at: float | None = None
+    ack_applied: bool | None = None  # None: not acknowledged yet
+    ack_error: str = ""
+    ack_time: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["signature"] = self.signature.hex()
+        return out
+
+
+@dataclass
+class AuditRow:
+    seq: int
+    time: float
+    kind: str
+    payload: str  # canonical JSON text, exactly as hashed
+    prev_hash: str
+    hash: str
+
+
+@dataclass
+class OperatorCommand:
+    id: int
+    kind: str  # approve | revoke
+    argument: str
+    operator: str
+    created_at: float
+    state: str  # queued | done | failed
+    result: str = ""
+    finished_at: float | None = None
+
+
+@dataclass
+class HubState:
+    pid: int
+    host: str
+    started_at: float
+    heartbeat: float
+    listen: str
+    version: str
+
+
+class Store(abc.ABC):
+    """What the hub persists. Implementations must be safe to call from many threads."""
+
+    # -- lifecycle and schema -------------------------------------------------------------
+    @abc.abstractmethod
+    def schema_version(self) -> int: ...
+
+    @abc.abstractmethod
+    def transaction(self) -> contextlib.AbstractContextManager[None]:
+        """All writes inside commit together or not at all. Nested use joins the outer one."""
+
+    @abc.abstractmethod
+    def close(self) -> None: ...
+
+    # -- gateways and telemetry -----------------------------------------------------------
+    @abc.abstractmethod
+    def record_hello(self, gateway_id: str, info: GatewayInfo, now: float) -> None: ...
+
+    @abc.abstractmethod
+    def record_disconnect(self, gateway_id: str, now: float) -> None: ...
+
+    @abc.abstractmethod
+    def reset_connections(self) -> None:
+        """At hub start: no stream survives a restart."""
+
+    @abc.abstractmethod
+    def get_seq(self, gateway_id: str) -> int: ...
+
+    @abc.abstractmethod
+    def record_batch(self, gateway_id: str, seq: int, now: float, health: Health | None) -> None:
+        """Store the new highest seq, last-seen time and latest health of a gateway."""
+
+    @abc.abstractmethod
+    def upsert_devices(self, gateway_id: str, devices: list[DeviceSummary]) -> None: ...
+
+    @abc.abstractmethod
+    def get_gateway(self, gateway_id: str) -> GatewayRecord | None: ...
+
+    @abc.abstractmethod
+    def list_gateways(self) -> list[GatewayRecord]: ...
+
+    @abc.abstractmethod
+    def list_devices(self, gateway_id: str | None = None) -> list[dict[str, Any]]: ...
+
+    # -- incidents ------------------------------------------------------------------------
+    @abc.abstractmethod
+    def get_report(self, gateway_id: str, agent_id: str) -> IncidentReport | None: ...
+
+    @abc.abstractmethod
+    def put_report(self, report: IncidentReport) -> None:
+        """Insert or replace the report keyed by (gateway, agent_id)."""
+
+    @abc.abstractmethod
+    def find_incident(self, src_ip: str, kind: str, since: float) -> HubIncident | None:
+        """The latest hub incident of this attacker and kind with last_seen >= since."""
+
+    @abc.abstractmethod
+    def put_incident(self, incident: HubIncident) -> None: ...
+
+    @abc.abstractmethod
+    def get_incident(self, incident_id: str) -> HubIncident | None: ...
+
+    @abc.abstractmethod
+    def incident_gateways(self, incident_id: str) -> list[str]: ...
+
+    @abc.abstractmethod
+    def count_open_reports(self, incident_id: str) -> int: ...
+
+    @abc.abstractmethod
+    def list_incidents(self, limit: int = 100, state: str | None = None) -> list[HubIncident]: ...
+
+    # -- decisions and approvals ----------------------------------------------------------
+    @abc.abstractmethod
+    def put_decision(self, decision: DecisionRecord) -> None:
+        """Insert or replace by id."""
+
+    @abc.abstractmethod
+    def get_decision(self, decision_id: str) -> DecisionRecord | None: ...
+
+    @abc.abstractmethod
+    def decisions_for_incident(self, incident_id: str) -> list[DecisionRecord]: ...
+
+    @abc.abstractmethod
+    def list_decisions(self, states: tuple[str, ...] | None = None,
+                       limit: int = 100) -> list[DecisionRecord]: ...
+
+    @abc.abstractmethod
+    def add_approval(self, decision_id: str, operator: str, verdict: str, now: float) -> None: ...
+
+    # -- rules ----------------------------------------------------------------------------
+    @abc.abstractmethod
+    def put_rule(self, record: RuleRecord) -> None:
+        """Insert or replace by rule id."""
+
+    @abc.abstractmethod
+    def get_rule(self, rule_id: str) -> RuleRecord | None: ...
+
+    @abc.abstractmethod
+    def rules_for_gateway(self, gateway_id: str, states: tuple[str, ...]) -> list[RuleRecord]: ...
+
+    @abc.abstractmethod
+    def rules_for_decision(self, decision_id: str) -> list[RuleRecord]: ...
+
+    @abc.abstractmethod
+    def rules_due(self, now: float) -> list[RuleRecord]:
+        """Active or shadow rules with expires_at <= now."""
+
+    @abc.abstractmethod
+    def list_rules(self, states: tuple[str, ...] | None = None,
+                   limit: int = 1000) -> list[RuleRecord]: ...
+
+    @abc.abstractmethod
+    def set_rule_ack(self, rule_id: str, applied: bool, error: str, now: float) -> None: ...
+
+    # -- audit ----------------------------------------------------------------------------
+    @abc.abstractmethod
+    def audit_append(self, row: AuditRow) -> None: ...
+
+    @abc.abstractmethod
+    def audit_head(self) -> AuditRow | None: ...
+
+    @abc.abstractmethod
+    def audit_rows(self, after_seq: int = 0) -> Iterator[AuditRow]: ...
+
+    # -- operator channel -----------------------------------------------------------------
+    @abc.abstractmethod
+    def enqueue_command(self, kind: str, argument: str, operator: str, now: float) -> int: ...
+
+    @abc.abstractmethod
+    def queued_commands(self) -> list[OperatorCommand]: ...
+
+    @abc.abstractmethod
+    def finish_command(self, command_id: int, ok: bool, result: str, now: float) -> None: ...
+
+    @abc.abstractmethod
+    def get_command(self, command_id: int) -> OperatorCommand | None: ...
+
+    @abc.abstractmethod
+    def set_hub_state(self, state: HubState) -> None: ...
+
+    @abc.abstractmethod
+    def get_hub_state(self) -> HubState | None: ...
+
+    @abc.abstractmethod
+    def counts(self) -> dict[str, int]:
+        """Cheap totals for `status`."""
+
+
+def open_store(location: str | Path, readonly: bool = False, migrate: bool = True) -> Store:
+    """The store at `location`: a SQLite file path (the only backend so far).
+
+    readonly: reporting only. migrate=False: refuse a database at another schema version
+    instead of migrating it (for tools that run beside the hub)."""
+    text = str(location)
+    if text.startswith(("postgres://", "postgresql://")):
+        raise StoreError(f"{text.split('@')[-1]}: PostgreSQL is not implemented yet; use a "
+                         "SQLite file path")
+    from atlas.central.store.sqlite import SQLiteStore
+
+    return SQLiteStore(Path(text), readonly=readonly, migrate=migrate)
