@@ -1,0 +1,294 @@
+"""The hub's configuration (central.toml), validated completely at load.
+
+Every key is known: an unknown key, a wrong type or a bad value raises `ConfigError` naming
+the file and the dotted key, so the operator sees what to fix instead of a stack trace.
+Relative paths are resolved against the configuration file's folder, so a config and its
+PKI/inventory can move together.
+
+Example::
+
+    [hub]
+    listen = "0.0.0.0:7443"
+    database = "central.db"            # SQLite file (one file; created and migrated at start)
+    pki = "pki"                        # folder made by `atlas-central pki init`: gives
+                                       # tls.* and signing_key unless they are set
+    signing_key = "pki/rule-signing.key"   # Ed25519 private key (PEM) that signs every rule
+    inventory = "inventory.toml"       # devices -> profiles (see atlas.central.decide.inventory)
+    operator_poll = 0.2                # seconds between checks of the operator-command queue
+
+    [tls]                              # optional with [hub] pki
+    ca = "pki/ca.crt"
+    cert = "pki/hub.crt"
+    key = "pki/hub.key"
+
+    [incidents]
+    merge_window = 300                 # same attacker+kind within this many seconds = one incident
+
+    [decide]
+    shadow = false                     # true: record and report every decision, enforce none
+    allowlist = ["10.0.0.1", "10.9.0.0/24", "ops-console"]   # addresses, networks, MQTT ids
+
+    [decide.playbook.default]          # every kind; per-kind tables override single cells
+    outside = { action = "quarantine", ttl = 900 }
+    life_safety = { action = "rate_limit", ttl = 300, params = { pps = 20 }, escalate = "quarantine" }
+
+    [decide.playbook.mqtt_bruteforce]
+    ordinary = { action = "revoke_mqtt", ttl = 600, fallback = "quarantine" }
+"""
+from __future__ import annotations
+
+import ipaddress
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10
+    import tomli as tomllib
+
+DEFAULT_CONFIG_PATH = Path("/etc/atlas/central.toml")
+
+
+class ConfigError(ValueError):
+    """An operator mistake in the configuration; the message names the file and the key."""
+
+
+@dataclass(frozen=True)
+class TlsConfig:
+    ca: Path
+    cert: Path
+    key: Path
+
+
+@dataclass(frozen=True)
+class DecideConfig:
+    shadow: bool = False
+    allowlist: tuple[str, ...] = ()
+    # (kind or "default", attacker class) -> cell table as written; the playbook parses and
+    # validates it (atlas.central.decide.playbook.parse_cells), config only checks the shape.
+    playbook: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class HubConfig:
+    path: Path | None
+    database: Path
+    listen: str = "127.0.0.1:7443"
+    signing_key: Path | None = None
+    inventory: Path | None = None
+    operator_poll: float = 0.2
+    merge_window: float = 300.0
+    tls: TlsConfig | None = None
+    decide: DecideConfig = field(default_factory=DecideConfig)
+
+
+class _Table:
+    """One TOML table being read: remembers which keys were used, so leftovers are errors."""
+
+    def __init__(self, data: Any, where: str, source: str):
+        if not isinstance(data, dict):
+            raise ConfigError(f"{source}: {where}: expected a table, got {type(data).__name__}")
+        self.data = data
+        self.where = where
+        self.source = source
+        self.used: set[str] = set()
+
+    def key(self, name: str) -> str:
+        return f"{self.where}.{name}" if self.where else name
+
+    def error(self, name: str, message: str) -> ConfigError:
+        return ConfigError(f"{self.source}: {self.key(name)}: {message}")
+
+    def get(self, name: str, types: type | tuple[type, ...], default: Any = None) -> Any:
+        self.used.add(name)
+        if name not in self.data:
+            return default
+        value = self.data[name]
+        # bool is an int in Python; never accept true where a number is meant
+        if isinstance(value, bool) and bool not in _as_tuple(types):
+            raise self.error(name, f"expected {_type_names(types)}, got a boolean")
+        if not isinstance(value, types):
+            raise self.error(name, f"expected {_type_names(types)}, got {type(value).__name__}")
+        return value
+
+    def table(self, name: str) -> _Table | None:
+        self.used.add(name)
+        if name not in self.data:
+            return None
+        return _Table(self.data[name], self.key(name), self.source)
+
+    def finish(self) -> None:
+        unknown = sorted(set(self.data) - self.used)
+        if unknown:
+            raise self.error(unknown[0], "unknown key" + _suggest(unknown[0], self.used))
+
+
+def _as_tuple(types: type | tuple[type, ...]) -> tuple[type, ...]:
+    return types if isinstance(types, tuple) else (types,)
+
+
+def _type_names(types: type | tuple[type, ...]) -> str:
+    names = {int: "a number", float: "a number", str: "a string", bool: "true or false",
+             list: "a list", dict: "a table"}
+    return " or ".join(sorted({names.get(t, t.__name__) for t in _as_tuple(types)}))
+
+
+def _suggest(name: str, known: set[str]) -> str:
+    import difflib
+
+    close = difflib.get_close_matches(name, sorted(known), n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _path(table: _Table, name: str, base: Path, required: bool = False) -> Path | None:
+    value = table.get(name, str)
+    if value is None:
+        if required:
+            raise table.error(name, "missing (a file path)")
+        return None
+    if not value:
+        raise table.error(name, "empty path")
+    path = Path(value).expanduser()
+    return path if path.is_absolute() else base / path
+
+
+def _positive(table: _Table, name: str, default: float, upper: float) -> float:
+    value = table.get(name, (int, float), default)
+    if not 0 < value <= upper:
+        raise table.error(name, f"must be > 0 and <= {upper:g}, got {value!r}")
+    return float(value)
+
+
+def _listen(table: _Table) -> str:
+    value = table.get("listen", str, "127.0.0.1:7443")
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise table.error("listen", f"expected HOST:PORT, got {value!r}")
+    return value
+
+
+def _allowlist(table: _Table) -> tuple[str, ...]:
+    items = table.get("allowlist", list, [])
+    out = []
+    for i, item in enumerate(items):
+        if not isinstance(item, str) or not item.strip():
+            raise table.error(f"allowlist[{i}]", "expected an address, a network or an MQTT id")
+        item = item.strip()
+        if "/" in item:  # looks like a network: it must parse as one
+            try:
+                ipaddress.ip_network(item, strict=False)
+            except ValueError as exc:
+                raise table.error(f"allowlist[{i}]", f"bad network {item!r}: {exc}") from None
+        out.append(item)
+    return tuple(out)
+
+
+def _decide(table: _Table | None) -> DecideConfig:
+    if table is None:
+        return DecideConfig()
+    shadow = table.get("shadow", bool, False)
+    allowlist = _allowlist(table)
+    playbook: dict[str, dict[str, dict[str, Any]]] = {}
+    pb = table.table("playbook")
+    if pb is not None:
+        for kind in pb.data:
+            row = pb.table(kind)
+            cells = {}
+            for cls in row.data:
+                cell = row.table(cls)
+                cells[cls] = dict(cell.data)
+            playbook[kind] = cells
+        pb.finish()
+    table.finish()
+    decide = DecideConfig(shadow=shadow, allowlist=allowlist, playbook=playbook)
+    # The playbook owns the meaning of its cells; validate them now so `serve` never starts
+    # with a table it would reject later.
+    from atlas.central.decide.playbook import PlaybookError, parse_cells
+
+    try:
+        parse_cells(playbook)
+    except PlaybookError as exc:
+        raise ConfigError(f"{table.source}: decide.playbook.{exc}") from None
+    return decide
+
+
+def parse_config(data: dict[str, Any], source: str = "<config>", base: Path | None = None,
+                 path: Path | None = None) -> HubConfig:
+    """Validate an already-parsed TOML document into a HubConfig."""
+    base = base or Path.cwd()
+    root = _Table(data, "", source)
+    hub = root.table("hub") or _Table({}, "hub", source)
+    database = _path(hub, "database", base, required=True)
+    cfg_listen = _listen(hub)
+    pki = _path(hub, "pki", base)
+    signing_key = _path(hub, "signing_key", base)
+    inventory = _path(hub, "inventory", base)
+    operator_poll = _positive(hub, "operator_poll", 0.2, 1.0)
+    hub.finish()
+    if pki is not None and signing_key is None:
+        signing_key = pki / "rule-signing.key"
+
+    tls = None
+    tls_table = root.table("tls")
+    if tls_table is not None:
+        required = pki is None
+        tls = TlsConfig(ca=_path(tls_table, "ca", base, required) or pki / "ca.crt",
+                        cert=_path(tls_table, "cert", base, required) or pki / "hub.crt",
+                        key=_path(tls_table, "key", base, required) or pki / "hub.key")
+        tls_table.finish()
+    elif pki is not None:
+        tls = TlsConfig(ca=pki / "ca.crt", cert=pki / "hub.crt", key=pki / "hub.key")
+
+    merge_window = 300.0
+    inc = root.table("incidents")
+    if inc is not None:
+        merge_window = _positive(inc, "merge_window", 300.0, 7 * 86400.0)
+        inc.finish()
+
+    decide = _decide(root.table("decide"))
+    root.finish()
+    return HubConfig(path=path, database=database, listen=cfg_listen, signing_key=signing_key,
+                     inventory=inventory, operator_poll=operator_poll,
+                     merge_window=merge_window, tls=tls, decide=decide)
+
+
+def load_config(path: str | Path) -> HubConfig:
+    """Read and validate central.toml; every problem is a ConfigError naming file and key."""
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such configuration file") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    try:
+        data = tomllib.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: invalid TOML: {exc}") from None
+    return parse_config(data, source=str(path), base=path.resolve().parent, path=path)
+
+
+def require_files(config: HubConfig, for_serving: bool = True) -> None:
+    """Check that the files the configuration names exist (at `serve` and `check` time)."""
+    source = str(config.path or "<config>")
+    needed: list[tuple[str, Path | None]] = [("hub.signing_key", config.signing_key),
+                                              ("hub.inventory", config.inventory)]
+    if for_serving:
+        if config.signing_key is None:
+            raise ConfigError(f"{source}: hub.signing_key: missing (the hub signs every rule)")
+        if config.tls is None:
+            raise ConfigError(f"{source}: tls: missing (the hub only serves mutual TLS; set "
+                              "[hub] pki or a [tls] table)")
+    if config.tls is not None:
+        needed += [("tls.ca", config.tls.ca), ("tls.cert", config.tls.cert),
+                   ("tls.key", config.tls.key)]
+    for key, path in needed:
+        if path is not None and not path.is_file():
+            raise ConfigError(f"{source}: {key}: no such file {str(path)!r}")
+    parent = config.database.parent
+    if not parent.is_dir():
+        raise ConfigError(f"{source}: hub.database: folder {str(parent)!r} does not exist")
