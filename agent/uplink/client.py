@@ -358,10 +358,15 @@ class _Session:
             room = up.window - len(self.in_flight)
             records = up.spool.read_after(self.sent, max_records=room) if room > 0 else []
             for seq, payload in records:
-                envelope = telemetry_pb2.TelemetryEnvelope.FromString(payload)
+                self.sent = seq
+                try:
+                    envelope = telemetry_pb2.TelemetryEnvelope.FromString(payload)
+                except Exception:  # CRC-checked on disk, so only a bug gets here: skip, never loop on it
+                    up.counters["spool_unreadable"] += 1
+                    log.error("uplink: spooled batch seq %d is not an envelope: skipped", seq)
+                    continue
                 with up._wake:
                     self.in_flight.append(seq)
-                self.sent = seq
                 up.counters["batches_sent"] += 1
                 yield link_pb2.AgentMessage(telemetry=envelope)
             if records:

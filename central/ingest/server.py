@@ -9,7 +9,9 @@ import grpc
 from atlas.agent.uplink.serde import DEFAULT_MAX_RAW_BYTES
 from atlas.agent.uplink.tls import TlsFiles
 from atlas.central.ingest.servicer import GatewayLinkServicer, HubLike
-from atlas.v1 import link_pb2_grpc
+from atlas.v1 import link_pb2
+
+SERVICE = link_pb2.DESCRIPTOR.services_by_name["GatewayLink"].full_name  # "atlas.v1.GatewayLink"
 
 log = logging.getLogger(__name__)
 
@@ -57,12 +59,13 @@ def serve(
     Each gateway stream holds one worker thread (plus a reader and a rule-feed thread), so the
     pool is sized by max_gateways; gateways beyond it are refused with RESOURCE_EXHAUSTED.
     """
-    servicer = GatewayLinkServicer(hub, max_raw_bytes=max_raw_bytes)
+    servicer = GatewayLinkServicer(hub, max_raw_bytes=max_raw_bytes, max_message_bytes=max_receive_bytes)
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=max_gateways + 4, thread_name_prefix="ingest"),
         maximum_concurrent_rpcs=max_gateways,
         options=[
-            ("grpc.max_receive_message_length", max_receive_bytes),
+            # The servicer refuses (clearly, counted) above max_receive_bytes; this is the backstop.
+            ("grpc.max_receive_message_length", 2 * max_receive_bytes),
             ("grpc.max_send_message_length", MAX_SEND_BYTES),
             # Agents ping every 30 s; allow it, and find dead agents within about a minute.
             ("grpc.keepalive_time_ms", 60_000),
@@ -72,7 +75,14 @@ def serve(
             ("grpc.http2.max_ping_strikes", 0),
         ],
     )
-    link_pb2_grpc.add_GatewayLinkServicer_to_server(servicer, server)
+    # Registered by hand (not add_GatewayLinkServicer_to_server) to use the servicer's own
+    # request deserializer, which refuses oversized and malformed messages with a clear error.
+    handler = grpc.stream_stream_rpc_method_handler(
+        servicer.Connect,
+        request_deserializer=servicer.deserialize,
+        response_serializer=link_pb2.HubMessage.SerializeToString,
+    )
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, {"Connect": handler}),))
     port = server.add_secure_port(address, server_credentials(tls))
     if port == 0:
         raise OSError(f"ingest: cannot listen on {address}")

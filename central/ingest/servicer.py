@@ -26,6 +26,16 @@ log = logging.getLogger(__name__)
 _END = object()  # outbox sentinel: the stream is over
 
 
+class Refused:
+    """A request the deserializer would not decode: the stream ends with `code`, counted as `counter`."""
+
+    def __init__(self, counter: str, code: grpc.StatusCode, details: str):
+        self.counter, self.code, self.details = counter, code, details
+
+    def WhichOneof(self, _name: str) -> None:  # reads like a message with no body
+        return None
+
+
 class RuleFeed(Protocol):
     def get(self, timeout: float) -> RuleChange | ModelUpdate | None: ...
 
@@ -49,12 +59,33 @@ class HubLike(Protocol):
 
 
 class GatewayLinkServicer(link_pb2_grpc.GatewayLinkServicer):
-    def __init__(self, hub: HubLike, max_raw_bytes: int = serde.DEFAULT_MAX_RAW_BYTES):
+    def __init__(self, hub: HubLike, max_raw_bytes: int = serde.DEFAULT_MAX_RAW_BYTES,
+                 max_message_bytes: int = 4 << 20):
         self.hub = hub
         self.max_raw_bytes = max_raw_bytes
+        self.max_message_bytes = max_message_bytes
         self.counters: Counter[str] = Counter()
         self._lock = threading.Lock()
         self._streams: dict[str, grpc.ServicerContext] = {}  # the live stream of each gateway
+
+    def deserialize(self, data: bytes) -> link_pb2.AgentMessage | Refused:
+        """Request deserializer: size and shape are checked here so a refusal is clear and counted.
+
+        (gRPC's own max_receive_message_length is set above this limit as a backstop; what it
+        refuses reaches the servicer as a bare error that cannot be told from a hang-up.)
+        """
+        if len(data) > self.max_message_bytes:
+            return Refused("oversized_messages", grpc.StatusCode.RESOURCE_EXHAUSTED,
+                           f"message of {len(data)} bytes is over the {self.max_message_bytes}-byte limit")
+        try:
+            return link_pb2.AgentMessage.FromString(data)
+        except Exception as err:  # protobuf's DecodeError
+            return Refused("malformed_messages", grpc.StatusCode.INVALID_ARGUMENT, f"not an atlas.v1.AgentMessage: {err}")
+
+    def _refuse(self, context: grpc.ServicerContext, gateway_id: str, refused: Refused) -> None:
+        self.counters[refused.counter] += 1
+        log.warning("ingest: %s: %s", gateway_id, refused.details)
+        context.abort(refused.code, refused.details)
 
     # --- identity -----------------------------------------------------------------------
 
@@ -73,6 +104,8 @@ class GatewayLinkServicer(link_pb2_grpc.GatewayLinkServicer):
             first = next(request_iterator)
         except StopIteration:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, "stream ended before hello")
+        if isinstance(first, Refused):
+            self._refuse(context, gateway_id, first)
         if first.WhichOneof("body") != "hello":
             self.counters["refused_hello"] += 1
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, "the first message must be hello")
@@ -149,6 +182,8 @@ class GatewayLinkServicer(link_pb2_grpc.GatewayLinkServicer):
             item = pending.popleft() if pending else outbox.get()
             if item is _END:
                 return
+            if isinstance(item, Refused):
+                context.abort(item.code, item.details)
             if isinstance(item, BaseException):
                 context.abort(grpc.StatusCode.INTERNAL, f"hub could not take telemetry: {item}")
             if isinstance(item, link_pb2.TelemetryAck):
@@ -183,6 +218,11 @@ class GatewayLinkServicer(link_pb2_grpc.GatewayLinkServicer):
     def _read(self, request_iterator, context: grpc.ServicerContext, gateway_id: str, outbox: queue.SimpleQueue) -> None:
         try:
             for message in request_iterator:
+                if isinstance(message, Refused):
+                    self.counters[message.counter] += 1
+                    log.warning("ingest: %s: %s", gateway_id, message.details)
+                    outbox.put(message)
+                    return
                 body = message.WhichOneof("body")
                 if body == "telemetry":
                     outbox.put(self._telemetry(gateway_id, message.telemetry))
@@ -192,11 +232,9 @@ class GatewayLinkServicer(link_pb2_grpc.GatewayLinkServicer):
                 else:
                     self.counters["malformed_messages"] += 1
                     log.warning("ingest: %s sent a message with body %r: ignored", gateway_id, body)
-        except grpc.RpcError as err:
-            code = err.code() if hasattr(err, "code") else None
-            if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
-                self.counters["oversized_messages"] += 1
-            log.info("ingest: %s stream ended: %s", gateway_id, code)
+        except grpc.RpcError:  # hang-up, cancel, or gRPC's own size backstop
+            self.counters["stream_errors"] += 1
+            log.info("ingest: %s stream ended by the transport", gateway_id)
         except Exception as err:  # the hub failed to store: end the stream, the agent resends
             self.counters["hub_errors"] += 1
             log.exception("ingest: %s: hub failed", gateway_id)
