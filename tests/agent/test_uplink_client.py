@@ -1,0 +1,133 @@
+"""The uplink client's own logic: backoff, the rule gate, and never blocking the pipeline."""
+from __future__ import annotations
+
+import random
+import socket
+import time
+
+import pytest
+
+from atlas.agent.enforce import Rule
+from atlas.agent.uplink import GatewayInfo, RuleAck, RuleChange, TelemetryBatch
+from atlas.agent.uplink import serde
+from atlas.agent.uplink.client import Uplink, backoff_delay
+from atlas.agent.uplink.signing import RuleSigner
+from atlas.central.ingest.testing import make_pki
+from atlas.v1 import rules_pb2
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory):
+    return make_pki(tmp_path_factory.mktemp("pki"), ["gw-1"])
+
+
+def closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]  # nobody listens once it is closed
+
+
+def make(pki, tmp_path, on_rules=None, **kw) -> Uplink:
+    return Uplink(f"127.0.0.1:{closed_port()}", "gw-1", pki.gateway_tls("gw-1"), tmp_path / "spool",
+                  on_rules or (lambda change: [RuleAck(s.rule.id, True) for s in change.rules]),
+                  signing_pub=pki.signing_pub, **kw)
+
+
+def test_backoff_is_exponential_jittered_and_capped():
+    rng = random.Random(7)
+    for attempt, ceiling in [(0, 0.5), (1, 1.0), (3, 4.0), (6, 30.0), (100, 30.0)]:
+        delays = [backoff_delay(attempt, 0.5, 30.0, rng) for _ in range(300)]
+        assert 0 <= min(delays) and max(delays) <= ceiling
+        assert max(delays) > 0.8 * ceiling  # full jitter reaches up to the ceiling
+        assert min(delays) < 0.2 * ceiling  # ... and spreads gateways out below it
+
+
+def signed(pki, **changes):
+    base = dict(id="r-1", action="quarantine", target="10.0.0.9", expires_at=time.time() + 60,
+                reason="flood", decision_id="d-1")
+    base.update(changes)
+    return RuleSigner.from_pem_file(pki.signing_key).sign_rule(Rule(**base))
+
+
+def test_an_unknown_action_is_refused_before_enforcement(pki, tmp_path):
+    seen = []
+    up = make(pki, tmp_path, on_rules=lambda c: seen.append(c) or [RuleAck(s.rule.id, True) for s in c.rules])
+    good = serde.signed_rule_to_proto(signed(pki))
+    alien = rules_pb2.SignedRule()
+    alien.CopyFrom(serde.signed_rule_to_proto(signed(pki, id="r-2")))
+    alien.rule.action = 99  # an action from a newer hub, or a forged one
+    acks = up.apply_rule_change(rules_pb2.RuleChange(kind=rules_pb2.RuleChange.KIND_UPSERT, rules=[good, alien]))
+    assert [s.rule.id for s in seen[0].rules] == ["r-1"]
+    refused = [a for a in acks if not a.applied]
+    assert len(refused) == 1 and refused[0].rule_id == "r-2"
+    assert "action: unknown action 'unknown(99)'" in refused[0].error
+    assert up.counters["rules_refused_action"] == 1
+
+
+def test_an_empty_snapshot_still_reaches_enforcement(pki, tmp_path):
+    seen = []
+    up = make(pki, tmp_path, on_rules=lambda c: seen.append(c) or [])
+    up.apply_rule_change(rules_pb2.RuleChange(kind=rules_pb2.RuleChange.KIND_SNAPSHOT))
+    assert seen == [RuleChange(kind="snapshot")]  # the hub wants nothing enforced: clear it all
+
+
+def test_a_snapshot_with_only_bad_rules_clears_instead_of_keeping_them(pki, tmp_path):
+    seen = []
+    up = make(pki, tmp_path, on_rules=lambda c: seen.append(c) or [])
+    expired = serde.signed_rule_to_proto(signed(pki, expires_at=time.time() - 1))
+    acks = up.apply_rule_change(rules_pb2.RuleChange(kind=rules_pb2.RuleChange.KIND_SNAPSHOT, rules=[expired]))
+    assert seen == [RuleChange(kind="snapshot")] and not acks[0].applied
+
+
+def test_bad_withdrawals_and_kinds_are_refused_and_counted(pki, tmp_path):
+    seen = []
+    up = make(pki, tmp_path, on_rules=lambda c: seen.append(c) or [])
+    up.apply_rule_change(rules_pb2.RuleChange(kind=rules_pb2.RuleChange.KIND_WITHDRAW, withdrawn=["r-1", "r 2; drop"]))
+    assert seen == [RuleChange(kind="withdraw", withdrawn=["r-1"])]
+    assert up.counters["rules_refused_id"] == 1
+    assert up.apply_rule_change(rules_pb2.RuleChange(kind=0)) == []
+    assert up.counters["malformed_messages"] == 1 and len(seen) == 1
+
+
+def test_enforcement_failure_is_reported_not_fatal(pki, tmp_path):
+    def broken(change):
+        raise RuntimeError("nft: No such file or directory")
+
+    up = make(pki, tmp_path, on_rules=broken)
+    acks = up.apply_rule_change(rules_pb2.RuleChange(kind=rules_pb2.RuleChange.KIND_UPSERT, rules=[serde.signed_rule_to_proto(signed(pki))]))
+    assert acks == [RuleAck("r-1", False, "enforcement failed: nft: No such file or directory")]
+    assert up.counters["on_rules_errors"] == 1
+
+
+def test_submit_goes_on_while_the_hub_hangs(pki, tmp_path):
+    """A hub that accepts TCP but never answers TLS holds the uplink's connect attempt; the
+    pipeline's submit() must not care."""
+    import threading
+
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)  # the kernel completes TCP handshakes; nobody ever speaks TLS
+        up = Uplink(f"127.0.0.1:{silent.getsockname()[1]}", "gw-1", pki.gateway_tls("gw-1"), tmp_path / "spool",
+                    lambda change: [], signing_pub=pki.signing_pub).start()
+        try:
+            seqs: list[int] = []
+            pipeline = threading.Thread(target=lambda: seqs.extend(up.submit(TelemetryBatch(seq=0, time=float(n))) for n in range(500)))
+            pipeline.start()
+            pipeline.join(30)
+            assert not pipeline.is_alive() and seqs == list(range(seqs[0], seqs[0] + 500))
+            counters = up.counters_snapshot()
+            assert counters["spool_depth"] == 500 and not up.connected
+            assert counters["connect_attempts"] == 1 and counters.get("reconnects", 0) == 0  # still hanging
+        finally:
+            up.stop()
+
+
+def test_configuration_mistakes_are_named(pki, tmp_path):
+    with pytest.raises(ValueError, match="gateway id 'gw 1'"):
+        Uplink("127.0.0.1:1", "gw 1", pki.gateway_tls("gw-1"), tmp_path, lambda c: [], signing_pub=pki.signing_pub)
+    with pytest.raises(ValueError, match="differs from gateway_id"):
+        Uplink("127.0.0.1:1", "gw-1", pki.gateway_tls("gw-1"), tmp_path, lambda c: [], signing_pub=pki.signing_pub,
+               info=GatewayInfo(gateway_id="gw-2", software_version="1"))
+    missing = pki.gateway_tls("gw-1").__class__(cert=tmp_path / "nope.crt", key=tmp_path / "k", ca=tmp_path / "c")
+    with pytest.raises(FileNotFoundError, match="TLS cert file not found: .*nope.crt"):
+        Uplink("127.0.0.1:1", "gw-1", missing, tmp_path, lambda c: [], signing_pub=pki.signing_pub)
