@@ -50,6 +50,7 @@ SIOCGIFINDEX = 0x8933
 ARPHRD_ETHER = 1
 ARPHRD_LOOPBACK = 772
 BPF_RET_K = 0x06  # BPF_RET | BPF_K: "accept k bytes of the packet"
+ACCEPT_ALL = 0xFFFFFFFF
 CLONE_NEWNET = 0x40000000
 
 # Offsets in struct tpacket_block_desc (hdr is tpacket_hdr_v1) and struct tpacket3_hdr.
@@ -73,8 +74,9 @@ class _SockFprog(ctypes.Structure):
 def compile_bpf(expression: str | None, linktype: int, snaplen: int) -> ctypes.Array:
     """Classic BPF instructions for a tcpdump-style filter (compiled by libpcap through Scapy).
 
-    Every "accept" is capped at `snaplen`, so the kernel copies no more than that; with no
-    expression the program is just "accept snaplen bytes".
+    Every "accept" is set to `snaplen` bytes (libpcap compiles "accept 65535", which would cut
+    64 KB GSO frames), so the kernel copies no more than that; with no expression the program
+    is just "accept snaplen bytes".
     """
     if not expression:
         return (_SockFilter * 1)(_SockFilter(BPF_RET_K, 0, 0, snaplen))
@@ -91,7 +93,7 @@ def compile_bpf(expression: str | None, linktype: int, snaplen: int) -> ctypes.A
         insns = (_SockFilter * prog.bf_len)()
         for i in range(prog.bf_len):
             src = prog.bf_insns[i]
-            k = min(src.k, snaplen) if src.code == BPF_RET_K and src.k else src.k
+            k = snaplen if src.code == BPF_RET_K and src.k else src.k
             insns[i] = _SockFilter(src.code, src.jt, src.jf, k)
     finally:
         with contextlib.suppress(Exception):
@@ -188,13 +190,11 @@ class LiveCapture:
             # read from the IP header on (SOCK_DGRAM) and decoded as raw IP.
             framed = arphrd in (ARPHRD_ETHER, ARPHRD_LOOPBACK)
             self.linktype = LINKTYPE_ETHERNET if framed else LINKTYPE_RAW
-            insns = compile_bpf(self.bpf, self.linktype, self.snaplen)
-            # Protocol 0: nothing is queued until bind(), which comes after filter and ring.
+            # Protocol 0: nothing is queued until bind(), which comes after ring and filter.
             sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW if framed else socket.SOCK_DGRAM, 0)
         try:
-            prog = _SockFprog(len(insns), ctypes.cast(insns, ctypes.POINTER(_SockFilter)))
-            sock.setsockopt(socket.SOL_SOCKET, SO_ATTACH_FILTER, bytes(prog))
-            if self.requested_backend == "ring":
+            self.backend = self.requested_backend
+            if self.backend == "ring":
                 try:
                     self._setup_ring(sock)
                 except OSError as e:
@@ -203,6 +203,14 @@ class LiveCapture:
                     self.backend = "socket"
             if self.backend == "socket":
                 self._setup_socket(sock)
+            # The ring keeps a frame's wire length when the filter cuts it to snaplen; a plain
+            # socket would not (recv_into(MSG_TRUNC) then sees the cut length), so there the
+            # filter accepts whole frames and recv_into cuts them.
+            cap = self.snaplen if self.backend == "ring" else ACCEPT_ALL
+            if self.bpf or self.backend == "ring":
+                insns = compile_bpf(self.bpf, self.linktype, cap)
+                prog = _SockFprog(len(insns), ctypes.cast(insns, ctypes.POINTER(_SockFilter)))
+                sock.setsockopt(socket.SOL_SOCKET, SO_ATTACH_FILTER, bytes(prog))
             sock.bind((self.interface, ETH_P_ALL))
             if self.promisc:
                 self._set_promisc(sock)
