@@ -1,0 +1,947 @@
+"""MQTT over TCP: stream reassembly per connection and MQTT messages as MQTT_DTYPE rows.
+
+The common case, one complete message per segment on a connection with nothing buffered, is
+decoded for the whole batch at once with numpy (`decode_vectorized`). Only connections that
+need it (a message split across segments, several messages in one segment, retransmissions,
+out-of-order segments, SYN/FIN/RST, CONNECT, rare or malformed message types) go through
+the per-segment Python path, from their first such packet in the batch on, so that each
+connection's messages stay in order. Both paths produce identical rows; `mqtt.parse_message`
+is the reference for anything the vectorized decoder does not prove well formed.
+
+Memory is bounded: per connection by `max_message` (a partial message) and `max_ooo_bytes`
+(segments waiting behind a hole), overall by `max_flows` and `max_buffered`, with eviction and
+counters, so that no sender can make the tables grow without bound.
+"""
+from __future__ import annotations
+
+import logging
+from collections import OrderedDict
+
+import numpy as np
+
+from atlas.agent.capture import FrameBatch
+from atlas.agent.decode import (
+    CONNECT,
+    MQTT_DTYPE,
+    MQTT_OK,
+    MQTT_PROTOCOL,
+    MQTT_STREAM_GAP,
+    PACKET_DTYPE,
+    TCP_FIN,
+    TCP_RST,
+    TCP_SYN,
+)
+from atlas.agent.decode.mqtt import (
+    DEFAULT_MAX_MESSAGE,
+    FNV_OFFSET,
+    FNV_PRIME,
+    LENGTH_INCOMPLETE,
+    LENGTH_MALFORMED,
+    MqttMessage,
+    fixed_header_error,
+    parse_message,
+    remaining_length,
+    topic_hash,
+)
+
+log = logging.getLogger(__name__)
+
+ERROR_NAMES = {1: "bad_length", 2: "bad_flags", 3: "bad_utf8", 4: "oversize", 5: "truncated", 6: "protocol", 7: "stream_gap"}
+
+_M32 = 0xFFFFFFFF
+_CTRL = TCP_SYN | TCP_FIN | TCP_RST
+_FAST_TOPIC_MAX = 1024  # longer PUBLISH topics take the Python path
+_ROW_KEY_SHIFT = 24  # row order: (packet index << 24) + index of the row within the packet
+# Topic bytes the vectorized path leaves to the Python path: non-ASCII (UTF-8 validation),
+# U+0000 and wildcards (both malformed in a PUBLISH topic).
+_TOPIC_SLOW_BYTE = np.zeros(256, dtype=bool)
+_TOPIC_SLOW_BYTE[0x80:] = True
+_TOPIC_SLOW_BYTE[[0x00, ord("#"), ord("+")]] = True
+_SYS = np.frombuffer(b"$SYS", dtype=np.uint8)
+# First bytes a message can start with (type and fixed-header flags), before and in MQTT 5.
+_B0_OK = np.array([not fixed_header_error(b >> 4, b & 15, 4) and (b >> 4 != 3 or (b >> 1) & 3 != 3) for b in range(256)])
+_B0_OK_V5 = np.array([not fixed_header_error(b >> 4, b & 15, 5) and (b >> 4 != 3 or (b >> 1) & 3 != 3) for b in range(256)])
+_META_DTYPE = np.dtype([("ts", "f8"), ("client", "u8"), ("broker", "u8"), ("client_port", "u2"), ("to_broker", "u1"), ("client_hash", "u8")])
+
+
+class _Half:
+    """One direction of a TCP connection: where the stream is and what is waiting."""
+
+    __slots__ = ("nxt", "buf", "ooo", "ooo_bytes", "skip", "resync", "started", "fin")
+
+    def __init__(self) -> None:
+        self.nxt = -1  # next expected sequence number; -1: not known yet
+        self.buf: bytearray | None = None  # start of a message whose end has not arrived
+        self.ooo: list[list] | None = None  # [seq, bytes, wirelen, ts] ahead of nxt, by seq
+        self.ooo_bytes = 0
+        self.skip = 0  # bytes of an oversize message still to discard
+        self.resync = False  # framing lost: wait for a segment that starts with messages
+        self.started = False  # has carried data
+        self.fin = False
+
+    def clean(self) -> bool:
+        """Nothing pending: the next in-order segment may take the vectorized path."""
+        return self.started and self.nxt >= 0 and not (self.buf or self.ooo or self.skip or self.resync or self.fin)
+
+    def held(self) -> int:
+        return (len(self.buf) if self.buf else 0) + self.ooo_bytes
+
+
+class _Flow:
+    """A TCP connection between an MQTT client and a broker."""
+
+    __slots__ = ("key", "c2b", "b2c", "level", "connected", "client_id", "client_hash", "last_ts", "tls", "accounted")
+
+    def __init__(self, key: tuple[int, int, int, int], ts: float) -> None:
+        self.key = key  # (client, broker, client_port, broker_port)
+        self.c2b = _Half()
+        self.b2c = _Half()
+        self.level = 4  # protocol level, from the connection's CONNECT (3.1.1 until seen)
+        self.connected = False  # its first CONNECT has been seen
+        self.client_id: str | None = None
+        self.client_hash = 0
+        self.last_ts = ts
+        self.tls = False  # MQTT over TLS on this port: nothing to decode
+        self.accounted = 0  # bytes of this flow counted in MqttStreams._buffered
+
+    def held(self) -> int:
+        return self.c2b.held() + self.b2c.held()
+
+
+class _Out:
+    """Rows produced while processing one batch, in two forms merged at the end."""
+
+    __slots__ = ("py_keys", "py_rows", "v_off", "v_len", "runs", "sub", "cur")
+
+    def __init__(self) -> None:
+        self.py_keys: list[int] = []  # Python-decoded rows: order key and finished tuple
+        self.py_rows: list[tuple] = []
+        self.v_off: list[int] = []  # messages framed in the batch buffer, decoded vectorized
+        self.v_len: list[int] = []
+        # Consecutive v_* messages of one segment: (first index, first order key, meta, level),
+        # meta = (ts, client, broker, client_port, to_broker, client_hash).
+        self.runs: list[tuple[int, int, tuple, int]] = []
+        self.sub = 0
+        self.cur = 0  # index (in `packets`) of the packet being processed
+
+    def key(self) -> int:
+        self.sub += 1
+        return (self.cur << _ROW_KEY_SHIFT) + self.sub
+
+    def close_run(self, first: int, meta: tuple, level: int) -> None:
+        """The v_* messages from index `first` on form one run: give them their order keys."""
+        n = len(self.v_off) - first
+        if n:
+            self.runs.append((first, (self.cur << _ROW_KEY_SHIFT) + self.sub + 1, meta, level))
+            self.sub += n
+
+
+def _row(meta: tuple, m: MqttMessage) -> tuple:
+    """A MqttMessage as an MQTT_DTYPE tuple (field order of MQTT_DTYPE)."""
+    ts, client, broker, cport, tb, chash = meta
+    return (
+        ts, client, broker, cport, tb, m.mtype, m.flags, min(m.length, _M32), m.error, m.proto_level,
+        m.keepalive, m.connect_flags, m.return_code, m.qos, m.topic_hash, min(m.topic_len, 0xFFFF),
+        min(m.payload_len, _M32), min(m.n_filters, 0xFFFF), int(m.wildcard), int(m.sys_topic), m.packet_id, chash,
+    )
+
+
+# Columns that decode_vectorized fills (the rest of an MQTT_DTYPE row is per connection).
+VECTOR_FIELDS = ("mtype", "flags", "length", "qos", "topic_hash", "topic_len", "payload_len", "packet_id", "sys_topic")
+
+
+def _words(buf: np.ndarray) -> np.ndarray:
+    """buf as little-endian 64-bit words at every byte offset: words[i] = buf[i:i+8]."""
+    buf = np.ascontiguousarray(buf, dtype=np.uint8)
+    if len(buf) < 8:
+        buf = np.concatenate([buf, np.zeros(8 - len(buf), dtype=np.uint8)])
+    return np.ndarray(shape=(len(buf) - 7,), dtype="<u8", buffer=buf, strides=(1,))
+
+
+def decode_vectorized(
+    buf: np.ndarray, start: np.ndarray, length: np.ndarray, level: np.ndarray, to_broker: np.ndarray
+) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """Decode the messages buf[start[i] : start[i] + length[i]] at once.
+
+    Returns (columns, ok): the VECTOR_FIELDS of MQTT_DTYPE, valid where `ok`. `ok` is True only
+    for a well-formed PUBLISH (ASCII topic; MQTT 5 only without properties), PUBACK, PUBREC,
+    PUBREL, PUBCOMP, PINGREQ, PINGRESP or DISCONNECT that fills exactly `length` bytes; anything
+    else (other types, errors, several messages, a partial one) is left to `parse_message`, the
+    reference for every rule.
+    """
+    k = len(start)
+    start = start.astype(np.int64, copy=False)
+    length = length.astype(np.int64, copy=False)
+    words = _words(buf)
+    top = len(words) - 1
+    # Messages closer than 8 bytes to the end of the buffer: left to the Python path.
+    ok = (length >= 2) & (start <= top)
+    w0u = words[np.minimum(start, top)]  # bytes 0..7 of each message
+    b0 = (w0u & np.uint64(0xFF)).astype(np.int64)
+    mtype, flags = b0 >> 4, b0 & 0x0F
+    # Remaining length: bytes beyond the message may be read, but never trusted (length checks).
+    c = ((w0u >> np.uint64(8)) & np.uint64(0xFF)).astype(np.int64)
+    rl, lb, last_b = c & 0x7F, np.ones(k, dtype=np.int64), c
+    cont = (c & 0x80) != 0
+    for i in range(2, 5):
+        c = ((w0u >> np.uint64(8 * i)) & np.uint64(0xFF)).astype(np.int64)
+        ok &= ~cont | (length > i)
+        rl = np.where(cont, rl | ((c & 0x7F) << (7 * (i - 1))), rl)
+        lb += cont
+        last_b = np.where(cont, c, last_b)
+        cont &= (c & 0x80) != 0
+    hl = 1 + lb
+    ok &= ~cont & ((lb == 1) | (last_b != 0)) & (hl + rl == length)
+
+    qos = (flags >> 1) & 3
+    pub = ok & (mtype == 3) & (qos != 3) & ~((qos == 0) & ((flags & 8) != 0))
+    sh = (8 * hl).astype(np.uint64)
+    two = (((w0u >> sh) & np.uint64(0xFF)) << np.uint64(8) | ((w0u >> (sh + np.uint64(8))) & np.uint64(0xFF))).astype(np.int64)
+    ack = ok & (rl == 2) & (two != 0) & ((((mtype == 4) | (mtype == 5) | (mtype == 7)) & (flags == 0)) | ((mtype == 6) & (flags == 2)))
+    ping = ok & (flags == 0) & (rl == 0) & (((mtype == 12) & to_broker) | ((mtype == 13) & ~to_broker))
+    disc = ok & (mtype == 14) & (flags == 0) & (rl == 0)
+
+    tl = np.where(pub, two, 0)
+    hasq = qos > 0
+    pid_pos = start + hl + 2 + tl
+    pub &= pid_pos <= top
+    w1 = words[np.minimum(pid_pos, top)]  # packet id (QoS > 0) and the MQTT 5 property length
+    pid = np.where(hasq, ((w1 & np.uint64(0xFF)) << np.uint64(8) | ((w1 >> np.uint64(8)) & np.uint64(0xFF))).astype(np.int64), 0)
+    props = ((w1 >> (16 * hasq).astype(np.uint64)) & np.uint64(0xFF)).astype(np.int64)
+    v5 = level == 5
+    body = hl + 2 + tl + 2 * hasq + v5
+    pub &= (tl >= 1) & (tl <= _FAST_TOPIC_MAX) & (body <= length) & (~hasq | (pid != 0)) & (~v5 | (props == 0))
+
+    cols = {"mtype": mtype, "flags": flags, "length": length}
+    th = np.zeros(k, dtype=np.uint64)
+    sys_topic = np.zeros(k, dtype=bool)
+    p = np.flatnonzero(pub)
+    if len(p):
+        h, slow, sys_p = _topic_scan(buf, start[p] + hl[p] + 2, tl[p])
+        pub[p[slow]] = False
+        th[p], sys_topic[p] = h, sys_p
+    cols["qos"] = np.where(pub, qos, 0)
+    cols["topic_hash"] = np.where(pub, th, np.uint64(0))
+    cols["topic_len"] = np.where(pub, tl, 0)
+    cols["payload_len"] = np.where(pub, length - body, 0)
+    cols["packet_id"] = np.where(pub, pid, np.where(ack, two, 0))
+    cols["sys_topic"] = pub & sys_topic
+    return cols, pub | ack | ping | disc
+
+
+def _topic_scan(buf: np.ndarray, tstart: np.ndarray, tlen: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """FNV-1a hashes, 'needs the Python path' and '$SYS' flags of many topics at once.
+
+    Column j holds byte j of every topic at least j+1 long; sorting by length makes those rows
+    a prefix, so the work is the total number of topic bytes.
+    """
+    order = np.argsort(-tlen, kind="stable")
+    idx, tl = tstart[order], tlen[order]
+    n = len(order)
+    h = np.full(n, FNV_OFFSET, dtype=np.uint64)
+    slow = np.zeros(n, dtype=bool)
+    col = np.empty(n, dtype=np.uint8)
+    flag = np.empty(n, dtype=bool)
+    sys_topic = tl >= 4
+    active = np.searchsorted(-tl, -np.arange(int(tl[0])), side="left")  # rows with tl > j
+    prime = np.uint64(FNV_PRIME)
+    for j, m in enumerate(active.tolist()):
+        c, hj = col[:m], h[:m]
+        np.take(buf, idx[:m], out=c)
+        np.bitwise_xor(hj, c, out=hj)
+        np.multiply(hj, prime, out=hj)
+        np.take(_TOPIC_SLOW_BYTE, c, out=flag[:m])
+        slow[:m] |= flag[:m]
+        if j < 4:
+            sys_topic[:m] &= c == _SYS[j]
+        idx[:m] += 1
+    out_h, out_slow, out_sys = np.empty_like(h), np.empty_like(slow), np.empty_like(sys_topic)
+    out_h[order], out_slow[order], out_sys[order] = h, slow, sys_topic
+    return out_h, out_slow, out_sys
+
+
+def _looks_like_tls(data, off: int, end: int) -> bool:
+    # A TLS record (handshake, alert, change cipher spec, application data), version 3.x. No
+    # valid MQTT message starts with these bytes (CONNECT with flags 4..7).
+    return end - off >= 3 and 0x14 <= data[off] <= 0x17 and data[off + 1] == 3 and data[off + 2] <= 4
+
+
+class MqttStreams:
+    """Reassemble the TCP streams of MQTT connections and decode their messages, batch by batch.
+
+    A connection is MQTT when one side's port is in `ports` (that side is the broker). `feed`
+    returns one MQTT_DTYPE row per message (malformed ones with `error` set, lost bytes as a
+    MQTT_STREAM_GAP row), ordered by the packet that completed them.
+    """
+
+    def __init__(
+        self,
+        ports: tuple[int, ...] | list[int] = (1883,),
+        max_message: int = DEFAULT_MAX_MESSAGE,
+        max_flows: int = 65536,
+        *,
+        max_ooo_bytes: int = 256 * 1024,
+        max_ooo_segments: int = 64,
+        ooo_timeout: float = 2.0,
+        max_buffered: int = 64 * 1024 * 1024,
+        idle_timeout: float = 900.0,
+        max_clients: int = 65536,
+    ) -> None:
+        for name, value in (("max_message", max_message), ("max_flows", max_flows), ("max_ooo_bytes", max_ooo_bytes),
+                            ("max_ooo_segments", max_ooo_segments), ("max_buffered", max_buffered),
+                            ("max_clients", max_clients)):
+            if not isinstance(value, int) or value <= 0:
+                raise ValueError(f"MqttStreams: {name} must be a positive integer, got {value!r}")
+        if not ports or not all(isinstance(p, int) and 0 < p < 65536 for p in ports):
+            raise ValueError(f"MqttStreams: ports must be TCP port numbers, got {ports!r}")
+        self.ports = np.array(sorted(set(ports)), dtype=np.uint16)
+        self.max_message = max_message
+        self.max_flows = max_flows
+        self.max_ooo_bytes = max_ooo_bytes
+        self.max_ooo_segments = max_ooo_segments
+        self.ooo_timeout = ooo_timeout
+        self.max_buffered = max_buffered
+        self.idle_timeout = idle_timeout
+        self.max_clients = max_clients
+        self._flows: dict[tuple[int, int, int, int], _Flow] = {}  # insertion order = LRU order
+        self._holding: dict[tuple[int, int, int, int], _Flow] = {}  # flows with bytes buffered
+        self._buffered = 0
+        self._conn_ids: OrderedDict[tuple[int, int], str] = OrderedDict()
+        self._host_ids: OrderedDict[int, str] = OrderedDict()
+        self._count = dict.fromkeys(
+            ("packets", "segments", "fast_path", "slow_path", "messages", "gaps", "bytes_missing",
+             "bytes_dropped", "bytes_retransmitted", "ooo_segments", "oversize_bytes_skipped", "flows",
+             "evicted_flows", "expired_flows", "closed_flows", "shed_flows", "tls_flows", "internal_errors"), 0)
+        self._malformed = dict.fromkeys(ERROR_NAMES.values(), 0)
+        self._out = _Out()
+
+    # ---- public API ----------------------------------------------------------------------------
+
+    def feed(self, batch: FrameBatch, packets: np.ndarray) -> np.ndarray:
+        """MQTT messages completed by this batch's packets (PACKET_DTYPE rows over `batch`)."""
+        if packets.dtype != PACKET_DTYPE:
+            raise TypeError(f"MqttStreams.feed: packets must be PACKET_DTYPE, got {packets.dtype}")
+        self._out = out = _Out()
+        fast_rows, fast_keys = self._feed(batch, packets, out)
+        rows = self._finish(batch.buf, out, fast_rows, fast_keys)
+        if len(packets):
+            self._expire(float(packets["ts"].max()))
+        return rows
+
+    def flush(self) -> np.ndarray:
+        """End of input: give up waiting for holes; rows for the data that was waiting behind them.
+
+        Partial messages stay buffered (their connection may go on in a later capture).
+        """
+        self._out = out = _Out()
+        for flow in list(self._flows.values()):
+            for tb, half in ((1, flow.c2b), (0, flow.b2c)):
+                if half.ooo:
+                    self._guarded(self._give_up_waiting, flow, half, tb, flow.last_ts)
+        return self._finish(np.zeros(1, dtype=np.uint8), out, np.zeros(0, dtype=MQTT_DTYPE), np.zeros(0, dtype=np.int64))
+
+    def client_id(self, client_key: int, client_port: int | None = None) -> str | None:
+        """Client id of the connection from (client host key, client port); without a port, the
+        latest client id seen from that host. None if no CONNECT was seen (or it was evicted)."""
+        if client_port is None:
+            return self._host_ids.get(int(client_key))
+        return self._conn_ids.get((int(client_key), int(client_port)))
+
+    def latest_client_id(self, client_key: int) -> str | None:
+        """The latest client id seen in a CONNECT from this client host."""
+        return self._host_ids.get(int(client_key))
+
+    def stats(self) -> dict:
+        """Counters since start: messages, malformed by kind, gaps, flows, bytes dropped, ..."""
+        s: dict = dict(self._count)
+        s["malformed"] = dict(self._malformed)
+        s["active_flows"] = len(self._flows)
+        s["buffered_bytes"] = self._buffered
+        s["known_clients"] = len(self._conn_ids)
+        return s
+
+    # ---- the batch -----------------------------------------------------------------------------
+
+    def _feed(self, batch: FrameBatch, packets: np.ndarray, out: _Out) -> tuple[np.ndarray, np.ndarray]:
+        empty = np.zeros(0, dtype=MQTT_DTYPE), np.zeros(0, dtype=np.int64)
+        if not len(packets):
+            return empty
+        # Field by field: gathering whole structured rows is several times slower.
+        sport, dport = packets["sport"], packets["dport"]
+        s_mqtt, d_mqtt = np.isin(sport, self.ports), np.isin(dport, self.ports)
+        flags = packets["tcp_flags"]
+        # Pure ACKs carry nothing for the streams: only data and SYN/FIN/RST matter.
+        cand = np.flatnonzero((packets["proto"] == 6) & (packets["ipver"] != 0) & (s_mqtt | d_mqtt)
+                              & (((flags & _CTRL) != 0) | (packets["payload_wirelen"] > 0)))
+        self._count["packets"] += len(cand)
+        if not len(cand):
+            return empty
+        src, dst = packets["src"][cand], packets["dst"][cand]
+        sp, dp = sport[cand].astype(np.int64), dport[cand].astype(np.int64)
+        ts = packets["ts"][cand]
+        fl = flags[cand]
+        seq = packets["seq"][cand].astype(np.int64)
+        off = packets["payload_off"][cand]
+        nbuf = len(batch.buf)
+        clen = np.minimum(packets["payload_len"][cand].astype(np.int64), np.maximum(nbuf - off, 0))
+        wlen = np.maximum(packets["payload_wirelen"][cand].astype(np.int64), clen)
+        # The broker is the side on an MQTT port; if both are, the lower (host, port).
+        dst_lower = (dst < src) | ((dst == src) & (dp < sp))
+        tb = np.where(s_mqtt[cand] & d_mqtt[cand], dst_lower, d_mqtt[cand])
+
+        order, gstart, gid = _group_directions(src, dst, sp, dp)
+        ng = len(gstart)
+        first = order[gstart]
+        g_last_ts = ts[order[np.append(gstart[1:], len(order)) - 1]]
+        g_flow, g_clean, g_nxt, g_level, g_fi = self._lookup_groups(src[first], dst[first], sp[first], dp[first], tb[first], g_last_ts)
+
+        # Packets of this batch in direction-grouped order (batch order inside a group).
+        o_tb, o_fl, o_seq, o_off, o_clen, o_wlen = tb[order], fl[order], seq[order], off[order], clen[order], wlen[order]
+        o_gid = gid[order]
+        o_data = o_wlen > 0
+        o_ctrl = (o_fl & _CTRL) != 0
+        b0 = batch.buf[np.clip(o_off, 0, max(nbuf - 1, 0))] if nbuf else np.zeros(len(order), np.uint8)
+        # SYN/RST (a connection ends or starts) or a CONNECT (the protocol level may change) affect
+        # both directions: the whole connection takes the ordered Python path for this batch.
+        o_reset = (o_fl & (TCP_SYN | TCP_RST)) != 0
+        o_connect = o_tb & (o_clen > 0) & (b0 >> 4 == CONNECT)
+        force = np.bincount(o_gid, weights=o_reset | o_connect, minlength=ng) > 0
+        if force.any():
+            g_clean &= ~np.isin(g_fi, g_fi[force & (g_fi >= 0)])
+
+        # Vectorized decode of the segments that may be one whole message of a clean stream.
+        try_o = np.flatnonzero(o_data & ~o_ctrl & (o_clen == o_wlen) & g_clean[o_gid])
+        ok = np.zeros(len(order), dtype=bool)
+        cols, ok_try = decode_vectorized(batch.buf, o_off[try_o], o_clen[try_o], g_level[o_gid[try_o]], o_tb[try_o])
+        ok[try_o] = ok_try
+        # In order: the first packet of a group continues the stream, each next one its predecessor.
+        expect = np.empty(len(order), dtype=np.int64)
+        expect[1:] = (o_seq[:-1] + o_wlen[:-1]) & _M32
+        expect[gstart] = g_nxt
+        good = ok & (o_seq == expect)
+        bad_run = np.cumsum(~good)
+        bad_before_group = np.where(gstart > 0, bad_run[np.maximum(gstart - 1, 0)], 0)
+        fast_o = (bad_run - bad_before_group[o_gid]) == 0  # good and every earlier packet in its group good
+
+        # Directions with fast packets: the stream is now past their last one.
+        n_fast = np.bincount(o_gid[fast_o], minlength=ng)  # fast packets are a prefix of their group
+        for g in np.flatnonzero(n_fast).tolist():
+            j = gstart[g] + n_fast[g] - 1
+            flow = g_flow[g]
+            half = flow.c2b if o_tb[j] else flow.b2c
+            half.nxt = int((o_seq[j] + o_wlen[j]) & _M32)
+
+        fast = np.zeros(len(cand), dtype=bool)
+        fast[order] = fast_o
+        fi = np.flatnonzero(fast)  # batch order
+        # Where each fast packet's columns are: its position in `order`, then in `try_o`.
+        pos_o = np.empty(len(cand), dtype=np.int64)
+        pos_o[order] = np.arange(len(cand))
+        pos_try = np.empty(len(order), dtype=np.int64)
+        pos_try[try_o] = np.arange(len(try_o))
+        at = pos_try[pos_o[fi]]
+        fast_rows = np.zeros(len(fi), dtype=MQTT_DTYPE)
+        for name in VECTOR_FIELDS:
+            fast_rows[name] = cols[name][at]
+        fast_rows["ts"] = ts[fi]
+        ftb = tb[fi]
+        fast_rows["client"] = np.where(ftb, src[fi], dst[fi])
+        fast_rows["broker"] = np.where(ftb, dst[fi], src[fi])
+        fast_rows["client_port"] = np.where(ftb, sp[fi], dp[fi])
+        fast_rows["to_broker"] = ftb
+        self._count["fast_path"] += len(fi)
+        self._count["segments"] += len(fi)
+
+        # Everything else, in batch order: the reference path.
+        si = np.flatnonzero(~fast)  # data, or SYN/FIN/RST (skipped there if no flow)
+        self._count["slow_path"] += len(si)
+        if len(si):
+            self._slow(batch, out, *(a[si] for a in (cand, ts, src, dst, sp, dp, tb, fl, seq, off, clen, wlen)))
+        if len(fi):
+            # Read after the slow path: a CONNECT in this batch may have taught the client id.
+            ch = np.array([f.client_hash if f is not None else 0 for f in g_flow], dtype=np.uint64)
+            fast_rows["client_hash"] = ch[gid[fi]]
+        return fast_rows, cand[fi].astype(np.int64) << _ROW_KEY_SHIFT
+
+    def _lookup_groups(self, gsrc, gdst, gsp, gdp, gtb, gts):
+        """Per direction of the batch: its connection, whether it may take the fast path, the
+        sequence number expected next, the protocol level and a per-batch connection index."""
+        flows = self._flows
+        ng = len(gsrc)
+        g_flow: list[_Flow | None] = [None] * ng
+        clean = np.zeros(ng, dtype=bool)
+        nxt = np.full(ng, -1, dtype=np.int64)
+        level = np.full(ng, 4, dtype=np.uint8)
+        fidx = np.full(ng, -1, dtype=np.int64)
+        seen: dict[int, int] = {}
+        cols = zip(gsrc.tolist(), gdst.tolist(), gsp.tolist(), gdp.tolist(), gtb.tolist(), gts.tolist())
+        for g, (s, d, a, b, t, ts) in enumerate(cols):
+            key = (s, d, a, b) if t else (d, s, b, a)
+            flow = flows.get(key)
+            if flow is None:
+                continue
+            flows[key] = flows.pop(key)  # most recently used last
+            flow.last_ts = max(flow.last_ts, ts)
+            g_flow[g] = flow
+            half = flow.c2b if t else flow.b2c
+            clean[g] = half.clean() and not flow.tls
+            nxt[g] = half.nxt
+            level[g] = flow.level
+            fidx[g] = seen.setdefault(id(flow), len(seen))
+        return g_flow, clean, nxt, level, fidx
+
+    # ---- the reference path: one segment at a time -------------------------------------------
+
+    def _slow(self, batch: FrameBatch, out: _Out, idx, ts, src, dst, sp, dp, tb, fl, seq, off, clen, wlen) -> None:
+        mv = memoryview(batch.buf)
+        flows = self._flows
+        cols = (a.tolist() for a in (idx, ts, src, dst, sp, dp, tb, fl, seq, off, clen, wlen))
+        for i, t, s, d, a, b, to_b, f, q, o, c, w in zip(*cols):
+            out.cur, out.sub = i, 0
+            key = (s, d, a, b) if to_b else (d, s, b, a)
+            flow = flows.get(key)
+            if flow is None:
+                if not w:
+                    continue  # SYN/FIN/RST of a connection we hold nothing for
+                flow = self._new_flow(key, t)
+            flow.last_ts = max(flow.last_ts, t)
+            self._count["segments"] += 1 if w else 0
+            self._guarded(self._segment, flow, to_b, t, f, q, mv, o, c, w)
+            if self._buffered > self.max_buffered:
+                self._shed(t)
+
+    def _guarded(self, step, flow: _Flow, *args) -> None:
+        """Run one step on a flow; a bug must cost that flow's state, never the daemon."""
+        try:
+            flow = step(flow, *args) or flow
+        except Exception:  # noqa: BLE001 - counted and logged; the fuzz tests require zero
+            self._count["internal_errors"] += 1
+            if self._count["internal_errors"] <= 10:
+                log.exception("MQTT stream decoder failed on connection %s; its state is dropped", flow.key)
+            self._close(flow, None)
+        self._sync(flow)
+
+    def _segment(self, flow: _Flow, tb: int, ts: float, fl: int, seq: int, src, off: int, clen: int, wlen: int) -> _Flow:
+        half = flow.c2b if tb else flow.b2c
+        if fl & TCP_RST:
+            self._end_half(flow, flow.c2b, 1, ts)
+            self._end_half(flow, flow.b2c, 0, ts)
+            self._close(flow, "closed_flows")
+            return flow
+        if fl & TCP_SYN:
+            if half.started or half.fin:  # the four-tuple is reused by a new connection
+                self._end_half(flow, flow.c2b, 1, ts)
+                self._end_half(flow, flow.b2c, 0, ts)
+                self._close(flow, "closed_flows")
+                flow = self._new_flow(flow.key, ts)
+                half = flow.c2b if tb else flow.b2c
+            seq = (seq + 1) & _M32
+            half.nxt = seq
+        if wlen:
+            self._data(flow, half, tb, ts, seq, src, off, clen, wlen)
+        if fl & TCP_FIN and not half.fin:
+            if half.ooo:  # the sender is done: what is still missing will not come
+                self._give_up_waiting(flow, half, tb, ts)
+            self._end_half(flow, half, tb, ts)
+            half.fin = True
+            half.nxt = (half.nxt + 1) & _M32 if half.nxt >= 0 else -1
+            other = flow.b2c if tb else flow.c2b
+            if other.fin:
+                self._close(flow, "closed_flows")
+        return flow
+
+    def _data(self, flow: _Flow, half: _Half, tb: int, ts: float, seq: int, src, off: int, clen: int, wlen: int) -> None:
+        if half.nxt < 0:  # first data seen on this direction: framing unknown until it looks right
+            half.nxt = seq
+            half.resync = True
+        rel = (seq - half.nxt) & _M32
+        if rel >= 1 << 31:
+            back = (1 << 32) - rel
+            if back >= wlen:
+                self._count["bytes_retransmitted"] += clen
+                return
+            cut = min(back, clen)
+            self._count["bytes_retransmitted"] += cut
+            off, clen, wlen = off + cut, clen - cut, wlen - back
+        elif rel:
+            self._hold(flow, half, tb, ts, seq, bytes(src[off : off + clen]), wlen)
+            return
+        self._in_order(flow, half, tb, ts, src, off, clen, wlen, True)
+        if half.ooo:
+            self._drain(flow, half, tb, ts)
+            if half.ooo and ts - min(e[3] for e in half.ooo) > self.ooo_timeout:
+                self._give_up_waiting(flow, half, tb, ts)
+
+    def _in_order(self, flow: _Flow, half: _Half, tb: int, ts: float, src, off: int, clen: int, wlen: int, live: bool) -> None:
+        if clen:
+            self._consume(flow, half, tb, ts, src, off, off + clen, live)
+        half.nxt = (half.nxt + wlen) & _M32
+        missing = wlen - clen  # cut by the capture's snap length
+        if missing > 0:
+            if half.skip >= missing:  # lost inside a message that was being discarded anyway
+                half.skip -= missing
+                self._count["oversize_bytes_skipped"] += missing
+            else:
+                self._gap(flow, half, tb, ts, missing - half.skip)
+
+    def _hold(self, flow: _Flow, half: _Half, tb: int, ts: float, seq: int, data: bytes, wlen: int) -> None:
+        """Keep a segment that arrived ahead of a hole, within bounds."""
+        ooo = half.ooo if half.ooo is not None else []
+        half.ooo = ooo
+        rel = (seq - half.nxt) & _M32
+        pos = len(ooo)
+        while pos and ((ooo[pos - 1][0] - half.nxt) & _M32) > rel:
+            pos -= 1
+        if pos and ooo[pos - 1][0] == seq and ooo[pos - 1][2] >= wlen:
+            self._count["bytes_retransmitted"] += len(data)  # a copy of one already held
+            return
+        ooo.insert(pos, [seq, data, wlen, ts])
+        half.ooo_bytes += len(data)
+        self._count["ooo_segments"] += 1
+        if (half.ooo_bytes > self.max_ooo_bytes or len(ooo) > self.max_ooo_segments
+                or ts - min(e[3] for e in ooo) > self.ooo_timeout):
+            self._give_up_waiting(flow, half, tb, ts)
+
+    def _give_up_waiting(self, flow: _Flow, half: _Half, tb: int, ts: float) -> None:
+        """The hole before the held segments is lost: count it, then go on with what is held."""
+        first = half.ooo[0][0]
+        self._gap(flow, half, tb, ts, (first - half.nxt) & _M32)
+        half.nxt = first
+        self._drain(flow, half, tb, ts)
+
+    def _drain(self, flow: _Flow, half: _Half, tb: int, ts: float) -> None:
+        """Consume the held segments that the stream has now reached."""
+        ooo = half.ooo
+        while ooo:
+            seq, data, wlen, _ = ooo[0]
+            rel = (seq - half.nxt) & _M32
+            if rel and rel < 1 << 31:
+                break
+            ooo.pop(0)
+            half.ooo_bytes -= len(data)
+            back = (1 << 32) - rel if rel else 0
+            if back >= wlen:
+                self._count["bytes_retransmitted"] += len(data)
+                continue
+            cut = min(back, len(data))
+            self._count["bytes_retransmitted"] += cut
+            self._in_order(flow, half, tb, ts, data, cut, len(data) - cut, wlen - back, False)
+        if not ooo:
+            half.ooo = None
+
+    def _gap(self, flow: _Flow, half: _Half, tb: int, ts: float, nbytes: int) -> None:
+        """Bytes of the stream are lost: a MQTT_STREAM_GAP row, and framing must be found again."""
+        self._count["gaps"] += 1
+        self._count["bytes_missing"] += nbytes
+        if half.buf:
+            self._count["bytes_dropped"] += len(half.buf)
+        half.buf = None
+        half.skip = 0
+        half.resync = True
+        gap = MqttMessage(0, 0, nbytes, MQTT_STREAM_GAP, f"{nbytes} bytes of the stream lost")
+        self._emit(flow, tb, ts, gap)
+
+    def _consume(self, flow: _Flow, half: _Half, tb: int, ts: float, src, off: int, end: int, live: bool) -> None:
+        """Frame the in-order bytes src[off:end] into messages."""
+        if half.skip:
+            k = min(half.skip, end - off)
+            half.skip -= k
+            off += k
+            self._count["oversize_bytes_skipped"] += k
+            if off >= end:
+                return
+        if flow.tls:
+            return
+        if half.resync or not half.started:
+            if _looks_like_tls(src, off, end):
+                flow.tls = True
+                self._count["tls_flows"] += 1
+                for h in (flow.c2b, flow.b2c):
+                    h.buf, h.skip = None, 0
+                return
+            if half.resync:
+                # A direction's first data most likely starts a message (the connection's start,
+                # or a client's next write): a partial first message is fine there, not after a loss.
+                if not self._plausible(src, off, end, flow.level, 0 if not half.started else 2):
+                    self._count["bytes_dropped"] += end - off
+                    return
+                half.resync = False
+            half.started = True
+        if half.buf is not None:
+            off = self._complete_pending(flow, half, tb, ts, src, off, end)
+            if half.resync:
+                self._count["bytes_dropped"] += end - off
+                return
+        out = self._out
+        max_message, level = self.max_message, flow.level
+        meta = self._meta(flow, tb, ts)
+        v_off, v_len = out.v_off, out.v_len
+        run = len(v_off)
+        while off < end:
+            if off + 1 < end and src[off + 1] < 0x80:  # remaining length < 128: one byte
+                total = 2 + src[off + 1]
+            else:
+                rl, lb = remaining_length(src, off + 1, end)
+                if rl == LENGTH_INCOMPLETE:
+                    half.buf = bytearray(src[off:end])
+                    break
+                if rl == LENGTH_MALFORMED:
+                    out.close_run(run, meta, level)
+                    self._emit(flow, tb, ts, parse_message(src[off : off + 5], bool(tb), level, max_message))
+                    self._count["bytes_dropped"] += end - off - 5
+                    half.resync = True
+                    return
+                total = 1 + lb + rl
+                if total > max_message:  # report it from its header, then discard it unbuffered
+                    out.close_run(run, meta, level)
+                    self._emit(flow, tb, ts, parse_message(src[off : off + 1 + lb], bool(tb), level, max_message))
+                    run = len(v_off)
+                    take = min(total, end - off)
+                    off += take
+                    half.skip = total - take
+                    self._count["oversize_bytes_skipped"] += take
+                    continue
+            if off + total > end:
+                half.buf = bytearray(src[off:end])
+                break
+            if live and src[off] >> 4 != CONNECT:
+                v_off.append(off)
+                v_len.append(total)
+            else:
+                out.close_run(run, meta, level)
+                self._emit_parsed(flow, tb, ts, src[off : off + total])
+                level, meta = flow.level, self._meta(flow, tb, ts)
+                run = len(v_off)
+            off += total
+        out.close_run(run, meta, level)
+
+    def _complete_pending(self, flow: _Flow, half: _Half, tb: int, ts: float, src, off: int, end: int) -> int:
+        """Extend the buffered start of a message with src[off:end]; returns the new offset."""
+        buf = half.buf
+        rl, lb = remaining_length(buf, 1)
+        while rl == LENGTH_INCOMPLETE and off < end:  # one byte at a time: the header is short
+            buf.append(src[off])
+            off += 1
+            rl, lb = remaining_length(buf, 1)
+        if rl == LENGTH_INCOMPLETE:
+            return off
+        if rl == LENGTH_MALFORMED:
+            half.buf = None
+            half.resync = True
+            self._emit(flow, tb, ts, parse_message(bytes(buf), bool(tb), flow.level, self.max_message))
+            return off
+        total = 1 + lb + rl
+        if total > self.max_message:
+            half.buf = None
+            self._emit(flow, tb, ts, parse_message(bytes(buf[: 1 + lb]), bool(tb), flow.level, self.max_message))
+            skip = total - len(buf)
+            take = min(skip, end - off)
+            half.skip = skip - take
+            self._count["oversize_bytes_skipped"] += len(buf) + take
+            return off + take
+        k = min(end - off, total - len(buf))
+        buf += src[off : off + k]
+        if len(buf) == total:
+            half.buf = None
+            self._emit_parsed(flow, tb, ts, bytes(buf))
+        return off + k
+
+    def _plausible(self, src, off: int, end: int, level: int, min_whole: int) -> bool:
+        """After lost bytes: does src[off:end] start with whole, valid-looking messages?
+
+        Accepted when the fixed headers chain to exactly the end of the segment, or at least
+        `min_whole` whole messages come before a partial one. Otherwise the bytes are dropped and
+        the next segment is tried (MQTT clients write a message per send, so segments mostly
+        start one).
+        """
+        ok_b0 = _B0_OK_V5 if level == 5 else _B0_OK
+        whole = 0
+        while off < end:
+            if not ok_b0[src[off]]:
+                return False
+            rl, lb = remaining_length(src, off + 1, end)
+            if rl == LENGTH_MALFORMED or 1 + lb + rl > self.max_message:
+                return False
+            if rl == LENGTH_INCOMPLETE or off + 1 + lb + rl > end:
+                return whole >= min_whole
+            off += 1 + lb + rl
+            whole += 1
+            if whole >= 64:
+                return True
+        return True
+
+    def _end_half(self, flow: _Flow, half: _Half, tb: int, ts: float) -> None:
+        """The sender stopped: a message it started and never finished is truncated."""
+        if half.ooo:
+            self._give_up_waiting(flow, half, tb, ts)
+        if half.buf:
+            self._emit(flow, tb, ts, parse_message(bytes(half.buf), bool(tb), flow.level, self.max_message))
+            half.buf = None
+
+    # ---- rows ----------------------------------------------------------------------------------
+
+    def _meta(self, flow: _Flow, tb: int, ts: float) -> tuple:
+        client, broker, cport, _ = flow.key
+        return (ts, client, broker, cport, tb, flow.client_hash)
+
+    def _emit(self, flow: _Flow, tb: int, ts: float, msg: MqttMessage) -> None:
+        out = self._out
+        out.py_keys.append(out.key())
+        out.py_rows.append(_row(self._meta(flow, tb, ts), msg))
+
+    def _emit_parsed(self, flow: _Flow, tb: int, ts: float, data) -> None:
+        msg = parse_message(data, bool(tb), flow.level, self.max_message)
+        if msg.mtype == CONNECT and tb:
+            if flow.connected:
+                if msg.error == MQTT_OK:
+                    msg.error, msg.detail = MQTT_PROTOCOL, "second CONNECT on a connection"
+            else:
+                flow.connected = True
+                if msg.proto_level in (3, 4, 5):
+                    flow.level = msg.proto_level
+                if msg.client_id is not None:
+                    self._learn_client(flow, msg.client_id)
+        self._emit(flow, tb, ts, msg)
+
+    def _finish(self, buf: np.ndarray, out: _Out, fast_rows: np.ndarray, fast_keys: np.ndarray) -> np.ndarray:
+        """Merge the fast rows, the vectorized rows of the slow path and the Python rows, in order."""
+        parts, keys = [fast_rows], [fast_keys]
+        if out.v_off:
+            start = np.array(out.v_off, dtype=np.int64)
+            length = np.array(out.v_len, dtype=np.int64)
+            firsts = np.array([r[0] for r in out.runs] + [len(start)], dtype=np.int64)
+            sizes = np.diff(firsts)
+            meta = np.repeat(np.array([r[2] for r in out.runs], dtype=_META_DTYPE), sizes)
+            level = np.repeat(np.array([r[3] for r in out.runs], dtype=np.uint8), sizes)
+            vkeys = np.repeat(np.array([r[1] for r in out.runs], dtype=np.int64) - firsts[:-1], sizes) + np.arange(len(start))
+            cols, ok = decode_vectorized(buf, start, length, level, meta["to_broker"].astype(bool))
+            okj = np.flatnonzero(ok)
+            vrows = np.zeros(len(okj), dtype=MQTT_DTYPE)
+            for name in VECTOR_FIELDS:
+                vrows[name] = cols[name][okj]
+            for name in _META_DTYPE.names:
+                vrows[name] = meta[name][okj]
+            parts.append(vrows)
+            keys.append(vkeys[okj])
+            for j in np.flatnonzero(~ok).tolist():  # left to the reference decoder
+                s, n = out.v_off[j], out.v_len[j]
+                m = tuple(meta[j].tolist())
+                out.py_keys.append(int(vkeys[j]))
+                out.py_rows.append(_row(m, parse_message(buf[s : s + n].tobytes(), bool(m[4]), int(level[j]), self.max_message)))
+        if out.py_rows:
+            parts.append(np.array(out.py_rows, dtype=MQTT_DTYPE))
+            keys.append(np.array(out.py_keys, dtype=np.int64))
+        nonempty = [i for i, part in enumerate(parts) if len(part)]
+        if not nonempty:
+            return fast_rows
+        if nonempty == [0]:
+            rows = fast_rows  # already in packet order
+        else:
+            merged = np.concatenate([parts[i] for i in nonempty])
+            perm = np.argsort(np.concatenate([keys[i] for i in nonempty]), kind="stable")
+            rows = np.empty(len(perm), dtype=MQTT_DTYPE)
+            for name in MQTT_DTYPE.names:  # field by field: faster than gathering whole rows
+                rows[name] = merged[name][perm]
+        counts = np.bincount(rows["error"], minlength=8)
+        self._count["messages"] += len(rows) - int(counts[MQTT_STREAM_GAP])
+        for code, name in ERROR_NAMES.items():
+            if code != MQTT_STREAM_GAP:
+                self._malformed[name] += int(counts[code])
+        return rows
+
+    # ---- tables and bounds ---------------------------------------------------------------------
+
+    def _new_flow(self, key: tuple[int, int, int, int], ts: float) -> _Flow:
+        while len(self._flows) >= self.max_flows:
+            self._close(next(iter(self._flows.values())), "evicted_flows")
+        flow = _Flow(key, ts)
+        self._flows[key] = flow
+        self._count["flows"] += 1
+        return flow
+
+    def _close(self, flow: _Flow, counter: str | None) -> None:
+        """Forget a connection (its client id stays in the client tables)."""
+        if self._flows.get(flow.key) is flow:
+            del self._flows[flow.key]
+            if counter:
+                self._count[counter] += 1
+        for half in (flow.c2b, flow.b2c):
+            self._count["bytes_dropped"] += half.held()
+            half.buf, half.ooo, half.ooo_bytes, half.skip = None, None, 0, 0
+        self._sync(flow)
+
+    def _sync(self, flow: _Flow) -> None:
+        """Keep the global count of buffered bytes, and the table of flows holding some, exact."""
+        held = flow.held()
+        if held != flow.accounted:
+            self._buffered += held - flow.accounted
+            flow.accounted = held
+        if held and self._flows.get(flow.key) is flow:
+            self._holding.setdefault(flow.key, flow)
+        elif self._holding.get(flow.key) is flow:
+            del self._holding[flow.key]
+
+    def _shed(self, ts: float) -> None:
+        """Over the global buffer budget: drop what the longest-holding flows buffer (a gap each)."""
+        target = self.max_buffered * 3 // 4
+        while self._buffered > target and self._holding:
+            flow = next(iter(self._holding.values()))
+            for tb, half in ((1, flow.c2b), (0, flow.b2c)):
+                held = half.held()
+                if held:
+                    self._count["bytes_dropped"] += held
+                    self._count["gaps"] += 1
+                    half.buf, half.ooo, half.ooo_bytes, half.skip, half.resync = None, None, 0, 0, True
+                    self._emit(flow, tb, ts, MqttMessage(0, 0, held, MQTT_STREAM_GAP, f"{held} buffered bytes dropped (memory bound)"))
+            self._count["shed_flows"] += 1
+            self._sync(flow)
+
+    def _expire(self, now: float) -> None:
+        """Forget connections idle for longer than idle_timeout (least recently used first)."""
+        flows = self._flows
+        while flows:
+            flow = next(iter(flows.values()))
+            if flow.last_ts >= now - self.idle_timeout:
+                break
+            self._close(flow, "expired_flows")
+
+    def _learn_client(self, flow: _Flow, client_id: str) -> None:
+        flow.client_id = client_id
+        flow.client_hash = topic_hash(client_id.encode("utf-8"))
+        client, _, cport, _ = flow.key
+        for table, key in ((self._conn_ids, (client, cport)), (self._host_ids, client)):
+            table[key] = client_id
+            table.move_to_end(key)
+            while len(table) > self.max_clients:
+                table.popitem(last=False)
+
+
+def _group_directions(src: np.ndarray, dst: np.ndarray, sport: np.ndarray, dport: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Group packets by direction (src, dst, sport, dport).
+
+    Returns (order, group starts in `order`, group id per packet): `order` lists the packets
+    group by group, in batch order inside each group.
+    """
+    n = len(src)
+    a = (src.astype(np.uint64) << np.uint64(16)) | sport.astype(np.uint64)
+    b = (dst.astype(np.uint64) << np.uint64(16)) | dport.astype(np.uint64)
+    # One 64-bit mix sorts fast; equal (a, b) inside every group proves there was no collision.
+    k = a * np.uint64(0x9E3779B97F4A7C15) ^ (b * np.uint64(0xC2B2AE3D27D4EB4F) + (b >> np.uint64(29)))
+    order = np.argsort(k, kind="stable")
+    ks = k[order]
+    boundary = np.empty(n, dtype=bool)
+    boundary[0] = True
+    np.not_equal(ks[1:], ks[:-1], out=boundary[1:])
+    gstart = np.flatnonzero(boundary)
+    gsorted = np.cumsum(boundary) - 1
+    first = order[gstart][gsorted]
+    wide = (src >> np.uint64(48)).any() or (dst >> np.uint64(48)).any()
+    if wide or not ((a[order] == a[first]).all() and (b[order] == b[first]).all()):
+        order = np.lexsort((dport, dst, sport, src))  # exact, slower; keeps batch order within a group
+        s, d, sp, dp = src[order], dst[order], sport[order], dport[order]
+        boundary[1:] = (s[1:] != s[:-1]) | (d[1:] != d[:-1]) | (sp[1:] != sp[:-1]) | (dp[1:] != dp[:-1])
+        gstart = np.flatnonzero(boundary)
+        gsorted = np.cumsum(boundary) - 1
+    gid = np.empty(n, dtype=np.int64)
+    gid[order] = gsorted
+    return order, gstart, gid
