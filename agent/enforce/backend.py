@@ -13,7 +13,7 @@ them, and a withdrawal of one rule does not lift the other.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping
 
 
@@ -32,7 +32,7 @@ class Element:
     pps: int = 0  # rate_limit: packets per second allowed
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return {"action": self.action, "target": self.target, "proto": self.proto, "port": self.port, "pps": self.pps}
 
     @classmethod
     def from_dict(cls, raw: Mapping[str, Any]) -> "Element":

@@ -120,14 +120,17 @@ class DynsecClient:
             if not self._ready:
                 raise DynsecError(f"{self.where}: refused: {self._refused}")
 
-    def run(self, commands: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        """Send commands in one message; return the broker's responses in the same order."""
-        if not commands:
-            return []
+    def ensure_connected(self) -> None:
         if not self._started:
             self.connect()
         elif not self._ready:  # paho is reconnecting in the background: fail fast, retried later
             raise DynsecError(f"{self.where}: not connected ({self._refused or 'reconnecting'})")
+
+    def run(self, commands: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Send commands in one message; return the broker's responses in the same order."""
+        if not commands:
+            return []
+        self.ensure_connected()
         batch = uuid.uuid4().hex
         payload = {"commands": [{**c, "correlationData": f"{batch}:{i}"} for i, c in enumerate(commands)]}
         with self._cond:
@@ -175,6 +178,7 @@ class DynsecBackend(Backend):
         return found
 
     def reconcile(self, desired: Mapping[Element, float], candidates: Iterable[Element], now: float):  # type: ignore[override]
+        self.client.ensure_connected()  # an unreachable broker is reported at start
         # The broker cannot list "what ATLAS disabled": check the previous state and the desired.
         return super().reconcile(desired, {*candidates, *desired}, now)
 

@@ -6,7 +6,8 @@
 
 A snapshot replaces the desired set, an upsert adds or replaces rules by id, a withdraw
 removes ids. Shadow rules are validated, recorded and reported, and go to a dry-run backend
-only. A rule a backend failed to install stays desired and is retried on every expiry tick.
+only. A rule a backend failed to install stays desired and is retried by expire() every
+RETRY_S seconds.
 """
 from __future__ import annotations
 
@@ -29,7 +30,7 @@ from atlas.agent.uplink import RuleAck, RuleChange
 log = logging.getLogger(__name__)
 
 KINDS = ("snapshot", "upsert", "withdraw")
-RETRY_UNREACHABLE_S = 5.0  # how often a backend unreachable at start is tried again
+RETRY_S = 5.0  # how often failed rules and backends unreachable at start are tried again
 
 
 @dataclass
@@ -75,6 +76,7 @@ class Enforcer:
         self._unreconciled: set[str] = {b.name for b in self.backends}
         self._candidates: dict[str, list[Element]] = {}  # from the state file: what backends may hold
         self._next_retry = 0.0
+        self.state_error = ""  # last failure to write the state file, for status()
         self._started = False
         self._timer: threading.Thread | None = None
         self._stop = threading.Event()
@@ -121,10 +123,11 @@ class Enforcer:
         """Remove rules whose TTL ran out (and retry failed ones); return the expired ids."""
         with self._lock:
             now = self.clock() if now is None else now
-            if self._unreconciled and self._started and now >= self._next_retry:
+            retry = self._started and bool(self._errors or self._unreconciled) and now >= self._next_retry
+            if retry and self._unreconciled:
                 self._reconcile_backends(now, EnforceReport())
             expired = [rid for rid, rule in self._rules.items() if rule.expires_at <= now]
-            if not expired and not self._errors:
+            if not expired and not retry:
                 return []
             rules = {rid: r for rid, r in self._rules.items() if rid not in expired}
             elements = {rid: e for rid, e in self._elements.items() if rid in rules}
@@ -145,8 +148,11 @@ class Enforcer:
             except StateError as exc:
                 report.state_error = str(exc)
                 aside = self.state_path.with_name(f"{self.state_path.name}.corrupt-{int(now)}")
-                self.state_path.replace(aside)
-                log.error("enforce: %s; moved to %s, starting from an empty rule set", exc, aside)
+                try:
+                    self.state_path.replace(aside)  # kept for a human to look at
+                except OSError:
+                    aside = self.state_path
+                log.error("enforce: %s; kept as %s, starting from an empty rule set", exc, aside)
                 state = EnforceState()
             self._rules, self._elements = {}, {}
             for rule in state.rules.values():
@@ -175,8 +181,8 @@ class Enforcer:
                 result = backend.reconcile(desired[backend.name], candidates, now)
             except (BackendError, OSError) as exc:
                 report.backend_errors[backend.name] = str(exc)
-                log.error("enforce: cannot reconcile %s: %s (retrying every %.0f s)", backend.name, exc, RETRY_UNREACHABLE_S)
-                self._next_retry = now + RETRY_UNREACHABLE_S
+                log.error("enforce: cannot reconcile %s: %s (retrying every %.0f s)", backend.name, exc, RETRY_S)
+                self._next_retry = now + RETRY_S
                 continue
             self._unreconciled.discard(backend.name)
             report.orphans.extend(result.orphans)
@@ -214,7 +220,7 @@ class Enforcer:
     def _commit(self, rules: dict[str, Rule], elements: dict[str, Element], now: float) -> dict[str, str]:
         self._rules, self._elements = rules, elements
         desired = self._desired(now)
-        self._save(desired)  # write-ahead: the file names everything a backend may hold
+        before = self._save(desired)  # write-ahead: the file names everything a backend may hold
         failed: dict[Element, str] = {}
         backend_errors: dict[str, str] = {}
         for backend in (*self.backends, self.shadow):
@@ -226,7 +232,9 @@ class Enforcer:
             except (BackendError, OSError) as exc:
                 backend_errors[backend.name] = str(exc)
         self._errors = self._rule_errors(failed, backend_errors)
-        self._save(desired)
+        if self._errors:
+            self._next_retry = now + RETRY_S
+        self._save(desired, unless=before)  # shrink the applied record after removals
         return self._errors
 
     def _rule_errors(self, failed: dict[Element, str], backend_errors: dict[str, str]) -> dict[str, str]:
@@ -235,17 +243,25 @@ class Enforcer:
             backend = self._backend_of(rule)
             why = backend_errors.get(backend.name) or failed.get(self._elements[rid], "")
             if why:
-                errors[rid] = f"{why} (kept; retried every tick)"
+                errors[rid] = f"{why} (kept; retried every {RETRY_S:.0f} s)"
         return errors
 
-    def _save(self, desired: dict[str, dict[Element, float]]) -> None:
+    def _save(self, desired: dict[str, dict[Element, float]], unless: Any = None) -> dict[str, list[Element]]:
+        """Write the state file (skipped if the applied record equals `unless`); return that record."""
         applied = {}
         for backend in self.backends:
             held = set(backend.view) | set(desired[backend.name])
             if backend.name in self._unreconciled:
                 held |= set(self._candidates.get(backend.name, []))
             applied[backend.name] = sorted(held)
-        save_state(self.state_path, EnforceState(dict(self._rules), applied))
+        if applied != unless:
+            try:
+                save_state(self.state_path, EnforceState(dict(self._rules), applied))
+                self.state_error = ""
+            except OSError as exc:  # keep enforcing: a full disk must not let an attacker in
+                self.state_error = f"{self.state_path}: cannot write enforcement state: {exc.strerror or exc}"
+                log.error("enforce: %s (rules are enforced but would not survive a restart)", self.state_error)
+        return applied
 
     # ---- reporting and lifecycle --------------------------------------------------------
 
@@ -284,7 +300,7 @@ class Enforcer:
                     "backend": backend.name, "state": state, "error": self._errors.get(rid, ""),
                     "packets": count.packets if count else None, "bytes": count.bytes if count else None,
                 })
-            return {"time": now, "mode": self.mode, "rules": rules, "backends": backends}
+            return {"time": now, "mode": self.mode, "rules": rules, "backends": backends, "state_file": str(self.state_path), "state_error": self.state_error}
 
     def rules(self) -> list[Rule]:
         with self._lock:

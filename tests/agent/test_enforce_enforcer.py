@@ -184,3 +184,13 @@ def test_status_reports_remaining_ttl(setup):
     assert [(r["id"], r["remaining_s"], r["state"]) for r in status["rules"]] == [("q1", 20.0, "recorded"), ("f1", 80.0, "recorded")]
     assert status["backends"]["net"]["elements"] == 2
     json.dumps(status)  # JSON-ready for the CLI
+
+
+def test_an_unwritable_state_file_does_not_stop_enforcement(tmp_path):
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("")
+    net = DryRunBackend()
+    enf = Enforcer([net], blocker / "enforce.json", clock=Clock())
+    assert enf.apply(change("upsert", rule("q1")))[0].applied
+    assert set(net.view) == {Element("quarantine", "10.77.0.66")}
+    assert "cannot write enforcement state" in enf.status()["state_error"] and str(blocker) in enf.status()["state_error"]
