@@ -164,8 +164,8 @@ def _positive(table: _Table, name: str, default: float, upper: float) -> float:
 def _listen(table: _Table) -> str:
     value = table.get("listen", str, "127.0.0.1:7443")
     host, sep, port = value.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise table.error("listen", f"expected HOST:PORT, got {value!r}")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) < 65536:
+        raise table.error("listen", f"expected HOST:PORT (port 0: any free one), got {value!r}")
     return value
 
 

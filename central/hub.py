@@ -189,7 +189,7 @@ class Hub(HubView):
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._started_at = clock()
-        self._listen = listen
+        self.listen = listen  # the address gateways use; the daemon sets the bound port
         self._version = version
         self.last_tick = time.monotonic()  # the daemon's watchdog checks maintenance runs
         self.counters = {"batches": 0, "duplicate_batches": 0, "incident_reports": 0,
@@ -388,9 +388,11 @@ class Hub(HubView):
                     f"on {record.gateway}")
         raise OperatorError(f"unknown command {kind!r}")
 
-    def heartbeat(self) -> None:
+    def heartbeat(self, stopped: bool = False) -> None:
+        now = self._clock()
         state = HubState(pid=os.getpid(), host=socket.gethostname(), started_at=self._started_at,
-                         heartbeat=self._clock(), listen=self._listen, version=self._version)
+                         heartbeat=now, listen=self.listen, version=self._version,
+                         stopped_at=now if stopped else None)
         with self._lock, self.store.transaction():
             self.store.set_hub_state(state)
 
@@ -407,7 +409,7 @@ class Hub(HubView):
         now = self._clock()
         with self._lock, self.store.transaction():
             self.audit.append("hub_start", {"pid": os.getpid(), "version": self._version,
-                                            "listen": self._listen}, now)
+                                            "listen": self.listen}, now)
         self._stop.clear()
         self._thread = threading.Thread(target=self._maintain, name="atlas-hub-maintenance",
                                         daemon=True)
@@ -427,6 +429,10 @@ class Hub(HubView):
         if self._thread is not None:
             self._thread.join(timeout=5)
             self._thread = None
+            try:
+                self.heartbeat(stopped=True)  # `status` then says stopped, not "running"
+            except Exception:  # noqa: BLE001 - closing must finish
+                log.exception("could not record the hub's stop")
         with self._lock:
             feeds = [f for group in self._feeds.values() for f in group]
         for feed in feeds:

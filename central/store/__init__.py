@@ -155,6 +155,7 @@ class HubState:
     heartbeat: float
     listen: str
     version: str
+    stopped_at: float | None = None  # set by a clean shutdown
 
 
 class Store(abc.ABC):

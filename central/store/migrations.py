@@ -153,7 +153,8 @@ SQLITE_MIGRATIONS: tuple[Migration, ...] = (
             started_at REAL NOT NULL,
             heartbeat REAL NOT NULL,
             listen TEXT NOT NULL,
-            version TEXT NOT NULL)""",
+            version TEXT NOT NULL,
+            stopped_at REAL)""",
     )),
 )
 

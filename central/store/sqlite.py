@@ -475,13 +475,13 @@ class SQLiteStore(Store):
 
     def set_hub_state(self, state: HubState) -> None:
         self._exec("INSERT OR REPLACE INTO hub_state (id, pid, host, started_at, heartbeat, "
-                   "listen, version) VALUES (1, ?, ?, ?, ?, ?, ?)",
+                   "listen, version, stopped_at) VALUES (1, ?, ?, ?, ?, ?, ?, ?)",
                    (state.pid, state.host, state.started_at, state.heartbeat, state.listen,
-                    state.version))
+                    state.version, state.stopped_at))
 
     def get_hub_state(self) -> HubState | None:
-        row = self._one("SELECT pid, host, started_at, heartbeat, listen, version FROM hub_state "
-                        "WHERE id = 1")
+        row = self._one("SELECT pid, host, started_at, heartbeat, listen, version, stopped_at "
+                        "FROM hub_state WHERE id = 1")
         return HubState(*row) if row else None
 
     def counts(self) -> dict[str, int]:

@@ -1,0 +1,569 @@
+"""`atlas-central`: the hub daemon and the operator's commands.
+
+  atlas-central serve --config central.toml [--check]   the hub (alias: run)
+  atlas-central check --config central.toml [--json]    validate everything, show the playbook
+  atlas-central gateways | incidents | decisions | rules [--json]
+  atlas-central approve DECISION_ID | reject DECISION_ID | revoke RULE_ID
+  atlas-central audit verify [--anchor SEQ:HASH] | audit head
+  atlas-central status [--json]
+  atlas-central pki init | pki issue          (certificates and the rule-signing key)
+
+Every command finds the database through --config (default $ATLAS_CENTRAL_CONFIG, else
+/etc/atlas/central.toml) or --db.
+
+How an operator's command reaches the running hub: the CLI writes it to the database's
+`operator_commands` table and waits for the hub's answer; the hub polls that table every
+`operator_poll` seconds (0.2 by default) and runs the command through the same code path as
+everything else, so an approval's rules are signed, audited and pushed to the gateways' streams
+within a second. We chose the queue over a Unix socket (fail2ban's way) because it is durable
+(a command given while the hub restarts runs when it is back, instead of being lost), it is
+recorded with its result, it needs no second permission model (whoever may write the database
+may command the hub, the same as whoever may read it may report), and it keeps working when
+the store moves to PostgreSQL and the CLI runs on another machine. Reading commands open the
+database read-only and never block the hub (WAL).
+
+Exit codes: 0 done; 1 failed (audit chain broken, database unusable, command refused by the
+hub); 2 operator mistake (bad config, unknown id, wrong state), never with a stack trace;
+3 command queued but no hub is running to carry it out yet.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime as dt
+import getpass
+import json
+import logging
+import os
+import sqlite3
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable, Iterable, Sequence
+
+from atlas.agent import __version__
+from atlas.central.config import DEFAULT_CONFIG_PATH, ConfigError, HubConfig, load_config
+from atlas.central.store import Store, StoreError, open_store
+
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+EXIT_QUEUED = 3
+HUB_ALIVE_SECONDS = 5.0  # a heartbeat older than this: no hub is running
+DEFAULT_WAIT = 5.0
+
+
+class CliError(Exception):
+    """An operator mistake: printed as one line, exit code 2."""
+
+
+class CliFailure(Exception):
+    """Something failed that is not the operator's typing: exit code 1."""
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help(sys.stderr)
+        return EXIT_USAGE
+    level = logging.DEBUG if getattr(args, "verbose", False) else logging.INFO
+    logging.basicConfig(level=level if getattr(args, "daemon", False) else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return int(args.func(args) or 0)
+    except (CliError, ConfigError) as exc:
+        print(f"atlas-central: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except (CliFailure, StoreError) as exc:
+        print(f"atlas-central: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    except sqlite3.Error as exc:
+        print(f"atlas-central: database error: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    except BrokenPipeError:  # `atlas-central rules | head`
+        return 0
+    except KeyboardInterrupt:
+        return 130
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="atlas-central", description="ATLAS hub")
+    p.add_argument("--version", action="version", version=f"atlas-central {__version__}")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+
+    where = argparse.ArgumentParser(add_help=False)
+    where.add_argument("--config", "-c", help="central.toml (default: $ATLAS_CENTRAL_CONFIG, "
+                       f"else {DEFAULT_CONFIG_PATH})")
+    where.add_argument("--db", help="the hub's SQLite database (instead of --config)")
+    as_json = argparse.ArgumentParser(add_help=False)
+    as_json.add_argument("--json", action="store_true", help="machine-readable output")
+
+    serve = sub.add_parser("serve", aliases=["run"], parents=[where],
+                           help="run the hub: gRPC ingest (mutual TLS), decisions, dispatch")
+    serve.add_argument("--check", action="store_true",
+                       help="validate config, keys, inventory and playbook, then exit")
+    serve.add_argument("--verbose", "-v", action="store_true")
+    serve.set_defaults(func=cmd_serve, daemon=True)
+
+    check = sub.add_parser("check", parents=[where, as_json],
+                           help="validate config, keys, inventory and playbook; print the table")
+    check.set_defaults(func=cmd_check)
+
+    gws = sub.add_parser("gateways", parents=[where, as_json], help="the gateway registry")
+    gws.set_defaults(func=cmd_gateways)
+
+    inc = sub.add_parser("incidents", parents=[where, as_json],
+                         help="incidents, merged across gateways, newest first")
+    inc.add_argument("--open", action="store_true", help="only incidents still open")
+    inc.add_argument("--limit", type=_positive_int, default=50)
+    inc.set_defaults(func=cmd_incidents)
+
+    dec = sub.add_parser("decisions", parents=[where, as_json], help="decisions, newest first")
+    dec.add_argument("--pending", action="store_true", help="only those waiting for approval")
+    dec.add_argument("--limit", type=_positive_int, default=50)
+    dec.set_defaults(func=cmd_decisions)
+
+    rules = sub.add_parser("rules", parents=[where, as_json],
+                           help="rules in force (and shadow rules); --all for history")
+    rules.add_argument("--all", action="store_true", help="also expired and revoked rules")
+    rules.add_argument("--limit", type=_positive_int, default=200)
+    rules.set_defaults(func=cmd_rules)
+
+    for name, arg, text in (("approve", "decision_id", "carry out a decision waiting for approval"),
+                            ("reject", "decision_id", "refuse a decision waiting for approval"),
+                            ("revoke", "rule_id", "withdraw a rule from its gateway now")):
+        cmd = sub.add_parser(name, parents=[where, as_json], help=text)
+        cmd.add_argument(arg, metavar=arg.upper())
+        cmd.add_argument("--operator", default=_operator(),
+                         help="who is asking (default: the login name)")
+        cmd.add_argument("--wait", type=float, default=DEFAULT_WAIT,
+                         help=f"seconds to wait for the hub's answer (default {DEFAULT_WAIT:g})")
+        cmd.set_defaults(func=cmd_operator, kind=name, argument_name=arg)
+
+    audit = sub.add_parser("audit", help="the hash-chained audit log")
+    audit_sub = audit.add_subparsers(dest="audit_command", metavar="{verify,head}")
+    verify = audit_sub.add_parser("verify", parents=[where, as_json],
+                                  help="check the whole chain; exit 1 if broken")
+    verify.add_argument("--anchor", type=_anchor,
+                        help="SEQ:HASH recorded earlier (from `audit head`): must still be there")
+    verify.set_defaults(func=cmd_audit_verify)
+    head = audit_sub.add_parser("head", parents=[where, as_json],
+                                help="the latest row's seq and hash, to keep outside the hub")
+    head.set_defaults(func=cmd_audit_head)
+    audit.set_defaults(func=lambda a: _usage(audit))
+
+    st = sub.add_parser("status", parents=[where, as_json], help="is the hub running; totals")
+    st.set_defaults(func=cmd_status)
+
+    try:
+        from atlas.central.pki import add_pki_commands
+    except ImportError as exc:  # pragma: no cover - the pki module ships with the hub
+        logging.getLogger(__name__).debug("pki commands unavailable: %s", exc)
+    else:
+        add_pki_commands(sub)
+    return p
+
+
+def _usage(parser: argparse.ArgumentParser) -> int:
+    parser.print_help(sys.stderr)
+    return EXIT_USAGE
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{value} is not positive")
+    return value
+
+
+def _anchor(text: str) -> tuple[int, str]:
+    seq, sep, digest = text.partition(":")
+    if not sep or not seq.isdigit() or len(digest) != 64 or not _is_hex(digest):
+        raise argparse.ArgumentTypeError(f"{text!r} is not SEQ:HASH (a number and 64 hex digits)")
+    return int(seq), digest.lower()
+
+
+def _is_hex(text: str) -> bool:
+    try:
+        int(text, 16)
+    except ValueError:
+        return False
+    return True
+
+
+def _operator() -> str:
+    for name in ("SUDO_USER", "USER", "LOGNAME"):
+        if os.environ.get(name):
+            return os.environ[name]
+    try:
+        return getpass.getuser()
+    except Exception:  # noqa: BLE001 - no passwd entry in a container
+        return f"uid{os.getuid()}"
+
+
+# ---- finding the database ------------------------------------------------------------------
+
+def _config(args: argparse.Namespace, required: bool = True) -> HubConfig | None:
+    path = args.config or os.environ.get("ATLAS_CENTRAL_CONFIG")
+    if path is None:
+        if not required and not DEFAULT_CONFIG_PATH.is_file():
+            return None
+        path = str(DEFAULT_CONFIG_PATH)
+    return load_config(path)
+
+
+def _database(args: argparse.Namespace) -> Path:
+    if getattr(args, "db", None):
+        return Path(args.db)
+    config = _config(args, required=False)
+    if config is None:
+        raise CliError(f"no configuration: give --config central.toml or --db FILE "
+                       f"({DEFAULT_CONFIG_PATH} does not exist)")
+    return config.database
+
+
+def _reader(args: argparse.Namespace) -> Store:
+    path = _database(args)
+    if not path.is_file():
+        raise CliError(f"{path}: no such database (has the hub ever run with this config?)")
+    return open_store(path, readonly=True)
+
+
+# ---- serve and check -----------------------------------------------------------------------
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from atlas.central import pipeline
+
+    if args.db:
+        raise CliError("serve needs --config (the database alone does not say how to run)")
+    config = _config(args)
+    if args.check:
+        report = pipeline.check(config)
+        print(f"{config.path}: OK ({report['inventory_devices']} inventory devices, "
+              f"listen {report['listen']}, database {report['database']})")
+        return 0
+    return pipeline.serve(config)
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from atlas.central import pipeline
+
+    if args.db:
+        raise CliError("check needs --config")
+    report = pipeline.check(_config(args))
+    if args.json:
+        _print_json(report)
+        return 0
+    print(f"{report['config']}: OK")
+    print(f"  listen {report['listen']}, database {report['database']}, "
+          f"{report['inventory_devices']} inventory devices, "
+          f"shadow {'on' if report['shadow'] else 'off'}, "
+          f"allowlist {', '.join(report['allowlist']) or '(empty)'}")
+    rows = []
+    for kind, cells in report["playbook"].items():
+        for cls, cell in cells.items():
+            rows.append([kind, cls, _cell_text(cell)])
+    _print_table(["KIND", "ATTACKER", "RESPONSE"], rows)
+    return 0
+
+
+def _cell_text(cell: dict[str, Any]) -> str:
+    text = cell["action"]
+    if cell["params"]:
+        text += " " + ",".join(f"{k}={v}" for k, v in sorted(cell["params"].items()))
+    if cell["action"] != "none":
+        text += f" for {_duration(cell['ttl'])}"
+    if cell["escalate"]:
+        text += f"; {cell['escalate']} after approval"
+    if cell["fallback"]:
+        text += f"; without MQTT id: {cell['fallback']}"
+    if cell["shadow"]:
+        text += " (shadow)"
+    return text
+
+
+# ---- reports -------------------------------------------------------------------------------
+
+def cmd_gateways(args: argparse.Namespace) -> int:
+    store = _reader(args)
+    gateways = store.list_gateways()
+    if args.json:
+        _print_json([g.to_dict() for g in gateways])
+        return 0
+    now = time.time()
+    rows = []
+    for g in gateways:
+        h = g.health or {}
+        rows.append([g.id, "up" if g.connections else "down", _ago(g.last_seen, now),
+                     g.software_version or "-", g.board or "-", str(g.last_seq),
+                     _num(h.get("packets_per_s")), _cpu(h), str(h.get("kernel_drops", "-")),
+                     str(h.get("shedding_level", "-"))])
+    _print_table(["GATEWAY", "STREAM", "LAST SEEN", "SOFTWARE", "BOARD", "SEQ", "PKT/S",
+                  "CPU% / BUDGET", "DROPS", "SHED"], rows, empty="no gateway has connected yet")
+    return 0
+
+
+def cmd_incidents(args: argparse.Namespace) -> int:
+    store = _reader(args)
+    incidents = store.list_incidents(limit=args.limit, state="open" if args.open else None)
+    if args.json:
+        _print_json([i.to_dict() for i in incidents])
+        return 0
+    now = time.time()
+    rows = []
+    for i in incidents:
+        decisions = store.decisions_for_incident(i.id)
+        rows.append([i.id, i.kind, i.src_ip, i.device if i.device != i.src_ip else "-",
+                     ",".join(i.gateways), _ago(i.first_seen, now), _ago(i.last_seen, now),
+                     f"{i.score:.2f}", str(i.packets), i.state,
+                     ", ".join(f"{d.id} {d.action} {d.state}" for d in decisions) or "-"])
+    _print_table(["INCIDENT", "KIND", "ATTACKER", "DEVICE", "GATEWAYS", "FIRST", "LAST", "SCORE",
+                  "PACKETS", "STATE", "DECISIONS"], rows, empty="no incidents")
+    return 0
+
+
+def cmd_decisions(args: argparse.Namespace) -> int:
+    store = _reader(args)
+    decisions = store.list_decisions(states=("pending_approval",) if args.pending else None,
+                                     limit=args.limit)
+    if args.json:
+        _print_json([d.to_dict() for d in decisions])
+        return 0
+    now = time.time()
+    rows = [[d.id, d.incident, d.action + _params_text(d.params), d.target, d.state,
+             ",".join(d.gateways), _ago(d.created_at, now),
+             _until(d.expires_at, now) if d.expires_at else "-",
+             d.approved_by or "-", d.reason] for d in decisions]
+    _print_table(["DECISION", "INCIDENT", "ACTION", "TARGET", "STATE", "GATEWAYS", "DECIDED",
+                  "EXPIRES", "BY", "REASON"], rows,
+                 empty="no decision waits for approval" if args.pending else "no decisions")
+    return 0
+
+
+def cmd_rules(args: argparse.Namespace) -> int:
+    store = _reader(args)
+    rules = store.list_rules(states=None if args.all else ("active", "shadow"), limit=args.limit)
+    if args.json:
+        _print_json([r.to_dict() for r in rules])
+        return 0
+    now = time.time()
+    rows = []
+    for r in rules:
+        ack = "-" if r.ack_applied is None else ("applied" if r.ack_applied else
+                                                 f"FAILED: {r.ack_error}")
+        rows.append([r.rule.id, r.gateway, r.rule.action + _params_text(r.rule.params),
+                     r.rule.target, r.state, _until(r.rule.expires_at, now), ack,
+                     r.rule.decision_id])
+    _print_table(["RULE", "GATEWAY", "ACTION", "TARGET", "STATE", "EXPIRES", "ACK", "DECISION"],
+                 rows, empty="no rules" if args.all else "no rules in force")
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from atlas.central.hub import HubView
+
+    store = _reader(args)
+    status = HubView(store).status()
+    status["running"] = _hub_alive(store)
+    if args.json:
+        _print_json(status)
+        return 0
+    hub = status["hub"]
+    if status["running"]:
+        print(f"hub: running (pid {hub['pid']} on {hub['host']}, version {hub['version']}, "
+              f"listening on {hub['listen']}, up {_duration(time.time() - hub['started_at'])})")
+    elif hub and hub["stopped_at"]:
+        print(f"hub: stopped {_ago(hub['stopped_at'], time.time())}")
+    elif hub:
+        print(f"hub: NOT running (last heartbeat {_ago(hub['heartbeat'], time.time())}; "
+              "it did not stop cleanly)")
+    else:
+        print("hub: has never run on this database")
+    c = status["counts"]
+    print(f"gateways: {c['gateways_online']} connected of {c['gateways']}")
+    print(f"incidents: {c['incidents_open']} open of {c['incidents']}")
+    print(f"rules: {c['rules_active']} in force, {c['rules_shadow']} shadow")
+    print(f"approvals waiting: {c['pending_approvals']}")
+    if c["queued_commands"]:
+        print(f"operator commands queued: {c['queued_commands']}")
+    head = status["audit_head"]
+    print(f"audit: {c['audit_rows']} rows" + (f", head {head['seq']}:{head['hash']}" if head else ""))
+    print(f"schema version: {status['schema_version']}")
+    return 0
+
+
+# ---- audit ---------------------------------------------------------------------------------
+
+def cmd_audit_verify(args: argparse.Namespace) -> int:
+    from atlas.central.audit import AuditLog
+
+    store = _reader(args)
+    log = AuditLog(store)
+    ok, bad = log.verify(anchor=args.anchor)
+    head = log.head()
+    result = {"ok": ok, "first_bad_seq": bad, "rows": head.seq if head else 0,
+              "head": head.hash if head else None}
+    if args.json:
+        _print_json(result)
+    elif ok:
+        print(f"audit chain intact: {result['rows']} rows"
+              + (f", head {head.seq}:{head.hash}" if head else ""))
+    else:
+        print(f"audit chain BROKEN at seq {bad}: that row (or the one before it) was edited, "
+              "deleted or moved", file=sys.stderr)
+    return 0 if ok else EXIT_FAILED
+
+
+def cmd_audit_head(args: argparse.Namespace) -> int:
+    from atlas.central.audit import AuditLog
+
+    head = AuditLog(_reader(args)).head()
+    if args.json:
+        _print_json({"seq": head.seq, "hash": head.hash} if head else None)
+    elif head:
+        print(f"{head.seq}:{head.hash}")
+    else:
+        print("the audit log is empty", file=sys.stderr)
+    return 0
+
+
+# ---- operator commands ---------------------------------------------------------------------
+
+def cmd_operator(args: argparse.Namespace) -> int:
+    """Check the id here (a clear error at once), then queue it for the hub and wait."""
+    argument = getattr(args, args.argument_name).strip()
+    reader = _reader(args)
+    _precheck(reader, args.kind, argument)
+    alive = _hub_alive(reader)
+    writer = open_store(_database(args), migrate=False)
+    try:
+        command_id = writer.enqueue_command(args.kind, argument, args.operator, time.time())
+    finally:
+        writer.close()
+    if not alive:
+        message = (f"queued as operator command {command_id}: no hub is running on this "
+                   "database, so it will be carried out when the hub starts")
+        _emit(args, {"command": command_id, "state": "queued", "result": message}, message,
+              to_stderr=True)
+        return EXIT_QUEUED
+    deadline = time.monotonic() + max(args.wait, 0.0)
+    while True:
+        command = reader.get_command(command_id)
+        if command is not None and command.state != "queued":
+            break
+        if time.monotonic() >= deadline:
+            message = (f"queued as operator command {command_id}; the hub has not answered "
+                       f"within {args.wait:g} s (check `atlas-central status`)")
+            _emit(args, {"command": command_id, "state": "queued", "result": message}, message,
+                  to_stderr=True)
+            return EXIT_QUEUED
+        time.sleep(0.05)
+    payload = {"command": command.id, "state": command.state, "result": command.result}
+    if command.state == "done":
+        _emit(args, payload, command.result)
+        return 0
+    _emit(args, payload, f"the hub refused: {command.result}", to_stderr=True)
+    return EXIT_FAILED
+
+
+def _precheck(store: Store, kind: str, argument: str) -> None:
+    if kind in ("approve", "reject"):
+        decision = store.get_decision(argument)
+        if decision is None:
+            raise CliError(f"no decision {argument!r} (see `atlas-central decisions --pending`)")
+        if decision.state != "pending_approval":
+            raise CliError(f"decision {argument} is {decision.state}, not waiting for approval")
+    elif kind == "revoke":
+        record = store.get_rule(argument)
+        if record is None:
+            raise CliError(f"no rule {argument!r} (see `atlas-central rules`)")
+        if record.state not in ("active", "shadow"):
+            raise CliError(f"rule {argument} is already {record.state}")
+
+
+def _hub_alive(store: Store) -> bool:
+    state = store.get_hub_state()
+    return (state is not None and state.stopped_at is None
+            and time.time() - state.heartbeat < HUB_ALIVE_SECONDS)
+
+
+def _emit(args: argparse.Namespace, payload: dict[str, Any], text: str,
+          to_stderr: bool = False) -> None:
+    if args.json:
+        _print_json(payload)
+    else:
+        print(text, file=sys.stderr if to_stderr else sys.stdout)
+
+
+# ---- formatting ----------------------------------------------------------------------------
+
+def _print_json(value: Any) -> None:
+    json.dump(value, sys.stdout, indent=2, sort_keys=True, default=_json_default)
+    sys.stdout.write("\n")
+
+
+def _json_default(value: Any) -> Any:
+    if dataclasses.is_dataclass(value):
+        return dataclasses.asdict(value)
+    if isinstance(value, bytes):
+        return value.hex()
+    return str(value)
+
+
+def _print_table(header: list[str], rows: list[list[str]], empty: str = "") -> None:
+    if not rows:
+        if empty:
+            print(empty)
+        return
+    widths = [max(len(str(r[i])) for r in rows + [header]) for i in range(len(header))]
+    for row in [header] + rows:
+        cells = [str(c).ljust(w) for c, w in zip(row, widths)]
+        print("  ".join(cells).rstrip())
+
+
+def _duration(seconds: float) -> str:
+    seconds = max(0, int(round(seconds)))
+    if seconds < 120:
+        return f"{seconds}s"
+    if seconds < 7200:
+        return f"{seconds // 60}m"
+    if seconds < 172800:
+        return f"{seconds // 3600}h{(seconds % 3600) // 60:02d}m"
+    return f"{seconds // 86400}d"
+
+
+def _ago(when: float | None, now: float) -> str:
+    if not when:
+        return "-"
+    return f"{_duration(now - when)} ago" if now >= when else _stamp(when)
+
+
+def _until(when: float | None, now: float) -> str:
+    if not when:
+        return "-"
+    return f"in {_duration(when - now)}" if when > now else f"{_duration(now - when)} ago"
+
+
+def _stamp(when: float) -> str:
+    return dt.datetime.fromtimestamp(when).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _num(value: Any) -> str:
+    return "-" if value is None else f"{value:.0f}"
+
+
+def _cpu(health: dict[str, Any]) -> str:
+    if "cpu_percent" not in health:
+        return "-"
+    return f"{health['cpu_percent']:.1f} / {health.get('cpu_budget', 0):.1f}"
+
+
+def _params_text(params: dict[str, Any]) -> str:
+    return "(" + ",".join(f"{k}={v}" for k, v in sorted(params.items())) + ")" if params else ""
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,115 @@
+"""The hub's wiring, in one place: config -> store -> inventory + policy + signer -> Hub ->
+gRPC ingest (mutual TLS). `atlas-central serve` calls `serve()`; tests call `build_hub()`.
+"""
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+from typing import Callable
+
+from atlas.agent import __version__, notify
+from atlas.central.config import ConfigError, HubConfig, require_files
+from atlas.central.decide.inventory import Inventory, InventoryError, load_inventory
+from atlas.central.decide.playbook import Playbook
+from atlas.central.hub import Hub, RuleSigner
+from atlas.central.store import open_store
+
+log = logging.getLogger("atlas.central")
+MAINTENANCE_STALL_SECONDS = 10.0
+
+
+def load_signer(config: HubConfig) -> RuleSigner:
+    from atlas.agent.uplink.signing import RuleSigner as Ed25519Signer
+
+    source = str(config.path or "<config>")
+    if config.signing_key is None:
+        raise ConfigError(f"{source}: hub.signing_key: missing (the hub signs every rule)")
+    try:
+        return Ed25519Signer.from_pem_file(config.signing_key)
+    except FileNotFoundError:
+        raise ConfigError(f"{source}: hub.signing_key: no such file "
+                          f"{str(config.signing_key)!r}") from None
+    except (ValueError, TypeError) as exc:
+        raise ConfigError(f"{source}: hub.signing_key: {config.signing_key}: not a usable "
+                          f"Ed25519 private key ({exc})") from None
+
+
+def load_city_inventory(config: HubConfig) -> Inventory:
+    if config.inventory is None:
+        return Inventory()
+    try:
+        return load_inventory(config.inventory)
+    except InventoryError as exc:
+        raise ConfigError(f"{config.path or '<config>'}: hub.inventory: {exc}") from None
+
+
+def build_policy(config: HubConfig) -> Playbook:
+    return Playbook(config.decide.playbook, shadow=config.decide.shadow)
+
+
+def build_hub(config: HubConfig, signer: RuleSigner | None = None,
+              clock: Callable[[], float] = time.time) -> Hub:
+    """Open (and migrate) the store and assemble the hub; nothing listens yet."""
+    inventory = load_city_inventory(config)
+    policy = build_policy(config)
+    signer = signer or load_signer(config)
+    store = open_store(config.database)
+    return Hub(store, policy, signer, inventory=inventory, allowlist=config.decide.allowlist,
+               merge_window=config.merge_window, operator_poll=config.operator_poll,
+               clock=clock, listen=config.listen, version=__version__)
+
+
+def check(config: HubConfig) -> dict:
+    """What `atlas-central check` verifies before a start: files, keys, inventory, playbook."""
+    require_files(config, for_serving=True)
+    load_signer(config)
+    inventory = load_city_inventory(config)
+    policy = build_policy(config)
+    return {"config": str(config.path), "database": str(config.database),
+            "listen": config.listen, "inventory_devices": len(inventory),
+            "allowlist": list(config.decide.allowlist), "shadow": config.decide.shadow,
+            "playbook": policy.table()}
+
+
+def serve(config: HubConfig, stop: threading.Event | None = None,
+          on_ready: Callable[[int], None] | None = None) -> int:
+    """Run the hub until SIGTERM/SIGINT (or `stop` is set). Returns the exit code."""
+    from atlas.agent.uplink.tls import TlsFiles
+    from atlas.central.ingest.server import serve as serve_ingest
+
+    require_files(config, for_serving=True)
+    hub = build_hub(config)
+    stop = stop or threading.Event()
+    if threading.current_thread() is threading.main_thread():
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, lambda *_: stop.set())
+    tls = TlsFiles(cert=config.tls.cert, key=config.tls.key, ca=config.tls.ca)
+    try:
+        server = serve_ingest(hub, config.listen, tls)
+    except Exception:
+        hub.store.close()
+        raise
+    host = config.listen.rpartition(":")[0]
+    hub.listen = f"{host}:{server.port}"  # the real port when the config says 0
+    hub.start()
+    log.info("atlas-central %s listening on %s (port %d), database %s", __version__,
+             config.listen, server.port, config.database)
+    notify.ready(f"listening on {config.listen}")
+    if on_ready is not None:
+        on_ready(server.port)
+    dog = notify.watchdog()
+    try:
+        while not stop.wait(0.5):
+            # Feed systemd's watchdog only while maintenance (expiry, operator commands) runs:
+            # a stuck hub must be restarted, not kept alive by an idle main loop.
+            if time.monotonic() - hub.last_tick < MAINTENANCE_STALL_SECONDS:
+                dog.tick()
+    finally:
+        log.info("stopping")
+        notify.stopping()
+        server.stop(grace=2.0)
+        hub.close()
+        hub.store.close()
+    return 0
