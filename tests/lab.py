@@ -8,9 +8,9 @@ stays inside the namespaces it creates.
 
 Topology of `Lab()`:
 
-    netns <id>-gw : bridge `br0` with the gateway address (10.77.0.1/24 by default)
-       ├─ veth ── netns <id>-dev1  10.77.0.11
-       ├─ veth ── netns <id>-dev2  10.77.0.12
+    netns <id>-gw : bridge `br0` with the gateway address (10.77.0.1/24 and fd77::1/64)
+       ├─ veth ── netns <id>-dev1  10.77.0.11  fd77::b
+       ├─ veth ── netns <id>-dev2  10.77.0.12  fd77::c
        └─ ...     (add_device)
 
 The file also runs as a script inside a namespace (`ip netns exec NS python tests/lab.py
@@ -191,6 +191,7 @@ class Device:
     ip: str
     veth_gw: str  # the gateway-side end (in the gateway namespace, on the bridge)
     veth_dev: str
+    ip6: str = ""  # "" when IPv6 is unavailable in this kernel
 
 
 @dataclass
@@ -198,6 +199,7 @@ class Lab:
     """Namespaces for one gateway and its devices; `close()` removes everything."""
 
     subnet: str = "10.77.0.0/24"
+    subnet6: str = "fd77::/64"  # gateway ::1; a device gets its IPv4 low 16 bits (.11 -> ::b)
     id: str = field(default_factory=lambda: uuid.uuid4().hex[:5])
     bridge: str = "br0"
     devices: dict[str, Device] = field(default_factory=dict)
@@ -216,11 +218,22 @@ class Lab:
             _ip("-n", self.gw, "link", "add", self.bridge, "type", "bridge")
             _ip("-n", self.gw, "addr", "add", f"{self.gw_ip}/{self.prefixlen}", "dev", self.bridge)
             _ip("-n", self.gw, "link", "set", self.bridge, "up")
+            self.gw_ip6 = self._add_ip6(self.gw, self.bridge, 1)
         except Exception:
             self.close()
             raise
         for _ in range(9):  # .2-.10 stay free for the caller; devices start at .11
             next(self._hosts)
+
+    def _add_ip6(self, netns: str, dev: str, host: int) -> str:
+        """Give `dev` the address <subnet6>::<host> (no duplicate detection: usable at once)."""
+        net6 = ipaddress.ip_network(self.subnet6)
+        addr = str(net6.network_address + host)
+        try:
+            _ip("-n", netns, "addr", "add", f"{addr}/{net6.prefixlen}", "dev", dev, "nodad")
+        except RuntimeError:  # IPv6 disabled in this kernel: IPv4-only lab
+            return ""
+        return addr
 
     def _add_netns(self, name: str) -> None:
         _ip("netns", "add", name)
@@ -239,6 +252,8 @@ class Lab:
         _ip("-n", self.gw, "link", "set", dev.veth_gw, "up")
         _ip("-n", netns, "addr", "add", f"{dev.ip}/{self.prefixlen}", "dev", dev.veth_dev)
         _ip("-n", netns, "link", "set", dev.veth_dev, "up")
+        if self.gw_ip6:
+            dev.ip6 = self._add_ip6(netns, dev.veth_dev, int(ipaddress.ip_address(dev.ip)) & 0xFFFF)
         self.devices[name] = dev
         return dev
 

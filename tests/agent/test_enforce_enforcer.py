@@ -194,3 +194,13 @@ def test_an_unwritable_state_file_does_not_stop_enforcement(tmp_path):
     assert enf.apply(change("upsert", rule("q1")))[0].applied
     assert set(net.view) == {Element("quarantine", "10.77.0.66")}
     assert "cannot write enforcement state" in enf.status()["state_error"] and str(blocker) in enf.status()["state_error"]
+
+
+def test_status_has_a_human_form(setup):
+    from atlas.agent.enforce.status import format_status
+
+    enf, _, _, _ = setup
+    assert "no active rules" in format_status(enf.status())
+    enf.apply(change("upsert", rule("q1", ttl=30), rule("rl", "10.77.0.70", action="rate_limit", params={"pps": 20})))
+    text = format_status(enf.status())
+    assert "q1" in text and "10.77.0.66" in text and "30.0" in text and "pps=20" in text and "recorded" in text

@@ -106,6 +106,24 @@ def test_quarantine_drops_the_attacker_and_nobody_else(net):
     assert lab.tcp_connects(net.att.netns, net.lab.gw_ip, PORT)
 
 
+def test_quarantine_of_an_ipv6_address(net):
+    if not (net.lab.gw_ip6 and net.att.ip6):
+        pytest.skip("IPv6 is disabled in this kernel")
+    with lab.in_netns(net.gw):
+        s = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+    net.sockets.append(s)
+    s.bind(("::", PORT))
+    s.listen(16)
+    enf = net.enforcer()
+    assert lab.tcp_connects(net.att.netns, net.lab.gw_ip6, PORT)
+    (ack,) = enf.apply(upsert(rule("q6", net.att.ip6)))
+    assert ack.applied, ack.error
+    assert not lab.tcp_connects(net.att.netns, net.lab.gw_ip6, PORT, timeout=0.5)
+    assert lab.tcp_connects(net.att.netns, net.lab.gw_ip, PORT)  # its IPv4 address was not named
+    assert lab.tcp_connects(net.dev1.netns, net.lab.gw_ip6, PORT)
+    assert enf.status()["backends"]["nftables"]["counters"]["input: quarantine v6"]["packets"] >= 1
+
+
 def test_the_kernel_expires_a_rule_even_if_the_agent_is_gone(net):
     net.listen(net.gw, PORT)
     enf = net.enforcer()
