@@ -100,6 +100,10 @@ class AgentPipeline:
 
     def finish(self) -> list[Incident]:
         """End of input: close the open tick; returns every incident, in order."""
+        tail = self.streams.flush()
+        if len(tail):
+            for rows in self.features.update(np.zeros(0, dtype=self._packets.dtype), tail):
+                self._on_rows(rows)
         for rows in self.features.flush():
             self._on_rows(rows)
         return self.tracker.all()

@@ -130,34 +130,40 @@ class FeatureExtractor:
             first = [a["ts"].min() for a in (pk, mq) if len(a)]
             if not first:
                 return out
-            self._tick_end = (np.floor(min(first) / self.tick_s) + 1) * self.tick_s
-        while True:
-            cut_p = int(np.searchsorted(pk["ts"], self._tick_end, side="left")) if _sorted(pk["ts"]) else None
-            if cut_p is None:  # out-of-order timestamps: split by mask instead
-                mask = pk["ts"] < self._tick_end
-                this_p, pk = pk[mask], pk[~mask]
-            else:
-                this_p, pk = pk[:cut_p], pk[cut_p:]
-            mmask = mq["ts"] < self._tick_end if len(mq) else np.zeros(0, dtype=bool)
-            this_m, mq = mq[mmask], mq[~mmask]
-            if len(this_p):
-                self._pkts.append(this_p)
-            if len(this_m):
-                self._mqtt.append(this_m)
-            if not len(pk) and not len(mq):
-                return out
-            rows = self._close_tick()
-            if rows is not None:
-                out.append(rows)
-            nxt = min(a["ts"].min() for a in (pk, mq) if len(a))
-            self._tick_end = max(self._tick_end + self.tick_s, (np.floor(nxt / self.tick_s) + 1) * self.tick_s)
+            self._tick_end = self._end_of(min(first))
+        # Each row belongs to the tick its timestamp falls in; late rows join the open tick.
+        pk, p_end = self._by_tick(pk)
+        mq, m_end = self._by_tick(mq)
+        for end in np.unique(np.concatenate([p_end, m_end])).tolist():
+            if end > self._tick_end:
+                rows = self._close_tick()
+                if rows is not None:
+                    out.append(rows)
+                self._tick_end = end
+            for rows_, ends, buf in ((pk, p_end, self._pkts), (mq, m_end, self._mqtt)):
+                lo, hi = np.searchsorted(ends, end, "left"), np.searchsorted(ends, end, "right")
+                if hi > lo:
+                    buf.append(rows_[lo:hi])
+        return out
+
+    def _end_of(self, ts: float) -> float:
+        return float((np.floor(ts / self.tick_s) + 1) * self.tick_s)
+
+    def _by_tick(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Rows ordered by the end of their tick (stable), and those ends."""
+        ends = np.maximum((np.floor(rows["ts"] / self.tick_s) + 1) * self.tick_s, self._tick_end)
+        self.stats.late_packets += int(np.count_nonzero(rows["ts"] < self._tick_end - self.tick_s))
+        if len(ends) > 1 and not bool(np.all(ends[1:] >= ends[:-1])):
+            order = np.argsort(ends, kind="stable")
+            rows, ends = rows[order], ends[order]
+        return rows, ends
 
     def advance(self, now: float) -> list[FeatureRows]:
         """Close the open tick if `now` is past its end (live capture with idle periods)."""
         if self._tick_end is None or now < self._tick_end:
             return []
         rows = self._close_tick()
-        self._tick_end = (np.floor(now / self.tick_s) + 1) * self.tick_s
+        self._tick_end = self._end_of(now)
         return [rows] if rows is not None else []
 
     def flush(self) -> list[FeatureRows]:
@@ -251,9 +257,8 @@ class FeatureExtractor:
     @staticmethod
     def _count_new(nov: _Novelty, inv: np.ndarray, what: np.ndarray, keys: np.ndarray, into: np.ndarray, now: float) -> None:
         """Add to `into` (per device) the number of distinct `what` new for that device."""
-        pairs = np.unique(np.stack([inv.astype(np.uint64), what.astype(np.uint64)], axis=1), axis=0)
-        dev = pairs[:, 0].astype(np.int64)
-        new = nov.count_new(list(zip(keys[dev].tolist(), pairs[:, 1].tolist())), now)
+        dev, things, _ = _unique_pairs(inv, what)
+        new = nov.count_new(list(zip(keys[dev].tolist(), things.tolist())), now)
         into += np.bincount(dev[new], minlength=len(into))
 
     def _mqtt_counts(self, mq: np.ndarray, inv: np.ndarray, keys: np.ndarray, counts: np.ndarray, shape: np.ndarray, now: float) -> None:
@@ -284,10 +289,7 @@ class FeatureExtractor:
             self._count_new(self._topics, inv[topical], mq["topic_hash"][topical], keys, counts[:, C["mqtt_new_topics"]], now)
         if publish.any():
             # Shannon entropy of each device's PUBLISH topics in the tick.
-            pairs, c = np.unique(
-                np.stack([inv[publish].astype(np.uint64), mq["topic_hash"][publish]], axis=1), axis=0, return_counts=True
-            )
-            dev = pairs[:, 0].astype(np.int64)
+            dev, _, c = _unique_pairs(inv[publish], mq["topic_hash"][publish])
             p = c / np.bincount(dev, weights=c, minlength=n)[dev]
             shape[:, 5] = np.bincount(dev, weights=-p * np.log2(p), minlength=n)
         if connect.any():
@@ -386,11 +388,11 @@ class FeatureExtractor:
         packets = np.bincount(pinv, minlength=n).astype(np.int64)
         top_peer = np.zeros(n, dtype=np.uint64)
         if len(pk):
-            pairs, cnt = np.unique(np.stack([pinv.astype(np.uint64), pk["peer"]], axis=1), axis=0, return_counts=True)
-            order = np.lexsort((cnt, pairs[:, 0]))
-            last = np.r_[pairs[order][1:, 0] != pairs[order][:-1, 0], True]
-            best = pairs[order][last]
-            top_peer[best[:, 0].astype(np.int64)] = best[:, 1]
+            dev, peer, cnt = _unique_pairs(pinv, pk["peer"])
+            order = np.lexsort((cnt, dev))  # per device, the most frequent peer comes last
+            dev, peer = dev[order], peer[order]
+            last = np.r_[dev[1:] != dev[:-1], True]
+            top_peer[dev[last]] = peer[last]
         if mq is not None and len(mq):  # devices seen only through MQTT rows: the broker is the peer
             no_peer = top_peer == 0
             if no_peer.any():
@@ -400,6 +402,14 @@ class FeatureExtractor:
         return first_ts, packets, top_peer
 
 
-def _sorted(a: np.ndarray) -> bool:
-    return len(a) < 2 or bool(np.all(a[1:] >= a[:-1]))
-
+def _unique_pairs(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Distinct (a, b) pairs with their counts: a as int64 (group index), b as uint64."""
+    a = a.astype(np.int64, copy=False)
+    b = b.astype(np.uint64, copy=False)
+    order = np.lexsort((b, a))
+    a, b = a[order], b[order]
+    first = np.empty(len(a), dtype=bool)
+    first[:1] = True
+    first[1:] = (a[1:] != a[:-1]) | (b[1:] != b[:-1])
+    starts = np.flatnonzero(first)
+    return a[first], b[first], np.diff(np.r_[starts, len(a)])
