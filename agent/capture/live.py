@@ -50,6 +50,11 @@ SIOCGIFINDEX = 0x8933
 ARPHRD_ETHER = 1
 ARPHRD_LOOPBACK = 772
 BPF_RET_K = 0x06  # BPF_RET | BPF_K: "accept k bytes of the packet"
+BPF_LD_W_ABS = 0x20  # BPF_LD | BPF_W | BPF_ABS
+BPF_JEQ_K = 0x15  # BPF_JMP | BPF_JEQ | BPF_K
+SKF_AD_OFF = 0xFFFFF000  # -0x1000: ancillary data loads (<linux/filter.h>)
+SKF_AD_PKTTYPE = 4
+PACKET_OUTGOING = 4
 ACCEPT_ALL = 0xFFFFFFFF
 CLONE_NEWNET = 0x40000000
 
@@ -71,15 +76,29 @@ class _SockFprog(ctypes.Structure):
     _fields_ = [("len", ctypes.c_uint16), ("filter", ctypes.POINTER(_SockFilter))]
 
 
-def compile_bpf(expression: str | None, linktype: int, snaplen: int) -> ctypes.Array:
+def _drop_outgoing_prefix() -> list[_SockFilter]:
+    """BPF that rejects packets the host sends (pkt_type OUTGOING) and falls through otherwise.
+
+    On loopback every packet passes twice, once leaving and once arriving; like libpcap we keep
+    only the arriving copy.
+    """
+    return [
+        _SockFilter(BPF_LD_W_ABS, 0, 0, SKF_AD_OFF + SKF_AD_PKTTYPE),
+        _SockFilter(BPF_JEQ_K, 0, 1, PACKET_OUTGOING),
+        _SockFilter(BPF_RET_K, 0, 0, 0),
+    ]
+
+
+def compile_bpf(expression: str | None, linktype: int, snaplen: int, *, drop_outgoing: bool = False) -> ctypes.Array:
     """Classic BPF instructions for a tcpdump-style filter (compiled by libpcap through Scapy).
 
     Every "accept" is set to `snaplen` bytes (libpcap compiles "accept 65535", which would cut
     64 KB GSO frames), so the kernel copies no more than that; with no expression the program
     is just "accept snaplen bytes".
     """
+    prefix = _drop_outgoing_prefix() if drop_outgoing else []
     if not expression:
-        return (_SockFilter * 1)(_SockFilter(BPF_RET_K, 0, 0, snaplen))
+        return (_SockFilter * (len(prefix) + 1))(*prefix, _SockFilter(BPF_RET_K, 0, 0, snaplen))
     try:
         from scapy.arch.common import compile_filter
         from scapy.error import Scapy_Exception
@@ -90,11 +109,11 @@ def compile_bpf(expression: str | None, linktype: int, snaplen: int) -> ctypes.A
     except (Scapy_Exception, ImportError, OSError) as e:
         raise ValueError(f"bpf filter {expression!r}: {e}") from None
     try:
-        insns = (_SockFilter * prog.bf_len)()
-        for i in range(prog.bf_len):
+        insns = (_SockFilter * (len(prefix) + prog.bf_len))(*prefix)
+        for i in range(prog.bf_len):  # jumps are relative: the prefix does not move them
             src = prog.bf_insns[i]
             k = snaplen if src.code == BPF_RET_K and src.k else src.k
-            insns[i] = _SockFilter(src.code, src.jt, src.jf, k)
+            insns[len(prefix) + i] = _SockFilter(src.code, src.jt, src.jf, k)
     finally:
         with contextlib.suppress(Exception):
             from scapy.arch.common import free_filter
@@ -207,8 +226,9 @@ class LiveCapture:
             # socket would not (recv_into(MSG_TRUNC) then sees the cut length), so there the
             # filter accepts whole frames and recv_into cuts them.
             cap = self.snaplen if self.backend == "ring" else ACCEPT_ALL
-            if self.bpf or self.backend == "ring":
-                insns = compile_bpf(self.bpf, self.linktype, cap)
+            loopback = arphrd == ARPHRD_LOOPBACK
+            if self.bpf or loopback or self.backend == "ring":
+                insns = compile_bpf(self.bpf, self.linktype, cap, drop_outgoing=loopback)
                 prog = _SockFprog(len(insns), ctypes.cast(insns, ctypes.POINTER(_SockFilter)))
                 sock.setsockopt(socket.SOL_SOCKET, SO_ATTACH_FILTER, bytes(prog))
             sock.bind((self.interface, ETH_P_ALL))

@@ -216,6 +216,24 @@ def test_tun_interface_is_captured_as_raw_ip(net, backend):
     assert rows["sport"].tolist() == [3000 + i for i in range(20)] and (rows["ipver"] == 4).all()
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_loopback_packets_are_captured_once(net, backend):
+    # On lo each packet is seen leaving and arriving; the capture keeps one copy (as libpcap).
+    the_lab, _ = net
+    with LiveCapture("lo", bpf="udp port 9999", netns=the_lab.gw, backend=backend, timeout=0.15) as cap:
+        with lab.in_netns(the_lab.gw):
+            udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        try:
+            for i in range(10):
+                udp.sendto(b"n%d" % i, ("127.0.0.1", 9999))
+        finally:
+            udp.close()
+        frames, rows, _ = collect(cap, 10)
+    assert len(frames) == 10
+    assert [bytes(f[-2:]) for f, _ in frames] == [b"n%d" % i for i in range(10)]
+    assert set(rows["dport"]) == {9999}
+
+
 def test_ring_counts_kernel_drops_when_the_reader_falls_behind(net):
     the_lab, dev = net
     frame = bytes(Ether(**ETH) / IP(src=dev.ip, dst=the_lab.gw_ip) / UDP(sport=1, dport=2) / Raw(b"d" * 1000))
