@@ -34,6 +34,132 @@ from atlas.central.ingest.testing import MemoryHub, make_pki
 
 ROOT = Path(__file__).resolve().parents[1]
 
+# --- 1. telemetry bytes per device-hour -------------------------------------------------------
+
+DEVICES = 40
+DURATION = 1800.0  # seconds of simulated traffic; figures are scaled to a device-hour
+BYTES_GOAL = 0.05  # ATLAS telemetry at most 5 % of raw flow records
+# A plain flow record, one per unidirectional flow per second in which it carried packets, as a
+# centralised monitor would ship: second, src, dst (IPv4), sport, dport, proto, OR of TCP flags,
+# packets, bytes. 26 bytes; NetFlow v5 spends 48 per record, so this baseline is a lean one.
+FLOW_RECORD = struct.Struct("!IIIHHBBII")
+GRPC_FRAMING = 5 + 9  # gRPC length prefix + HTTP/2 DATA frame header, per message (TLS not counted either side)
+
+
+def flow_records(packets: np.ndarray) -> bytes:
+    ip = packets[packets["ipver"] == 4]
+    keys = np.stack([np.floor(ip["ts"]).astype(np.int64), ip["src"].astype(np.int64), ip["dst"].astype(np.int64),
+                     ip["sport"].astype(np.int64), ip["dport"].astype(np.int64), ip["proto"].astype(np.int64)], axis=1)
+    uniq, inverse = np.unique(keys, axis=0, return_inverse=True)
+    inverse = inverse.ravel()
+    counts = np.bincount(inverse, minlength=len(uniq))
+    sizes = np.bincount(inverse, weights=ip["wirelen"].astype(np.float64), minlength=len(uniq))
+    flags = np.zeros(len(uniq), np.int64)
+    np.bitwise_or.at(flags, inverse, ip["tcp_flags"].astype(np.int64))
+    return b"".join(FLOW_RECORD.pack(int(k[0]) & 0xFFFFFFFF, int(k[1]), int(k[2]), int(k[3]), int(k[4]), int(k[5]),
+                                     int(f), int(c), int(b)) for k, f, c, b in zip(uniq, flags, counts, sizes))
+
+
+def bytes_per_tick(packets: np.ndarray) -> dict[int, dict[int, int]]:
+    """tick (second) -> host key -> bytes it sent or received in that second."""
+    out: dict[int, dict[int, int]] = defaultdict(lambda: defaultdict(int))
+    for ts, src, dst, size in zip(np.ceil(packets["ts"]).astype(np.int64).tolist(), packets["src"].tolist(),
+                                  packets["dst"].tolist(), packets["wirelen"].tolist()):
+        out[ts][src] += size
+        out[ts][dst] += size
+    return out
+
+
+def atlas_batches(pcap: Path, packets: np.ndarray, book, interval: float) -> list[TelemetryBatch]:
+    """What the agent sends for this capture: one batch per reporting interval (summaries + health)."""
+    from atlas.agent.pipeline import extract_rows
+    from atlas.agent.uplink.summaries import DeviceSummaries
+
+    per_tick = bytes_per_tick(packets)
+    acc = DeviceSummaries(book.name, interval=interval)
+    batches: list[TelemetryBatch] = []
+
+    def emit(summaries, end):
+        if summaries:
+            batches.append(TelemetryBatch(seq=len(batches) + 1, time=end, devices=summaries,
+                                          health=Health(time=end, packets_per_s=31.5, cpu_percent=2.4, cpu_budget=7.3)))
+
+    for rows in extract_rows(pcap):
+        emit(acc.add(rows.tick_end, rows.devices, rows.X, rows.packets, per_tick.get(int(round(rows.tick_end)), {})), rows.tick_end)
+    emit(acc.flush(), DURATION)
+    return batches
+
+
+def wire_bytes(batches: list[TelemetryBatch], compress: str) -> int:
+    from atlas.v1 import link_pb2
+
+    total = 0
+    for batch in batches:
+        env = serde.telemetry_to_envelope(batch, compress=(compress == "zstd"))
+        if compress == "gzip":  # what gRPC's built-in message compression would do
+            env.payload = gzip.compress(env.payload, compresslevel=6)
+        total += len(link_pb2.AgentMessage(telemetry=env).SerializeToString()) + GRPC_FRAMING
+    return total
+
+
+def cpu_seconds_to_compress(batches: list[TelemetryBatch], how: str, repeat: int = 20) -> float:
+    raws = [serde.telemetry_batch_to_proto(b).SerializeToString() for b in batches]
+    compress = (lambda r: gzip.compress(r, compresslevel=6)) if how == "gzip" else serde._compressor().compress
+    t0 = time.thread_time()
+    for _ in range(repeat):
+        for raw in raws:
+            compress(raw)
+    return time.thread_time() - t0
+
+
+@pytest.fixture(scope="module")
+def capture(tmp_path_factory):
+    try:
+        from atlas.sim.traffic.capture import generate_capture
+    except ImportError as err:
+        pytest.skip(f"the simulator (atlas.sim.traffic) cannot make the capture: {err}")
+    from atlas.agent.capture.pcapfile import read_capture
+    from atlas.agent.decode.packets import AddressBook, decode_packets
+
+    pcap = tmp_path_factory.mktemp("wire") / "benign.pcap"
+    truth = generate_capture(pcap, devices=DEVICES, duration=DURATION, seed=11)
+    book = AddressBook()
+    packets = np.concatenate([decode_packets(batch, book) for batch in read_capture(pcap)])
+    return pcap, packets, book, truth
+
+
+@pytest.mark.slow
+def test_telemetry_bytes_per_device_hour(benchmark, capture):
+    pcap, packets, book, truth = capture
+    scale = 3600.0 / DURATION / DEVICES  # bytes over the capture -> bytes per device-hour
+    flows = flow_records(packets)
+    figures = {
+        "devices": DEVICES, "seconds": DURATION, "packets": int(len(packets)),
+        "flow_records": len(flows) // FLOW_RECORD.size,
+        "flows_raw": round(len(flows) * scale),
+        "flows_zstd": round(len(serde._compressor().compress(flows)) * scale),
+    }
+    from atlas.agent.uplink.summaries import REPORT_INTERVAL
+
+    by_interval = {}
+    for interval in (60.0, REPORT_INTERVAL):
+        batches = atlas_batches(pcap, packets, book, interval)
+        row = {how: round(wire_bytes(batches, how) * scale) for how in ("none", "gzip", "zstd")}
+        row["summaries"] = sum(len(b.devices) for b in batches)
+        row["zstd_share_of_flows_raw"] = round(row["zstd"] / figures["flows_raw"], 4)
+        row["cpu_gzip_over_zstd"] = round(cpu_seconds_to_compress(batches, "gzip") / cpu_seconds_to_compress(batches, "zstd"), 2)
+        by_interval[interval] = row
+    figures["atlas"] = {f"{k:g}s": v for k, v in by_interval.items()}
+    default = by_interval[REPORT_INTERVAL]
+    batch = atlas_batches(pcap, packets, book, REPORT_INTERVAL)[1]
+    benchmark(serde.telemetry_to_envelope, batch)  # cost of encoding one interval's batch
+    print("telemetry bytes per device-hour", json.dumps(figures))
+    benchmark.extra_info["bytes_per_device_hour"] = figures
+    assert default["zstd"] < default["gzip"] < default["none"]
+    assert default["zstd"] <= BYTES_GOAL * figures["flows_raw"], (
+        f"ATLAS telemetry {default['zstd']} B/device-hour is over {BYTES_GOAL:.0%} of raw flow records ({figures['flows_raw']})")
+
+
 # --- 2. hub ingest capacity ------------------------------------------------------------------
 
 GATEWAYS = 8
