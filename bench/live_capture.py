@@ -119,7 +119,7 @@ def capture_main(args: argparse.Namespace) -> int:
     return 0
 
 
-def run_one(lab_mod, lab, dev, backend: str, rate: int, seconds: float, decode: bool) -> dict:
+def run_one(lab, dev, backend: str, rate: int, seconds: float, decode: bool) -> dict:
     me = str(Path(__file__).resolve())
     cap_argv = [sys.executable, me, "capture", "--iface", dev.veth_gw, "--backend", backend, "--idle", "1.0",
                 "--seconds", str(seconds)]
@@ -191,7 +191,7 @@ def main(argv: list[str] | None = None) -> int:
         dev = lab.add_device("src")
         for rate in rates:
             for backend in args.backends.split(","):
-                r = run_one(lab_mod, lab, dev, backend, rate, args.seconds, args.decode)
+                r = run_one(lab, dev, backend, rate, args.seconds, args.decode)
                 print(json.dumps(r), flush=True)
                 results.append(r)
     print(f"\n{'rate':>7} {'backend':>7} {'sent':>8} {'captured':>8} {'drops':>6} {'cpu_s':>7} {'cpu_s/Mpkt':>10} {'% machine':>9}")

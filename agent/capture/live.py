@@ -271,9 +271,14 @@ class LiveCapture:
             "7I", self.block_size, self.ring_blocks, frame_size, frames, self.block_timeout_ms, 0, 0
         )
         sock.setsockopt(SOL_PACKET, PACKET_RX_RING, req)
-        self._ring = mmap.mmap(
-            sock.fileno(), self.block_size * self.ring_blocks, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE
-        )
+        try:
+            self._ring = mmap.mmap(
+                sock.fileno(), self.block_size * self.ring_blocks, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE
+            )
+        except OSError:
+            # A ring without its mapping would swallow every packet: remove it before falling back.
+            sock.setsockopt(SOL_PACKET, PACKET_RX_RING, bytes(28))
+            raise
         self._block = 0
 
     def _setup_socket(self, sock: socket.socket) -> None:
