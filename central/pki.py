@@ -207,7 +207,10 @@ def gateway_id_of(cert_pem: bytes) -> str | None:
     cns = [a.value for a in cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)]
     if len(ids) != 1 or cns != ids or ExtendedKeyUsageOID.CLIENT_AUTH not in usages:
         return None
-    return ids[0]
+    try:
+        return check_gateway_id(ids[0])  # a CA may have signed a name our pki would not issue
+    except ValueError:
+        return None
 
 
 # --- command line ------------------------------------------------------------------------

@@ -19,7 +19,7 @@ import queue
 import random
 import threading
 import time
-from collections import Counter, deque
+from collections import deque
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -28,6 +28,7 @@ import grpc
 from atlas.agent import __version__
 from atlas.agent.uplink import GatewayInfo, ModelUpdate, RuleAck, RuleChange, TelemetryBatch
 from atlas.agent.uplink import serde
+from atlas.agent.uplink.counters import Counters
 from atlas.agent.uplink.signing import RuleVerifier
 from atlas.agent.uplink.spool import Spool
 from atlas.agent.uplink.tls import TlsFiles, check_gateway_id
@@ -109,7 +110,7 @@ class Uplink:
         self.fsync_interval = fsync_interval
         self.compress = compress
         self.clock = clock
-        self.counters: Counter[str] = Counter()  # see counters_snapshot()
+        self.counters = Counters()  # see counters_snapshot()
         self._stop = threading.Event()
         self._wake = threading.Condition()  # new spool data, an ack, or a control message
         self._sync_now = threading.Event()
@@ -133,7 +134,7 @@ class Uplink:
             return serde.telemetry_to_envelope(batch, compress=self.compress).SerializeToString()
 
         seq = self.spool.append(build, incidents=len(batch.incidents))
-        self.counters["batches_submitted"] += 1
+        self.counters.add("batches_submitted")
         if batch.incidents:
             self._sync_now.set()  # incidents reach the disk now, not at the next interval
         with self._wake:
@@ -173,7 +174,7 @@ class Uplink:
     def counters_snapshot(self) -> dict[str, int]:
         """Counters (sent, acked, refused rules by field, reconnects, ...) plus the spool's."""
         stats = self.spool.stats()
-        out = dict(self.counters)
+        out = self.counters.snapshot()
         out.update(
             spool_depth=stats.depth,
             spool_bytes=stats.bytes,
@@ -190,7 +191,7 @@ class Uplink:
             try:
                 self.spool.sync()
             except OSError as err:
-                self.counters["spool_sync_errors"] += 1
+                self.counters.add("spool_sync_errors")
                 log.error("uplink: spool sync failed: %s", err)
 
     # --- the connection -----------------------------------------------------------------
@@ -201,7 +202,7 @@ class Uplink:
             session = _Session(self)
             channel = grpc.secure_channel(self.hub_address, self._credentials, options=self._options)
             try:
-                self.counters["connect_attempts"] += 1
+                self.counters.add("connect_attempts")
                 call = link_pb2_grpc.GatewayLinkStub(channel).Connect(session.requests())
                 self._call = call
                 if self._stop.is_set():
@@ -209,7 +210,7 @@ class Uplink:
                 for message in call:
                     if not self._connected.is_set():
                         self._connected.set()
-                        self.counters["connections"] += 1
+                        self.counters.add("connections")
                         attempt = 0  # the hub answered: start the backoff over next time
                         log.info("uplink: connected to %s as %s", self.hub_address, self.gateway_id)
                     self._handle(message, session)
@@ -218,13 +219,13 @@ class Uplink:
                 code = err.code() if hasattr(err, "code") else None
                 self.last_error = f"{code.name if code else 'error'}: {err.details() if hasattr(err, 'details') else err}"
                 if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
-                    self.counters["oversized_messages"] += 1
+                    self.counters.add("oversized_messages")
                 if code == grpc.StatusCode.PERMISSION_DENIED:
-                    self.counters["refused_by_hub"] += 1
+                    self.counters.add("refused_by_hub")
                 if not self._stop.is_set():
                     log.warning("uplink: stream to %s ended: %s", self.hub_address, self.last_error)
             except Exception:  # a bug must not end the uplink: log, back off, reconnect
-                self.counters["errors"] += 1
+                self.counters.add("errors")
                 log.exception("uplink: unexpected error")
             finally:
                 session.close()
@@ -233,7 +234,7 @@ class Uplink:
                 channel.close()
             if self._stop.is_set():
                 break
-            self.counters["reconnects"] += 1
+            self.counters.add("reconnects")
             self._stop.wait(backoff_delay(attempt, self.backoff_initial, self.backoff_max))
             attempt += 1
 
@@ -243,9 +244,9 @@ class Uplink:
             ack = message.telemetry_ack
             self.spool.ack(ack.seq)
             session.acked(ack.seq)
-            self.counters["telemetry_acks"] += 1
+            self.counters.add("telemetry_acks")
             if ack.refused:
-                self.counters["telemetry_refused_by_hub"] += ack.refused
+                self.counters.add("telemetry_refused_by_hub", ack.refused)
                 log.error("uplink: hub refused %d telemetry batch(es) up to seq %d: %s", ack.refused, ack.seq, ack.error)
         elif body == "rule_change":
             acks = self.apply_rule_change(message.rule_change)
@@ -254,7 +255,7 @@ class Uplink:
         elif body == "model_update":
             self._model_update(message.model_update)
         else:
-            self.counters["malformed_messages"] += 1
+            self.counters.add("malformed_messages")
             log.error("uplink: hub message with no known body (%s): ignored", body)
 
     def apply_rule_change(self, msg: rules_pb2.RuleChange) -> list[RuleAck]:
@@ -266,7 +267,7 @@ class Uplink:
         try:
             change = serde.rule_change_from_proto(msg)
         except serde.WireError as err:
-            self.counters["malformed_messages"] += 1
+            self.counters.add("malformed_messages")
             log.error("uplink: malformed rule change: %s", err)
             return []
         now = self.clock()
@@ -276,8 +277,8 @@ class Uplink:
                 validate_rule(signed.rule, now)
                 self.verifier.verify_rule(signed)
             except RuleRejected as err:
-                self.counters["rules_refused"] += 1
-                self.counters[f"rules_refused_{err.field.split('.')[0]}"] += 1
+                self.counters.add("rules_refused")
+                self.counters.add(f"rules_refused_{err.field.split('.')[0]}")
                 log.error("uplink: refused %s", err)
                 acks.append(RuleAck(rule_id=str(signed.rule.id)[:128], applied=False, error=str(err)))
                 continue
@@ -287,15 +288,15 @@ class Uplink:
             if SAFE_ID.fullmatch(rule_id):
                 withdrawn.append(rule_id)
             else:
-                self.counters["rules_refused"] += 1
-                self.counters["rules_refused_id"] += 1
+                self.counters.add("rules_refused")
+                self.counters.add("rules_refused_id")
                 log.error("uplink: refused withdrawal of %r: not a rule id", rule_id)
-        self.counters["rules_accepted"] += len(accepted)
+        self.counters.add("rules_accepted", len(accepted))
         if accepted or withdrawn or change.kind == "snapshot":  # an empty snapshot still clears old rules
             try:
                 acks.extend(self.on_rules(RuleChange(kind=change.kind, rules=accepted, withdrawn=withdrawn)) or [])
             except Exception as err:  # enforcement failed: tell the hub, keep the link up
-                self.counters["on_rules_errors"] += 1
+                self.counters.add("on_rules_errors")
                 log.exception("uplink: on_rules failed")
                 acks.extend(RuleAck(rule_id=s.rule.id, applied=False, error=f"enforcement failed: {err}") for s in accepted)
         return acks
@@ -305,15 +306,15 @@ class Uplink:
         try:
             self.verifier.verify_model(update)
         except ValueError as err:
-            self.counters["models_refused"] += 1
+            self.counters.add("models_refused")
             log.error("uplink: refused %s", err)
             return
-        self.counters["models_accepted"] += 1
+        self.counters.add("models_accepted")
         if self.on_model is not None:
             try:
                 self.on_model(update)
             except Exception:
-                self.counters["on_model_errors"] += 1
+                self.counters.add("on_model_errors")
                 log.exception("uplink: on_model failed")
 
 
@@ -362,12 +363,12 @@ class _Session:
                 try:
                     envelope = telemetry_pb2.TelemetryEnvelope.FromString(payload)
                 except Exception:  # CRC-checked on disk, so only a bug gets here: skip, never loop on it
-                    up.counters["spool_unreadable"] += 1
+                    up.counters.add("spool_unreadable")
                     log.error("uplink: spooled batch seq %d is not an envelope: skipped", seq)
                     continue
                 with up._wake:
                     self.in_flight.append(seq)
-                up.counters["batches_sent"] += 1
+                up.counters.add("batches_sent")
                 yield link_pb2.AgentMessage(telemetry=envelope)
             if records:
                 continue

@@ -30,7 +30,7 @@ class IngestServer:
         self.port = port
 
     def counters(self) -> dict[str, int]:
-        return dict(self.servicer.counters)
+        return self.servicer.counters.snapshot()
 
     def stop(self, grace: float | None = None) -> None:
         self.server.stop(grace).wait()

@@ -11,13 +11,14 @@ from __future__ import annotations
 import logging
 import queue
 import threading
-from collections import Counter, deque
+from collections import deque
 from typing import Iterator, Protocol
 
 import grpc
 
 from atlas.agent.uplink import GatewayInfo, ModelUpdate, RuleAck, RuleChange, SignedRule, TelemetryBatch
 from atlas.agent.uplink import serde
+from atlas.agent.uplink.counters import Counters
 from atlas.central.pki import gateway_id_of
 from atlas.v1 import link_pb2, link_pb2_grpc
 
@@ -64,7 +65,7 @@ class GatewayLinkServicer(link_pb2_grpc.GatewayLinkServicer):
         self.hub = hub
         self.max_raw_bytes = max_raw_bytes
         self.max_message_bytes = max_message_bytes
-        self.counters: Counter[str] = Counter()
+        self.counters = Counters()
         self._lock = threading.Lock()
         self._streams: dict[str, grpc.ServicerContext] = {}  # the live stream of each gateway
 
@@ -83,7 +84,7 @@ class GatewayLinkServicer(link_pb2_grpc.GatewayLinkServicer):
             return Refused("malformed_messages", grpc.StatusCode.INVALID_ARGUMENT, f"not an atlas.v1.AgentMessage: {err}")
 
     def _refuse(self, context: grpc.ServicerContext, gateway_id: str, refused: Refused) -> None:
-        self.counters[refused.counter] += 1
+        self.counters.add(refused.counter)
         log.warning("ingest: %s: %s", gateway_id, refused.details)
         context.abort(refused.code, refused.details)
 
@@ -94,7 +95,7 @@ class GatewayLinkServicer(link_pb2_grpc.GatewayLinkServicer):
         pems = auth.get("x509_pem_cert") or []
         gateway_id = gateway_id_of(pems[0]) if pems else None
         if gateway_id is None:
-            self.counters["refused_identity"] += 1
+            self.counters.add("refused_identity")
             log.warning("ingest: refused %s: no gateway certificate", context.peer())
             context.abort(grpc.StatusCode.UNAUTHENTICATED, "client certificate is not an ATLAS gateway certificate")
         return gateway_id
@@ -107,17 +108,17 @@ class GatewayLinkServicer(link_pb2_grpc.GatewayLinkServicer):
         if isinstance(first, Refused):
             self._refuse(context, gateway_id, first)
         if first.WhichOneof("body") != "hello":
-            self.counters["refused_hello"] += 1
+            self.counters.add("refused_hello")
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, "the first message must be hello")
         hello = first.hello
         if hello.protocol_version != serde.PROTOCOL_VERSION:
-            self.counters["refused_hello"] += 1
+            self.counters.add("refused_hello")
             context.abort(
                 grpc.StatusCode.FAILED_PRECONDITION,
                 f"hello.protocol_version {hello.protocol_version}: this hub speaks {serde.PROTOCOL_VERSION}",
             )
         if hello.gateway_id != gateway_id:
-            self.counters["refused_impersonation"] += 1
+            self.counters.add("refused_impersonation")
             log.warning("ingest: gateway %r claimed to be %r: refused", gateway_id, hello.gateway_id)
             context.abort(
                 grpc.StatusCode.PERMISSION_DENIED,
@@ -136,14 +137,20 @@ class GatewayLinkServicer(link_pb2_grpc.GatewayLinkServicer):
             older = self._streams.get(gateway_id)
             self._streams[gateway_id] = context
         if older is not None:  # the newer stream wins: one stream per gateway, in seq order
-            self.counters["replaced_streams"] += 1
+            self.counters.add("replaced_streams")
             older.cancel()
-        self.counters["streams"] += 1
+        self.counters.add("streams")
         feed = None
         try:
-            self.hub.hello(gateway_id, info)
-            feed = self.hub.watch(gateway_id)
-            yield link_pb2.HubMessage(rule_change=serde.rule_change_to_proto(self._snapshot(feed, gateway_id, outbox)))
+            try:
+                self.hub.hello(gateway_id, info)
+                feed = self.hub.watch(gateway_id)
+                snapshot = serde.rule_change_to_proto(self._snapshot(feed, gateway_id, outbox))
+            except Exception as err:  # the hub's fault, not the gateway's: it retries with backoff
+                self.counters.add("hub_errors")
+                log.exception("ingest: %s: hub failed on hello", gateway_id)
+                context.abort(grpc.StatusCode.UNAVAILABLE, f"hub error: {err}")
+            yield link_pb2.HubMessage(rule_change=snapshot)
             threads = [
                 threading.Thread(target=self._read, args=(request_iterator, context, gateway_id, outbox), daemon=True, name=f"ingest-read-{gateway_id}"),
                 threading.Thread(target=self._pump, args=(feed, context, outbox), daemon=True, name=f"ingest-feed-{gateway_id}"),
@@ -219,7 +226,7 @@ class GatewayLinkServicer(link_pb2_grpc.GatewayLinkServicer):
         try:
             for message in request_iterator:
                 if isinstance(message, Refused):
-                    self.counters[message.counter] += 1
+                    self.counters.add(message.counter)
                     log.warning("ingest: %s: %s", gateway_id, message.details)
                     outbox.put(message)
                     return
@@ -230,13 +237,13 @@ class GatewayLinkServicer(link_pb2_grpc.GatewayLinkServicer):
                     for ack in message.rule_acks.acks:
                         self.hub.rule_ack(gateway_id, serde.rule_ack_from_proto(ack))
                 else:
-                    self.counters["malformed_messages"] += 1
+                    self.counters.add("malformed_messages")
                     log.warning("ingest: %s sent a message with body %r: ignored", gateway_id, body)
         except grpc.RpcError:  # hang-up, cancel, or gRPC's own size backstop
-            self.counters["stream_errors"] += 1
+            self.counters.add("stream_errors")
             log.info("ingest: %s stream ended by the transport", gateway_id)
         except Exception as err:  # the hub failed to store: end the stream, the agent resends
-            self.counters["hub_errors"] += 1
+            self.counters.add("hub_errors")
             log.exception("ingest: %s: hub failed", gateway_id)
             outbox.put(err)
         finally:
@@ -250,10 +257,10 @@ class GatewayLinkServicer(link_pb2_grpc.GatewayLinkServicer):
                     raise serde.WireError(f"incident {incident.id!r} claims gateway {incident.gateway!r}")
                 incident.gateway = gateway_id
         except serde.WireError as err:
-            self.counters["refused_batches"] += 1
+            self.counters.add("refused_batches")
             log.error("ingest: %s: refused telemetry seq %d: %s", gateway_id, envelope.seq, err)
             return link_pb2.TelemetryAck(seq=envelope.seq, refused=1, error=str(err))
         stored = self.hub.telemetry(gateway_id, batch)
-        self.counters["telemetry_batches"] += 1
-        self.counters["telemetry_records"] += len(batch.incidents) + len(batch.devices)
+        self.counters.add("telemetry_batches")
+        self.counters.add("telemetry_records", len(batch.incidents) + len(batch.devices))
         return link_pb2.TelemetryAck(seq=max(stored, 0))

@@ -425,3 +425,53 @@ def test_a_full_spool_drops_the_oldest_counts_it_and_delivers_the_rest(pki, tmp_
         assert got == list(range(dropped, 400))  # the newest, in order, none twice
     finally:
         srv.stop(0)
+
+
+class FlakyHub(MemoryHub):
+    """Fails to store (a locked database, a full disk) until told otherwise."""
+
+    def __init__(self):
+        super().__init__()
+        self.failing = True
+
+    def telemetry(self, gateway_id, batch):
+        if self.failing:
+            raise OSError("database is locked")
+        return super().telemetry(gateway_id, batch)
+
+
+def test_a_hub_that_cannot_store_acknowledges_nothing_and_loses_nothing(pki, make_uplink):
+    hub = FlakyHub()
+    srv = serve(hub, "127.0.0.1:0", pki.hub_tls())
+    try:
+        up = make_uplink(srv.port).start()
+        for n in range(5):
+            up.submit(TelemetryBatch(seq=0, time=float(n), incidents=[incident(n)]))
+        wait_for(lambda: srv.counters().get("hub_errors", 0) >= 2, what="failed stores")
+        assert up.counters_snapshot()["spool_depth"] == 5  # nothing acknowledged, nothing dropped
+        assert "hub could not take telemetry" in up.last_error
+        hub.failing = False
+        wait_for(lambda: len(hub.store.incidents("gw-1")) == 5, what="delivery once the hub recovers")
+        assert [int(i.id.rsplit("/", 1)[1]) for i in hub.store.incidents("gw-1")] == list(range(5))
+    finally:
+        srv.stop(0)
+
+
+def test_a_hub_failing_on_hello_is_retried(pki, make_uplink):
+    class NoHello(MemoryHub):
+        calls = 0
+
+        def hello(self, gateway_id, info):
+            NoHello.calls += 1
+            if NoHello.calls < 3:
+                raise RuntimeError("store migrating")
+            super().hello(gateway_id, info)
+
+    hub = NoHello()
+    srv = serve(hub, "127.0.0.1:0", pki.hub_tls())
+    try:
+        up = make_uplink(srv.port).start()
+        assert up.wait_connected(10)
+        assert srv.counters()["hub_errors"] == 2 and NoHello.calls == 3 and hub.connected == {"gw-1"}
+    finally:
+        srv.stop(0)
