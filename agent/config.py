@@ -9,6 +9,8 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from atlas.agent.enforce.config import EnforceSection, check_enforce
+
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover - Python 3.10 (JetPack 6)
@@ -63,6 +65,7 @@ class HubSection:
     ca: str = ""
     cert: str = ""
     key: str = ""
+    signing_key: str = ""  # the hub's Ed25519 public key (PEM): rules must carry its signature
     spool_dir: str = ""  # default: <state_dir>/spool
     spool_max_mb: float = 64.0
 
@@ -80,6 +83,7 @@ class AgentConfig:
     alerts: AlertsSection = field(default_factory=AlertsSection)
     hub: HubSection = field(default_factory=HubSection)
     metrics: MetricsSection = field(default_factory=MetricsSection)
+    enforce: EnforceSection = field(default_factory=EnforceSection)
     source: str = "<defaults>"
 
 
@@ -146,5 +150,9 @@ def _check(cfg: AgentConfig) -> None:
         bad("alerts.confirm_hits", f"must be at least 1, got {cfg.alerts.confirm_hits}")
     if not 0 <= cfg.metrics.port < 65536:
         bad("metrics.port", f"must be a port number, got {cfg.metrics.port}")
-    if cfg.hub.address and not (cfg.hub.ca and cfg.hub.cert and cfg.hub.key):
-        bad("hub", "address is set, so ca, cert and key (mutual TLS files) are required")
+    if cfg.hub.address and not (cfg.hub.ca and cfg.hub.cert and cfg.hub.key and cfg.hub.signing_key):
+        bad("hub", "address is set, so ca, cert, key (mutual TLS) and signing_key (rule signatures) are required")
+    try:
+        check_enforce(cfg.enforce, cfg.source)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from exc

@@ -102,7 +102,7 @@ MQTTSET_ATTACKS = {
     "malformed-train.pcap": AttackLabel("192.168.1.90", "malformed"),
     "slowite-train.pcap": AttackLabel("10.16.120.44", "slowite"),
 }
-MQTTSET_BENIGN = ("benign-train.pcap", "benign-5mb-train.pcap")
+MQTTSET_BENIGN = ("benign-5mb-train.pcap",)  # benign-train.pcap is its first megabyte
 
 
 def mqttset_captures(folder: Path) -> list[LabeledCapture]:

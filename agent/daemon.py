@@ -1,0 +1,279 @@
+"""`atlas-agent run`: the live daemon around the pipeline.
+
+One main loop reads capture batches and runs them through the pipeline; around it: the CPU
+governor (inside the pipeline), the enforcer (its own expiry timer), the uplink to the hub (its
+own threads, spooling to disk while the hub is away), the control socket for `atlas-agent
+status`, Prometheus metrics, and systemd notification with a watchdog fed by the main loop.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import threading
+import time
+from collections import deque
+from pathlib import Path
+from typing import Any
+
+from atlas.agent import __version__
+from atlas.agent.alerts import Incident
+from atlas.agent.config import AgentConfig
+from atlas.agent.detect import Detector
+from atlas.agent.governor import LEVEL_NAMES, CpuGovernor
+from atlas.agent.pipeline import AgentPipeline
+from atlas.agent.uplink import DeviceSummary, GatewayInfo, Health, TelemetryBatch
+
+log = logging.getLogger("atlas.agent")
+
+REPORT_INTERVAL_S = 1.0  # new and changed incidents go to the hub this often
+HEALTH_INTERVAL_S = 10.0  # health alone (no incident) this often
+SUMMARY_INTERVAL_S = 60.0  # per-device summaries (the bulk of telemetry) this often
+
+
+class AgentDaemon:
+    def __init__(self, cfg: AgentConfig, detector: Detector) -> None:
+        from atlas.agent.board import detect_board
+
+        self.cfg = cfg
+        self.detector = detector
+        self.board = detect_board(cfg.agent.board)
+        self.governor = CpuGovernor(cfg.budget.cpu_percent)
+        self.pipeline = AgentPipeline(cfg, detector, governor=self.governor, on_incident=self._incident_changed, on_rows=self._rows)
+        self.started = time.time()
+        self.errors: deque[str] = deque(maxlen=20)
+        self._changed: dict[str, Incident] = {}  # incidents to report at the next interval
+        self._devices: dict[int, list] = {}  # host key -> [packets, start, end, last features]
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._last_report = self._last_summary = self._last_health = time.monotonic()
+        self._pps = 0.0
+        self._frames_at_report = 0
+        self.capture = None
+        self.enforcer = None
+        self.uplink = None
+        self.metrics = None
+
+    # ---- lifecycle ----------------------------------------------------------------------------
+
+    def run(self) -> int:
+        from atlas.agent import notify
+        from atlas.agent.capture.live import LiveCapture
+        from atlas.agent.control import serve
+
+        cfg = self.cfg
+        notifier = notify.Notifier.from_env()
+        watchdog = notify.Watchdog.from_env(notifier)
+        Path(cfg.agent.state_dir).mkdir(parents=True, exist_ok=True)
+        self._start_enforcer()
+        self._start_uplink()
+        self._start_metrics()
+        control = serve(cfg.agent.control_socket, {"status": self.status, "incidents": self.incidents})
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda *_: self._stop.set())
+        try:
+            with LiveCapture(
+                cfg.agent.interface,
+                bpf=cfg.agent.bpf or None,
+                snaplen=cfg.agent.snaplen,
+                backend=cfg.agent.capture_backend,
+                batch_size=self.board.capture_batch,
+            ) as cap:
+                self.capture = cap
+                notifier.ready(f"capturing on {cfg.agent.interface}")
+                log.info("atlas-agent %s capturing on %s (%s), budget %.2f%%", __version__, cfg.agent.interface, self.board.name, cfg.budget.cpu_percent)
+                for batch in cap.batches():
+                    if self._stop.is_set():
+                        break
+                    self._step(batch)
+                    watchdog.tick()
+        finally:
+            notifier.stopping()
+            self._report(final=True)
+            control.close()
+            if self.uplink is not None:
+                self.uplink.stop()
+            if self.enforcer is not None:
+                self.enforcer.shutdown()
+            if self.metrics is not None:
+                self._metrics_server.close()
+        return 0
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def _step(self, batch) -> None:
+        try:
+            if len(batch):
+                self.pipeline.process(batch)
+            else:
+                self.pipeline.idle(time.time())
+        except Exception as exc:  # never let one bad batch stop the gateway's protection
+            self.errors.append(f"{time.strftime('%H:%M:%S')} pipeline: {exc!r}")
+            log.exception("pipeline failed on a batch of %d frames", len(batch))
+        if time.monotonic() - self._last_report >= REPORT_INTERVAL_S:
+            self._report()
+
+    def _start_enforcer(self) -> None:
+        from atlas.agent.enforce.config import build_enforcer
+
+        self.enforcer = build_enforcer(self.cfg.enforce, self.cfg.agent.state_dir, self.cfg.hub.address, self.cfg.source)
+        report = self.enforcer.reconcile()
+        log.info("enforcement reconciled: %s", report)
+        self.enforcer.start_timer(self.cfg.enforce.expire_interval_s)
+
+    def _start_uplink(self) -> None:
+        h = self.cfg.hub
+        if not h.address:
+            return
+        from atlas.agent.uplink.client import Uplink
+        from atlas.agent.uplink.tls import TlsFiles
+
+        info = GatewayInfo(self.cfg.agent.gateway_id, __version__, self.detector.versions, self._capabilities(), self.board.name)
+        self.uplink = Uplink(
+            h.address,
+            self.cfg.agent.gateway_id,
+            TlsFiles(Path(h.cert), Path(h.key), Path(h.ca)),
+            h.spool_dir or os.path.join(self.cfg.agent.state_dir, "spool"),
+            self.enforcer.apply,
+            signing_pub=h.signing_key,
+            info=info,
+            spool_bytes=int(h.spool_max_mb * (1 << 20)),
+        ).start()
+
+    def _start_metrics(self) -> None:
+        if not self.cfg.metrics.port:
+            return
+        from atlas.agent.metrics import AgentMetrics
+
+        self.metrics = AgentMetrics(__version__)
+        self._metrics_server = self.metrics.serve(self.cfg.metrics.port)
+
+    def _capabilities(self) -> list[str]:
+        caps = [b for b in ("nftables", "mqtt_dynsec") if self.enforcer and b in str(self.enforcer.status().get("backends", ""))]
+        return caps or ["dry-run"]
+
+    # ---- telemetry ----------------------------------------------------------------------------
+
+    def _incident_changed(self, inc: Incident) -> None:
+        with self._lock:
+            self._changed[inc.id] = inc
+        if self.metrics is not None:
+            self.metrics.incident(inc.kind)
+        log.warning("incident %s %s from %s (score %.2f)", inc.state, inc.kind, inc.src_ip, inc.score)
+
+    def _rows(self, rows) -> None:
+        for i, key in enumerate(rows.devices.tolist()):
+            d = self._devices.get(key)
+            if d is None:
+                d = self._devices[key] = [0, rows.tick_end, rows.tick_end, None]
+            d[0] += int(rows.packets[i])
+            d[2] = rows.tick_end
+            d[3] = rows.X[i]
+
+    def _report(self, final: bool = False) -> None:
+        now_m = time.monotonic()
+        elapsed = max(now_m - self._last_report, 1e-6)
+        frames = self.pipeline.counters.frames
+        self._pps = (frames - self._frames_at_report) / elapsed
+        self._frames_at_report = frames
+        self._last_report = now_m
+        for inc in list(self.pipeline.tracker.open.values()):  # updates to open incidents
+            if inc.last_seen > time.time() - 2 * REPORT_INTERVAL_S:
+                self._changed.setdefault(inc.id, inc)
+        with self._lock:
+            incidents = list(self._changed.values())
+            self._changed.clear()
+        devices = []
+        if final or now_m - self._last_summary >= SUMMARY_INTERVAL_S:
+            devices = self._summaries()
+            self._last_summary = now_m
+        self._update_metrics()
+        health_due = now_m - self._last_health >= HEALTH_INTERVAL_S
+        if self.uplink is not None and (incidents or devices or final or health_due):
+            self._last_health = now_m
+            self.uplink.submit(TelemetryBatch(0, time.time(), incidents, devices, self._health()))
+
+    def _summaries(self) -> list[DeviceSummary]:
+        book, streams = self.pipeline.book, self.pipeline.streams
+        out = []
+        for key, (packets, start, end, x) in self._devices.items():
+            addr = book.name(key)
+            out.append(DeviceSummary(streams.latest_client_id(key) or addr, addr, start, end, packets, 0, [round(float(v), 3) for v in x]))
+        self._devices.clear()
+        return out
+
+    def _health(self) -> Health:
+        stats = self.capture.stats() if self.capture is not None else {}
+        return Health(
+            time=time.time(),
+            packets_per_s=self._pps,
+            kernel_drops=int(stats.get("kernel_drops", 0)),
+            cpu_percent=self.governor.percent,
+            cpu_budget=self.governor.budget,
+            shedding_level=self.governor.level,
+            open_incidents=len(self.pipeline.tracker.open),
+            spool_depth=int(self.uplink.spool.depth()) if self.uplink is not None and hasattr(self.uplink.spool, "depth") else 0,
+        )
+
+    def _update_metrics(self) -> None:
+        m = self.metrics
+        if m is None:
+            return
+        stats = self.capture.stats() if self.capture is not None else {}
+        m.set_governor(self.governor.percent / 100.0, self.governor.budget / 100.0, self.governor.level)
+        by_kind: dict[str, int] = {}
+        for inc in self.pipeline.tracker.open.values():
+            by_kind[inc.kind] = by_kind.get(inc.kind, 0) + 1
+        m.set_open_incidents(by_kind)
+        if self.enforcer is not None:
+            by_action: dict[str, int] = {}
+            for r in self.enforcer.rules():
+                by_action[r.action] = by_action.get(r.action, 0) + 1
+            m.set_rules(by_action)
+        if self.uplink is not None:
+            m.set_hub_state("connected" if self.uplink.connected else "disconnected")
+        m.observe_batch(0, 0, int(stats.get("kernel_drops", 0)))
+
+    # ---- control socket -----------------------------------------------------------------------
+
+    def status(self, _args: Any = None) -> dict:
+        stats = self.capture.stats() if self.capture is not None else {}
+        g = self.governor
+        return {
+            "version": __version__,
+            "gateway_id": self.cfg.agent.gateway_id,
+            "board": self.board.name,
+            "board_source": getattr(self.board, "source", ""),
+            "uptime_s": time.time() - self.started,
+            "interface": self.cfg.agent.interface,
+            "capture": stats,
+            "packets_per_s": self._pps,
+            "kernel_drops": int(stats.get("kernel_drops", 0)),
+            "cpu": {"percent": g.percent, "budget": g.budget, "level": g.level, "level_name": LEVEL_NAMES[g.level]},
+            "models": self.detector.versions,
+            "pipeline": vars(self.pipeline.counters),
+            "features": vars(self.pipeline.features.stats),
+            "mqtt": self.pipeline.streams.stats(),
+            "incidents": [i.to_dict() for i in self.pipeline.tracker.open.values()],
+            "rules": self.enforcer.status().get("rules", []) if self.enforcer is not None else [],
+            "hub": self._hub_status(),
+            "last_errors": list(self.errors),
+        }
+
+    def incidents(self, _args: Any = None) -> list[dict]:
+        return [i.to_dict() for i in self.pipeline.tracker.all()]
+
+    def _hub_status(self) -> dict:
+        if self.uplink is None:
+            return {"state": "standalone"}
+        return {
+            "state": "connected" if self.uplink.connected else "disconnected",
+            "address": self.cfg.hub.address,
+            "last_error": self.uplink.last_error,
+            "counters": self.uplink.counters_snapshot(),
+        }
+
+
+def run_daemon(cfg: AgentConfig, detector: Detector) -> int:
+    return AgentDaemon(cfg, detector).run()

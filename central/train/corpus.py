@@ -1,0 +1,78 @@
+"""The training and test corpus: captures the simulator generates, with randomized attacks.
+
+Each seed gives one capture of one gateway: benign devices from the firmware profiles, benign
+look-alikes (firmware update bursts, rush hour, a reconnect storm after a power cut) and every
+known attack kind once, at a random time with randomized intensity. Training and test captures
+use disjoint seeds, so they share no device, address, timing or attack parameter draw.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from atlas.agent.alerts import KNOWN_KINDS
+from atlas.central.train.dataset import AttackLabel, LabeledCapture
+
+# Intensity ranges drawn per capture (uniform in log space between the bounds): from barely
+# above benign to blatant, so the models learn the kind rather than one intensity.
+PARAM_RANGES: dict[str, dict[str, tuple[float, float]]] = {
+    "port_scan": {"rate": (20, 800), "ports": (40, 1000), "hosts": (1, 6)},
+    "mqtt_bruteforce": {"rate": (1, 20)},
+    "mqtt_flood": {"rate": (150, 3000)},
+    "connection_dos": {"rate": (10, 100)},
+    "slowite": {"connections": (100, 1000), "rate": (20, 300)},
+    "malformed": {"count": (10, 80), "rate": (0.5, 5)},
+    "topic_scan": {"filters": (10, 80), "rate": (1, 6)},
+}
+INTEGER_PARAMS = {"ports", "hosts", "connections", "count", "filters"}
+
+
+def attack_specs(rng: np.random.Generator, duration: float, kinds=KNOWN_KINDS) -> list:
+    """One attack of each kind, in random order, in disjoint time slots after a benign warm-up."""
+    from atlas.sim.attacks import AttackSpec
+
+    kinds = list(kinds)
+    rng.shuffle(kinds)
+    warmup = 60.0
+    slot = (duration - warmup) / max(len(kinds), 1)
+    specs = []
+    for i, kind in enumerate(kinds):
+        params = {}
+        for name, (lo, hi) in PARAM_RANGES.get(kind, {}).items():
+            v = float(np.exp(rng.uniform(np.log(lo), np.log(hi))))
+            params[name] = int(round(v)) if name in INTEGER_PARAMS else round(v, 2)
+        length = float(rng.uniform(0.3, 0.6) * slot)
+        start = warmup + i * slot + float(rng.uniform(0, slot - length - 5))
+        specs.append(AttackSpec(kind, start=round(start, 1), duration=round(length, 1), params=params))
+    return specs
+
+
+def lookalike_specs(rng: np.random.Generator, duration: float) -> list:
+    from atlas.sim.traffic.lookalikes import LOOKALIKE_KINDS, LookalikeSpec
+
+    return [LookalikeSpec(k, start=float(rng.uniform(30, duration - 120))) for k in LOOKALIKE_KINDS]
+
+
+def generate(work: Path, seed: int, *, devices: int = 40, duration: float = 900.0, kinds=KNOWN_KINDS) -> LabeledCapture:
+    """Generate (or reuse, if already there) the capture of one seed."""
+    from atlas.sim.traffic.capture import generate_capture, read_ground_truth
+
+    out = work / f"seed-{seed}"
+    pcap, truth = out / "capture.pcap", out / "ground_truth.jsonl"
+    if not (pcap.exists() and truth.exists()):
+        out.mkdir(parents=True, exist_ok=True)
+        rng = np.random.default_rng([seed, 7331])
+        gt = generate_capture(
+            pcap,
+            devices=devices,
+            duration=duration,
+            attacks=attack_specs(rng, duration, kinds),
+            lookalikes=lookalike_specs(rng, duration),
+            seed=seed,
+        )
+        gt.write(out)
+    labels = [
+        AttackLabel(addr, s.kind, s.start, s.end) for s in read_ground_truth(truth) for addr in (s.attackers or [s.attacker])
+    ]
+    return LabeledCapture(pcap, f"generated/seed-{seed}", labels)
