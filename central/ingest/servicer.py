@@ -141,11 +141,13 @@ class GatewayLinkServicer(link_pb2_grpc.GatewayLinkServicer):
             older.cancel()
         self.counters.add("streams")
         feed = None
+        greeted = False
         try:
             try:
                 self.hub.hello(gateway_id, info)
+                greeted = True
                 feed = self.hub.watch(gateway_id)
-                snapshot = serde.rule_change_to_proto(self._snapshot(feed, gateway_id, outbox))
+                snapshot = self._encode(self._snapshot(feed, gateway_id, outbox), gateway_id)
             except Exception as err:  # the hub's fault, not the gateway's: it retries with backoff
                 self.counters.add("hub_errors")
                 log.exception("ingest: %s: hub failed on hello", gateway_id)
@@ -157,7 +159,7 @@ class GatewayLinkServicer(link_pb2_grpc.GatewayLinkServicer):
             ]
             for thread in threads:
                 thread.start()
-            yield from self._send(outbox, context)
+            yield from self._send(outbox, context, gateway_id)
         finally:
             if feed is not None:
                 feed.close()
@@ -165,7 +167,7 @@ class GatewayLinkServicer(link_pb2_grpc.GatewayLinkServicer):
                 current = self._streams.get(gateway_id) is context
                 if current:
                     del self._streams[gateway_id]
-            if current:
+            if current and greeted:
                 self.hub.disconnected(gateway_id)
 
     def _snapshot(self, feed: RuleFeed, gateway_id: str, outbox: queue.SimpleQueue) -> RuleChange:
@@ -183,7 +185,7 @@ class GatewayLinkServicer(link_pb2_grpc.GatewayLinkServicer):
             outbox.put(first)
         return RuleChange(kind="snapshot", rules=list(self.hub.desired_rules(gateway_id)))
 
-    def _send(self, outbox: queue.SimpleQueue, context: grpc.ServicerContext) -> Iterator[link_pb2.HubMessage]:
+    def _send(self, outbox: queue.SimpleQueue, context: grpc.ServicerContext, gateway_id: str) -> Iterator[link_pb2.HubMessage]:
         pending: deque = deque()  # taken from the outbox while merging acks, sent next, in order
         while context.is_active():
             item = pending.popleft() if pending else outbox.get()
@@ -196,9 +198,27 @@ class GatewayLinkServicer(link_pb2_grpc.GatewayLinkServicer):
             if isinstance(item, link_pb2.TelemetryAck):
                 yield link_pb2.HubMessage(telemetry_ack=self._coalesce(item, outbox, pending))
             elif isinstance(item, RuleChange):
-                yield link_pb2.HubMessage(rule_change=serde.rule_change_to_proto(item))
+                yield link_pb2.HubMessage(rule_change=self._encode(item, gateway_id))
             elif isinstance(item, ModelUpdate):
                 yield link_pb2.HubMessage(model_update=serde.model_update_to_proto(item))
+
+    def _encode(self, change: RuleChange, gateway_id: str):
+        """The change as protobuf, leaving out (logged, counted) any rule atlas.v1 cannot carry:
+        one bad rule must not keep a gateway from every other rule, reconnect after reconnect."""
+        try:
+            return serde.rule_change_to_proto(change)
+        except serde.WireError:
+            pass
+        good = []
+        for signed in change.rules:
+            try:
+                serde.rule_to_proto(signed.rule)
+            except serde.WireError as err:
+                self.counters.add("unencodable_rules")
+                log.error("ingest: %s: rule left out: %s", gateway_id, err)
+                continue
+            good.append(signed)
+        return serde.rule_change_to_proto(RuleChange(kind=change.kind, rules=good, withdrawn=change.withdrawn))
 
     @staticmethod
     def _coalesce(ack: link_pb2.TelemetryAck, outbox: queue.SimpleQueue, pending: deque) -> link_pb2.TelemetryAck:

@@ -475,3 +475,13 @@ def test_a_hub_failing_on_hello_is_retried(pki, make_uplink):
         assert srv.counters()["hub_errors"] == 2 and NoHello.calls == 3 and hub.connected == {"gw-1"}
     finally:
         srv.stop(0)
+
+
+def test_a_rule_the_wire_cannot_carry_is_left_out_not_fatal(hub, server, signer, make_uplink):
+    odd = signer.sign_rule(a_rule(7, action="rate_limit", params={"pps": 5, "burst": 10}))  # no such param in v1
+    fine = signer.sign_rule(a_rule(8))
+    hub.store.desired["gw-1"] = {"r-7": odd, "r-8": fine}
+    up = make_uplink(server.port).start()
+    wait_for(lambda: up.on_rules.changes, what="the snapshot")
+    assert up.on_rules.rule_ids("snapshot") == ["r-8"]
+    assert server.counters()["unencodable_rules"] == 1
