@@ -125,9 +125,16 @@ class Uplink:
     def submit(self, batch: TelemetryBatch) -> int:
         """Spool a batch for the hub; sets and returns batch.seq (0 if it was too big and dropped).
 
+        Fills batch.health's spool_depth and spool_dropped, when the batch has health.
+
         Never waits on the network; disk writes go to the page cache (fsync happens on the
         uplink's own thread).
         """
+
+        if batch.health is not None:  # the hub sees what the spool holds and had to drop
+            stats = self.spool.stats()
+            batch.health.spool_depth = stats.depth
+            batch.health.spool_dropped = stats.dropped_batches
 
         def build(seq: int) -> bytes:
             batch.seq = seq

@@ -418,9 +418,15 @@ def test_a_full_spool_drops_the_oldest_counts_it_and_delivers_the_rest(pki, tmp_
     dropped = counters["spool_dropped_batches"]
     assert dropped > 100 and counters["spool_dropped_incidents"] == dropped
     assert counters["spool_bytes"] <= 16 << 10
+    report = TelemetryBatch(seq=0, time=400.0, health=Health(time=400.0))
+    up.submit(report)  # the next health report tells the hub what was lost
+    assert report.health.spool_dropped == dropped and report.health.spool_depth > 0
+    dropped = up.counters_snapshot()["spool_dropped_batches"]
     srv = serve(hub, f"127.0.0.1:{port}", pki.hub_tls())
     try:
         wait_for(lambda: len(hub.store.incidents("gw-1")) == 400 - dropped, what="the kept batches")
+        wait_for(lambda: hub.store.batches["gw-1"][-1].health is not None, what="the health report")
+        assert hub.store.batches["gw-1"][-1].health.spool_dropped >= 100
         got = [int(i.id.rsplit("/", 1)[1]) for i in hub.store.incidents("gw-1")]
         assert got == list(range(dropped, 400))  # the newest, in order, none twice
     finally:
