@@ -466,7 +466,6 @@ def _in_netns(name: str | None) -> Iterator[None]:
     if not name:
         yield
         return
-    global _libc
     here = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
     try:
         try:
