@@ -182,7 +182,7 @@ def frame(s: Segment) -> tuple[bytes, int]:
     """Ethernet/IPv4/TCP frame of a segment (captured part) and its length on the wire."""
     tcp = struct.pack(">HHIIBBHHH", s.sport, s.dport, s.seq, 0, 5 << 4, s.flags, 65535, 0, 0)
     total = 20 + len(tcp) + len(s.payload) + s.wire_extra
-    ip = struct.pack(">BBHHHBBHII", 0x45, 0, total, 0, 0x4000, 64, 6, 0, s.src, s.dst)
+    ip = struct.pack(">BBHHHBBHII", 0x45, 0, total, 0, 0x4000, 64, 6, 0, s.src & 0xFFFFFFFF, s.dst & 0xFFFFFFFF)
     eth = b"\x02\x00\x00\x00\x00\x01" + b"\x02\x00\x00\x00\x00\x02" + b"\x08\x00"
     data = eth + ip + tcp + s.payload
     return data, len(data) + s.wire_extra
