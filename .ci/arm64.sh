@@ -14,6 +14,7 @@
 #   ATLAS_ARM64_TESTS    test paths (default: tests/agent tests/ops)
 #   ATLAS_ARM64_MARKERS  pytest -m expression (default: what makes sense under emulation: no
 #                        network namespaces, no TensorFlow, not slow, not marked noarm)
+#   ATLAS_ARM64_BENCH_MARKERS  pytest -m expression for bench/ (default: not netns/train/noarm)
 #   ATLAS_ARM64_BENCH    smoke (default: each benchmark once), full (real figures, JSON kept in
 #                        $ATLAS_ARM64_CACHE/bench-arm64.json), or 0 (none)
 set -euo pipefail
@@ -27,6 +28,7 @@ MIRROR=${ATLAS_ARM64_MIRROR:-http://deb.debian.org/debian}
 DEB_PACKAGES="python3,python3-venv,libpcap0.8,mosquitto,nftables,iproute2,procps"
 TEST_PATHS=${ATLAS_ARM64_TESTS:-tests/agent tests/ops}
 TEST_MARKERS=${ATLAS_ARM64_MARKERS:-not netns and not train and not slow and not noarm}
+BENCH_MARKERS=${ATLAS_ARM64_BENCH_MARKERS:-not netns and not train and not noarm}
 VENV_IN_ROOT=/opt/atlas-venv
 export DEBIAN_FRONTEND=noninteractive LC_ALL=C.UTF-8
 
@@ -88,6 +90,11 @@ unmount_all() {
         umount "${mounted[$i]}" 2>/dev/null || umount -l "${mounted[$i]}" 2>/dev/null || true
     done
     mounted=()
+    # ... and whatever the tests mounted inside the root (`ip netns add` bind-mounts /run/netns).
+    if [ -n "$ROOT" ]; then
+        awk -v r="$ROOT/" 'index($2, r) == 1 {print $2}' /proc/self/mounts | sort -r |
+            while read -r m; do umount -l "$m" || true; done
+    fi
 }
 trap unmount_all EXIT
 # A run killed hard leaves its mounts behind: undo them before anything under $CACHE is removed.
@@ -221,13 +228,13 @@ if [ "$BENCH" != 0 ]; then
         phase "bench: full pytest-benchmark run, JSON to $CACHE/bench-arm64.json"
         in_root /bin/sh -c "cd /atlas/src && python -m pytest -q -p no:cacheprovider bench/ \
             --benchmark-only --benchmark-enable --benchmark-json=/tmp/bench-arm64.json \
-            -m 'not netns'" || bstatus=$?
+            -m '$BENCH_MARKERS'" || bstatus=$?
         cp "$BASE/tmp/bench-arm64.json" "$CACHE/bench-arm64.json" 2>/dev/null || true
     else
         phase "bench smoke: every benchmark once, briefly"
         in_root /bin/sh -c "cd /atlas/src && python -m pytest -q -p no:cacheprovider bench/ \
             --benchmark-only --benchmark-enable --benchmark-warmup=off --benchmark-min-rounds=1 \
-            --benchmark-max-time=0.05 --benchmark-disable-gc -m 'not netns'" || bstatus=$?
+            --benchmark-max-time=0.05 --benchmark-disable-gc -m '$BENCH_MARKERS'" || bstatus=$?
     fi
     if [ "$bstatus" = 5 ]; then phase "bench smoke: no benchmarks collected"; bstatus=0; fi
     [ "$status" != 0 ] || status=$bstatus
