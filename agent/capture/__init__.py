@@ -1,7 +1,7 @@
 """Capture: frames from a live interface or a capture file, in batches.
 
-Everything downstream works on `FrameBatch`: the raw bytes of many frames back to back in one
-numpy buffer, so that decoding can be vectorized instead of a Python object per packet.
+Everything downstream works on `FrameBatch`: the raw bytes of many frames in one numpy buffer,
+so that decoding can be vectorized instead of a Python object per packet.
 """
 from __future__ import annotations
 
@@ -21,7 +21,8 @@ LINKTYPE_LINUX_SLL2 = 276  # Linux cooked capture v2
 
 @dataclass
 class FrameBatch:
-    """Raw frames of one link type, back to back in `buf`.
+    """Raw frames of one link type, in order in `buf`, possibly with gaps between them (file
+    record headers, the kernel ring's packet headers): always go through `offsets`.
 
     Frame i is `buf[offsets[i] : offsets[i] + caplens[i]]`; `wirelens[i]` is its length on the
     wire (larger than caplen when the capture was truncated by its snap length).
