@@ -43,7 +43,7 @@ def attack_specs(rng: np.random.Generator, duration: float, kinds=KNOWN_KINDS) -
             v = float(np.exp(rng.uniform(np.log(lo), np.log(hi))))
             params[name] = int(round(v)) if name in INTEGER_PARAMS else round(v, 2)
         length = float(rng.uniform(0.3, 0.6) * slot)
-        start = warmup + i * slot + float(rng.uniform(0, slot - length - 5))
+        start = warmup + i * slot + float(rng.uniform(0, max(slot - length - 5, 0.0)))
         specs.append(AttackSpec(kind, start=round(start, 1), duration=round(length, 1), params=params))
     return specs
 
