@@ -18,7 +18,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from atlas.agent.alerts import Incident
 from atlas.agent.enforce import Rule
-from atlas.agent.uplink import DeviceSummary, Health, ModelUpdate, RuleAck, RuleChange, SignedRule, TelemetryBatch
+from atlas.agent.uplink import DeviceSummary, Health, RuleAck, RuleChange, SignedRule, TelemetryBatch
 from atlas.agent.uplink import serde
 from atlas.agent.uplink.client import Uplink
 from atlas.agent.uplink.signing import RuleSigner
