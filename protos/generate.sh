@@ -7,7 +7,10 @@ set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 out="${1:-$here}"
 python="${PYTHON:-python3}"
+# Both may be given relative to the caller's folder: make them absolute before the cd.
+case "$python" in */*) python="$(cd "$(dirname "$python")" && pwd)/$(basename "$python")" ;; esac
 mkdir -p "$out/atlas/v1"
+out="$(cd "$out" && pwd)"
 cd "$here"
 "$python" -m grpc_tools.protoc -I. \
     --python_out="$out" --pyi_out="$out" \
