@@ -3,6 +3,8 @@
   atlas-agent run --config agent.toml [--check]   the daemon (--check: validate and exit)
   atlas-agent replay CAPTURE... [--json]         offline analysis of capture files
   atlas-agent status [--json]                    ask the running daemon
+  atlas-agent bench [--json]                     what this gateway can do, on one screen
+  atlas-agent install [--root DIR]               user, config, unit; enable the service
   atlas-agent --version
 """
 from __future__ import annotations
@@ -64,6 +66,19 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument("--config", "-c", help="agent.toml (for the control socket path)")
     st.add_argument("--socket", help="control socket (default: from config, else /run/atlas/agent.sock)")
     st.set_defaults(func=cmd_status)
+
+    b = sub.add_parser("bench", help="measure this gateway: packets per CPU-second, inference, memory")
+    b.add_argument("--json", action="store_true")
+    b.add_argument("--devices", type=int, default=300, help="devices in the generated traffic")
+    b.add_argument("--seconds", type=float, default=60.0, help="seconds of generated traffic")
+    b.set_defaults(func=cmd_bench)
+
+    ins = sub.add_parser("install", help="install the systemd service (user, directories, config, unit)")
+    ins.add_argument("--root", type=Path, default=Path("/"), help="install into this root (default /)")
+    ins.add_argument("--role", choices=("agent", "central"), default="agent")
+    ins.add_argument("--interface", help="capture interface for a new agent.toml (default: the default route's)")
+    ins.add_argument("--no-enable", action="store_true", help="do not enable the unit")
+    ins.set_defaults(func=cmd_install)
     return p
 
 
@@ -146,6 +161,25 @@ def cmd_status(args: argparse.Namespace) -> int:
         print(json.dumps(status, indent=1, sort_keys=True))
     else:
         print(format_status(status))
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from atlas.agent.bench import format_bench, run_bench
+
+    result = run_bench(args.devices, args.seconds)
+    print(json.dumps(result, indent=1) if args.json else format_bench(result))
+    return 0
+
+
+def cmd_install(args: argparse.Namespace) -> int:
+    from atlas.agent.install import InstallError, install
+
+    try:
+        report = install(args.root, role=args.role, interface=args.interface, enable=not args.no_enable)
+    except InstallError as exc:
+        raise CliError(str(exc)) from exc
+    print(report.as_text())
     return 0
 
 

@@ -30,7 +30,7 @@ class AgentSection:
     snaplen: int = 65535
     mqtt_ports: list[int] = field(default_factory=lambda: [1883, 8883])
     state_dir: str = "/var/lib/atlas"
-    control_socket: str = "/run/atlas/agent.sock"
+    control_socket: str = "/run/atlas/agent/control.sock"  # the unit's RuntimeDirectory
     board: str = "auto"  # gateway profile name, or auto-detect
 
 

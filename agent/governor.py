@@ -1,6 +1,6 @@
 """The CPU governor: keeps the agent's own CPU share of the machine under its budget.
 
-Every `interval_s` it measures the process's CPU time (psutil) against wall time and the
+Every `interval_s` it measures the process's CPU time against wall time and the
 machine's core count. Near the budget it sheds load one level at a time, in a defined order,
 and restores a level once usage has stayed low for a while:
 
@@ -62,8 +62,9 @@ class CpuGovernor:
         self.budget = float(budget_percent)
         self.interval_s = interval_s
         self.high_water, self.low_water, self.restore_after = high_water, low_water, restore_after
-        proc = psutil.Process()
-        self._cpu_seconds = cpu_seconds or (lambda: sum(proc.cpu_times()[:2]))
+        # process_time (user + system of this process) reads right under qemu-user too, where
+        # /proc/self/stat, and so psutil's cpu_times, reads zero.
+        self._cpu_seconds = cpu_seconds or time.process_time
         self._clock = clock
         self.cores = cores or psutil.cpu_count() or 1
         self.level = 0
