@@ -40,7 +40,7 @@ import sqlite3
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Sequence
 
 from atlas.agent import __version__
 from atlas.central.config import DEFAULT_CONFIG_PATH, ConfigError, HubConfig, load_config

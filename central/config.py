@@ -15,6 +15,9 @@ Example::
     signing_key = "pki/rule-signing.key"   # Ed25519 private key (PEM) that signs every rule
     inventory = "inventory.toml"       # devices -> profiles (see atlas.central.decide.inventory)
     operator_poll = 0.2                # seconds between checks of the operator-command queue
+    sync = "full"                      # "full": fsync each commit (survives power loss);
+                                       # "normal": survives a hub crash, faster
+    telemetry_retention = 86400        # seconds of per-device summaries kept; 0 = forever
 
     [tls]                              # optional with [hub] pki
     ca = "pki/ca.crt"
@@ -79,6 +82,8 @@ class HubConfig:
     signing_key: Path | None = None
     inventory: Path | None = None
     operator_poll: float = 0.2
+    sync: str = "full"
+    telemetry_retention: float = 86400.0
     merge_window: float = 300.0
     tls: TlsConfig | None = None
     decide: DecideConfig = field(default_factory=DecideConfig)
@@ -226,6 +231,12 @@ def parse_config(data: dict[str, Any], source: str = "<config>", base: Path | No
     signing_key = _path(hub, "signing_key", base)
     inventory = _path(hub, "inventory", base)
     operator_poll = _positive(hub, "operator_poll", 0.2, 1.0)
+    retention = hub.get("telemetry_retention", (int, float), 86400)
+    if retention < 0:
+        raise hub.error("telemetry_retention", f"must be >= 0 seconds, got {retention!r}")
+    sync = hub.get("sync", str, "full")
+    if sync not in ("full", "normal"):
+        raise hub.error("sync", f"expected \"full\" or \"normal\", got {sync!r}")
     hub.finish()
     if pki is not None and signing_key is None:
         signing_key = pki / "rule-signing.key"
@@ -250,7 +261,8 @@ def parse_config(data: dict[str, Any], source: str = "<config>", base: Path | No
     decide = _decide(root.table("decide"))
     root.finish()
     return HubConfig(path=path, database=database, listen=cfg_listen, signing_key=signing_key,
-                     inventory=inventory, operator_poll=operator_poll,
+                     inventory=inventory, operator_poll=operator_poll, sync=sync,
+                     telemetry_retention=float(retention),
                      merge_window=merge_window, tls=tls, decide=decide)
 
 

@@ -130,11 +130,26 @@ class _Changes:
         self.upserts: dict[str, list[SignedRule]] = {}
         self.withdrawn: dict[str, list[str]] = {}
 
+    def merge(self, other: "_Changes") -> None:
+        for gateway, rules in other.upserts.items():
+            self.upserts.setdefault(gateway, []).extend(rules)
+        for gateway, ids in other.withdrawn.items():
+            self.withdrawn.setdefault(gateway, []).extend(ids)
+
     def upsert(self, gateway: str, signed: SignedRule) -> None:
         self.upserts.setdefault(gateway, []).append(signed)
 
     def withdraw(self, gateway: str, rule_id: str) -> None:
         self.withdrawn.setdefault(gateway, []).append(rule_id)
+
+
+@dataclasses.dataclass(eq=False)
+class _PendingBatch:
+    gateway_id: str
+    batch: TelemetryBatch
+    result: int = 0
+    error: BaseException | None = None
+    done: bool = False
 
 
 class HubView:
@@ -174,7 +189,7 @@ class Hub(HubView):
                  inventory: Inventory | None = None, allowlist: Iterable[str] = (),
                  merge_window: float = 300.0, operator_poll: float = 0.2,
                  clock: Callable[[], float] = time.time, listen: str = "",
-                 version: str = ""):
+                 version: str = "", telemetry_retention: float = 86400.0):
         super().__init__(store)
         self.policy = policy
         self.signer = signer
@@ -182,9 +197,12 @@ class Hub(HubView):
         self.allowlist = Allowlist(allowlist)
         self.merge_window = float(merge_window)
         self.operator_poll = float(operator_poll)
+        self.telemetry_retention = float(telemetry_retention)  # seconds; 0 keeps everything
         self.audit = AuditLog(store)
         self._clock = clock
         self._lock = threading.RLock()
+        self._queue_lock = threading.Lock()
+        self._queue: list[_PendingBatch] = []  # telemetry waiting for the next group commit
         self._feeds: dict[str, set[RuleFeed]] = {}
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -210,23 +228,66 @@ class Hub(HubView):
             self.store.record_hello(gateway_id, info, self._clock())
 
     def telemetry(self, gateway_id: str, batch: TelemetryBatch) -> int:
-        """Store a batch once; return the highest seq stored for this gateway."""
+        """Store a batch once; return the highest seq stored for this gateway.
+
+        Returns only once the batch is committed (durable), since the agent frees its spool on
+        the ack. Group commit: batches that arrive while another commit is in progress wait
+        for the lock and are then committed together, one savepoint each, so many gateways
+        share one fsync instead of queueing one fsync each.
+        """
         check_gateway_id(gateway_id)
-        changes = _Changes()
+        item = _PendingBatch(gateway_id, batch)
+        with self._queue_lock:
+            self._queue.append(item)
         with self._lock:
-            now = self._clock()
+            if not item.done:  # else an earlier lock holder committed it with its group
+                self._commit_group()
+        if item.error is not None:
+            raise item.error
+        return item.result
+
+    def _commit_group(self) -> None:
+        with self._queue_lock:
+            group, self._queue = self._queue, []
+        changes = _Changes()
+        now = self._clock()
+        try:
             with self.store.transaction():
-                stored = self.store.get_seq(gateway_id)
-                if batch.seq <= stored:
-                    self.counters["duplicate_batches"] += 1
-                    return stored  # a re-sent batch: already kept, change nothing
-                self.store.record_batch(gateway_id, batch.seq, now, batch.health)
-                self.store.upsert_devices(gateway_id, list(batch.devices))
-                for incident in batch.incidents:
-                    self._ingest(gateway_id, incident, now, changes)
-            self.counters["batches"] += 1
-            self._publish(changes)
-            return batch.seq
+                for item in group:
+                    mine = _Changes()
+                    try:
+                        with self.store.transaction():  # a savepoint: fails alone
+                            item.result = self._store_batch(item.gateway_id, item.batch, now,
+                                                            mine)
+                    except Exception as exc:  # noqa: BLE001 - reported to that caller only
+                        log.exception("telemetry batch %s from %s failed", item.batch.seq,
+                                      item.gateway_id)
+                        item.error = exc
+                    else:
+                        changes.merge(mine)
+        except Exception as exc:  # noqa: BLE001 - the commit itself failed (disk full...)
+            log.exception("telemetry commit failed")
+            for item in group:
+                item.error = item.error or exc
+            changes = _Changes()
+        finally:
+            for item in group:
+                item.done = True
+        self._publish(changes)
+
+    def _store_batch(self, gateway_id: str, batch: TelemetryBatch, now: float,
+                     changes: _Changes) -> int:
+        stored = self.store.get_seq(gateway_id)
+        if batch.seq <= stored:
+            self.counters["duplicate_batches"] += 1
+            return stored  # a re-sent batch: already kept, change nothing
+        self.store.record_batch(gateway_id, batch.seq, now, batch.health)
+        self.store.store_devices(gateway_id, batch.seq, _finite(batch.time, now), now,
+                                 list(batch.devices))
+        for incident in batch.incidents:
+            self._ingest(gateway_id, incident, now, changes)
+        self.counters["batches"] += 1
+        return batch.seq
 
     def rule_ack(self, gateway_id: str, ack: RuleAck) -> None:
         with self._lock:
@@ -396,9 +457,18 @@ class Hub(HubView):
         with self._lock, self.store.transaction():
             self.store.set_hub_state(state)
 
+    def prune(self, now: float | None = None) -> int:
+        """Drop stored device summaries older than the retention (in bounded steps)."""
+        if self.telemetry_retention <= 0:
+            return 0
+        now = self._clock() if now is None else now
+        with self._lock, self.store.transaction():
+            return self.store.prune_telemetry(now - self.telemetry_retention)
+
     def tick(self, now: float | None = None) -> None:
         self.expire(now)
         self.process_commands()
+        self.prune(now)
         self.heartbeat()
         self.last_tick = time.monotonic()
 

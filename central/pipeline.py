@@ -55,10 +55,11 @@ def build_hub(config: HubConfig, signer: RuleSigner | None = None,
     inventory = load_city_inventory(config)
     policy = build_policy(config)
     signer = signer or load_signer(config)
-    store = open_store(config.database)
+    store = open_store(config.database, sync=config.sync)
     return Hub(store, policy, signer, inventory=inventory, allowlist=config.decide.allowlist,
                merge_window=config.merge_window, operator_poll=config.operator_poll,
-               clock=clock, listen=config.listen, version=__version__)
+               clock=clock, listen=config.listen, version=__version__,
+               telemetry_retention=config.telemetry_retention)
 
 
 def check(config: HubConfig) -> dict:

@@ -167,7 +167,8 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     def transaction(self) -> contextlib.AbstractContextManager[None]:
-        """All writes inside commit together or not at all. Nested use joins the outer one."""
+        """All writes inside commit together or not at all. A nested transaction is a
+        savepoint: an exception inside it undoes only its own writes (and propagates)."""
 
     @abc.abstractmethod
     def close(self) -> None: ...
@@ -191,7 +192,18 @@ class Store(abc.ABC):
         """Store the new highest seq, last-seen time and latest health of a gateway."""
 
     @abc.abstractmethod
-    def upsert_devices(self, gateway_id: str, devices: list[DeviceSummary]) -> None: ...
+    def store_devices(self, gateway_id: str, seq: int, time: float, received_at: float,
+                      devices: list[DeviceSummary]) -> None:
+        """Keep one batch's device summaries (one row per batch)."""
+
+    @abc.abstractmethod
+    def device_summaries(self, gateway_id: str | None = None, since: float = 0.0
+                         ) -> Iterator[tuple[str, int, DeviceSummary]]:
+        """(gateway, seq, summary) of batches received at or after `since`, oldest first."""
+
+    @abc.abstractmethod
+    def prune_telemetry(self, before: float, limit: int = 10_000) -> int:
+        """Delete up to `limit` stored batches received before `before`; returns how many."""
 
     @abc.abstractmethod
     def get_gateway(self, gateway_id: str) -> GatewayRecord | None: ...
@@ -199,8 +211,24 @@ class Store(abc.ABC):
     @abc.abstractmethod
     def list_gateways(self) -> list[GatewayRecord]: ...
 
-    @abc.abstractmethod
-    def list_devices(self, gateway_id: str | None = None) -> list[dict[str, Any]]: ...
+    def list_devices(self, gateway_id: str | None = None, since: float = 0.0
+                     ) -> list[dict[str, Any]]:
+        """Per (gateway, device): the latest summary, with packets and bytes summed over the
+        batches kept since `since`."""
+        latest: dict[tuple[str, str], dict[str, Any]] = {}
+        for gateway, seq, d in self.device_summaries(gateway_id, since):
+            key = (gateway, d.device)
+            row = latest.get(key)
+            if row is None:
+                row = latest[key] = {"gateway": gateway, "device": d.device, "packets": 0,
+                                     "bytes": 0, "first_seen": d.start, "batches": 0}
+            row.update(address=d.address, last_seen=d.end, features=d.features,
+                       schema_version=d.schema_version, seq=seq)
+            row["packets"] += d.packets
+            row["bytes"] += d.bytes
+            row["batches"] += 1
+            row["first_seen"] = min(row["first_seen"], d.start)
+        return [latest[k] for k in sorted(latest)]
 
     # -- incidents ------------------------------------------------------------------------
     @abc.abstractmethod
@@ -306,15 +334,17 @@ class Store(abc.ABC):
         """Cheap totals for `status`."""
 
 
-def open_store(location: str | Path, readonly: bool = False, migrate: bool = True) -> Store:
+def open_store(location: str | Path, readonly: bool = False, migrate: bool = True,
+               sync: str = "full") -> Store:
     """The store at `location`: a SQLite file path (the only backend so far).
 
     readonly: reporting only. migrate=False: refuse a database at another schema version
-    instead of migrating it (for tools that run beside the hub)."""
+    instead of migrating it (for tools that run beside the hub). sync: "full" | "normal",
+    see SQLiteStore."""
     text = str(location)
     if text.startswith(("postgres://", "postgresql://")):
         raise StoreError(f"{text.split('@')[-1]}: PostgreSQL is not implemented yet; use a "
                          "SQLite file path")
     from atlas.central.store.sqlite import SQLiteStore
 
-    return SQLiteStore(Path(text), readonly=readonly, migrate=migrate)
+    return SQLiteStore(Path(text), readonly=readonly, migrate=migrate, sync=sync)

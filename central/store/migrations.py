@@ -122,18 +122,17 @@ SQLITE_MIGRATIONS: tuple[Migration, ...] = (
         """CREATE TRIGGER audit_no_delete BEFORE DELETE ON audit
             BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END""",
     )),
-    Migration(2, "latest per-device telemetry summary", (
-        """CREATE TABLE devices (
+    Migration(2, "telemetry batches: per-device summaries, one packed row per batch", (
+        # body: atlas.central.store.codec (one row per batch, not per device: see there)
+        """CREATE TABLE telemetry (
             gateway TEXT NOT NULL,
-            device TEXT NOT NULL,
-            address TEXT NOT NULL,
-            first_seen REAL NOT NULL,
-            last_seen REAL NOT NULL,
-            packets INTEGER NOT NULL,
-            bytes INTEGER NOT NULL,
-            features BLOB NOT NULL,
-            schema_version INTEGER NOT NULL,
-            PRIMARY KEY (gateway, device))""",
+            seq INTEGER NOT NULL,
+            time REAL NOT NULL,
+            received_at REAL NOT NULL,
+            devices INTEGER NOT NULL,
+            body BLOB NOT NULL,
+            PRIMARY KEY (gateway, seq))""",
+        "CREATE INDEX telemetry_received ON telemetry (received_at)",
     )),
     Migration(3, "operator command queue and hub heartbeat", (
         """CREATE TABLE operator_commands (

@@ -2,16 +2,15 @@
 
 One connection per store, guarded by a lock: SQLite serialises writers anyway, and the hub
 keeps its own lock around compound operations. WAL lets the operator CLI read (a separate
-read-only connection, another process) while the hub writes. `synchronous=FULL`: a telemetry
-seq the hub has acknowledged must survive a power cut, or the agent would drop a spool the hub
-never really kept.
+read-only connection, another process) while the hub writes. `synchronous=FULL` by default: a
+telemetry seq the hub has acknowledged must survive a power cut, or the agent would drop a
+spool the hub never really kept (the hub's group commit keeps that affordable).
 """
 from __future__ import annotations
 
 import contextlib
 import json
 import sqlite3
-import struct
 import threading
 import time
 from pathlib import Path
@@ -21,12 +20,16 @@ from atlas.agent.enforce import Rule
 from atlas.agent.uplink import DeviceSummary, GatewayInfo, Health
 from atlas.central.store import (AuditRow, DecisionRecord, GatewayRecord, HubIncident, HubState,
                                  IncidentReport, OperatorCommand, RuleRecord, Store, StoreError)
+from atlas.central.store.codec import pack_devices, unpack_devices
 from atlas.central.store.migrations import LATEST_VERSION, SQLITE_MIGRATIONS, Migration
 
 
 def _dumps(value: Any) -> str:
     # default=repr: evidence from a gateway may hold odd values; store them, never crash
     return json.dumps(value, sort_keys=True, separators=(",", ":"), default=repr)
+
+
+SYNC_MODES = ("full", "normal")
 
 
 def _upsert_sql(table: str, columns: str, key: str) -> str:
@@ -39,21 +42,16 @@ def _upsert_sql(table: str, columns: str, key: str) -> str:
             f"ON CONFLICT ({key}) DO UPDATE SET {updates}")
 
 
-def _features_blob(features: list[float]) -> bytes:
-    # float32 little-endian: 4 bytes a feature instead of ~20 as JSON text
-    return struct.pack(f"<{len(features)}f", *features)
-
-
-def _features_list(blob: bytes) -> list[float]:
-    return list(struct.unpack(f"<{len(blob) // 4}f", blob))
-
-
 class SQLiteStore(Store):
     def __init__(self, path: Path, readonly: bool = False, migrate: bool = True,
-                 migrations: tuple[Migration, ...] = SQLITE_MIGRATIONS):
+                 migrations: tuple[Migration, ...] = SQLITE_MIGRATIONS, sync: str = "full"):
         """readonly: for reporting (another process may be writing). migrate=False: use the
         schema as it is and refuse any other version (the operator CLI must never migrate a
-        database under a running hub)."""
+        database under a running hub). sync: "full" (default) fsyncs every commit, so what
+        the hub acknowledged survives a power cut; "normal" survives a crash of the hub
+        process but may lose the last commits to a power cut, for more throughput."""
+        if sync not in SYNC_MODES:
+            raise StoreError(f"sync must be one of {', '.join(SYNC_MODES)}, got {sync!r}")
         self.path = Path(path)
         self.readonly = readonly
         self._lock = threading.RLock()
@@ -70,7 +68,7 @@ class SQLiteStore(Store):
         try:
             if not readonly:
                 self._db.execute("PRAGMA journal_mode=WAL")
-                self._db.execute("PRAGMA synchronous=FULL")
+                self._db.execute(f"PRAGMA synchronous={sync.upper()}")
             self._db.execute("PRAGMA foreign_keys=ON")
         except sqlite3.DatabaseError as exc:
             self._db.close()
@@ -145,9 +143,19 @@ class SQLiteStore(Store):
     def transaction(self) -> Iterator[None]:
         with self._lock:
             if self._depth:
+                # nested: a savepoint, so a failing part rolls back alone (the hub commits
+                # several gateways' batches in one transaction, one savepoint each)
+                name = f"sp{self._depth}"
+                self._db.execute(f"SAVEPOINT {name}")
                 self._depth += 1
                 try:
                     yield
+                except BaseException:
+                    self._db.execute(f"ROLLBACK TO {name}")
+                    self._db.execute(f"RELEASE {name}")
+                    raise
+                else:
+                    self._db.execute(f"RELEASE {name}")
                 finally:
                     self._depth -= 1
                 return
@@ -213,21 +221,36 @@ class SQLiteStore(Store):
                    health = COALESCE(excluded.health, gateways.health)""",
             (gateway_id, now, now, health_json, seq))
 
-    def upsert_devices(self, gateway_id: str, devices: list[DeviceSummary]) -> None:
+    def store_devices(self, gateway_id: str, seq: int, time: float, received_at: float,
+                      devices: list[DeviceSummary]) -> None:
         if not devices:
             return
-        rows = [(gateway_id, d.device, d.address, d.start, d.end, d.packets, d.bytes,
-                 _features_blob(d.features), d.schema_version) for d in devices]
-        with self._lock:
-            self._db.executemany(
-                """INSERT INTO devices VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
-                   ON CONFLICT (gateway, device) DO UPDATE SET address = excluded.address,
-                       first_seen = MIN(devices.first_seen, excluded.first_seen),
-                       last_seen = MAX(devices.last_seen, excluded.last_seen),
-                       packets = devices.packets + excluded.packets,
-                       bytes = devices.bytes + excluded.bytes,
-                       features = excluded.features,
-                       schema_version = excluded.schema_version""", rows)
+        self._exec("INSERT INTO telemetry (gateway, seq, time, received_at, devices, body) "
+                   "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (gateway, seq) DO NOTHING",
+                   (gateway_id, seq, time, received_at, len(devices), pack_devices(devices)))
+
+    def device_summaries(self, gateway_id: str | None = None, since: float = 0.0
+                         ) -> Iterator[tuple[str, int, DeviceSummary]]:
+        sql = ("SELECT received_at, gateway, seq, body FROM telemetry WHERE received_at >= ? "
+               "AND (received_at, gateway, seq) > (?, ?, ?)")
+        if gateway_id:
+            sql += " AND gateway = ?"
+        sql += " ORDER BY received_at, gateway, seq LIMIT 200"
+        last: tuple = (-1e308, "", -1)
+        while True:  # in pages, so a long history never sits in memory or holds the lock
+            args = (since,) + last + ((gateway_id,) if gateway_id else ())
+            rows = self._all(sql, args)
+            if not rows:
+                return
+            for _, gateway, seq, body in rows:
+                for summary in unpack_devices(body):
+                    yield gateway, seq, summary
+            last = tuple(rows[-1][:3])
+
+    def prune_telemetry(self, before: float, limit: int = 10_000) -> int:
+        cur = self._exec("DELETE FROM telemetry WHERE rowid IN (SELECT rowid FROM telemetry "
+                         "WHERE received_at < ? LIMIT ?)", (before, limit))
+        return cur.rowcount
 
     _GATEWAY_COLUMNS = ("id, first_seen, last_seen, software_version, model_versions, "
                         "capabilities, board, health, connections, last_seq")
@@ -248,20 +271,6 @@ class SQLiteStore(Store):
     def list_gateways(self) -> list[GatewayRecord]:
         return [self._gateway(r) for r in
                 self._all(f"SELECT {self._GATEWAY_COLUMNS} FROM gateways ORDER BY id")]
-
-    def list_devices(self, gateway_id: str | None = None) -> list[dict[str, Any]]:
-        sql = ("SELECT gateway, device, address, first_seen, last_seen, packets, bytes, "
-               "features, schema_version FROM devices")
-        rows = (self._all(sql + " WHERE gateway = ? ORDER BY device", (gateway_id,))
-                if gateway_id else self._all(sql + " ORDER BY gateway, device"))
-        keys = ("gateway", "device", "address", "first_seen", "last_seen", "packets", "bytes",
-                "features", "schema_version")
-        out = []
-        for row in rows:
-            item = dict(zip(keys, row))
-            item["features"] = _features_list(item["features"])
-            out.append(item)
-        return out
 
     # -- incidents ------------------------------------------------------------------------
     _REPORT_COLUMNS = ("gateway, agent_id, incident, kind, src_ip, dst_ip, device, time, "

@@ -9,7 +9,7 @@ from atlas.agent.alerts import KINDS
 from atlas.central.config import ConfigError, parse_config
 from atlas.central.decide import (ATTACKER_CLASSES, NO_ACTION, Allowlist, Decision,
                                   DecisionContext, shield)
-from atlas.central.decide.inventory import (DeviceEntry, Inventory, InventoryError,
+from atlas.central.decide.inventory import (DeviceEntry, InventoryError,
                                             ProfileInfo, default_profiles, load_inventory)
 from atlas.central.decide.playbook import DEFAULT_CELLS, Playbook, PlaybookError, parse_cells
 from atlas.central.store import HubIncident

@@ -14,7 +14,7 @@ from atlas.central.store.migrations import LATEST_VERSION, SQLITE_MIGRATIONS
 from atlas.central.store.sqlite import SQLiteStore
 
 TABLES = {"schema_version", "gateways", "incidents", "incident_reports", "decisions",
-          "approvals", "rules", "audit", "devices", "operator_commands", "hub_state"}
+          "approvals", "rules", "audit", "telemetry", "operator_commands", "hub_state"}
 
 
 def tables(path) -> set[str]:
@@ -63,7 +63,7 @@ def test_old_database_is_brought_forward_without_losing_rows(tmp_path):
     path = tmp_path / "hub.db"
     old = SQLiteStore(path, migrations=SQLITE_MIGRATIONS[:1])  # as the first release left it
     assert old.schema_version() == 1
-    assert "devices" not in tables(path) and "operator_commands" not in tables(path)
+    assert "telemetry" not in tables(path) and "operator_commands" not in tables(path)
     with old.transaction():
         old.record_hello("gw1", GatewayInfo("gw1", "0.0.9", board="pi4"), 50.0)
         old.record_batch("gw1", 41, 60.0, None)
@@ -79,7 +79,8 @@ def test_old_database_is_brought_forward_without_losing_rows(tmp_path):
     assert store.get_rule("r-1").rule.params == {"pps": 20}
     assert store.get_decision("d-1").state == "active"
     # the tables of later migrations work
-    store.upsert_devices("gw1", [DeviceSummary("cam-1", "10.0.0.5", 1.0, 2.0, 3, 400, [0.25])])
+    store.store_devices("gw1", 42, 1.0, 2.0, [DeviceSummary("cam-1", "10.0.0.5", 1.0, 2.0, 3,
+                                                             400, [0.25])])
     assert store.list_devices("gw1")[0]["packets"] == 3
     assert store.enqueue_command("revoke", "r-1", "alice", 70.0) == 1
 
@@ -169,16 +170,42 @@ def test_seq_only_moves_forward_and_health_is_kept(tmp_path):
     assert gw.health["packets_per_s"] == 123.0  # a batch without health keeps the last one
 
 
-def test_devices_accumulate_and_keep_latest_features(tmp_path):
+def test_device_summaries_are_kept_per_batch_and_summed(tmp_path):
     store = open_store(tmp_path / "hub.db")
-    store.upsert_devices("gw1", [DeviceSummary("m-1", "10.0.0.7", 10.0, 20.0, 5, 500, [0.5, 1.5])])
-    store.upsert_devices("gw1", [DeviceSummary("m-1", "10.0.0.7", 20.0, 30.0, 7, 700, [2.0, -1.0])])
-    store.upsert_devices("gw2", [DeviceSummary("m-1", "10.9.0.7", 20.0, 30.0, 1, 10, [])])
+    store.store_devices("gw1", 1, 20.0, 100.0, [
+        DeviceSummary("m-1", "10.0.0.7", 10.0, 20.0, 5, 500, [0.5, 1.5]),
+        DeviceSummary("cam-é", "10.0.0.8", 10.0, 20.0, 1, 60, [])])
+    store.store_devices("gw1", 2, 30.0, 101.0,
+                        [DeviceSummary("m-1", "10.0.0.7", 20.0, 30.0, 7, 700, [2.0, -1.0])])
+    store.store_devices("gw1", 2, 30.0, 101.0,  # the same seq again: kept once
+                        [DeviceSummary("m-1", "10.0.0.7", 20.0, 30.0, 7, 700, [2.0, -1.0])])
+    store.store_devices("gw2", 1, 30.0, 102.0,
+                        [DeviceSummary("m-1", "10.9.0.7", 20.0, 30.0, 1, 10, [])])
     rows = {(d["gateway"], d["device"]): d for d in store.list_devices()}
     m1 = rows[("gw1", "m-1")]
-    assert (m1["packets"], m1["bytes"], m1["first_seen"], m1["last_seen"]) == (12, 1200, 10.0, 30.0)
-    assert m1["features"] == [2.0, -1.0]
+    assert (m1["packets"], m1["bytes"], m1["first_seen"], m1["last_seen"], m1["batches"]) == \
+        (12, 1200, 10.0, 30.0, 2)
+    assert m1["features"] == [2.0, -1.0]  # the latest
+    assert rows[("gw1", "cam-é")]["features"] == []
     assert rows[("gw2", "m-1")]["address"] == "10.9.0.7"  # same name behind another gateway
+    assert [s.device for _, _, s in store.device_summaries("gw2")] == ["m-1"]
+    assert [seq for _, seq, _ in store.device_summaries(since=100.5)] == [2, 1]
+    assert store.prune_telemetry(before=101.0) == 1  # the batch received at 100
+    assert {(g, seq) for g, seq, _ in store.device_summaries()} == {("gw1", 2), ("gw2", 1)}
+
+
+def test_device_summary_pack_round_trip_and_corruption():
+    from atlas.central.store.codec import CodecError, pack_devices, unpack_devices
+
+    devices = [DeviceSummary(f"dev-{i}", f"10.0.0.{i}", 1.5, 2.5, i, 10 * i,
+                             [float(i), -0.25, 1e6], schema_version=2) for i in range(50)]
+    assert unpack_devices(pack_devices(devices)) == devices
+    blob = pack_devices(devices)
+    for bad, message in ((b"X" + blob[1:], "not a device-summary pack"),
+                         (blob[:1] + b"\x09" + blob[2:], "version 9"),
+                         (blob[:40], "corrupt|truncated")):
+        with pytest.raises(CodecError, match=message):
+            unpack_devices(bad)
 
 
 def test_rules_queries(tmp_path):
