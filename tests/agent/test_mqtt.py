@@ -5,6 +5,7 @@ from __future__ import annotations
 import struct
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -39,7 +40,8 @@ from atlas.agent.decode.mqtt import (
     remaining_length,
     topic_hash,
 )
-from mqtt_segments import (
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # tests/agent/mqtt_segments.py (importlib mode)
+from mqtt_segments import (  # noqa: E402
     ack,
     connack,
     connect,

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import random
 import struct
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,7 +18,8 @@ from hypothesis import given, settings, strategies as st
 from atlas.agent.decode import MQTT_DTYPE, MQTT_OK, TCP_ACK, TCP_FIN, TCP_PSH, TCP_RST, TCP_SYN
 from atlas.agent.decode.mqtt import parse_message
 from atlas.agent.decode.streams import MqttStreams
-from mqtt_segments import (
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # tests/agent/mqtt_segments.py (importlib mode)
+from mqtt_segments import (  # noqa: E402
     DISCONNECT,
     PINGREQ,
     PINGRESP,

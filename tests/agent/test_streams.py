@@ -7,6 +7,7 @@ import collections
 import random
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -34,7 +35,8 @@ from atlas.agent.decode import (
 )
 from atlas.agent.decode.mqtt import parse_message, topic_hash
 from atlas.agent.decode.streams import MqttStreams, decode_vectorized
-from mqtt_segments import (
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # tests/agent/mqtt_segments.py (importlib mode)
+from mqtt_segments import (  # noqa: E402
     DISCONNECT as DISCONNECT_MSG,
     PINGREQ as PINGREQ_MSG,
     PINGRESP as PINGRESP_MSG,
