@@ -17,6 +17,7 @@ from atlas.agent.alerts import Incident, IncidentTracker
 from atlas.agent.capture import FrameBatch
 from atlas.agent.capture.pcapfile import read_capture
 from atlas.agent.config import AgentConfig
+from atlas.agent.decode.dissect import summary
 from atlas.agent.decode.packets import AddressBook, decode_packets
 from atlas.agent.decode.streams import MqttStreams
 from atlas.agent.detect import Detector
@@ -179,18 +180,12 @@ class AgentPipeline:
         if self._batch is None or self._packets is None or self._ticks % self.shedding.dissect_every:
             return []
         idx = np.flatnonzero(self._packets["src"] == key)[:EVIDENCE_SAMPLES]
-        return [dissect(self._batch, int(self._packets["frame"][j])) for j in idx]
+        ports = tuple(self.cfg.agent.mqtt_ports)
+        return [summary(self._batch, self._packets[j], self.book, ports) for j in idx]
 
     def _emit(self, inc: Incident) -> None:
         if self.on_incident is not None:
             self.on_incident(inc)
-
-
-def dissect(batch: FrameBatch, frame: int) -> str:
-    """One-line Scapy dissection of a frame, for evidence (slow: only for a few packets)."""
-    from atlas.agent.decode.dissect import summary
-
-    return summary(batch.frame(frame), batch.linktype)
 
 
 def _top_features(x: np.ndarray, k: int = 5) -> dict[str, float]:

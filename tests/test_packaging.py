@@ -51,3 +51,9 @@ def test_agent_package_does_not_import_the_hub_or_tensorflow():
 def test_version_and_help():
     r = subprocess.run([sys.executable, "-m", "atlas.agent.cli", "--version"], capture_output=True, text=True)
     assert r.returncode == 0 and r.stdout.startswith("atlas-agent ")
+
+
+def test_test_files_have_unique_basenames():
+    # pytest's default import mode puts each test folder on sys.path: equal basenames collide.
+    names = [p.name for p in (ROOT / "tests").rglob("test_*.py")]
+    assert sorted({n for n in names if names.count(n) > 1}) == []

@@ -17,12 +17,15 @@ import contextlib
 import ctypes
 import errno
 import fcntl
+import json
 import logging
 import mmap
 import os
 import select
 import socket
 import struct
+import subprocess
+import sys
 import time
 from typing import Iterator
 
@@ -99,27 +102,35 @@ def compile_bpf(expression: str | None, linktype: int, snaplen: int, *, drop_out
     prefix = _drop_outgoing_prefix() if drop_outgoing else []
     if not expression:
         return (_SockFilter * (len(prefix) + 1))(*prefix, _SockFilter(BPF_RET_K, 0, 0, snaplen))
-    try:
-        from scapy.arch.common import compile_filter
-        from scapy.error import Scapy_Exception
-    except ImportError as e:  # pragma: no cover - scapy is in the agent extra
-        raise RuntimeError(f"bpf filter {expression!r} needs Scapy with libpcap: {e}") from e
-    try:
-        prog = compile_filter(expression, linktype=linktype)
-    except (Scapy_Exception, ImportError, OSError) as e:
-        raise ValueError(f"bpf filter {expression!r}: {e}") from None
-    try:
-        insns = (_SockFilter * (len(prefix) + prog.bf_len))(*prefix)
-        for i in range(prog.bf_len):  # jumps are relative: the prefix does not move them
-            src = prog.bf_insns[i]
-            k = snaplen if src.code == BPF_RET_K and src.k else src.k
-            insns[len(prefix) + i] = _SockFilter(src.code, src.jt, src.jf, k)
-    finally:
-        with contextlib.suppress(Exception):
-            from scapy.arch.common import free_filter
-
-            free_filter(prog)
+    program = _libpcap_program(expression, linktype)
+    insns = (_SockFilter * (len(prefix) + len(program)))(*prefix)
+    for i, (code, jt, jf, k) in enumerate(program):  # jumps are relative: the prefix does not move them
+        insns[len(prefix) + i] = _SockFilter(code, jt, jf, snaplen if code == BPF_RET_K and k else k)
     return insns
+
+
+_COMPILE = """
+import json, sys
+from scapy.arch.common import compile_filter, free_filter
+prog = compile_filter(sys.argv[1], linktype=int(sys.argv[2]))
+print(json.dumps([[prog.bf_insns[i].code, prog.bf_insns[i].jt, prog.bf_insns[i].jf, prog.bf_insns[i].k] for i in range(prog.bf_len)]))
+free_filter(prog)
+"""
+
+
+def _libpcap_program(expression: str, linktype: int) -> list[tuple[int, int, int, int]]:
+    """Compile a filter with libpcap through Scapy, in a short-lived child process: importing
+    Scapy would cost the daemon about 40 MB of memory for its whole life, for a one-off."""
+    try:
+        r = subprocess.run([sys.executable, "-c", _COMPILE, expression, str(linktype)], capture_output=True, text=True, timeout=120)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        raise RuntimeError(f"bpf filter {expression!r}: cannot run the compiler: {e}") from None
+    if r.returncode != 0:
+        lines = r.stderr.strip().splitlines() or ["compiler failed"]
+        if "No module named" in r.stderr:
+            raise RuntimeError(f"bpf filter {expression!r} needs Scapy with libpcap: {lines[-1]}")
+        raise ValueError(f"bpf filter {expression!r}: {lines[-1]}")
+    return [tuple(insn) for insn in json.loads(r.stdout)]
 
 
 class LiveCapture:
