@@ -168,7 +168,12 @@ class SQLiteStore(Store):
                 self._db.execute("ROLLBACK")
                 raise
             self._depth = 0
-            self._db.execute("COMMIT")
+            try:
+                self._db.execute("COMMIT")
+            except sqlite3.Error:
+                if self._db.in_transaction:  # never leave a half-open transaction behind
+                    self._db.execute("ROLLBACK")
+                raise
 
     def _exec(self, sql: str, args: tuple | dict = ()) -> sqlite3.Cursor:
         with self._lock:
