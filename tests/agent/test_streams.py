@@ -602,7 +602,11 @@ def _scapy_whole_messages(pkt) -> list[int] | None:
 def test_mqttset_capture_decodes_consistently_with_scapy(path):
     """Frame by frame (the first 2500 frames): where Scapy dissects a frame into whole MQTT
     messages, we find the same messages in it."""
-    from atlas.agent.decode.dissect import dissect
+    from scapy.contrib.mqtt import MQTT  # noqa: F401  (binds MQTT to port 1883)
+    from scapy.layers.l2 import CookedLinux, Ether
+
+    def dissect(frame: bytes, linktype: int):
+        return (CookedLinux if linktype == 113 else Ether)(frame)
 
     _, st, per, _ = _decode_capture(path, per_frame_limit=2500)
     assert st.stats()["internal_errors"] == 0
