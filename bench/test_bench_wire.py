@@ -349,6 +349,7 @@ def pki(tmp_path_factory):
 
 
 @pytest.mark.slow
+@pytest.mark.noarm  # an x86 hub figure; under qemu it takes minutes and means nothing
 def test_hub_ingest_capacity(benchmark, tmp_path, pki):
     gateways = [f"gw-{i:02d}" for i in range(GATEWAYS)]
     results = []
@@ -374,6 +375,7 @@ def test_hub_ingest_capacity(benchmark, tmp_path, pki):
 
 
 @pytest.mark.slow
+@pytest.mark.noarm
 def test_hub_ingest_capacity_with_the_real_hub(benchmark, tmp_path, pki):
     """The same load into atlas.central.hub.Hub on SQLite: decode + store (devices upserted,
     batches recorded). Reported next to the wire-only figure; the store's share is the hub core's."""
