@@ -52,11 +52,6 @@ _M32 = 0xFFFFFFFF
 _CTRL = TCP_SYN | TCP_FIN | TCP_RST
 _FAST_TOPIC_MAX = 1024  # longer PUBLISH topics take the Python path
 _ROW_KEY_SHIFT = 24  # row order: (packet index << 24) + index of the row within the packet
-# Topic bytes the vectorized path leaves to the Python path: non-ASCII (UTF-8 validation),
-# U+0000 and wildcards (both malformed in a PUBLISH topic).
-_TOPIC_SLOW_BYTE = np.zeros(256, dtype=bool)
-_TOPIC_SLOW_BYTE[0x80:] = True
-_TOPIC_SLOW_BYTE[[0x00, ord("#"), ord("+")]] = True
 # First bytes a message can start with (type and fixed-header flags), before and in MQTT 5.
 _B0_OK = np.array([not fixed_header_error(b >> 4, b & 15, 4) and (b >> 4 != 3 or (b >> 1) & 3 != 3) for b in range(256)])
 _B0_OK_V5 = np.array([not fixed_header_error(b >> 4, b & 15, 5) and (b >> 4 != 3 or (b >> 1) & 3 != 3) for b in range(256)])
@@ -105,6 +100,13 @@ class _Flow:
 
     def held(self) -> int:
         return self.c2b.held() + self.b2c.held()
+
+
+class _Batch:
+    """The MQTT packets of one batch, per field, in direction-grouped order."""
+
+    def __init__(self, **cols: np.ndarray) -> None:
+        self.__dict__.update(cols)
 
 
 class _Out:
@@ -310,6 +312,7 @@ class MqttStreams:
         max_buffered: int = 64 * 1024 * 1024,
         idle_timeout: float = 900.0,
         max_clients: int = 65536,
+        fast_rounds: int = 4,
     ) -> None:
         for name, value in (("max_message", max_message), ("max_flows", max_flows), ("max_ooo_bytes", max_ooo_bytes),
                             ("max_ooo_segments", max_ooo_segments), ("max_buffered", max_buffered),
@@ -327,6 +330,12 @@ class MqttStreams:
         self.max_buffered = max_buffered
         self.idle_timeout = idle_timeout
         self.max_clients = max_clients
+        # Passes per batch in which a direction's fast path may resume after a packet that needed
+        # the reference path (a new connection: CONNECT, then vectorized again). 0: reference
+        # path only (tests, debugging).
+        if not isinstance(fast_rounds, int) or fast_rounds < 0:
+            raise ValueError(f"MqttStreams: fast_rounds must be an integer >= 0, got {fast_rounds!r}")
+        self.max_rounds = fast_rounds
         self._flows: dict[tuple[int, int, int, int], _Flow] = {}  # insertion order = LRU order
         self._holding: dict[tuple[int, int, int, int], _Flow] = {}  # flows with bytes buffered
         self._buffered = 0
@@ -362,7 +371,7 @@ class MqttStreams:
             for tb, half in ((1, flow.c2b), (0, flow.b2c)):
                 if half.ooo:
                     self._guarded(self._give_up_waiting, flow, half, tb, flow.last_ts)
-        return self._finish(np.zeros(1, dtype=np.uint8), out, np.zeros(0, dtype=MQTT_DTYPE), np.zeros(0, dtype=np.int64))
+        return self._finish(np.zeros(1, dtype=np.uint8), out, [], [])
 
     def client_id(self, client_key: int, client_port: int | None = None) -> str | None:
         """Client id of the connection from (client host key, client port); without a port, the
@@ -386,10 +395,10 @@ class MqttStreams:
 
     # ---- the batch -----------------------------------------------------------------------------
 
-    def _feed(self, batch: FrameBatch, packets: np.ndarray, out: _Out) -> tuple[np.ndarray, np.ndarray]:
-        empty = np.zeros(0, dtype=MQTT_DTYPE), np.zeros(0, dtype=np.int64)
+    def _feed(self, batch: FrameBatch, packets: np.ndarray, out: _Out) -> tuple[list[np.ndarray], list[np.ndarray]]:
+        """Fast rows (and their order keys) of the batch; the reference path fills `out`."""
         if not len(packets):
-            return empty
+            return [], []
         # Field by field: gathering whole structured rows is several times slower.
         sport, dport = packets["sport"], packets["dport"]
         s_mqtt, d_mqtt = np.isin(sport, self.ports), np.isin(dport, self.ports)
@@ -399,126 +408,188 @@ class MqttStreams:
                               & (((flags & _CTRL) != 0) | (packets["payload_wirelen"] > 0)))
         self._count["packets"] += len(cand)
         if not len(cand):
-            return empty
+            return [], []
         src, dst = packets["src"][cand], packets["dst"][cand]
         sp, dp = sport[cand].astype(np.int64), dport[cand].astype(np.int64)
-        ts = packets["ts"][cand]
-        fl = flags[cand]
-        seq = packets["seq"][cand].astype(np.int64)
-        off = packets["payload_off"][cand]
         nbuf = len(batch.buf)
-        clen = np.minimum(packets["payload_len"][cand].astype(np.int64), np.maximum(nbuf - off, 0))
-        wlen = np.maximum(packets["payload_wirelen"][cand].astype(np.int64), clen)
+        off = np.clip(packets["payload_off"][cand], 0, nbuf)
+        clen = np.minimum(packets["payload_len"][cand].astype(np.int64), nbuf - off)
         # The broker is the side on an MQTT port; if both are, the lower (host, port).
         dst_lower = (dst < src) | ((dst == src) & (dp < sp))
         tb = np.where(s_mqtt[cand] & d_mqtt[cand], dst_lower, d_mqtt[cand])
-
         order, gstart, gid = _group_directions(src, dst, sp, dp)
-        ng = len(gstart)
-        first = order[gstart]
-        g_last_ts = ts[order[np.append(gstart[1:], len(order)) - 1]]
-        g_flow, g_clean, g_nxt, g_level, g_fi = self._lookup_groups(src[first], dst[first], sp[first], dp[first], tb[first], g_last_ts)
+        # Everything per packet, in direction-grouped order (batch order inside a group).
+        cand = cand[order]
+        g = _Batch(
+            cand=cand, src=src[order], dst=dst[order], sp=sp[order], dp=dp[order], tb=tb[order], off=off[order],
+            clen=clen[order], ts=packets["ts"][cand], fl=flags[cand], seq=packets["seq"][cand].astype(np.int64),
+            wlen=np.maximum(packets["payload_wirelen"][cand].astype(np.int64), clen[order]), gid=gid[order],
+            npk=len(packets),
+        )
+        g.ctrl = (g.fl & _CTRL) != 0
+        g.b0 = batch.buf[np.minimum(g.off, nbuf - 1)] if nbuf else np.zeros(len(cand), np.uint8)
+        g.connect = g.tb & (g.clen > 0) & (g.b0 >> 4 == CONNECT)
+        g.flows = [None] * len(gstart)
+        fast_rows: list[np.ndarray] = []
+        fast_keys: list[np.ndarray] = []
+        pending, deferred = np.arange(len(cand)), []
+        # Rounds process the connections out of batch order (each in order): with more of them
+        # in the batch than the flow table can hold, that would evict and re-create flows.
+        rounds = self.max_rounds if len(gstart) <= self.max_flows // 2 else min(self.max_rounds, 1)
+        for rnd in range(rounds):
+            last = rnd == rounds - 1
+            pending = self._round(batch, out, g, pending, rnd, fast_rows, fast_keys, deferred, last)
+            if not len(pending):
+                break
+        deferred.append(pending)
+        rest = np.concatenate(deferred)
+        if len(rest):  # what is left goes through the reference path, in batch order
+            self._slow_positions(batch, out, g, rest)
+        if fast_rows:
+            # Read at the end: a CONNECT in this batch may have taught the client id.
+            ch = np.array([f.client_hash if f is not None else 0 for f in g.flows], dtype=np.uint64)
+            for rows in fast_rows:
+                rows["client_hash"] = ch[rows["client_hash"].astype(np.int64)]  # held the group id
+        return fast_rows, fast_keys
 
-        # Packets of this batch in direction-grouped order (batch order inside a group).
-        o_tb, o_fl, o_seq, o_off, o_clen, o_wlen = tb[order], fl[order], seq[order], off[order], clen[order], wlen[order]
-        o_gid = gid[order]
-        o_data = o_wlen > 0
-        o_ctrl = (o_fl & _CTRL) != 0
-        b0 = batch.buf[np.clip(o_off, 0, max(nbuf - 1, 0))] if nbuf else np.zeros(len(order), np.uint8)
-        # SYN/RST (a connection ends or starts) or a CONNECT (the protocol level may change) affect
-        # both directions: the whole connection takes the ordered Python path for this batch.
-        o_reset = (o_fl & (TCP_SYN | TCP_RST)) != 0
-        o_connect = o_tb & (o_clen > 0) & (b0 >> 4 == CONNECT)
-        force = np.bincount(o_gid, weights=o_reset | o_connect, minlength=ng) > 0
-        if force.any():
-            g_clean &= ~np.isin(g_fi, g_fi[force & (g_fi >= 0)])
+    def _round(self, batch: FrameBatch, out: _Out, g: "_Batch", pos: np.ndarray, rnd: int,
+               fast_rows: list[np.ndarray], fast_keys: list[np.ndarray], deferred: list[np.ndarray],
+               last: bool) -> np.ndarray:
+        """One pass over the packets still to do (`pos`: positions in grouped order, each group a
+        suffix of itself): per direction, the run of whole messages that continue a clean stream
+        is decoded vectorized; the packet that ends the run goes through the reference path.
+        Returns the positions still to do; appends to `deferred` those left to the end."""
+        gid = g.gid[pos]
+        first = np.flatnonzero(np.r_[True, gid[1:] != gid[:-1]])  # first pending packet per group
+        flows, clean, nxt, level, fidx, tls = self._lookup_groups(g, pos[first], gid[first], rnd)
+        n = len(pos)
+        local = np.repeat(np.arange(len(first)), np.diff(np.r_[first, n]))
+        ctrl = g.ctrl[pos]
+        # Over TLS there is nothing to decode: only SYN/FIN/RST still matter.
+        drop = tls[local] & ~ctrl
+        if rnd == 0:
+            # A SYN on a connection we already track (its four-tuple reused by a new connection)
+            # changes what both directions mean: such connections take the ordered path at the end.
+            syn = np.bincount(local, weights=(g.fl[pos] & TCP_SYN) != 0, minlength=len(first)) > 0
+            reused = np.unique(fidx[syn & (fidx >= 0)])
+            if len(reused):
+                late = np.isin(fidx, reused)[local] & ~drop
+                deferred.append(pos[late])
+                drop |= late
+        if drop.any():
+            keep = ~drop
+            pos, local, ctrl = pos[keep], local[keep], ctrl[keep]
+            n = len(pos)
+            if not n:
+                return pos
+            new_first = np.flatnonzero(np.r_[True, local[1:] != local[:-1]])
+            sel = local[new_first]
+            flows = [flows[i] for i in sel.tolist()]
+            clean, nxt, level, fidx = clean[sel], nxt[sel], level[sel], fidx[sel]
+            first = new_first
+            local = np.repeat(np.arange(len(first)), np.diff(np.r_[first, n]))
+        # A CONNECT still to come may change the protocol level: the other direction waits.
+        has_connect = np.bincount(local, weights=g.connect[pos], minlength=len(first)) > 0
+        if has_connect.any():
+            clean &= ~(np.isin(fidx, fidx[has_connect & (fidx >= 0)]) & ~has_connect)
 
-        # Vectorized decode of the segments that may be one whole message of a clean stream.
-        try_o = np.flatnonzero(o_data & ~o_ctrl & (o_clen == o_wlen) & g_clean[o_gid])
-        ok = np.zeros(len(order), dtype=bool)
-        cols, ok_try = decode_vectorized(batch.buf, o_off[try_o], o_clen[try_o], g_level[o_gid[try_o]], o_tb[try_o])
-        ok[try_o] = ok_try
-        # In order: the first packet of a group continues the stream, each next one its predecessor.
-        expect = np.empty(len(order), dtype=np.int64)
-        expect[1:] = (o_seq[:-1] + o_wlen[:-1]) & _M32
-        expect[gstart] = g_nxt
-        good = ok & (o_seq == expect)
-        bad_run = np.cumsum(~good)
-        bad_before_group = np.where(gstart > 0, bad_run[np.maximum(gstart - 1, 0)], 0)
-        fast_o = (bad_run - bad_before_group[o_gid]) == 0  # good and every earlier packet in its group good
+        seq, wlen, clen = g.seq[pos], g.wlen[pos], g.clen[pos]
+        try_i = np.flatnonzero((wlen > 0) & (clen == wlen) & ~ctrl & clean[local])
+        ok = np.zeros(n, dtype=bool)
+        cols, ok_try = decode_vectorized(batch.buf, g.off[pos[try_i]], clen[try_i], level[local[try_i]], g.tb[pos[try_i]])
+        ok[try_i] = ok_try
+        expect = np.empty(n, dtype=np.int64)
+        expect[1:] = (seq[:-1] + wlen[:-1]) & _M32
+        expect[first] = nxt
+        bad_run = np.cumsum(~(ok & (seq == expect)))
+        before = np.where(first > 0, bad_run[np.maximum(first - 1, 0)], 0)
+        fast = (bad_run - before[local]) == 0  # a prefix of each group
 
-        # Directions with fast packets: the stream is now past their last one.
-        n_fast = np.bincount(o_gid[fast_o], minlength=ng)  # fast packets are a prefix of their group
-        for g in np.flatnonzero(n_fast).tolist():
-            j = gstart[g] + n_fast[g] - 1
-            flow = g_flow[g]
-            half = flow.c2b if o_tb[j] else flow.b2c
-            half.nxt = int((o_seq[j] + o_wlen[j]) & _M32)
-
-        fast = np.zeros(len(cand), dtype=bool)
-        fast[order] = fast_o
-        fi = np.flatnonzero(fast)  # batch order
-        # Where each fast packet's columns are: its position in `order`, then in `try_o`.
-        pos_o = np.empty(len(cand), dtype=np.int64)
-        pos_o[order] = np.arange(len(cand))
-        pos_try = np.empty(len(order), dtype=np.int64)
-        pos_try[try_o] = np.arange(len(try_o))
-        at = pos_try[pos_o[fi]]
-        fast_rows = np.zeros(len(fi), dtype=MQTT_DTYPE)
-        for name in VECTOR_FIELDS:
-            fast_rows[name] = cols[name][at]
-        fast_rows["ts"] = ts[fi]
-        ftb = tb[fi]
-        fast_rows["client"] = np.where(ftb, src[fi], dst[fi])
-        fast_rows["broker"] = np.where(ftb, dst[fi], src[fi])
-        fast_rows["client_port"] = np.where(ftb, sp[fi], dp[fi])
-        fast_rows["to_broker"] = ftb
-        self._count["fast_path"] += len(fi)
-        self._count["segments"] += len(fi)
-
-        # Everything else, in batch order: the reference path.
-        si = np.flatnonzero(~fast)  # data, or SYN/FIN/RST (skipped there if no flow)
-        self._count["slow_path"] += len(si)
-        if len(si):
-            self._slow(batch, out, *(a[si] for a in (cand, ts, src, dst, sp, dp, tb, fl, seq, off, clen, wlen)))
+        n_fast = np.bincount(local[fast], minlength=len(first))
+        for i in np.flatnonzero(n_fast).tolist():
+            j = first[i] + n_fast[i] - 1
+            flow = flows[i]
+            half = flow.c2b if g.tb[pos[j]] else flow.b2c
+            half.nxt = int((seq[j] + wlen[j]) & _M32)
+        fi = np.flatnonzero(fast)
         if len(fi):
-            # Read after the slow path: a CONNECT in this batch may have taught the client id.
-            ch = np.array([f.client_hash if f is not None else 0 for f in g_flow], dtype=np.uint64)
-            fast_rows["client_hash"] = ch[gid[fi]]
-        return fast_rows, cand[fi].astype(np.int64) << _ROW_KEY_SHIFT
+            # Rows in batch order (a scatter over packet indices is cheaper than a sort).
+            mark = np.zeros(g.npk, dtype=bool)
+            mark[g.cand[pos[fi]]] = True
+            back = np.empty(g.npk, dtype=np.int64)
+            back[g.cand[pos[fi]]] = fi
+            fi = back[np.flatnonzero(mark)]
+            at = np.empty(n, dtype=np.int64)
+            at[try_i] = np.arange(len(try_i))
+            at = at[fi]
+            p = pos[fi]
+            rows = np.zeros(len(fi), dtype=MQTT_DTYPE)
+            for name in VECTOR_FIELDS:
+                rows[name] = cols[name][at]
+            ftb = g.tb[p]
+            rows["ts"] = g.ts[p]
+            rows["client"] = np.where(ftb, g.src[p], g.dst[p])
+            rows["broker"] = np.where(ftb, g.dst[p], g.src[p])
+            rows["client_port"] = np.where(ftb, g.sp[p], g.dp[p])
+            rows["to_broker"] = ftb
+            rows["client_hash"] = g.gid[p]  # the group, until the client ids are final
+            fast_rows.append(rows)
+            fast_keys.append(g.cand[p].astype(np.int64) << _ROW_KEY_SHIFT)
+            self._count["fast_path"] += len(fi)
+            self._count["segments"] += len(fi)
+        # The packet that ends each run: the reference path, in batch order (after the last
+        # round, with everything else left).
+        if not last:
+            stop = first + n_fast
+            stops = stop[stop < np.r_[first[1:], n]]
+            if len(stops):
+                self._slow_positions(batch, out, g, pos[stops])
+            fast[stops] = True
+        return pos[~fast]
 
-    def _lookup_groups(self, gsrc, gdst, gsp, gdp, gtb, gts):
-        """Per direction of the batch: its connection, whether it may take the fast path, the
-        sequence number expected next, the protocol level and a per-batch connection index."""
-        flows = self._flows
-        ng = len(gsrc)
-        g_flow: list[_Flow | None] = [None] * ng
+    def _slow_positions(self, batch: FrameBatch, out: _Out, g: "_Batch", pos: np.ndarray) -> None:
+        """The reference path for these packets (grouped positions), in batch order."""
+        pos = pos[np.argsort(g.cand[pos], kind="stable")]
+        self._count["slow_path"] += len(pos)
+        self._slow(batch, out, g.cand[pos], g.ts[pos], g.src[pos], g.dst[pos], g.sp[pos], g.dp[pos], g.tb[pos],
+                   g.fl[pos], g.seq[pos], g.off[pos], g.clen[pos], g.wlen[pos])
+
+    def _lookup_groups(self, g: "_Batch", firsts: np.ndarray, groups: np.ndarray, rnd: int):
+        """Per direction still to do: its connection, whether its stream is clean (nothing
+        pending), the sequence number expected next, the protocol level, a per-call connection
+        index (-1 without a connection) and whether the connection is TLS."""
+        flows_table = self._flows
+        ng = len(firsts)
+        flows: list[_Flow | None] = [None] * ng
         clean = np.zeros(ng, dtype=bool)
+        tls = np.zeros(ng, dtype=bool)
         nxt = np.full(ng, -1, dtype=np.int64)
         level = np.full(ng, 4, dtype=np.uint8)
         fidx = np.full(ng, -1, dtype=np.int64)
         seen: dict[int, int] = {}
-        cols = zip(gsrc.tolist(), gdst.tolist(), gsp.tolist(), gdp.tolist(), gtb.tolist(), gts.tolist())
-        for g, (s, d, a, b, t, ts) in enumerate(cols):
+        cols = zip(g.src[firsts].tolist(), g.dst[firsts].tolist(), g.sp[firsts].tolist(), g.dp[firsts].tolist(),
+                   g.tb[firsts].tolist(), groups.tolist(), g.ts[firsts].tolist())
+        for i, (s, d, a, b, t, grp, ts) in enumerate(cols):
             key = (s, d, a, b) if t else (d, s, b, a)
-            flow = flows.get(key)
+            flow = flows_table.get(key)
             if flow is None:
                 continue
-            flows[key] = flows.pop(key)  # most recently used last
-            flow.last_ts = max(flow.last_ts, ts)
-            g_flow[g] = flow
+            if rnd == 0:
+                flows_table[key] = flows_table.pop(key)  # most recently used last
+                flow.last_ts = max(flow.last_ts, ts)
+            flows[i] = flow
+            g.flows[grp] = flow
             half = flow.c2b if t else flow.b2c
-            clean[g] = half.clean() and not flow.tls
-            nxt[g] = half.nxt
-            level[g] = flow.level
-            fidx[g] = seen.setdefault(id(flow), len(seen))
-        return g_flow, clean, nxt, level, fidx
-
-    # ---- the reference path: one segment at a time -------------------------------------------
+            clean[i] = half.clean()
+            tls[i] = flow.tls
+            nxt[i] = half.nxt
+            level[i] = flow.level
+            fidx[i] = seen.setdefault(id(flow), len(seen))
+        return flows, clean, nxt, level, fidx, tls
 
     def _slow(self, batch: FrameBatch, out: _Out, idx, ts, src, dst, sp, dp, tb, fl, seq, off, clen, wlen) -> None:
         mv = memoryview(batch.buf)
-        flows = self._flows
+        flows, count, segment = self._flows, self._count, self._segment
         cols = (a.tolist() for a in (idx, ts, src, dst, sp, dp, tb, fl, seq, off, clen, wlen))
         for i, t, s, d, a, b, to_b, f, q, o, c, w in zip(*cols):
             out.cur, out.sub = i, 0
@@ -528,22 +599,45 @@ class MqttStreams:
                 if not w:
                     continue  # SYN/FIN/RST of a connection we hold nothing for
                 flow = self._new_flow(key, t)
-            flow.last_ts = max(flow.last_ts, t)
-            self._count["segments"] += 1 if w else 0
-            self._guarded(self._segment, flow, to_b, t, f, q, mv, o, c, w)
-            if self._buffered > self.max_buffered:
-                self._shed(t)
+            if t > flow.last_ts:
+                flow.last_ts = t
+            if w:
+                count["segments"] += 1
+                # The common case once more, without the general machinery: one whole message
+                # (not a CONNECT) continuing a clean stream: framed here, decoded vectorized.
+                half = flow.c2b if to_b else flow.b2c
+                if c == w and q == half.nxt and not f & _CTRL and half.clean() and not flow.tls and c >= 2:
+                    b1 = mv[o + 1]
+                    if b1 < 0x80 and 2 + b1 == c and mv[o] >> 4 != CONNECT:
+                        first = len(out.v_off)
+                        out.v_off.append(o)
+                        out.v_len.append(c)
+                        out.close_run(first, (t, key[0], key[1], key[2], to_b, flow.client_hash), flow.level)
+                        half.nxt = (q + w) & _M32
+                        continue
+            try:
+                flow = segment(flow, to_b, t, f, q, mv, o, c, w)
+            except Exception:  # noqa: BLE001 - a bug costs this flow's state, never the daemon
+                self._internal_error(flow)
+            c2b, b2c = flow.c2b, flow.b2c
+            if flow.accounted or c2b.buf or b2c.buf or c2b.ooo or b2c.ooo:
+                self._sync(flow)
+                if self._buffered > self.max_buffered:
+                    self._shed(t)
 
     def _guarded(self, step, flow: _Flow, *args) -> None:
         """Run one step on a flow; a bug must cost that flow's state, never the daemon."""
         try:
             flow = step(flow, *args) or flow
         except Exception:  # noqa: BLE001 - counted and logged; the fuzz tests require zero
-            self._count["internal_errors"] += 1
-            if self._count["internal_errors"] <= 10:
-                log.exception("MQTT stream decoder failed on connection %s; its state is dropped", flow.key)
-            self._close(flow, None)
+            self._internal_error(flow)
         self._sync(flow)
+
+    def _internal_error(self, flow: _Flow) -> None:
+        self._count["internal_errors"] += 1
+        if self._count["internal_errors"] <= 10:
+            log.exception("MQTT stream decoder failed on connection %s; its state is dropped", flow.key)
+        self._close(flow, None)
 
     def _segment(self, flow: _Flow, tb: int, ts: float, fl: int, seq: int, src, off: int, clen: int, wlen: int) -> _Flow:
         half = flow.c2b if tb else flow.b2c
@@ -827,9 +921,9 @@ class MqttStreams:
                     self._learn_client(flow, msg.client_id)
         self._emit(flow, tb, ts, msg)
 
-    def _finish(self, buf: np.ndarray, out: _Out, fast_rows: np.ndarray, fast_keys: np.ndarray) -> np.ndarray:
+    def _finish(self, buf: np.ndarray, out: _Out, fast_rows: list[np.ndarray], fast_keys: list[np.ndarray]) -> np.ndarray:
         """Merge the fast rows, the vectorized rows of the slow path and the Python rows, in order."""
-        parts, keys = [fast_rows], [fast_keys]
+        parts, keys = list(fast_rows), list(fast_keys)
         if out.v_off:
             start = np.array(out.v_off, dtype=np.int64)
             length = np.array(out.v_len, dtype=np.int64)
@@ -863,9 +957,9 @@ class MqttStreams:
             keys.append(np.array(out.py_keys, dtype=np.int64))
         nonempty = [i for i, part in enumerate(parts) if len(part)]
         if not nonempty:
-            return fast_rows
-        if nonempty == [0]:
-            rows = fast_rows  # already in packet order
+            return np.zeros(0, dtype=MQTT_DTYPE)
+        if len(nonempty) == 1 and nonempty[0] < len(fast_rows):
+            rows = parts[nonempty[0]]  # one round of fast rows: already in packet order
         else:
             merged = np.concatenate([parts[i] for i in nonempty])
             perm = np.argsort(np.concatenate([keys[i] for i in nonempty]), kind="stable")

@@ -170,13 +170,15 @@ def _interleave(conns: list[Conn], seed: int) -> list[Segment]:
 @pytest.mark.parametrize("level", [4, 5])
 def test_fast_path_equals_reference_path(level):
     segs = _interleave(_mixed_conns(level), seed=level)
-    reference, st_ref = feed_all(segs)  # one batch: every connection starts in it -> reference path
-    # Small batches after the connections started: most segments take the fast path.
-    fast, st_fast = feed_all(segs, sizes=[40] + [7] * 200)
-    assert st_fast.stats()["fast_path"] > len(segs) // 3
+    reference, st_ref = feed_all(segs, fast_rounds=0)  # the reference path only
     assert st_ref.stats()["fast_path"] == 0
-    assert content(fast) == content(reference)
     assert (reference["error"] == MQTT_OK).all()
+    # One batch (the fast path resumes after each connection's CONNECT), small batches, and
+    # a single round per batch.
+    for sizes, rounds in ((None, 4), ([40] + [7] * 200, 4), ([3] * 300, 1), ([25] * 30, 2)):
+        fast, st_fast = feed_all(segs, sizes=sizes, fast_rounds=rounds)
+        assert st_fast.stats()["fast_path"] > len(segs) // 3, (sizes, rounds)
+        assert content(fast) == content(reference), (sizes, rounds)
 
 
 @pytest.mark.parametrize("per_segment", [2, 3, 17])
