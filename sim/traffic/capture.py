@@ -127,7 +127,7 @@ def generate_capture(
     n = _write(wire, seg, out_pcap)
     src = _src_ip(wire, seg)
     steps = [_truth(plan, seg, src, i + 1, gateway) for i, plan in enumerate(planned)]
-    events = [_event_truth(ev, seg, owner) for ev, owner in benign.events]
+    events = [_event_truth(ev, seg, owner, t1) for ev, owner in benign.events]
     return GroundTruth(steps, events, inv, seed, t0 / NS, t1 / NS, n, str(out_pcap))
 
 
@@ -154,10 +154,15 @@ def _truth(plan, seg: Segments, src: np.ndarray, owner: int, gateway: str) -> At
     )
 
 
-def _event_truth(ev: BenignEvent, seg: Segments, owner: int) -> BenignEvent:
+def _event_truth(ev: BenignEvent, seg: Segments, owner: int, t1: int) -> BenignEvent:
+    """firmware_update: its first/last packet; power_cut: from the cut to the last packet of
+    the reconnect storm; rush_hour: the period (within the capture)."""
     mine = seg.owner == owner
+    if mine.any() and ev.kind == "firmware_update":
+        ev.start = seg.ts[mine].min() / NS
     if mine.any() and ev.kind != "rush_hour":
-        ev.start, ev.end = seg.ts[mine].min() / NS, seg.ts[mine].max() / NS
+        ev.end = seg.ts[mine].max() / NS
+    ev.end = min(ev.end, t1 / NS)
     ev.packets = int(mine.sum())
     return ev
 

@@ -87,7 +87,12 @@ def ping_times(conn: np.ndarray, sent: np.ndarray, last_before: np.ndarray, end:
     n_p = np.maximum(0, (b - a - 1) // ka)
     rep = np.repeat(np.arange(a.shape[0]), n_p)
     k = np.arange(rep.shape[0]) - np.repeat(offsets_of(n_p), n_p) + 1
-    # Client loops check their timers a little late (tens of milliseconds).
-    t = a[rep] + k * ka[rep] + rng.integers(0, 50_000_000, rep.shape[0])
+    # Client loops check their timers a little late (up to 50 ms), and each ping restarts the
+    # timer: the lateness accumulates along a silent gap.
+    late = rng.integers(0, 50_000_000, rep.shape[0])
+    cum = np.cumsum(late)
+    starts = offsets_of(n_p)
+    cum -= np.repeat(cum[starts[n_p > 0]] - late[starts[n_p > 0]], n_p[n_p > 0])
+    t = a[rep] + k * ka[rep] + cum
     ok = t < b[rep]
     return c[rep][ok], t[ok]

@@ -264,7 +264,6 @@ class Wire:
         n = s["ts"].shape[0]
         conn, dirs, ts = s["conn"], s["dir"], s["ts"]
         is_data = (s["plen"] > 0) & ~s["noack"]
-        idx = np.arange(n)
         emit_parts = []
         for d in (0, 1):
             data_i = np.flatnonzero(is_data & (dirs == d))
@@ -272,12 +271,15 @@ class Wire:
                 continue
             opp = np.flatnonzero(dirs == 1 - d)
             same = data_i
-            j = np.searchsorted(opp, data_i, side="right")
+            # The receiver's first segment that can carry the ACK: sent after the data reached
+            # it (its round trip after the data passed the capture point).
+            t_reach = ts[data_i] + self._receiver_lag(conn[data_i], np.full(data_i.size, 1 - d))
             t_opp = np.full(data_i.size, np.iinfo(np.int64).max)
-            ok = j < opp.size
-            jj = opp[np.minimum(j, max(opp.size - 1, 0))] if opp.size else np.zeros(data_i.size, dtype=np.int64)
-            ok &= (conn[jj] == conn[data_i]) if opp.size else False
-            t_opp[ok] = ts[jj[ok]]
+            if opp.size:
+                j = last_at_or_before(conn[opp], ts[opp], conn[data_i], t_reach - 1) + 1
+                jm = np.minimum(j, opp.size - 1)
+                ok = (j < opp.size) & (conn[opp[jm]] == conn[data_i])
+                t_opp[ok] = ts[opp[jm[ok]]]
             k = np.searchsorted(same, data_i, side="right")
             t_next = np.full(data_i.size, np.iinfo(np.int64).max)
             ok2 = k < same.size

@@ -1,0 +1,169 @@
+"""`atlas-sim`: generate traffic with attacks and ground truth.
+
+    atlas-sim generate --devices 200 --duration 600 --seed 1 --out out/g1 \\
+        --attack mqtt_flood@120:30,rate=3000 --attack port_scan --lookalike power_cut@300
+    atlas-sim profiles            # validate the device profiles and list them
+    atlas-sim attacks             # attack and look-alike kinds with their parameters
+    atlas-sim city ...            # the whole city (issue 3): not yet
+
+An attack or look-alike is KIND[@START[:DURATION]][,key=value...]: START and DURATION in
+seconds after the capture starts (omitted: chosen by the seed), key=value override the kind's
+parameters (numbers, true/false, or text).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+
+def parse_event(text: str) -> tuple[str, float | None, float | None, dict[str, Any]]:
+    """'kind@start:duration,key=value,...' -> (kind, start, duration, params)."""
+    head, *pairs = text.split(",")
+    kind, _, when = head.partition("@")
+    start = duration = None
+    if when:
+        s, _, d = when.partition(":")
+        try:
+            start = float(s) if s else None
+            duration = float(d) if d else None
+        except ValueError:
+            raise ValueError(f"{text!r}: START and DURATION must be seconds, like {kind}@60:30") from None
+    params: dict[str, Any] = {}
+    for pair in pairs:
+        key, eq, value = pair.partition("=")
+        if not eq or not key:
+            raise ValueError(f"{text!r}: parameter {pair!r} must be key=value")
+        params[key.strip()] = _value(value.strip())
+    return kind.strip(), start, duration, params
+
+
+def _value(v: str) -> Any:
+    if v in ("true", "false"):
+        return v == "true"
+    for conv in (int, float):
+        try:
+            return conv(v)
+        except ValueError:
+            pass
+    return v
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    """Arguments shared by `generate` and (later) `city`."""
+    p.add_argument("--devices", type=int, required=True, help="devices behind the gateway (city: in the whole city)")
+    p.add_argument("--duration", type=float, required=True, help="seconds of traffic")
+    p.add_argument("--seed", type=int, required=True, help="same seed and arguments: byte-identical output")
+    p.add_argument("--out", type=Path, required=True, help="output folder")
+    p.add_argument("--start-time", type=float, default=None, help="epoch seconds of the first packet's window (default 2026-01-01 08:00 UTC)")
+    p.add_argument("--profiles", type=Path, default=None, help="folder of device profiles (default: the packaged ones)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="atlas-sim", description="ATLAS simulator: traffic, attacks, ground truth")
+    sub = p.add_subparsers(dest="cmd", required=True)
+
+    g = sub.add_parser("generate", help="one gateway's capture with attacks and ground truth")
+    _common(g)
+    g.add_argument("--attack", action="append", default=[], metavar="KIND[@START[:DURATION]][,k=v]",
+                   help="an attack step (repeatable); kinds: see `atlas-sim attacks`")
+    g.add_argument("--lookalike", action="append", default=[], metavar="KIND[@START[:DURATION]][,k=v]",
+                   help="a benign look-alike (repeatable): firmware_update, rush_hour, power_cut")
+    g.add_argument("--broker", default="10.20.0.1", help="the gateway's broker address")
+    g.add_argument("--subnet", default="10.20.0.0/16", help="the gateway's device subnet")
+    g.add_argument("--gateway", default="gw-d01", help="gateway name in the ground truth")
+    g.add_argument("--district", default="d01", help="district name in topics and client ids")
+    g.add_argument("--boot", action="store_true", help="devices connect inside the capture instead of before it")
+    g.add_argument("--no-backends", action="store_true", help="no domain back-ends (halves the packets)")
+
+    c = sub.add_parser("city", help="the whole city (issue 3): not implemented yet")
+    _common(c)
+    c.add_argument("--gateways", type=int, default=50)
+
+    pr = sub.add_parser("profiles", help="validate the device profiles and list them")
+    pr.add_argument("--dir", type=Path, default=None)
+    pr.add_argument("--json", action="store_true")
+
+    sub.add_parser("attacks", help="attack and look-alike kinds with their default parameters")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return {"generate": _generate, "city": _city, "profiles": _profiles, "attacks": _attacks}[args.cmd](args)
+    except (ValueError, OSError) as e:
+        print(f"atlas-sim {args.cmd}: {e}", file=sys.stderr)
+        return 2
+
+
+def _generate(args) -> int:
+    from atlas.sim.attacks import AttackSpec
+    from atlas.sim.traffic import DEFAULT_START, BenignOptions, LookalikeSpec, generate_capture
+
+    attacks = []
+    for text in args.attack:
+        kind, start, dur, params = parse_event(text)
+        attacks.append(AttackSpec(kind, start=start, duration=dur, params=params))
+    looks = []
+    for text in args.lookalike:
+        kind, start, dur, params = parse_event(text)
+        looks.append(LookalikeSpec(kind, start=start, duration=dur, params=params))
+    args.out.mkdir(parents=True, exist_ok=True)
+    pcap = args.out / "capture.pcap"
+    t = time.perf_counter()
+    gt = generate_capture(
+        pcap, devices=args.devices, duration=args.duration, attacks=attacks, seed=args.seed,
+        start_time=DEFAULT_START if args.start_time is None else args.start_time, broker=args.broker, subnet=args.subnet,
+        gateway=args.gateway, district=args.district, lookalikes=looks, profiles_dir=args.profiles,
+        options=BenignOptions(preroll=not args.boot, backends=not args.no_backends),
+    )
+    gt.write(args.out)
+    dt = time.perf_counter() - t
+    print(f"{pcap}: {gt.packets} packets, {args.devices} devices, {args.duration:g} s, {len(gt.steps)} attack steps, "
+          f"{len(gt.benign_events)} look-alikes ({dt:.1f} s, {gt.packets / max(dt, 1e-9):,.0f} packets/s)")
+    for s in gt.steps:
+        print(f"  {s.kind:16s} {s.attacker:15s} {s.start - gt.start:8.1f} .. {s.end - gt.start:8.1f} s  {s.attacker_packets} packets sent")
+    for e in gt.benign_events:
+        print(f"  (benign) {e.kind:16s} {e.start - gt.start:8.1f} .. {e.end - gt.start:8.1f} s  {len(e.hosts)} hosts")
+    return 0
+
+
+def _city(args) -> int:
+    print("atlas-sim city: not implemented yet (issue 3); `atlas-sim generate` makes one gateway's capture", file=sys.stderr)
+    return 2
+
+
+def _profiles(args) -> int:
+    from atlas.firmware_profiles import load_device_profiles
+
+    profiles = load_device_profiles(args.dir)
+    if args.json:
+        from dataclasses import asdict
+
+        print(json.dumps({k: asdict(v) for k, v in profiles.items()}, indent=1, default=str))
+        return 0
+    for name, p in profiles.items():
+        rate = sum(t.rate for t in p.mqtt.topics if t.direction == "publish")
+        print(f"{name:26s} {p.domain:15s} {p.criticality:12s} {rate * 60:7.2f} msg/min  "
+              f"ok: {','.join(p.responses.acceptable)}  with fallback: {','.join(p.responses.needs_fallback) or '-'}")
+    print(f"{len(profiles)} profiles valid")
+    return 0
+
+
+def _attacks(args) -> int:
+    from atlas.sim.attacks import ATTACKS
+    from atlas.sim.traffic.lookalikes import DEFAULTS
+
+    for kind, a in sorted(ATTACKS.items()):
+        print(f"{kind:16s} duration {a.duration:g} s  " + " ".join(f"{k}={v}" for k, v in a.defaults.items()))
+    for kind, d in sorted(DEFAULTS.items()):
+        print(f"(benign) {kind:16s} " + " ".join(f"{k}={v}" for k, v in d.items()))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
