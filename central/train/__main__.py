@@ -18,7 +18,7 @@ import numpy as np
 from atlas.agent.alerts import KNOWN_KINDS
 from atlas.agent.detect import BENIGN
 from atlas.central.train.corpus import generate
-from atlas.central.train.dataset import LabeledCapture, Rows, capture_rows, mqttset_captures
+from atlas.central.train.dataset import FIELDS, LabeledCapture, Rows, capture_rows, mqttset_captures
 from atlas.central.train.evaluate import evaluate_capture, summarize
 from atlas.central.train.fit import fit, write_models
 from atlas.central.train.modelcard import write_model_card
@@ -93,9 +93,7 @@ def zero_day(train: Rows, test_caps: list[LabeledCapture], mqttset: list[Labeled
 
 def _only(cap: LabeledCapture, kind: str) -> LabeledCapture:
     """The capture with only `kind` attacks scored (other attackers are not counted as benign)."""
-    keep = [a for a in cap.attacks if a.kind == kind]
-    c = LabeledCapture(cap.path, cap.source, keep)
-    return c
+    return LabeledCapture(cap.path, cap.source, [a for a in cap.attacks if a.kind == kind], cap.lookalikes)
 
 
 def cached_rows(cap: LabeledCapture, work: Path) -> Rows:
@@ -105,11 +103,11 @@ def cached_rows(cap: LabeledCapture, work: Path) -> Rows:
     stamp = cap.path.stat().st_mtime
     if cache.exists():
         z = np.load(cache, allow_pickle=True)
-        if float(z["stamp"]) == stamp:
-            return Rows(z["X"], z["y"], z["device"], z["t"], z["source"])
+        if float(z["stamp"]) == stamp and all(f in z for f in FIELDS):
+            return Rows(*(z[f] for f in FIELDS))
     rows = capture_rows(cap)
     cache.parent.mkdir(parents=True, exist_ok=True)
-    np.savez(cache, X=rows.X, y=rows.y, device=rows.device, t=rows.t, source=rows.source, stamp=stamp)
+    np.savez(cache, stamp=stamp, **{f: getattr(rows, f) for f in FIELDS})
     return rows
 
 

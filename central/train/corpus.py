@@ -7,6 +7,7 @@ use disjoint seeds, so they share no device, address, timing or attack parameter
 """
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -75,4 +76,5 @@ def generate(work: Path, seed: int, *, devices: int = 40, duration: float = 900.
     labels = [
         AttackLabel(addr, s.kind, s.start, s.end) for s in read_ground_truth(truth) for addr in (s.attackers or [s.attacker])
     ]
-    return LabeledCapture(pcap, f"generated/seed-{seed}", labels)
+    events = [json.loads(line) for line in (out / "benign_events.jsonl").read_text().splitlines() if line.strip()]
+    return LabeledCapture(pcap, f"generated/seed-{seed}", labels, [(e["start"], e["end"]) for e in events])

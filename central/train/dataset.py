@@ -36,6 +36,7 @@ class LabeledCapture:
     path: Path
     source: str  # e.g. "generated/seed-3", "mqttset/flood": the split unit
     attacks: list[AttackLabel] = field(default_factory=list)
+    lookalikes: list[tuple[float, float]] = field(default_factory=list)  # benign events (start, end)
 
 
 @dataclass
@@ -45,19 +46,23 @@ class Rows:
     device: np.ndarray  # object: address
     t: np.ndarray  # float64 tick end
     source: np.ndarray  # object: the capture's source
+    hard: np.ndarray  # bool: benign rows during a benign look-alike (hard negatives)
 
     @staticmethod
     def concat(parts: list["Rows"]) -> "Rows":
         if not parts:
             e = np.zeros(0, dtype=object)
-            return Rows(np.zeros((0, N_FEATURES), np.float32), e, e, np.zeros(0), e)
-        return Rows(*(np.concatenate([getattr(p, f) for p in parts]) for f in ("X", "y", "device", "t", "source")))
+            return Rows(np.zeros((0, N_FEATURES), np.float32), e, e, np.zeros(0), e, np.zeros(0, dtype=bool))
+        return Rows(*(np.concatenate([getattr(p, f) for p in parts]) for f in FIELDS))
 
     def __len__(self) -> int:
         return len(self.y)
 
     def take(self, mask: np.ndarray) -> "Rows":
-        return Rows(self.X[mask], self.y[mask], self.device[mask], self.t[mask], self.source[mask])
+        return Rows(*(getattr(self, f)[mask] for f in FIELDS))
+
+
+FIELDS = ("X", "y", "device", "t", "source", "hard")
 
 
 def capture_rows(cap: LabeledCapture, cfg: AgentConfig | None = None) -> Rows:
@@ -80,7 +85,10 @@ def capture_rows(cap: LabeledCapture, cfg: AgentConfig | None = None) -> Rows:
         during = mine & (times >= a.start) & (times <= a.end + TAIL_S + 1.0)
         y[during] = a.kind
         keep &= ~(mine & ~during & (y == BENIGN))  # the attacker outside its attack: ambiguous
-    rows = Rows(np.concatenate(X), y, names, times, np.full(len(names), cap.source, dtype=object))
+    hard = np.zeros(len(names), dtype=bool)
+    for start, end in cap.lookalikes:
+        hard |= (y == BENIGN) & (times >= start) & (times <= end + TAIL_S + 1.0)
+    rows = Rows(np.concatenate(X), y, names, times, np.full(len(names), cap.source, dtype=object), hard)
     return rows.take(keep)
 
 

@@ -19,6 +19,7 @@ CLIP = 50.0
 ANOMALY_QUANTILE = 0.9999  # of benign training errors (int8 model) ...
 ANOMALY_MARGIN = 1.5  # ... times this margin is the threshold
 MIN_PROB = 0.8  # classifier: P(attack) needed to name a kind
+HARD_NEGATIVE_WEIGHT = 20.0  # benign rows during look-alikes (firmware pushes, storms) are rare
 
 
 @dataclass
@@ -43,7 +44,8 @@ def fit(train: Rows, *, version: str, seed: int = 0, epochs_ae: int = 60, epochs
 
     ae = train_autoencoder(z[benign], epochs=epochs_ae, seed=seed)
     ae_bytes = to_int8_tflite(ae, z[benign])
-    clf = train_classifier(z, y, len(classes), epochs=epochs_clf, seed=seed)
+    emphasis = np.where(train.hard, HARD_NEGATIVE_WEIGHT, 1.0)
+    clf = train_classifier(z, y, len(classes), emphasis=emphasis, epochs=epochs_clf, seed=seed)
     clf_bytes = to_int8_tflite(clf, z)
 
     meta = {
@@ -59,6 +61,7 @@ def fit(train: Rows, *, version: str, seed: int = 0, epochs_ae: int = 60, epochs
         "training": {
             "rows": int(len(train)),
             "rows_by_class": {c: int((train.y == c).sum()) for c in classes},
+            "hard_negative_rows": int(train.hard.sum()),
             "sources": sorted(set(train.source.tolist())),
         },
     }

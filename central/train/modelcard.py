@@ -28,7 +28,9 @@ def write_model_card(path: Path, meta: dict, report: dict) -> None:
         "",
         "## Training data",
         "",
-        f"{t['rows']} feature rows from: {', '.join(t['sources'])}.",
+        f"{t['rows']} feature rows from: {', '.join(t['sources'])}. Benign rows during benign look-alikes "
+        f"(firmware update bursts, rush hour, reconnect storms after a power cut; {t.get('hard_negative_rows', 0)} rows) "
+        "weigh 20x in the classifier's loss, as hard negatives.",
         "",
         "| class | rows |",
         "| --- | --- |",

@@ -42,12 +42,14 @@ def train_autoencoder(z_benign: np.ndarray, *, epochs: int = 60, seed: int = 0):
     return model
 
 
-def train_classifier(z: np.ndarray, y: np.ndarray, n_classes: int, *, epochs: int = 40, seed: int = 0):
-    """A softmax MLP over standardized rows; classes weighted to balance them."""
+def train_classifier(z: np.ndarray, y: np.ndarray, n_classes: int, *, emphasis: np.ndarray | None = None, epochs: int = 40, seed: int = 0):
+    """A softmax MLP over standardized rows; classes weighted to balance them, and rows with
+    `emphasis` > 1 (hard negatives) weighted that much more."""
     tf = _tf()
     set_seed(seed)
     counts = np.bincount(y, minlength=n_classes).astype(np.float64)
-    weights = {c: float(len(y) / (n_classes * counts[c])) for c in range(n_classes) if counts[c] > 0}
+    weights = len(y) / (n_classes * np.maximum(counts, 1))
+    sample_weight = weights[y] * (emphasis if emphasis is not None else 1.0)
     model = tf.keras.Sequential(
         [
             tf.keras.Input((z.shape[1],)),
@@ -57,7 +59,7 @@ def train_classifier(z: np.ndarray, y: np.ndarray, n_classes: int, *, epochs: in
         ]
     )
     model.compile(optimizer=tf.keras.optimizers.Adam(2e-3), loss="sparse_categorical_crossentropy")
-    model.fit(z, y, epochs=epochs, batch_size=256, verbose=0, shuffle=True, class_weight=weights)
+    model.fit(z, y, sample_weight=sample_weight.astype(np.float32), epochs=epochs, batch_size=256, verbose=0, shuffle=True)
     return model
 
 
