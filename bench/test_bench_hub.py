@@ -1,9 +1,10 @@
 """The hub core's share of issue 4's goals, as ratios measured in the same run:
 
 1. Ingest with the real store: telemetry records/s through the mTLS servicer AND the real Hub
-   (SQLite, group commit, fsync per commit), 8 gateways streaming at once, the hub process
-   pinned to one core; against the wire alone (the servicer with a count-only in-memory hub)
-   in the same run, and with `sync = "normal"` (no fsync per commit).
+   (SQLite, group commit, fsync per commit), 8 gateways streaming 1000-device batches at once,
+   the hub process pinned to one core; against the wire alone (the servicer with a count-only
+   in-memory hub) in the same run. (bench/test_bench_wire.py has the 4-gateway, 250-device
+   figure; `sync = "normal"` measured no faster here: the path is CPU-bound, not fsync-bound.)
 2. Incident -> rule on the gateway's feed inside the hub (merge, decide, shield, sign, store,
    audit, commit, publish), p50 / p99, against a telemetry batch without an incident.
 
@@ -27,7 +28,7 @@ from atlas.central.ingest.testing import MemoryHub, make_pki
 from atlas.central.store import open_store
 from test_bench_wire import GATEWAYS, measure_ingest  # the wire's own harness, same load
 
-SIZES = (250, 1000)  # device summaries per batch
+SIZES = (1000,)  # device summaries per batch
 DECISIONS = 300  # incidents timed one by one (bounded)
 
 
@@ -40,6 +41,8 @@ def real_hub(path, sync="full") -> Hub:
     return Hub(open_store(path, sync=sync), Playbook(), RuleSigner(Ed25519PrivateKey.generate()))
 
 
+@pytest.mark.slow
+@pytest.mark.noarm  # an x86 hub figure; under qemu it takes minutes and means nothing
 def test_hub_ingest_with_store(benchmark, tmp_path, pki):
     gateways = [f"gw-{i:02d}" for i in range(GATEWAYS)]
     results = []
@@ -49,7 +52,7 @@ def test_hub_ingest_with_store(benchmark, tmp_path, pki):
             row = {"records_per_batch": size}
             memory = measure_ingest(tmp_path, MemoryHub(count_only=True), pki, size, gateways)
             row["wire_only_records_per_s"] = memory["records_per_s"]
-            for sync in ("full", "normal"):
+            for sync in ("full",):
                 hub = real_hub(tmp_path / f"hub-{size}-{sync}.db", sync)
                 try:
                     got = measure_ingest(tmp_path, hub, pki, size, gateways)

@@ -486,12 +486,16 @@ class Hub(HubView):
         self._thread.start()
 
     def _maintain(self) -> None:
+        logged = -math.inf
         while not self._stop.is_set():
             try:
                 self.tick()
             except Exception:  # noqa: BLE001 - a failed round must not stop expiry for good
                 self.counters["maintenance_errors"] += 1
-                log.exception("hub maintenance round failed; retrying")
+                if time.monotonic() - logged >= 60:  # a lasting fault: once a minute, not 5/s
+                    logged = time.monotonic()
+                    log.exception("hub maintenance round failed (%d so far); retrying",
+                                  self.counters["maintenance_errors"])
             self._stop.wait(self.operator_poll)
 
     def close(self) -> None:

@@ -3,18 +3,21 @@ gRPC ingest (mutual TLS). `atlas-central serve` calls `serve()`; tests call `bui
 """
 from __future__ import annotations
 
+import fcntl
 import logging
+import os
 import signal
 import threading
 import time
-from typing import Callable
+from pathlib import Path
+from typing import IO, Callable
 
 from atlas.agent import __version__, notify
 from atlas.central.config import ConfigError, HubConfig, require_files
 from atlas.central.decide.inventory import Inventory, InventoryError, load_inventory
 from atlas.central.decide.playbook import Playbook
 from atlas.central.hub import Hub, RuleSigner
-from atlas.central.store import open_store
+from atlas.central.store import StoreError, open_store
 
 log = logging.getLogger("atlas.central")
 MAINTENANCE_STALL_SECONDS = 10.0
@@ -74,6 +77,27 @@ def check(config: HubConfig) -> dict:
             "playbook": policy.table()}
 
 
+def lock_database(database: Path) -> IO[bytes]:
+    """Hold an exclusive lock beside the database for the daemon's life: two hubs on one
+    store would both expire rules and run operator commands (and gRPC's SO_REUSEPORT would let
+    both listen on the same port without an error)."""
+    path = database.with_name(database.name + ".lock")
+    handle = open(path, "a+b")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.seek(0)
+        owner = handle.read().decode(errors="replace").strip() or "unknown"
+        handle.close()
+        raise StoreError(f"{database}: another atlas-central is serving this database "
+                         f"(pid {owner}); stop it first") from None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(str(os.getpid()).encode())
+    handle.flush()
+    return handle
+
+
 def serve(config: HubConfig, stop: threading.Event | None = None,
           on_ready: Callable[[int], None] | None = None) -> int:
     """Run the hub until SIGTERM/SIGINT (or `stop` is set). Returns the exit code."""
@@ -81,6 +105,7 @@ def serve(config: HubConfig, stop: threading.Event | None = None,
     from atlas.central.ingest.server import serve as serve_ingest
 
     require_files(config, for_serving=True)
+    lock = lock_database(config.database)
     hub = build_hub(config)
     stop = stop or threading.Event()
     if threading.current_thread() is threading.main_thread():
@@ -91,6 +116,7 @@ def serve(config: HubConfig, stop: threading.Event | None = None,
         server = serve_ingest(hub, config.listen, tls)
     except Exception:
         hub.store.close()
+        lock.close()
         raise
     host = config.listen.rpartition(":")[0]
     hub.listen = f"{host}:{server.port}"  # the real port when the config says 0
@@ -113,4 +139,5 @@ def serve(config: HubConfig, stop: threading.Event | None = None,
         server.stop(grace=2.0)
         hub.close()
         hub.store.close()
+        lock.close()
     return 0

@@ -131,6 +131,9 @@ def incident(src, t, kind="mqtt_flood"):
 def test_incident_to_rule_operator_commands_and_a_killed_hub(deployment):
     root, pki, config = deployment
     hub, port = start_hub(config)
+    second = subprocess.run([str(CLI), "serve", "--config", str(config)], capture_output=True,
+                            text=True, timeout=30)
+    assert second.returncode == 1 and "another atlas-central is serving" in second.stderr
     gateway = Gateway()
     uplink = None
     try:
