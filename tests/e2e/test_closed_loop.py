@@ -1,0 +1,171 @@
+"""The closed loop, all real: benign devices publish to mosquitto in the gateway's namespace,
+`atlas-agent run` sniffs the gateway's bridge, `atlas-central serve` decides over mutual TLS,
+the agent enforces with nftables. An attacker brute-forces the broker: its next connection
+fails while the benign devices keep publishing without a gap; after the rule's TTL the
+attacker can connect again."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import lab  # noqa: E402
+
+from atlas.central.pki import PkiDir, init_pki, issue_gateway  # noqa: E402
+
+pytestmark = [pytest.mark.netns, pytest.mark.slow]
+
+GATEWAY = "lab-gw"
+TTL = 8  # seconds: the playbook's quarantine for hosts outside the inventory
+HUB_PORT = 7443  # inside the gateway's namespace, on its own loopback
+BRUTEFORCE = """
+import socket, sys, time
+host, port, seconds = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
+def s(b): return len(b).to_bytes(2, "big") + b
+end, tried, failed = time.monotonic() + seconds, 0, 0
+while time.monotonic() < end and failed < 3:  # stop once the gateway has cut us off
+    body = s(b"MQTT") + bytes([4, 0xC2]) + (60).to_bytes(2, "big") + s(b"bf-%d" % tried) + s(b"admin") + s(b"guess%d" % tried)
+    try:
+        with socket.create_connection((host, port), timeout=1.0) as c:
+            c.sendall(bytes([0x10, len(body)]) + body)
+            c.recv(4)
+        failed = 0
+    except OSError:
+        failed += 1
+    tried += 1
+    time.sleep(0.04)
+print(tried)
+"""
+
+
+def cli(tool: str, *args: str, netns: str | None = None, timeout: float = 30) -> subprocess.CompletedProcess:
+    argv = lab.netns_cmd(netns, [sys.executable, "-m", f"atlas.{tool}.cli", *args])
+    return subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
+
+
+def wait_for(pred, timeout: float, step: float = 0.2):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        value = pred()
+        if value:
+            return value
+        time.sleep(step)
+    return None
+
+
+def quarantined(the_lab: lab.Lab) -> set[str]:
+    r = the_lab.run(the_lab.gw, ["nft", "-j", "list", "set", "inet", "atlas", "quarantine4"])
+    if r.returncode != 0:
+        return set()
+    elems = json.loads(r.stdout)["nftables"][1]["set"].get("elem", [])
+    return {e["elem"]["val"] if isinstance(e, dict) else e for e in elems}
+
+
+@pytest.fixture
+def city(tmp_path):
+    for reason in (lab.netns_unavailable_reason(), lab.mosquitto_unavailable_reason()):
+        if reason:
+            pytest.skip(reason)
+    with lab.Lab(subnet="10.81.0.0/24", subnet6="fd81::/64") as the_lab:
+        devices = [the_lab.add_device(n) for n in ("meter1", "meter2")]
+        attacker = the_lab.add_device("attacker")
+        broker = the_lab.start_mosquitto(bind="0.0.0.0", port=1883)
+        for d in devices:
+            broker.add_client(d.name, "pw-" + d.name)
+        broker.add_client("collector", "pw-collector")
+        pki = init_pki(tmp_path / "pki")
+        tls = issue_gateway(pki.root, GATEWAY)
+        (tmp_path / "inventory.toml").write_text(
+            "".join(f'[[device]]\naddress = "{d.ip}"\nclient_id = "{d.name}"\nprofile = "smart_meter"\ngateway = "{GATEWAY}"\n\n' for d in devices)
+        )
+        (tmp_path / "central.toml").write_text(
+            f"""
+[hub]
+listen = "127.0.0.1:{HUB_PORT}"
+database = "central.db"
+pki = "pki"
+inventory = "inventory.toml"
+operator_poll = 0.1
+[decide.playbook.default]
+outside = {{ action = "quarantine", ttl = {TTL} }}
+"""
+        )
+        (tmp_path / "agent.toml").write_text(
+            f"""
+[agent]
+gateway_id = "{GATEWAY}"
+interface = "{the_lab.bridge}"
+mqtt_ports = [1883]
+state_dir = "{tmp_path / 'agent-state'}"
+control_socket = "{tmp_path / 'agent.sock'}"
+[hub]
+address = "127.0.0.1:{HUB_PORT}"
+ca = "{tls.ca}"
+cert = "{tls.cert}"
+key = "{tls.key}"
+signing_key = "{PkiDir(pki.root).signing_pub}"
+[enforce]
+nftables = "on"
+allowlist = ["{the_lab.gw_ip}"]
+"""
+        )
+        hub = the_lab.popen(the_lab.gw, [sys.executable, "-m", "atlas.central.cli", "serve", "--config", str(tmp_path / "central.toml")],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        agent = the_lab.popen(the_lab.gw, [sys.executable, "-m", "atlas.agent.cli", "run", "--config", str(tmp_path / "agent.toml")],
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+        def connected():
+            r = cli("agent", "status", "--json", "--socket", str(tmp_path / "agent.sock"))
+            if hub.poll() is not None or agent.poll() is not None:
+                raise AssertionError(f"hub or agent exited:\n{hub.stdout.read() if hub.poll() is not None else ''}\n{agent.stdout.read() if agent.poll() is not None else ''}")
+            return r.returncode == 0 and json.loads(r.stdout)["hub"]["state"] == "connected"
+
+        assert wait_for(connected, 60), "the agent did not connect to the hub"
+        collector = lab.Collector(the_lab.gw, "127.0.0.1", 1883, "collector", "pw-collector", topic="lab/#")
+        yield the_lab, devices, attacker, collector, tmp_path
+        collector.close()
+
+
+def test_attack_is_cut_off_benign_devices_keep_publishing_rule_expires(city):
+    the_lab, devices, attacker, collector, tmp = city
+    gw = the_lab.gw_ip
+    assert lab.tcp_connects(attacker.netns, gw, 1883)
+    publishers = [the_lab.start_publisher(d, gw, 1883, "pw-" + d.name, count=500, interval=0.05) for d in devices]
+
+    bf = the_lab.popen(attacker.netns, [sys.executable, "-c", BRUTEFORCE, gw, "1883", "40"], stdout=subprocess.PIPE, text=True)
+    cut = wait_for(lambda: attacker.ip in quarantined(the_lab), 45)
+    assert cut, "no quarantine for the attacker"
+    t_cut = time.monotonic()
+    assert not lab.tcp_connects(attacker.netns, gw, 1883, timeout=1.0)  # the next connection fails
+    bf.wait(timeout=60)
+
+    agent_status = json.loads(cli("agent", "status", "--json", "--socket", str(tmp / "agent.sock")).stdout)
+    kinds = {i["kind"] for i in agent_status["incidents"] if i["src_ip"] == attacker.ip}
+    assert kinds, "the agent holds no incident for the attacker"
+    rules = json.loads(cli("central", "rules", "--all", "--json", "--config", str(tmp / "central.toml"), netns=the_lab.gw).stdout)
+    mine = [r for r in rules if r["rule"]["target"] == attacker.ip]
+    assert mine and mine[0]["rule"]["action"] == "quarantine" and mine[0]["gateway"] == GATEWAY
+    assert mine[0]["ack_applied"] is True  # the gateway acknowledged it
+
+    # after the TTL the rule is gone and the attacker can connect again
+    assert wait_for(lambda: attacker.ip not in quarantined(the_lab), TTL + 10)
+    assert time.monotonic() - t_cut >= TTL - 3
+    assert wait_for(lambda: lab.tcp_connects(attacker.netns, gw, 1883, timeout=1.0), 10)
+
+    for p in publishers:
+        p.wait(timeout=60)
+    agent_status = json.loads(cli("agent", "status", "--json", "--socket", str(tmp / "agent.sock")).stdout)
+    rules = json.loads(cli("central", "rules", "--all", "--json", "--config", str(tmp / "central.toml"), netns=the_lab.gw).stdout)
+    assert {r["rule"]["target"] for r in rules} == {attacker.ip}, f"a benign device was targeted: {rules} {agent_status['incidents']}"
+    print([(i["kind"], i["src_ip"]) for i in agent_status["incidents"]], [p.stdout.read()[-500:] for p in publishers])
+    received = collector.by_topic()
+    for d in devices:
+        seqs = [s for s, _ in received.get(f"lab/{d.name}", [])]
+        assert sorted(seqs) == list(range(500)), f"{d.name} lost messages"
+        times = [t for _, t in sorted(received[f"lab/{d.name}"])]
+        assert max(b - a for a, b in zip(times, times[1:])) < 1.0, f"{d.name} had a gap"
