@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -332,7 +332,7 @@ class _Parser:
         versions = data["versions"]
         if not isinstance(versions, dict) or not versions:
             raise self.fail(f"{k}.versions", "must be a table like { \"3.1.1\" = 0.8, \"5.0\" = 0.2 }")
-        for ver, share in versions.items():
+        for ver in versions:
             if ver not in MQTT_VERSIONS:
                 raise self.fail(f"{k}.versions.{ver}", f"unknown MQTT version (allowed: {', '.join(MQTT_VERSIONS)})")
             self.num(versions, f"{k}.versions", ver, lo=0, hi=1)

@@ -71,10 +71,11 @@ class AttackContext:
     def host(self, ip: str) -> int:
         return self.benign.host_of_ip[ip]
 
-    def attacker_host(self, rng: np.random.Generator, *, stack: str = "linux") -> tuple[str, int]:
+    def attacker_host(self, rng: np.random.Generator, *, stack: str = "linux", extra: bool = False) -> tuple[str, int]:
         """The spec's attacker if given (a device's address = that device, compromised), else
-        a rogue host on an unused address of the device subnet."""
-        ip = self.spec.attacker if self.spec is not None else None
+        a rogue host on an unused address of the device subnet. `extra`: one more attacking
+        host besides the spec's (DoS from several hosts)."""
+        ip = self.spec.attacker if self.spec is not None and not extra else None
         if ip is not None and ip in self.benign.host_of_ip:
             return ip, self.benign.host_of_ip[ip]
         if ip is None:

@@ -25,7 +25,7 @@ def connection_dos(ctx: AttackContext, spec, rng: np.random.Generator) -> Planne
     n_hosts = max(1, int(p["hosts"]))
     ips, hosts = [], []
     for k in range(n_hosts):
-        ip, h = ctx.attacker_host(rng) if k == 0 else _extra_host(ctx, rng)
+        ip, h = ctx.attacker_host(rng, extra=k > 0)
         ips.append(ip)
         hosts.append(h)
     n = max(1, rng.poisson(float(p["rate"]) * ctx.dur / NS))
@@ -58,11 +58,3 @@ def connection_dos(ctx: AttackContext, spec, rng: np.random.Generator) -> Planne
     disconnect_and_close(ctx, conns, last + (rng.uniform(0.2, 2.0, n) * 1e6).astype(np.int64), np.full(n, ver))
     return PlannedStep(ips, [ctx.broker_ip], {"connections": int(n), "messages_each": m, "version": ver})
 
-
-def _extra_host(ctx: AttackContext, rng):
-    saved = ctx.spec.attacker
-    ctx.spec.attacker = None
-    try:
-        return ctx.attacker_host(rng)
-    finally:
-        ctx.spec.attacker = saved

@@ -119,12 +119,12 @@ def generate_benign(wire: Wire, inv: Inventory, t0: int, t1: int, seed: int, *,
     # Infrastructure clients: back-ends and the OTA server, connected since before t0.
     infra = []
     if opt.backends:
-        for k, (dom, b) in enumerate(sorted(inv.backends.items())):
+        for _, b in sorted(inv.backends.items()):
             infra.append((b.client_id, b.ip, b.version, [(b.filter, 1)]))
     if updates:
         infra.append((OTA_SERVER[0], OTA_SERVER[1], OTA_SERVER[2], [(f"city/{inv.district}/ota/+/request", 1)]))
     infra_hosts = []
-    for cid, ip, ver, _ in infra:
+    for _, ip, _, _ in infra:
         h = wire.host(ip_int(ip), UPLINK_ROUTER_MAC, rtt_ns=int(rng.uniform(0.8, 3.0) * 1e6), proc_ns=80_000, stack="linux", ttl=62)
         infra_hosts.append(h)
         host_of_ip[ip] = h

@@ -32,16 +32,23 @@ def ranges(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
     return np.cumsum(steps)
 
 
+_COPY_CHUNK = 1 << 22
+
+
 def copy_ranges(dst: np.ndarray, dst_offs: np.ndarray, src: np.ndarray, src_offs: np.ndarray, lens: np.ndarray, *, big: int = 384) -> None:
     """dst[d:d+l] = src[s:s+l] for every (d, s, l): short ranges in one fancy-index pass, long
     ones as slice copies (a memcpy each beats 8-byte indices per byte)."""
     lens = np.asarray(lens, dtype=np.int64)
     small = lens < big
-    if small.all():
-        dst[ranges(dst_offs, lens)] = src[ranges(src_offs, lens)]
+    rows = np.flatnonzero(small) if not small.all() else None
+    d, s, n = (dst_offs, src_offs, lens) if rows is None else (dst_offs[rows], src_offs[rows], lens[rows])
+    # A few MB of bytes at a time: the int64 index arrays stay small (no page-fault storms).
+    cut = np.searchsorted(np.cumsum(n), np.arange(1, int(n.sum()) // _COPY_CHUNK + 1) * _COPY_CHUNK)
+    for a, b in zip(np.concatenate([[0], cut]), np.concatenate([cut, [n.size]])):
+        if b > a:
+            dst[ranges(d[a:b], n[a:b])] = src[ranges(s[a:b], n[a:b])]
+    if rows is None:
         return
-    if small.any():
-        dst[ranges(dst_offs[small], lens[small])] = src[ranges(src_offs[small], lens[small])]
     large = ~small
     for d, s, l in zip(dst_offs[large].tolist(), src_offs[large].tolist(), lens[large].tolist()):
         dst[d : d + l] = src[s : s + l]

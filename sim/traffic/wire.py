@@ -261,7 +261,6 @@ class Wire:
         return self.hosts_array("rtt")[h]
 
     def _auto_acks(self, s: dict) -> dict | None:
-        n = s["ts"].shape[0]
         conn, dirs, ts = s["conn"], s["dir"], s["ts"]
         is_data = (s["plen"] > 0) & ~s["noack"]
         emit_parts = []
