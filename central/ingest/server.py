@@ -73,6 +73,8 @@ def serve(
             ("grpc.keepalive_permit_without_calls", 1),
             ("grpc.http2.min_recv_ping_interval_without_data_ms", 10_000),
             ("grpc.http2.max_ping_strikes", 0),
+            # gRPC sets SO_REUSEPORT by default: a second hub would bind the same port silently.
+            ("grpc.so_reuseport", 0),
         ],
     )
     # Registered by hand (not add_GatewayLinkServicer_to_server) to use the servicer's own
