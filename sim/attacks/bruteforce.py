@@ -27,7 +27,8 @@ def mqtt_bruteforce(ctx: AttackContext, spec, rng: np.random.Generator) -> Plann
     n = t.size
     known = [d for d in ctx.inv.devices]
     users, pwds, connects, connacks = [], [], [], []
-    cid = client_id(rng, "mqtt-bf-")
+    # Tools either send an empty client id (the broker assigns one; MQTTset's does) or a random one.
+    cid = "" if rng.random() < 0.5 else client_id(rng, "mqtt-bf-")
     for i in range(n):
         if known and rng.random() < float(p["known_users"]):
             u = known[int(rng.integers(len(known)))].username

@@ -1,8 +1,10 @@
 """connection_dos: many short MQTT connections from one or a few hosts (MQTT-malaria style).
 
-Each simulated client connects, publishes a few messages to `mqtt-malaria/<client>/data`,
-disconnects, and a new one takes its place: the broker spends its time on handshakes and
-session setup. New connections arrive as a Poisson stream at `rate` per second.
+Each simulated client connects with a malaria-style id (`beem.loadr-<host>-<pid>-<n>`),
+publishes `messages` messages to `mqtt-malaria/<client>/data/<k>/<messages>` (QoS 1 by
+default, as the tool and MQTTset's capture do), disconnects, and a new one takes its place: the
+broker spends its time on handshakes and session setup. New connections arrive as a Poisson
+stream at `rate` per second.
 """
 from __future__ import annotations
 
@@ -16,7 +18,7 @@ from atlas.sim.traffic.session import packet_ids, publish
 from atlas.sim.traffic.vec import Blobs
 
 
-@attack("connection_dos", {"hosts": 1, "rate": 60.0, "messages": 10, "interval_ms": 20.0, "size": 100, "qos": 0, "version": 0},
+@attack("connection_dos", {"hosts": 1, "rate": 60.0, "messages": 10, "interval_ms": 20.0, "size": 100, "qos": 1, "version": 0},
         duration=60.0)
 def connection_dos(ctx: AttackContext, spec, rng: np.random.Generator) -> PlannedStep:
     """`rate` new connections/s spread over `hosts` hosts, each sending `messages` PUBLISH of
@@ -36,7 +38,8 @@ def connection_dos(ctx: AttackContext, spec, rng: np.random.Generator) -> Planne
     ver = int(p["version"]) or (5 if rng.random() < 0.3 else 4)
     pid_base = int(rng.integers(1000, 30000))
     conns, readies = np.zeros(n, np.int64), np.zeros(n, np.int64)
-    cids = [f"malaria-{pid_base}-{i}" for i in range(n)]
+    host_tag = f"{rng.choice(['lab', 'node', 'srv', 'MBP'])}-{int(rng.integers(1, 99))}.lan"
+    cids = [f"beem.loadr-{host_tag}-{pid_base}-{i}" for i in range(n)]
     for k in range(n_hosts):
         rows = np.flatnonzero(host_of == k)
         if rows.size == 0:
@@ -48,10 +51,11 @@ def connection_dos(ctx: AttackContext, spec, rng: np.random.Generator) -> Planne
     rep = np.repeat(np.arange(n), m)
     k = np.tile(np.arange(m), n)
     ts = readies[rep] + (k * float(p["interval_ms"]) * 1e6).astype(np.int64) + rng.integers(0, 500_000, rep.size)
-    topics = Blobs.from_list([f"mqtt-malaria/{c}/data".encode() for c in cids]).take(rep)
+    topics = Blobs.from_list([f"mqtt-malaria/{cids[i]}/data/{j + 1}/{m}".encode() for i, j in zip(rep.tolist(), k.tolist())])
     qos = np.full(rep.size, min(int(p["qos"]), 1))
     pid = packet_ids(conns[rep], ts, qos > 0)
-    _, t_done = publish(ctx.wire, conns[rep], ts, 0, topics, random_payloads(rep.size, int(p["size"]), int(p["size"]), rng),
+    size = max(1, int(p["size"]))
+    _, t_done = publish(ctx.wire, conns[rep], ts, 0, topics, random_payloads(rep.size, max(1, size // 2), size * 3 // 2, rng),
                         qos, np.full(rep.size, ver), pid)
     last = np.zeros(n, np.int64)
     np.maximum.at(last, rep, t_done)

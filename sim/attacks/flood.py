@@ -16,11 +16,12 @@ from atlas.sim.traffic.session import packet_ids, pubacks
 from atlas.sim.traffic.vec import Blobs
 
 
-@attack("mqtt_flood", {"rate": 1500.0, "size_min": 64, "size_max": 1024, "qos": 0, "version": 0, "topic": "", "batch_ms": 1.0},
-        duration=30.0)
+@attack("mqtt_flood", {"rate": 1500.0, "size_min": 64, "size_max": 1024, "qos": 0, "version": 0, "topic": "", "batch_ms": 1.0,
+                       "offload_kb": 0}, duration=30.0)
 def mqtt_flood(ctx: AttackContext, spec, rng: np.random.Generator) -> PlannedStep:
     """`rate` PUBLISH/s with payloads of `size_min`..`size_max` bytes at `qos`; writes closer
-    than `batch_ms` leave in the same segments."""
+    than `batch_ms` leave in the same segments. `offload_kb` > 0: the capture shows segments of
+    up to that size (segmentation offload, as in MQTTset's flood capture: 32 kB segments)."""
     p = ctx.params
     ip, me = ctx.attacker_host(rng)
     ver = int(p["version"]) or (5 if rng.random() < 0.3 else 4)
@@ -42,7 +43,7 @@ def mqtt_flood(ctx: AttackContext, spec, rng: np.random.Generator) -> PlannedSte
     pid = packet_ids(c, t, qos > 0)
     msgs = mqtt.publish_batch(topics, payloads, qos, pid, np.full(n, ver))
     w = ctx.wire
-    t_last = w.send(c, t, 0, msgs, coalesce_ns=int(float(p["batch_ms"]) * 1e6))
+    t_last = w.send(c, t, 0, msgs, coalesce_ns=int(float(p["batch_ms"]) * 1e6), segment_bytes=int(float(p["offload_kb"]) * 1024))
     if qos[0] > 0:
         w.send(c, t_last + w.reply_delay(c, 1).astype(np.int64), 1, pubacks(pid))
     if stop == ctx.end:

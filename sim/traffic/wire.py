@@ -161,13 +161,16 @@ class Wire:
                      ("poff", poff), ("plen", plen), ("noack", bc(noack, bool)), ("owner", bc(self.owner, np.int32))):
             self._s[k].append(v)
 
-    def send(self, conn, ts, dir, msgs: Blobs, *, noack=False, coalesce_ns: int = 0, max_burst: int = 65536) -> np.ndarray:
+    def send(self, conn, ts, dir, msgs: Blobs, *, noack=False, coalesce_ns: int = 0, max_burst: int = 65536,
+             segment_bytes: int = 0) -> np.ndarray:
         """Send application messages: each becomes one or more PSH/ACK segments (split at the
         path MSS); returns the capture time of each message's last segment.
 
         With `coalesce_ns` > 0, consecutive messages of the same connection and direction
         written less than that apart leave in the same segments (Nagle / write batching, up to
         `max_burst` bytes); rows must then be ordered by (conn, time) with contiguous bytes.
+        `segment_bytes` > 0 replaces the MSS: what a capture on a host with segmentation
+        offload (TSO/GRO) shows, segments of up to 64 kB.
         """
         ts = np.atleast_1d(np.asarray(ts, dtype=np.int64))
         n = ts.shape[0]
@@ -194,6 +197,8 @@ class Wire:
             conn, dirs, noack = conn[first], dirs[first], noack[first]
         ch, sh = self.conn_array("ch")[conn], self.conn_array("sh")[conn]
         mss = np.minimum(self.hosts_array("mss")[ch], self.hosts_array("mss")[sh])
+        if segment_bytes > 0:
+            mss = np.full(mss.shape, min(int(segment_bytes), 65495))
         if coalesce:
             mss = mss - 8  # room for cuts moved back to a header (see _keep_headers_whole)
         k = np.maximum(1, -(-lens // mss))

@@ -74,18 +74,19 @@ def test_every_frame_has_valid_ip_and_tcp_checksums(capture):
     assert bad == []
 
 
-def test_scapy_dissects_frames_and_agrees_on_checksums(capture):
+def test_scapy_dissects_every_frame_and_agrees_on_checksums(capture):
     from scapy.layers.inet import IP, TCP
     from scapy.layers.l2 import Ether
 
     _, _, frames = capture
-    # Every SYN (options) and odd-length payload, plus a sample of the rest: Scapy rebuilds the
-    # checksums itself and must find the same values.
+    parsed = [Ether(f.raw) for f in frames]
+    assert all(IP in p and TCP in p and p[IP].len == len(f.raw) - 14 for p, f in zip(parsed, frames))
+    # Every SYN (options) and odd-length payload, plus a sample of the rest: Scapy recomputes
+    # the checksums itself and must find the values on the wire.
     pick = [i for i, f in enumerate(frames) if f.flags & SYN or len(f.payload) % 2]
     pick = sorted(set(pick[:3000]) | set(range(0, len(frames), max(1, len(frames) // 2000))))
     for i in pick:
-        p = Ether(frames[i].raw)
-        assert IP in p and TCP in p, i
+        p = parsed[i]
         q = p.copy()
         del q[IP].chksum
         del q[TCP].chksum
@@ -319,6 +320,14 @@ def test_lookalikes_are_recorded_and_shaped(capture):
     assert back == devices
     # The broker closes the dead sessions later; the rebooted devices answer RST.
     assert any(f.src in devices and f.flags == RST and f.ts > t_cut for f in frames)
+    # Rush hour (30..150 s, 20 s ramps): vehicle presence events run at about 3x (peak_factor).
+    rush = ev["rush_hour"]
+    assert math.isclose(rush.start, gt.start + 30) and math.isclose(rush.end, gt.start + 150)
+    detectors = {d.ip for d in gt.inventory.devices if d.cls == "vehicle_detector"}
+    presence = [f.ts - gt.start for f in frames if f.src in detectors and b"/presence" in f.payload]
+    peak = sum(50 <= t < 130 for t in presence) / 80
+    calm = sum(160 <= t < 200 for t in presence) / 40  # after the ramp, before the power cut
+    assert peak > 2 * calm > 0, (peak, calm)
     fw = ev["firmware_update"]
     assert len(fw.hosts) == 3 and fw.packets > 3 * 64
     ota = [f for f in frames if f.src == "172.16.40.10" and len(f.payload) > 1000]
@@ -409,3 +418,17 @@ def test_clients_are_never_silent_longer_than_their_keepalive(benign):
                 assert f.ts - prev.ts >= ka[src] - 1e-3, (src, f.ts - prev.ts)
     boxes = [d for d in gt.inventory.devices if d.cls == "emergency_call_box"]  # keepalive 30 s, heartbeat 60 s
     assert boxes and pings >= len(boxes) * (gt.end - gt.start) / 60 * 0.9
+
+
+def test_flood_with_segmentation_offload_shows_large_segments(tmp_path):
+    """As in MQTTset's flood capture: many small PUBLISH per 32 kB segment, still well formed."""
+    gt = generate_capture(tmp_path / "f.pcap", devices=5, duration=20.0, seed=2,
+                          attacks=[AttackSpec("mqtt_flood", start=5, duration=5, params={"rate": 4000, "offload_kb": 32})])
+    frames = read_frames(tmp_path / "f.pcap")
+    flood = [f for f in frames if f.src == gt.steps[0].attacker and len(f.payload) > 1460]
+    assert flood and max(len(f.payload) for f in flood) <= 32768
+    assert len(flood) >= 0.5 * 4000 * 5 * 500 / 32768
+    assert tshark_fields(tmp_path / "f.pcap", '_ws.malformed || _ws.expert.severity == "error"', ["frame.number"]) == []
+    st = streams(frames)
+    msgs, rest = mqtt_messages(bytes(st[flood[0].flow].data))
+    assert not rest and sum(m[0] >> 4 == 3 for m in msgs) >= 0.9 * 4000 * 5
