@@ -85,6 +85,8 @@ def run_attack(ctx: AttackContext, spec: AttackSpec, rng: np.random.Generator, *
     span = (ctx.t1 - ctx.t0) / 1e9
     dur = spec.duration if spec.duration is not None else a.duration
     start = spec.start if spec.start is not None else float(rng.uniform(0.05, 0.6)) * span
+    if start >= span:
+        raise ValueError(f"attack {spec.kind}: starts at {start:g} s, after the capture ends ({span:g} s)")
     ctx.begin(int(round(start * 1e9)), int(round(dur * 1e9)), spec, {**a.defaults, **spec.params})
     step = a.fn(ctx, spec, rng)
     step.id = spec.id or f"{ctx.gateway}/{spec.kind}/{index + 1}"

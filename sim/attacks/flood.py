@@ -26,7 +26,9 @@ def mqtt_flood(ctx: AttackContext, spec, rng: np.random.Generator) -> PlannedSte
     ip, me = ctx.attacker_host(rng)
     ver = int(p["version"]) or (5 if rng.random() < 0.3 else 4)
     dev = ctx.device_credentials(ip)
-    cid = dev.client_id if dev else client_id(rng, "flood-")
+    # A compromised device attacks with its own credentials but its own client id (reusing the
+    # device's id would make the broker drop the device's session: a different attack).
+    cid = client_id(rng, f"{dev.client_id}-" if dev else "flood-")
     user, pw = (dev.username, dev.password) if dev else ("mqtt", "mqtt")
     conn, ready, _ = ctx.mqtt_sessions(me, np.array([ctx.start]), [mqtt.connect(cid, version=ver, keepalive=60, username=user, password=pw)],
                                     [mqtt.connack(0, version=ver)], rng)

@@ -39,7 +39,7 @@ def topic_scan(ctx: AttackContext, spec, rng: np.random.Generator) -> PlannedSte
     ip, me = ctx.attacker_host(rng)
     ver = int(p["version"]) or (5 if rng.random() < 0.3 else 4)
     dev = ctx.device_credentials(ip)
-    cid = dev.client_id if dev else client_id(rng, "mqtt-explorer-")
+    cid = client_id(rng, f"{dev.client_id}-" if dev else "mqtt-explorer-")  # not the device's own id (see flood)
     user, pw = (dev.username, dev.password) if dev else ("guest", "guest")
     conn, ready, _ = ctx.mqtt_sessions(me, np.array([ctx.start]), [mqtt.connect(cid, version=ver, keepalive=60, username=user, password=pw)],
                                        [mqtt.connack(0, version=ver)], rng)

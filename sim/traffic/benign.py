@@ -105,6 +105,8 @@ def generate_benign(wire: Wire, inv: Inventory, t0: int, t1: int, seed: int, *,
     peaks, cuts, updates, events = [], [], [], []
     for spec, owner in lookalikes:
         start = t0 + int((spec.start if spec.start is not None else rng.uniform(0.1, 0.6) * (t1 - t0) / NS) * NS)
+        if start >= t1:
+            raise ValueError(f"look-alike {spec.kind}: starts at {(start - t0) / NS:g} s, after the capture ends ({(t1 - t0) / NS:g} s)")
         dur = int((spec.duration if spec.duration is not None else spec.param("duration")) * NS)
         if spec.kind == "rush_hour":
             peaks.append((Peak(start, start + dur, int(spec.param("ramp") * NS), float(spec.param("factor"))), spec, owner))

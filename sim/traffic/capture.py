@@ -126,7 +126,7 @@ def generate_capture(
     seg = seg.take(np.flatnonzero((seg.ts >= t0) & (seg.ts < t1)))
     n = _write(wire, seg, out_pcap)
     src = _src_ip(wire, seg)
-    steps = [_truth(plan, seg, src, i + 1, gateway) for i, plan in enumerate(planned)]
+    steps = [_truth(plan, seg, src, i + 1, gateway, t0) for i, plan in enumerate(planned)]
     events = [_event_truth(ev, seg, owner, t1) for ev, owner in benign.events]
     return GroundTruth(steps, events, inv, seed, t0 / NS, t1 / NS, n, str(out_pcap))
 
@@ -141,12 +141,15 @@ def _src_ip(wire: Wire, seg: Segments) -> np.ndarray:
     return wire.hosts_array("ip")[h]
 
 
-def _truth(plan, seg: Segments, src: np.ndarray, owner: int, gateway: str) -> AttackStep:
+def _truth(plan, seg: Segments, src: np.ndarray, owner: int, gateway: str, t0: int) -> AttackStep:
     mine = seg.owner == owner
     attackers = [ip_int(a) for a in plan.attackers]
     sent = mine & np.isin(src, attackers)
     ts = seg.ts[sent]
-    start, end = (ts.min() / NS, ts.max() / NS) if ts.size else (float("nan"), float("nan"))
+    if ts.size:
+        start, end = float(ts.min() / NS), float(ts.max() / NS)
+    else:  # nothing of it fell inside the capture: its planned start, zero length
+        start = end = t0 / NS + float(plan.params["start_offset"])
     return AttackStep(
         id=plan.id, kind=plan.kind, campaign=plan.campaign, stage=plan.stage, attacker=plan.attackers[0],
         victims=list(plan.victims), gateway=gateway, start=start, end=end, packets=int(mine.sum()),

@@ -432,3 +432,23 @@ def test_flood_with_segmentation_offload_shows_large_segments(tmp_path):
     st = streams(frames)
     msgs, rest = mqtt_messages(bytes(st[flood[0].flow].data))
     assert not rest and sum(m[0] >> 4 == 3 for m in msgs) >= 0.9 * 4000 * 5
+
+
+def test_a_compromised_device_attacks_alongside_its_own_traffic(tmp_path):
+    gt = generate_capture(tmp_path / "d.pcap", devices=20, duration=60.0, seed=4,
+                          attacks=[AttackSpec("topic_scan", attacker="10.20.1.3", start=20, duration=10, params={"filters": 5})])
+    step = gt.steps[0]
+    assert step.attacker == "10.20.1.3" and step.attackers == ["10.20.1.3"]
+    frames = read_frames(tmp_path / "d.pcap")
+    mine = [f for f in frames if f.src == "10.20.1.3"]
+    assert len(mine) > step.attacker_packets > 0  # the device's benign packets are not counted
+    scan_ports = {f.sport for f in mine if f.flags == SYN}
+    attack = [f for f in mine if f.sport in scan_ports]
+    assert math.isclose(attack[0].ts, step.start, abs_tol=2e-6) and math.isclose(attack[-1].ts, step.end, abs_tol=2e-6)
+
+
+def test_events_after_the_end_of_the_capture_are_refused(tmp_path):
+    with pytest.raises(ValueError, match="after the capture ends"):
+        generate_capture(tmp_path / "x.pcap", devices=2, duration=10.0, seed=1, attacks=[AttackSpec("port_scan", start=10)])
+    with pytest.raises(ValueError, match="after the capture ends"):
+        generate_capture(tmp_path / "x.pcap", devices=2, duration=10.0, seed=1, lookalikes=[LookalikeSpec("power_cut", start=12)])
