@@ -2,6 +2,7 @@
 
     atlas-sim generate --devices 200 --duration 600 --seed 1 --out out/g1 \\
         --attack mqtt_flood@120:30,rate=3000 --attack port_scan --lookalike power_cut@300
+    atlas-sim generate --devices 60 --duration 900 --seed 7 --out out/s7 --all-attacks --all-lookalikes
     atlas-sim profiles            # validate the device profiles and list them
     atlas-sim attacks             # attack and look-alike kinds with their parameters
     atlas-sim city ...            # the whole city (issue 3): not yet
@@ -72,6 +73,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="an attack step (repeatable); kinds: see `atlas-sim attacks`")
     g.add_argument("--lookalike", action="append", default=[], metavar="KIND[@START[:DURATION]][,k=v]",
                    help="a benign look-alike (repeatable): firmware_update, rush_hour, power_cut")
+    g.add_argument("--all-attacks", action="store_true", help="add one attack of every known kind, each in its own time slot")
+    g.add_argument("--all-lookalikes", action="store_true", help="add each benign look-alike once, at a time chosen by the seed")
     g.add_argument("--broker", default="10.20.0.1", help="the gateway's broker address")
     g.add_argument("--subnet", default="10.20.0.0/16", help="the gateway's device subnet")
     g.add_argument("--gateway", default="gw-d01", help="gateway name in the ground truth")
@@ -112,6 +115,17 @@ def _generate(args) -> int:
     for text in args.lookalike:
         kind, start, dur, params = parse_event(text)
         looks.append(LookalikeSpec(kind, start=start, duration=dur, params=params))
+    if args.all_attacks or args.all_lookalikes:
+        import numpy as np
+
+        from atlas.sim.attacks import one_of_each
+        from atlas.sim.traffic import LOOKALIKE_KINDS
+
+        rng = np.random.default_rng([args.seed, 0x5EED])
+        if args.all_attacks:
+            attacks += one_of_each(rng, args.duration)
+        if args.all_lookalikes:
+            looks += [LookalikeSpec(k, start=float(rng.uniform(0.1, 0.8) * args.duration)) for k in LOOKALIKE_KINDS]
     args.out.mkdir(parents=True, exist_ok=True)
     pcap = args.out / "capture.pcap"
     t = time.perf_counter()

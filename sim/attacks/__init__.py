@@ -95,10 +95,25 @@ def run_attack(ctx: AttackContext, spec: AttackSpec, rng: np.random.Generator, *
     return step
 
 
+def one_of_each(rng: np.random.Generator, duration: float, kinds=KNOWN_KINDS, *, warmup: float = 60.0) -> list[AttackSpec]:
+    """One attack of each kind with default parameters, in random order, each in its own time
+    slot after a benign warm-up (so that steps do not overlap)."""
+    kinds = list(kinds)
+    rng.shuffle(kinds)
+    warmup = min(warmup, duration * 0.2)
+    slot = (duration - warmup) / max(len(kinds), 1)
+    out = []
+    for i, kind in enumerate(kinds):
+        length = float(rng.uniform(0.4, 0.7)) * slot
+        start = warmup + i * slot + float(rng.uniform(0, slot - length))
+        out.append(AttackSpec(kind, start=round(start, 3), duration=round(length, 3)))
+    return out
+
+
 # Importing the modules registers the kinds.
 from atlas.sim.attacks import bruteforce, dos, flood, malformed, scan, slowite, topic_scan  # noqa: E402,F401
 
 missing = set(KNOWN_KINDS) - set(ATTACKS)
 assert not missing, f"attack kinds without a generator: {sorted(missing)}"
 
-__all__ = ["ATTACKS", "Attack", "AttackContext", "AttackSpec", "PlannedStep", "attack", "run_attack"]
+__all__ = ["ATTACKS", "Attack", "AttackContext", "AttackSpec", "PlannedStep", "attack", "one_of_each", "run_attack"]

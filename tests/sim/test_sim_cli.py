@@ -77,3 +77,17 @@ def test_city_is_reserved_for_later(tmp_path, capsys):
 def test_module_runs_as_a_program():
     r = subprocess.run([sys.executable, "-m", "atlas.sim.cli", "--help"], capture_output=True, text=True, timeout=60)
     assert r.returncode == 0 and "generate" in r.stdout and "city" in r.stdout
+
+
+def test_all_attacks_and_lookalikes_in_disjoint_slots(tmp_path):
+    from atlas.agent.alerts import KNOWN_KINDS
+
+    out = tmp_path / "all"
+    assert main(["generate", "--devices", "8", "--duration", "240", "--seed", "5", "--out", str(out),
+                 "--all-attacks", "--all-lookalikes", "--no-backends"]) == 0
+    steps = [json.loads(line) for line in (out / "ground_truth.jsonl").read_text().splitlines()]
+    assert sorted(s["kind"] for s in steps) == sorted(KNOWN_KINDS)
+    spans = sorted((s["start"], s["end"]) for s in steps)
+    assert all(a[1] < b[0] for a, b in zip(spans, spans[1:]))  # no two steps overlap
+    events = [json.loads(line) for line in (out / "benign_events.jsonl").read_text().splitlines()]
+    assert sorted(e["kind"] for e in events) == ["firmware_update", "power_cut", "rush_hour"]
