@@ -42,7 +42,9 @@ class AgentDaemon:
         self.detector = detector
         self.board = detect_board(cfg.agent.board)
         self.governor = CpuGovernor(cfg.budget.cpu_percent)
-        self.pipeline = AgentPipeline(cfg, detector, governor=self.governor, on_incident=self._incident_changed, on_rows=self._rows)
+        self.pipeline = AgentPipeline(
+            cfg, detector, governor=self.governor, on_incident=self._incident_changed, on_rows=self._rows, keep_closed=1000
+        )
         self.started = time.time()
         self.errors: deque[str] = deque(maxlen=20)
         self._changed: dict[str, Incident] = {}  # incidents to report at the next interval

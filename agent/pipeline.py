@@ -53,6 +53,7 @@ class AgentPipeline:
         governor: CpuGovernor | None = None,
         on_incident: Callable[[Incident], None] | None = None,
         on_rows: Callable[[FeatureRows], None] | None = None,
+        keep_closed: int | None = None,
     ) -> None:
         self.cfg = cfg
         self.detector = detector
@@ -72,6 +73,7 @@ class AgentPipeline:
             strong_score=a.strong_score,
             strong_anomaly=a.strong_anomaly,
             close_after_s=a.close_after_s,
+            keep_closed=keep_closed,
         )
         self.counters = PipelineCounters()
         self._ticks = 0

@@ -1,6 +1,7 @@
 """Alerts: one structured incident per attacker and kind, updated while the attack lasts."""
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -72,6 +73,7 @@ class IncidentTracker:
         strong_anomaly: float = 5.0,
         close_after_s: float = 60.0,
         max_open: int = 10_000,
+        keep_closed: int | None = None,
     ) -> None:
         self.gateway = gateway
         self.model_version = model_version
@@ -82,7 +84,8 @@ class IncidentTracker:
         self.close_after_s = close_after_s
         self.max_open = max_open
         self.open: dict[tuple[str, str], Incident] = {}
-        self.closed: list[Incident] = []
+        # A daemon keeps the latest closed incidents only (they went to the hub); replay keeps all.
+        self.closed: deque[Incident] = deque(maxlen=keep_closed)
         self._pending: dict[tuple[str, str], _Pending] = {}
         self.dropped = 0  # incidents not opened because max_open were open
 
@@ -153,4 +156,4 @@ class IncidentTracker:
 
     def all(self) -> list[Incident]:
         """Closed then open incidents, in order of their first packet."""
-        return sorted(self.closed + list(self.open.values()), key=lambda i: i.time)
+        return sorted([*self.closed, *self.open.values()], key=lambda i: i.time)

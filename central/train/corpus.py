@@ -55,8 +55,13 @@ def lookalike_specs(rng: np.random.Generator, duration: float) -> list:
     return [LookalikeSpec(k, start=float(rng.uniform(30, duration - 120))) for k in LOOKALIKE_KINDS]
 
 
+RECONNECT_INTERVAL_S = 1800.0  # devices reconnect now and then: connecting is normal, too
+
+
 def generate(work: Path, seed: int, *, devices: int = 40, duration: float = 900.0, kinds=KNOWN_KINDS) -> LabeledCapture:
-    """Generate (or reuse, if already there) the capture of one seed."""
+    """Generate (or reuse, if already there) the capture of one seed. Odd seeds start with
+    every device booting (connecting inside the capture), even seeds with sessions up."""
+    from atlas.sim.traffic.benign import BenignOptions
     from atlas.sim.traffic.capture import generate_capture, read_ground_truth
 
     out = work / f"seed-{seed}"
@@ -71,6 +76,7 @@ def generate(work: Path, seed: int, *, devices: int = 40, duration: float = 900.
             attacks=attack_specs(rng, duration, kinds),
             lookalikes=lookalike_specs(rng, duration),
             seed=seed,
+            options=BenignOptions(preroll=seed % 2 == 0, reconnect_interval=RECONNECT_INTERVAL_S),
         )
         gt.write(out)
     labels = [

@@ -14,7 +14,8 @@ from atlas.agent.features.schema import FEATURE_NAMES, SCHEMA_VERSION
 from atlas.central.train.dataset import Rows
 from atlas.central.train.models import to_int8_tflite, train_autoencoder, train_classifier
 
-STD_FLOOR = 0.05  # features are on log scales; a near-constant benign feature must not explode
+STD_FLOOR = 0.5  # features are on log scales: one unit (a count x2.7) is at most 2 sigma, so a
+# feature that is near-constant in benign training data (a device connecting) cannot explode
 CLIP = 50.0
 ANOMALY_QUANTILE = 0.9999  # of benign training errors (int8 model) ...
 ANOMALY_MARGIN = 1.5  # ... times this margin is the threshold
