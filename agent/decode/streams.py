@@ -91,7 +91,9 @@ class _Flow:
         self.c2b = _Half()
         self.b2c = _Half()
         self.level = 4  # protocol level, from the connection's CONNECT (3.1.1 until seen)
-        self.connected = False  # its first CONNECT has been seen
+        # The client has sent its first message: only a CONNECT that is the first message
+        # sets the protocol level and client id; any later CONNECT is a protocol error.
+        self.connected = False
         self.client_id: str | None = None
         self.client_hash = 0
         self.last_ts = ts
@@ -367,7 +369,7 @@ class MqttStreams:
         Partial messages stay buffered (their connection may go on in a later capture).
         """
         self._out = out = _Out()
-        for flow in list(self._flows.values()):
+        for flow in sorted(self._flows.values(), key=lambda f: f.key):  # an order of its own
             for tb, half in ((1, flow.c2b), (0, flow.b2c)):
                 if half.ooo:
                     self._guarded(self._give_up_waiting, flow, half, tb, flow.last_ts)
@@ -427,9 +429,6 @@ class MqttStreams:
             npk=len(packets),
         )
         g.ctrl = (g.fl & _CTRL) != 0
-        g.b0 = batch.buf[np.minimum(g.off, nbuf - 1)] if nbuf else np.zeros(len(cand), np.uint8)
-        g.connect = g.tb & (g.clen > 0) & (g.b0 >> 4 == CONNECT)
-        g.flows = [None] * len(gstart)
         fast_rows: list[np.ndarray] = []
         fast_keys: list[np.ndarray] = []
         pending, deferred = np.arange(len(cand)), []
@@ -441,15 +440,13 @@ class MqttStreams:
             pending = self._round(batch, out, g, pending, rnd, fast_rows, fast_keys, deferred, last)
             if not len(pending):
                 break
+        if rounds == 0:  # keep the flow table's recency order the same as with rounds
+            firsts = np.flatnonzero(np.r_[True, g.gid[1:] != g.gid[:-1]])
+            self._lookup_groups(g, firsts, np.r_[firsts[1:], len(g.gid)] - 1, 0)
         deferred.append(pending)
         rest = np.concatenate(deferred)
         if len(rest):  # what is left goes through the reference path, in batch order
             self._slow_positions(batch, out, g, rest)
-        if fast_rows:
-            # Read at the end: a CONNECT in this batch may have taught the client id.
-            ch = np.array([f.client_hash if f is not None else 0 for f in g.flows], dtype=np.uint64)
-            for rows in fast_rows:
-                rows["client_hash"] = ch[rows["client_hash"].astype(np.int64)]  # held the group id
         return fast_rows, fast_keys
 
     def _round(self, batch: FrameBatch, out: _Out, g: "_Batch", pos: np.ndarray, rnd: int,
@@ -461,37 +458,47 @@ class MqttStreams:
         Returns the positions still to do; appends to `deferred` those left to the end."""
         gid = g.gid[pos]
         first = np.flatnonzero(np.r_[True, gid[1:] != gid[:-1]])  # first pending packet per group
-        flows, clean, nxt, level, fidx, tls = self._lookup_groups(g, pos[first], gid[first], rnd)
         n = len(pos)
+        flows, clean, nxt, level, conn, tls, fresh = self._lookup_groups(g, pos[first], pos[np.r_[first[1:], n] - 1], rnd)
         local = np.repeat(np.arange(len(first)), np.diff(np.r_[first, n]))
         ctrl = g.ctrl[pos]
         # Over TLS there is nothing to decode: only SYN/FIN/RST still matter.
         drop = tls[local] & ~ctrl
-        if rnd == 0:
-            # A SYN on a connection we already track (its four-tuple reused by a new connection)
-            # changes what both directions mean: such connections take the ordered path at the end.
-            syn = np.bincount(local, weights=(g.fl[pos] & TCP_SYN) != 0, minlength=len(first)) > 0
-            reused = np.unique(fidx[syn & (fidx >= 0)])
-            if len(reused):
-                late = np.isin(fidx, reused)[local] & ~drop
-                deferred.append(pos[late])
-                drop |= late
-        if drop.any():
-            keep = ~drop
+        late = self._ordered_connections(g, pos, first, local, conn, flows) if rnd == 0 else np.zeros(n, dtype=bool)
+        # Until the client's first message, a CONNECT may still set the protocol level and the
+        # client id: the broker's packets that come after the client's next one in the batch
+        # wait (they sit this round out). If the broker sent data before it, the whole
+        # connection takes the ordered path.
+        first_tb = g.tb[pos[first]]
+        waiting = fresh & first_tb
+        wait = np.zeros(n, dtype=bool)
+        if waiting.any():
+            bound = np.full(int(conn.max()) + 1, np.iinfo(np.int64).max)
+            bound[conn[waiting]] = g.cand[pos[first[waiting]]]
+            after = g.cand[pos] > bound[conn[local]]
+            broker = ~g.tb[pos]
+            early = np.bincount(conn[local], weights=broker & ~after & (g.wlen[pos] > 0), minlength=len(bound)) > 0
+            early &= bound < np.iinfo(np.int64).max  # only connections whose client is waited for
+            late |= early[conn[local]]
+            wait = broker & after
+        late &= ~drop
+        if late.any():
+            deferred.append(pos[late])
+            drop |= late
+        wait &= ~drop
+        held = pos[wait]
+        if drop.any() or wait.any():
+            keep = ~(drop | wait)
             pos, local, ctrl = pos[keep], local[keep], ctrl[keep]
             n = len(pos)
             if not n:
-                return pos
+                return held
             new_first = np.flatnonzero(np.r_[True, local[1:] != local[:-1]])
             sel = local[new_first]
             flows = [flows[i] for i in sel.tolist()]
-            clean, nxt, level, fidx = clean[sel], nxt[sel], level[sel], fidx[sel]
+            clean, nxt, level, conn = clean[sel], nxt[sel], level[sel], conn[sel]
             first = new_first
             local = np.repeat(np.arange(len(first)), np.diff(np.r_[first, n]))
-        # A CONNECT still to come may change the protocol level: the other direction waits.
-        has_connect = np.bincount(local, weights=g.connect[pos], minlength=len(first)) > 0
-        if has_connect.any():
-            clean &= ~(np.isin(fidx, fidx[has_connect & (fidx >= 0)]) & ~has_connect)
 
         seq, wlen, clen = g.seq[pos], g.wlen[pos], g.clen[pos]
         try_i = np.flatnonzero((wlen > 0) & (clen == wlen) & ~ctrl & clean[local])
@@ -509,8 +516,11 @@ class MqttStreams:
         for i in np.flatnonzero(n_fast).tolist():
             j = first[i] + n_fast[i] - 1
             flow = flows[i]
-            half = flow.c2b if g.tb[pos[j]] else flow.b2c
-            half.nxt = int((seq[j] + wlen[j]) & _M32)
+            if g.tb[pos[j]]:
+                flow.c2b.nxt = int((seq[j] + wlen[j]) & _M32)
+                flow.connected = True
+            else:
+                flow.b2c.nxt = int((seq[j] + wlen[j]) & _M32)
         fi = np.flatnonzero(fast)
         if len(fi):
             # Rows in batch order (a scatter over packet indices is cheaper than a sort).
@@ -532,7 +542,10 @@ class MqttStreams:
             rows["broker"] = np.where(ftb, g.dst[p], g.src[p])
             rows["client_port"] = np.where(ftb, g.sp[p], g.dp[p])
             rows["to_broker"] = ftb
-            rows["client_hash"] = g.gid[p]  # the group, until the client ids are final
+            # The client id as of now: a CONNECT still to come is a stop of this round (its own
+            # direction) or holds the other direction back (has_connect).
+            ch = np.array([f.client_hash if f is not None else 0 for f in flows], dtype=np.uint64)
+            rows["client_hash"] = ch[local[fi]]
             fast_rows.append(rows)
             fast_keys.append(g.cand[p].astype(np.int64) << _ROW_KEY_SHIFT)
             self._count["fast_path"] += len(fi)
@@ -545,7 +558,31 @@ class MqttStreams:
             if len(stops):
                 self._slow_positions(batch, out, g, pos[stops])
             fast[stops] = True
-        return pos[~fast]
+        rest = pos[~fast]
+        return np.sort(np.concatenate([rest, held])) if len(held) else rest
+
+    @staticmethod
+    def _ordered_connections(g: "_Batch", pos: np.ndarray, first: np.ndarray, local: np.ndarray,
+                             conn: np.ndarray, flows: list) -> np.ndarray:
+        """Packets of connections whose directions must be processed in batch order, not in
+        rounds: a FIN or RST ends the connection for both directions (what comes after it in
+        the batch belongs to a new one), and a SYN restarts a connection that exists (the
+        four-tuple reused) or that already carried data in this batch."""
+        fl, cand = g.fl[pos], g.cand[pos]
+        big = np.iinfo(np.int64).max
+        rst = np.bincount(local, weights=(fl & (TCP_RST | TCP_FIN)) != 0, minlength=len(first)) > 0
+        last_syn = np.maximum.reduceat(np.where((fl & TCP_SYN) != 0, cand, -1), first)
+        if not rst.any() and (last_syn < 0).all():
+            return np.zeros(len(pos), dtype=bool)
+        first_data = np.minimum.reduceat(np.where(g.wlen[pos] > 0, cand, big), first)
+        nconn = int(conn.max()) + 1
+        c_syn, c_data = np.full(nconn, -1), np.full(nconn, big)
+        np.maximum.at(c_syn, conn, last_syn)
+        np.minimum.at(c_data, conn, first_data)
+        c_rst = np.bincount(conn, weights=rst, minlength=nconn) > 0
+        c_known = np.bincount(conn, weights=[f is not None for f in flows], minlength=nconn) > 0
+        ordered = c_rst | ((c_syn >= 0) & (c_known | (c_data < c_syn)))
+        return ordered[conn][local]
 
     def _slow_positions(self, batch: FrameBatch, out: _Out, g: "_Batch", pos: np.ndarray) -> None:
         """The reference path for these packets (grouped positions), in batch order."""
@@ -554,23 +591,26 @@ class MqttStreams:
         self._slow(batch, out, g.cand[pos], g.ts[pos], g.src[pos], g.dst[pos], g.sp[pos], g.dp[pos], g.tb[pos],
                    g.fl[pos], g.seq[pos], g.off[pos], g.clen[pos], g.wlen[pos])
 
-    def _lookup_groups(self, g: "_Batch", firsts: np.ndarray, groups: np.ndarray, rnd: int):
-        """Per direction still to do: its connection, whether its stream is clean (nothing
-        pending), the sequence number expected next, the protocol level, a per-call connection
-        index (-1 without a connection) and whether the connection is TLS."""
+    def _lookup_groups(self, g: "_Batch", firsts: np.ndarray, lasts: np.ndarray, rnd: int):
+        """Per direction still to do: its connection (None if not tracked), whether its stream is
+        clean (nothing pending), the sequence number expected next, the protocol level, a
+        per-call connection index (the same for both directions), whether it is TLS and whether
+        the client's first message is still to come."""
         flows_table = self._flows
         ng = len(firsts)
         flows: list[_Flow | None] = [None] * ng
         clean = np.zeros(ng, dtype=bool)
         tls = np.zeros(ng, dtype=bool)
+        fresh = np.ones(ng, dtype=bool)
         nxt = np.full(ng, -1, dtype=np.int64)
         level = np.full(ng, 4, dtype=np.uint8)
-        fidx = np.full(ng, -1, dtype=np.int64)
-        seen: dict[int, int] = {}
+        fidx = np.empty(ng, dtype=np.int64)
+        seen: dict[tuple[int, int, int, int], int] = {}
         cols = zip(g.src[firsts].tolist(), g.dst[firsts].tolist(), g.sp[firsts].tolist(), g.dp[firsts].tolist(),
-                   g.tb[firsts].tolist(), groups.tolist(), g.ts[firsts].tolist())
-        for i, (s, d, a, b, t, grp, ts) in enumerate(cols):
+                   g.tb[firsts].tolist(), g.ts[lasts].tolist())
+        for i, (s, d, a, b, t, ts) in enumerate(cols):
             key = (s, d, a, b) if t else (d, s, b, a)
+            fidx[i] = seen.setdefault(key, len(seen))
             flow = flows_table.get(key)
             if flow is None:
                 continue
@@ -578,14 +618,13 @@ class MqttStreams:
                 flows_table[key] = flows_table.pop(key)  # most recently used last
                 flow.last_ts = max(flow.last_ts, ts)
             flows[i] = flow
-            g.flows[grp] = flow
             half = flow.c2b if t else flow.b2c
             clean[i] = half.clean()
             tls[i] = flow.tls
             nxt[i] = half.nxt
             level[i] = flow.level
-            fidx[i] = seen.setdefault(id(flow), len(seen))
-        return flows, clean, nxt, level, fidx, tls
+            fresh[i] = not flow.connected
+        return flows, clean, nxt, level, fidx, tls, fresh
 
     def _slow(self, batch: FrameBatch, out: _Out, idx, ts, src, dst, sp, dp, tb, fl, seq, off, clen, wlen) -> None:
         mv = memoryview(batch.buf)
@@ -614,6 +653,8 @@ class MqttStreams:
                         out.v_len.append(c)
                         out.close_run(first, (t, key[0], key[1], key[2], to_b, flow.client_hash), flow.level)
                         half.nxt = (q + w) & _M32
+                        if to_b:
+                            flow.connected = True
                         continue
             try:
                 flow = segment(flow, to_b, t, f, q, mv, o, c, w)
@@ -825,6 +866,8 @@ class MqttStreams:
             if live and src[off] >> 4 != CONNECT:
                 v_off.append(off)
                 v_len.append(total)
+                if tb:
+                    flow.connected = True
             else:
                 out.close_run(run, meta, level)
                 self._emit_parsed(flow, tb, ts, src[off : off + total])
@@ -903,6 +946,8 @@ class MqttStreams:
         return (ts, client, broker, cport, tb, flow.client_hash)
 
     def _emit(self, flow: _Flow, tb: int, ts: float, msg: MqttMessage) -> None:
+        if tb and msg.error != MQTT_STREAM_GAP:
+            flow.connected = True
         out = self._out
         out.py_keys.append(out.key())
         out.py_rows.append(_row(self._meta(flow, tb, ts), msg))
@@ -912,7 +957,7 @@ class MqttStreams:
         if msg.mtype == CONNECT and tb:
             if flow.connected:
                 if msg.error == MQTT_OK:
-                    msg.error, msg.detail = MQTT_PROTOCOL, "second CONNECT on a connection"
+                    msg.error, msg.detail = MQTT_PROTOCOL, "CONNECT that is not the client's first message"
             else:
                 flow.connected = True
                 if msg.proto_level in (3, 4, 5):
