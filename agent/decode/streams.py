@@ -1,12 +1,16 @@
 """MQTT over TCP: stream reassembly per connection and MQTT messages as MQTT_DTYPE rows.
 
-The common case, one complete message per segment on a connection with nothing buffered, is
-decoded for the whole batch at once with numpy (`decode_vectorized`). Only connections that
-need it (a message split across segments, several messages in one segment, retransmissions,
-out-of-order segments, SYN/FIN/RST, CONNECT, rare or malformed message types) go through
-the per-segment Python path, from their first such packet in the batch on, so that each
-connection's messages stay in order. Both paths produce identical rows; `mqtt.parse_message`
-is the reference for anything the vectorized decoder does not prove well formed.
+The common case, one complete message per segment continuing a stream with nothing buffered,
+is decoded for the whole batch at once with numpy (`decode_vectorized`). Per direction of a
+connection, the run of such segments is taken vectorized; the packet that ends the run (a
+message split across segments, several messages in one segment, a retransmission, a hole, a
+CONNECT, a rare or malformed message) goes through the per-segment reference path, and the
+next pass (`fast_rounds` per batch) resumes the vectorized run behind it. Each direction stays
+in order; connections whose two directions depend on each other's order (a FIN, RST or reused
+four-tuple in the batch; the broker talking before the client's first message) take the
+reference path in batch order. Both paths give identical rows (tested differentially);
+`mqtt.parse_message` is the reference for anything the vectorized decoder does not prove well
+formed.
 
 Memory is bounded: per connection by `max_message` (a partial message) and `max_ooo_bytes`
 (segments waiting behind a hole), overall by `max_flows` and `max_buffered`, with eviction and
@@ -297,9 +301,18 @@ def _looks_like_tls(data, off: int, end: int) -> bool:
 class MqttStreams:
     """Reassemble the TCP streams of MQTT connections and decode their messages, batch by batch.
 
-    A connection is MQTT when one side's port is in `ports` (that side is the broker). `feed`
-    returns one MQTT_DTYPE row per message (malformed ones with `error` set, lost bytes as a
-    MQTT_STREAM_GAP row), ordered by the packet that completed them.
+    A connection is MQTT when one side's port is in `ports` (that side is the broker; TLS on
+    such a port is recognised and ignored). `feed` returns one MQTT_DTYPE row per message
+    (malformed ones with `error` set, lost bytes as a MQTT_STREAM_GAP row), ordered by the packet
+    that completed them; `ts` is that packet's time.
+
+    Bounds: `max_message` (larger messages are reported MQTT_OVERSIZE from their header and
+    skipped unbuffered), `max_flows` connections (least recently used evicted),
+    `max_ooo_bytes` / `max_ooo_segments` / `ooo_timeout` seconds per direction for segments
+    waiting behind a hole (then the hole is declared a gap), `max_buffered` bytes overall
+    (then the longest-holding flows drop what they buffer, a gap each), `idle_timeout` seconds
+    without packets, `max_clients` entries per client-id table. `fast_rounds=0` turns the
+    vectorized path off (the reference path alone, for tests and debugging).
     """
 
     def __init__(
@@ -321,6 +334,9 @@ class MqttStreams:
                             ("max_clients", max_clients)):
             if not isinstance(value, int) or value <= 0:
                 raise ValueError(f"MqttStreams: {name} must be a positive integer, got {value!r}")
+        for name, value in (("ooo_timeout", ooo_timeout), ("idle_timeout", idle_timeout)):
+            if not isinstance(value, (int, float)) or value < 0:
+                raise ValueError(f"MqttStreams: {name} must be a number of seconds >= 0, got {value!r}")
         if not ports or not all(isinstance(p, int) and 0 < p < 65536 for p in ports):
             raise ValueError(f"MqttStreams: ports must be TCP port numbers, got {ports!r}")
         self.ports = np.array(sorted(set(ports)), dtype=np.uint16)
@@ -387,7 +403,18 @@ class MqttStreams:
         return self._host_ids.get(int(client_key))
 
     def stats(self) -> dict:
-        """Counters since start: messages, malformed by kind, gaps, flows, bytes dropped, ..."""
+        """Counters since start.
+
+        packets (MQTT-port TCP packets with data or SYN/FIN/RST), segments (with data),
+        fast_path / slow_path (packets per path), messages (rows that are messages, malformed
+        included), malformed {bad_length, bad_flags, bad_utf8, oversize, truncated, protocol},
+        gaps and bytes_missing (bytes never seen: capture loss, snap length, holes given up),
+        bytes_dropped (seen but not decoded: partial messages lost to a gap, eviction or the
+        memory bound, bytes before framing was found), bytes_retransmitted, ooo_segments,
+        oversize_bytes_skipped, flows (created), evicted_flows, expired_flows, closed_flows
+        (FIN/RST), shed_flows (memory bound), tls_flows, internal_errors (decoder bugs caught;
+        must stay 0), active_flows, buffered_bytes, known_clients.
+        """
         s: dict = dict(self._count)
         s["malformed"] = dict(self._malformed)
         s["active_flows"] = len(self._flows)
