@@ -7,7 +7,9 @@
 - coalesced segments (10 messages per segment, and 28 KB TSO-like segments of 400 messages, as in
   the MQTTset flood capture): per message, against Scapy dissecting each message alone;
 - the front end that replay runs: decode_packets + feed over the frames, against Scapy
-  dissecting every frame with `Ether()` and scapy.contrib.mqtt loaded.
+  dissecting every frame with `Ether()` and scapy.contrib.mqtt loaded;
+- connection churn (handshake, CONNECT, CONNACK, DISCONNECT, FIN per connection), the worst
+  case for the vectorized path, against the same Scapy baseline.
 
 Each test prints packets (or messages) per second of both and the ratio, and stores them in the
 benchmark's extra_info.
@@ -154,3 +156,41 @@ def test_decode_and_feed_vs_scapy_dissecting_every_frame(benchmark):
 
     t_base = _best(scapy_all, 2) / SCAPY_SAMPLE
     assert _report(benchmark, "decode_packets + feed", t_ours, t_base, "packets") >= GOAL
+
+
+def test_connection_churn_vs_scapy_dissecting_every_frame(benchmark):
+    """The worst case for the vectorized path: short connections (handshake, CONNECT, CONNACK,
+    DISCONNECT, FIN), as in a brute-force or connection flood; nearly all of it takes the
+    reference path. Per frame, against Scapy dissecting every frame with its MQTT layer."""
+    segs = []
+    for i in range(10_000):
+        c = Conn(client=f"10.3.{i // 250 % 250}.{i % 250 + 1}", cport=20000 + i % 40000, t=1000 + i * 1e-3)
+        c.handshake()
+        c.send(True, connect(f"bf{i}", username="admin", password=b"pw%d" % i))
+        c.send(False, connack(5))
+        c.send(True, b"\xe0\x00")
+        c.fin(True)
+        c.fin(False)
+        segs += c.segs
+    segs.sort(key=lambda s: s.ts)
+    batch, packets = batch_of(segs)
+
+    def ours() -> int:
+        st = MqttStreams()
+        return len(st.feed(batch, packets))
+
+    assert benchmark.pedantic(ours, rounds=3, iterations=1) == 30_000
+    t_ours = _best(ours, 3) / len(batch)
+    import scapy.contrib.mqtt  # noqa: F401
+    from scapy.layers.l2 import Ether
+
+    frames = [batch.frame(i) for i in range(SCAPY_SAMPLE)]
+
+    def scapy_all() -> None:
+        for f in frames:
+            Ether(f).lastlayer()
+
+    t_base = _best(scapy_all, 2) / SCAPY_SAMPLE
+    # A floor against regressions of the reference path, not the issue's goal (that is the
+    # replay of realistic traffic, bench/replay_throughput.py).
+    assert _report(benchmark, "feed, connection churn", t_ours, t_base, "packets") >= 10
