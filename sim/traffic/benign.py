@@ -382,6 +382,7 @@ def _firmware_updates(wire, inv, s: Sessions, plan, spec: LookalikeSpec, owner: 
     chunk = int(spec.param("chunk_bytes"))
     rate = float(spec.param("rate"))
     hit, first, last = [], None, None
+    sent = 0  # the OTA server numbers its QoS 1 chunks with one counter across all downloads
     fw_version = f"{rng.integers(2, 5)}.{rng.integers(0, 10)}.{rng.integers(0, 20)}"
     for i, brks in plan.items():
         for b in brks:
@@ -413,7 +414,8 @@ def _firmware_updates(wire, inv, s: Sessions, plan, spec: LookalikeSpec, owner: 
             payloads = random_payloads(n_chunks, chunk, chunk, rng)
             topics = Blobs.from_list([f"{base}/chunk".encode()]).take(np.zeros(n_chunks, np.int64))
             ones = np.ones(n_chunks, np.int64)
-            pid_o = _OTA_PID0 + 10000 + (k % 5000)
+            pid_o = 1 + (sent + k) % 65535
+            sent += n_chunks
             t_in, _ = publish(wire, np.full(n_chunks, oconn), t_chunks, 0, topics, payloads, ones, np.full(n_chunks, s.version[orow]), pid_o)
             t_out = t_in + wire.reply_delay(np.full(n_chunks, conn[0]), 1).astype(np.int64)
             pid_d = _OTA_PID0 + 2 + (k % 5000)

@@ -130,3 +130,19 @@ def tshark_fields(path, display_filter: str, fields: list[str]) -> list[list[str
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
     return [line.split("\t") for line in r.stdout.splitlines() if line.strip()]
+
+
+def timed_messages(s: Stream) -> list[tuple[float, bytes]]:
+    """The stream's MQTT messages with the capture time of the segment completing each."""
+    ends, total = [], 0
+    for f in s.frames:
+        total += len(f.payload)
+        ends.append((total, f.ts))
+    msgs, _ = mqtt_messages(bytes(s.data))
+    out, pos, k = [], 0, 0
+    for m in msgs:
+        pos += len(m)
+        while ends[k][0] < pos:
+            k += 1
+        out.append((ends[k][1], m))
+    return out

@@ -13,7 +13,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # tests/sim/sim_pcap.py (importlib mode)
 
-from sim_pcap import ACK, FIN, PSH, RST, SYN, checksums_ok, mqtt_messages, read_frames, streams, tshark_fields  # noqa: E402
+from sim_pcap import ACK, FIN, RST, SYN, checksums_ok, mqtt_messages, read_frames, streams, timed_messages, tshark_fields  # noqa: E402
 
 from atlas.agent.alerts import KNOWN_KINDS  # noqa: E402
 from atlas.firmware_profiles import load_device_profiles  # noqa: E402
@@ -192,6 +192,29 @@ def test_requests_are_answered(capture):
         assert sorted(acked) == sorted(ids_up) or late, (src, sport)
         pairs[3] += len(ids_up)
     assert all(pairs[k] > 0 for k in (1, 8, 12, 3)), pairs
+
+
+def test_packet_ids_are_never_reused_while_in_flight(capture):
+    """A QoS 1 PUBLISH's packet id stays taken until its PUBACK comes back (per direction)."""
+    gt, _, frames = capture
+    st = streams(frames)
+    checked = 0
+    for key, s in st.items():
+        if 1883 not in (key[1], key[3]):
+            continue
+        back = st.get((key[2], key[3], key[0], key[1]))
+        events = [(t, 0, m) for t, m in timed_messages(s)] + ([(t, 1, m) for t, m in timed_messages(back)] if back else [])
+        in_flight = set()
+        for t, side, m in sorted(events, key=lambda e: e[0]):
+            if side == 0 and m[0] >> 4 == 3 and (m[0] >> 1) & 3 == 1:
+                e = _topic_end(m)
+                pid = struct.unpack(">H", m[e : e + 2])[0]
+                assert pid not in in_flight, (key, pid)
+                in_flight.add(pid)
+                checked += 1
+            elif side == 1 and m[0] >> 4 == 4:
+                in_flight.discard(struct.unpack(">H", m[2:4])[0])
+    assert checked > 1000
 
 
 def _topic_end(m: bytes) -> int:
