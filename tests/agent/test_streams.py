@@ -31,7 +31,6 @@ from atlas.agent.decode import (
     SUBSCRIBE,
     TCP_ACK,
     TCP_PSH,
-    TCP_SYN,
 )
 from atlas.agent.decode.mqtt import parse_message, topic_hash
 from atlas.agent.decode.streams import MqttStreams, decode_vectorized
