@@ -174,11 +174,24 @@ def load_device_profiles(dir: str | Path | None = None) -> dict[str, DeviceProfi
     files = sorted(folder.glob("*.toml"))
     if not files:
         raise ProfileError(f"{folder}: no *.toml device profiles")
-    profiles = {}
+    profiles: dict[str, DeviceProfile] = {}
+    prefixes: dict[str, str] = {}
     for path in files:
         prof = load_device_profile(path)
+        other = prefixes.setdefault(prof.mqtt.client_prefix, prof.name)
+        if other != prof.name:
+            raise ProfileError(f"{path.name}: mqtt.client_prefix: {prof.mqtt.client_prefix!r} is already used by {other}.toml")
         profiles[prof.name] = prof
     return profiles
+
+
+def profile_of_client_id(profiles: dict[str, DeviceProfile], client_id: str) -> DeviceProfile | None:
+    """The profile whose `client_prefix` starts this MQTT client id (`<prefix>-...`), if any."""
+    head = client_id.split("-", 1)[0]
+    for p in profiles.values():
+        if p.mqtt.client_prefix == head:
+            return p
+    return None
 
 
 def load_device_profile(path: str | Path) -> DeviceProfile:
@@ -511,5 +524,5 @@ class _Parser:
 __all__ = [
     "CRITICALITIES", "DEVICES_DIR", "DOMAINS", "DOMAIN_TOPIC_ROOT", "DeviceProfile", "FieldSpec", "HardwareSpec",
     "MQTT_VERSIONS", "MqttSpec", "ProfileError", "ProtocolSpec", "ResponsePolicy", "TopicSpec",
-    "load_device_profile", "load_device_profiles",
+    "load_device_profile", "load_device_profiles", "profile_of_client_id",
 ]

@@ -131,3 +131,16 @@ def test_missing_or_empty_folder_is_a_clear_error(tmp_path):
         load_device_profiles(tmp_path / "nope")
     with pytest.raises(ProfileError, match="cannot read"):
         load_device_profile(Path(tmp_path / "nope.toml"))
+
+
+def test_client_ids_map_back_to_their_profile(tmp_path):
+    from atlas.firmware_profiles import profile_of_client_id
+
+    profiles = load_device_profiles()
+    assert profile_of_client_id(profiles, "tsc-d01-0042").name == "traffic_signal_controller"
+    assert profile_of_client_id(profiles, "pscam-d07-0001").name == "cctv_public_safety"
+    assert profile_of_client_id(profiles, "mqtt-explorer-12ab") is None
+    for name in ("smart_meter", "parking_sensor"):
+        (tmp_path / f"{name}.toml").write_text((DEVICES_DIR / f"{name}.toml").read_text().replace('client_prefix = "pk"', 'client_prefix = "sm"'))
+    with pytest.raises(ProfileError, match=r"^smart_meter\.toml: mqtt\.client_prefix: 'sm' is already used by parking_sensor\.toml"):
+        load_device_profiles(tmp_path)
