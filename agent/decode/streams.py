@@ -373,8 +373,11 @@ class MqttStreams:
         if packets.dtype != PACKET_DTYPE:
             raise TypeError(f"MqttStreams.feed: packets must be PACKET_DTYPE, got {packets.dtype}")
         self._out = out = _Out()
-        fast_rows, fast_keys = self._feed(batch, packets, out)
-        rows = self._finish(batch.buf, out, fast_rows, fast_keys)
+        try:
+            fast_rows, fast_keys = self._feed(batch, packets, out)
+            rows = self._finish(batch.buf, out, fast_rows, fast_keys)
+        finally:
+            self._out = _Out()  # nothing of this batch stays referenced
         if len(packets):
             self._expire(float(packets["ts"].max()))
         return rows
@@ -385,11 +388,14 @@ class MqttStreams:
         Partial messages stay buffered (their connection may go on in a later capture).
         """
         self._out = out = _Out()
-        for flow in sorted(self._flows.values(), key=lambda f: f.key):  # an order of its own
-            for tb, half in ((1, flow.c2b), (0, flow.b2c)):
-                if half.ooo:
-                    self._guarded(self._give_up_waiting, flow, half, tb, flow.last_ts)
-        return self._finish(np.zeros(1, dtype=np.uint8), out, [], [])
+        try:
+            for flow in sorted(self._flows.values(), key=lambda f: f.key):  # an order of its own
+                for tb, half in ((1, flow.c2b), (0, flow.b2c)):
+                    if half.ooo:
+                        self._guarded(self._give_up_waiting, flow, half, tb, flow.last_ts)
+            return self._finish(np.zeros(1, dtype=np.uint8), out, [], [])
+        finally:
+            self._out = _Out()
 
     def client_id(self, client_key: int, client_port: int | None = None) -> str | None:
         """Client id of the connection from (client host key, client port); without a port, the
