@@ -55,6 +55,7 @@ class AgentDaemon:
         self._last_report = self._last_health = time.monotonic()
         self._pps = 0.0
         self._frames_at_report = 0
+        self._seen = {"drops": 0, "inferences": 0, "inference_s": 0.0, "malformed": 0}  # for metric deltas
         self.capture = None
         self.enforcer = None
         self.uplink = None
@@ -175,7 +176,8 @@ class AgentDaemon:
         now_m = time.monotonic()
         elapsed = max(now_m - self._last_report, 1e-6)
         frames = self.pipeline.counters.frames
-        self._pps = (frames - self._frames_at_report) / elapsed
+        self._report_frames = frames - self._frames_at_report
+        self._pps = self._report_frames / elapsed
         self._frames_at_report = frames
         self._last_report = now_m
         for inc in list(self.pipeline.tracker.open.values()):  # updates to open incidents
@@ -222,7 +224,16 @@ class AgentDaemon:
             m.set_rules(by_action)
         if self.uplink is not None:
             m.set_hub_state("connected" if self.uplink.connected else "disconnected")
-        m.observe_batch(0, 0, int(stats.get("kernel_drops", 0)))
+            m.set_spool_depth(self.uplink.spool.stats().depth)
+        c, seen = self.pipeline.counters, self._seen
+        drops = int(stats.get("kernel_drops", 0))
+        m.observe_batch(self._report_frames, int(stats.get("bytes", 0)) - seen.get("bytes", 0), drops - seen["drops"])
+        if c.inferences > seen["inferences"]:  # the mean of the interval's inferences, as one observation
+            m.observe_inference("detector", (c.inference_s - seen["inference_s"]) / (c.inferences - seen["inferences"]))
+        malformed = sum(self.pipeline.streams.stats()["malformed"].values())
+        if malformed > seen["malformed"]:
+            m.observe_malformed("mqtt", malformed - seen["malformed"])
+        self._seen = {"drops": drops, "bytes": int(stats.get("bytes", 0)), "inferences": c.inferences, "inference_s": c.inference_s, "malformed": malformed}
 
     # ---- control socket -----------------------------------------------------------------------
 

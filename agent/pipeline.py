@@ -38,6 +38,7 @@ class PipelineCounters:
     rows: int = 0
     inferences: int = 0  # ticks on which the models ran
     detector_errors: int = 0
+    inference_s: float = 0.0  # wall time spent in the models, in total
     started: float = field(default_factory=time.time)
     last_packet_ts: float = 0.0
 
@@ -135,6 +136,7 @@ class AgentPipeline:
         self._check_volumetric(rows)
         if self.detector is None or self._ticks % self.shedding.infer_every:
             return
+        t0 = time.perf_counter()
         try:
             scores = self.detector.score(rows.X)
         except Exception:  # a failing detector must not stop capture
@@ -142,6 +144,7 @@ class AgentPipeline:
             log.exception("detector failed on a batch of %d rows", len(rows))
             return
         self.counters.inferences += 1
+        self.counters.inference_s += time.perf_counter() - t0
         for i in np.flatnonzero(scores.kind != ""):
             self._observe(rows, int(i), str(scores.kind[i]), float(scores.score[i]))
 

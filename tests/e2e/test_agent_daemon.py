@@ -16,6 +16,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import lab  # noqa: E402
 
 pytestmark = [pytest.mark.netns, pytest.mark.slow]
+METRICS_PORT = 9731  # in the lab gateway's own namespace
 
 SCAN = """
 import socket, sys, time
@@ -62,6 +63,8 @@ gateway_id = "lab-gw"
 interface = "{the_lab.bridge}"
 state_dir = "{tmp_path / 'state'}"
 control_socket = "{sock}"
+[metrics]
+port = {METRICS_PORT}
 [enforce]
 nftables = "off"
 """
@@ -98,6 +101,14 @@ def test_scan_becomes_an_incident_in_status(gateway):
     assert status["cpu"]["budget"] == 7.3 and status["models"]
     human = agent_cli("status", "--socket", str(sock))
     assert human.returncode == 0 and attacker.ip in human.stdout and "lab-gw" in human.stdout
+
+    # Prometheus metrics of the running daemon, scraped on its loopback inside the namespace
+    scrape = the_lab.run(the_lab.gw, [sys.executable, "-c", f"import urllib.request; print(urllib.request.urlopen('http://127.0.0.1:{METRICS_PORT}/metrics', timeout=5).read().decode())"])
+    assert scrape.returncode == 0, scrape.stderr
+    metrics = {line.split(" ")[0]: float(line.split(" ")[1]) for line in scrape.stdout.splitlines() if line and not line.startswith("#")}
+    assert metrics["atlas_agent_packets_total"] >= 1500 * 2 * 0.9
+    assert any(k.startswith("atlas_agent_incidents_total") and v >= 1 for k, v in metrics.items())
+    assert metrics["atlas_agent_cpu_budget_ratio"] == pytest.approx(0.073)
 
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=15) == 0
