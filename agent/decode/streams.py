@@ -177,6 +177,8 @@ def decode_vectorized(
     reference for every rule.
     """
     k = len(start)
+    if k < _SMALL:
+        return _decode_each(buf, start, length, level, to_broker)
     start = start.astype(np.int64, copy=False)
     length = length.astype(np.int64, copy=False)
     words = _words(buf)
@@ -246,6 +248,27 @@ _FILL = np.uint64(0x4141414141414141)  # 'A': harmless padding beyond a topic's 
 def _has_zero_byte(w: np.ndarray) -> np.ndarray:
     # Exact test for "some byte of w is 0" (the classic bit trick; no false positives).
     return ((w - _ONES) & ~w & _HIGHS) != 0
+
+
+_SMALL = 64  # below this many messages, numpy's per-call cost outweighs decoding one by one
+_FAST_TYPES = frozenset({3, 4, 5, 6, 7, 12, 13, 14})  # what decode_vectorized may accept
+
+
+def _decode_each(buf: np.ndarray, start: np.ndarray, length: np.ndarray, level: np.ndarray,
+                 to_broker: np.ndarray) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """decode_vectorized for a few messages: the reference decoder, one at a time."""
+    k = len(start)
+    cols = {name: np.zeros(k, dtype=MQTT_DTYPE[name]) for name in VECTOR_FIELDS}
+    ok = np.zeros(k, dtype=bool)
+    for i, (s, n, lv, tb) in enumerate(zip(start.tolist(), length.tolist(), level.tolist(), to_broker.tolist())):
+        m = parse_message(buf[s : s + n].tobytes(), bool(tb), lv)
+        if m is None or m.error != MQTT_OK or m.length != n or m.mtype not in _FAST_TYPES:
+            continue
+        ok[i] = True
+        cols["mtype"][i], cols["flags"][i], cols["length"][i], cols["qos"][i] = m.mtype, m.flags, m.length, m.qos
+        cols["topic_hash"][i], cols["topic_len"][i], cols["payload_len"][i] = m.topic_hash, m.topic_len, m.payload_len
+        cols["packet_id"][i], cols["sys_topic"][i] = m.packet_id, m.sys_topic
+    return cols, ok
 
 
 def _topic_scan(buf: np.ndarray, tstart: np.ndarray, tlen: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -430,13 +453,21 @@ class MqttStreams:
 
     # ---- the batch -----------------------------------------------------------------------------
 
+    def _on_port(self, port: np.ndarray) -> np.ndarray:
+        if len(self.ports) > 4:
+            return np.isin(port, self.ports)
+        mask = port == self.ports[0]
+        for p in self.ports[1:]:  # a few comparisons beat np.isin's set-up on small batches
+            mask |= port == p
+        return mask
+
     def _feed(self, batch: FrameBatch, packets: np.ndarray, out: _Out) -> tuple[list[np.ndarray], list[np.ndarray]]:
         """Fast rows (and their order keys) of the batch; the reference path fills `out`."""
         if not len(packets):
             return [], []
         # Field by field: gathering whole structured rows is several times slower.
         sport, dport = packets["sport"], packets["dport"]
-        s_mqtt, d_mqtt = np.isin(sport, self.ports), np.isin(dport, self.ports)
+        s_mqtt, d_mqtt = self._on_port(sport), self._on_port(dport)
         flags = packets["tcp_flags"]
         # Pure ACKs carry nothing for the streams: only data and SYN/FIN/RST matter.
         cand = np.flatnonzero((packets["proto"] == 6) & (packets["ipver"] != 0) & (s_mqtt | d_mqtt)
@@ -474,8 +505,8 @@ class MqttStreams:
             if not len(pending):
                 break
         if rounds == 0:  # keep the flow table's recency order the same as with rounds
-            firsts = np.flatnonzero(np.r_[True, g.gid[1:] != g.gid[:-1]])
-            self._lookup_groups(g, firsts, np.r_[firsts[1:], len(g.gid)] - 1, 0)
+            firsts = _run_starts(g.gid)
+            self._lookup_groups(g, firsts, _run_ends(firsts, len(g.gid)) - 1, 0)
         deferred.append(pending)
         rest = np.concatenate(deferred)
         if len(rest):  # what is left goes through the reference path, in batch order
@@ -490,10 +521,10 @@ class MqttStreams:
         is decoded vectorized; the packet that ends the run goes through the reference path.
         Returns the positions still to do; appends to `deferred` those left to the end."""
         gid = g.gid[pos]
-        first = np.flatnonzero(np.r_[True, gid[1:] != gid[:-1]])  # first pending packet per group
+        first = _run_starts(gid)  # first pending packet per group
         n = len(pos)
-        flows, clean, nxt, level, conn, tls, fresh = self._lookup_groups(g, pos[first], pos[np.r_[first[1:], n] - 1], rnd)
-        local = np.repeat(np.arange(len(first)), np.diff(np.r_[first, n]))
+        flows, clean, nxt, level, conn, tls, fresh = self._lookup_groups(g, pos[first], pos[_run_ends(first, n) - 1], rnd)
+        local = np.repeat(np.arange(len(first)), _run_ends(first, n) - first)
         ctrl = g.ctrl[pos]
         # Over TLS there is nothing to decode: only SYN/FIN/RST still matter.
         drop = tls[local] & ~ctrl
@@ -526,12 +557,12 @@ class MqttStreams:
             n = len(pos)
             if not n:
                 return held
-            new_first = np.flatnonzero(np.r_[True, local[1:] != local[:-1]])
+            new_first = _run_starts(local)
             sel = local[new_first]
             flows = [flows[i] for i in sel.tolist()]
             clean, nxt, level, conn = clean[sel], nxt[sel], level[sel], conn[sel]
             first = new_first
-            local = np.repeat(np.arange(len(first)), np.diff(np.r_[first, n]))
+            local = np.repeat(np.arange(len(first)), _run_ends(first, n) - first)
 
         seq, wlen, clen = g.seq[pos], g.wlen[pos], g.clen[pos]
         try_i = np.flatnonzero((wlen > 0) & (clen == wlen) & ~ctrl & clean[local])
@@ -587,7 +618,7 @@ class MqttStreams:
         # round, with everything else left).
         if not last:
             stop = first + n_fast
-            stops = stop[stop < np.r_[first[1:], n]]
+            stops = stop[stop < _run_ends(first, n)]
             if len(stops):
                 self._slow_positions(batch, out, g, pos[stops])
             fast[stops] = True
@@ -1116,6 +1147,22 @@ class MqttStreams:
             table.move_to_end(key)
             while len(table) > self.max_clients:
                 table.popitem(last=False)
+
+
+def _run_starts(a: np.ndarray) -> np.ndarray:
+    """Indices where a new run of equal values starts (a is not empty)."""
+    change = np.empty(len(a), dtype=bool)
+    change[0] = True
+    np.not_equal(a[1:], a[:-1], out=change[1:])
+    return np.flatnonzero(change)
+
+
+def _run_ends(starts: np.ndarray, n: int) -> np.ndarray:
+    """One past the last index of each run, from the runs' starts."""
+    ends = np.empty_like(starts)
+    ends[:-1] = starts[1:]
+    ends[-1] = n
+    return ends
 
 
 def _group_directions(src: np.ndarray, dst: np.ndarray, sport: np.ndarray, dport: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
