@@ -29,6 +29,7 @@ log = logging.getLogger("atlas.agent")
 
 _SHORT_RATE = np.log(2) / HALF_LIVES[0]  # decayed sum * this = events per second (steady state)
 EVIDENCE_SAMPLES = 3
+EXPIRE_EVERY_S = 1.0
 
 
 @dataclass
@@ -78,6 +79,7 @@ class AgentPipeline:
         )
         self.counters = PipelineCounters()
         self._ticks = 0
+        self._expired_at = float("-inf")
         self._batch: FrameBatch | None = None
         self._packets: np.ndarray | None = None
 
@@ -117,8 +119,11 @@ class AgentPipeline:
             level = self.governor.level
             self.features.tick_s = self.cfg.detect.tick_seconds * self.governor.shedding.tick_factor
             log.info("cpu %.2f%% of budget %.2f%%: shedding level %d", self.governor.percent, self.governor.budget, level)
-        for inc in self.tracker.expire(now if now is not None else self.counters.last_packet_ts):
-            self._emit(inc)
+        now = now if now is not None else self.counters.last_packet_ts
+        if now - self._expired_at >= EXPIRE_EVERY_S:  # not per batch: it walks every open incident
+            self._expired_at = now
+            for inc in self.tracker.expire(now):
+                self._emit(inc)
 
     @property
     def shedding(self) -> Shedding:

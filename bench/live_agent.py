@@ -5,9 +5,10 @@
 
 For each rate it builds a lab (tests/lab.py: a gateway namespace with a bridge, a device
 namespace on a veth), starts `atlas-agent run` in the gateway namespace on the bridge, and
-offers MQTT traffic from the device namespace for `seconds`: PUBLISH segments of many simulated
-devices (in-sequence TCP, so the stream decoder sees real messages) plus one source flooding
-PUBLISH at FLOOD_SHARE of the rate. Frames only ever cross the lab's own veth. The agent's CPU
+offers MQTT traffic from the device namespace for `seconds`: simulated devices (as many as it
+takes at DEVICE_PPS each) publishing in-sequence TCP segments that the broker's side ACKs, so
+the stream decoder sees real conversations, plus one source flooding PUBLISH at FLOOD_SHARE of
+the rate. Frames only ever cross the lab's own veth. The agent's CPU
 is read from outside (psutil on its pid) over the sending window, as a share of the machine.
 """
 from __future__ import annotations
@@ -27,7 +28,8 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 MAX_RATE = 100_000  # a bound on what this script may offer (frames/s)
 MAX_SECONDS = 900
-DEVICES = 2000  # simulated background devices
+DEVICE_PPS = 2.5  # background devices: a PUBLISH and the broker's ACK every 0.8 s each
+MIN_DEVICES = 500
 FLOOD_SHARE = 0.1  # of the offered rate, from one flooding source
 FLOOD_SRC = "10.79.255.66"
 
@@ -42,14 +44,28 @@ def _publish_frame(src_ip: str, dst_ip: str, sport: int, topic: bytes, payload: 
     return bytearray(bytes(pkt))
 
 
+def _ack_frame(broker_ip: str, device_ip: str, dport: int) -> bytearray:
+    """The broker's pure TCP ACK of a device's PUBLISH (the reverse direction of the flow)."""
+    from scapy.layers.inet import IP, TCP
+    from scapy.layers.l2 import Ether
+
+    pkt = Ether(src="02:00:00:00:00:02", dst="ff:ff:ff:ff:ff:ff") / IP(src=broker_ip, dst=device_ip) / TCP(sport=1883, dport=dport, flags="A", seq=1, ack=1000)
+    return bytearray(bytes(pkt))
+
+
 def send_main(args: argparse.Namespace) -> int:
     """Offer `rate` frames/s for `seconds` on `iface` (runs inside the device namespace)."""
     rate, seconds = min(args.rate, MAX_RATE), min(args.seconds, MAX_SECONDS)
     flood_every = max(1, round(1 / FLOOD_SHARE))
-    devices = [_publish_frame(f"10.79.{i // 250}.{i % 250 + 1}", args.dst, 40000 + i % 20000, b"city/dev%d/reading" % i, b'{"v":21.5,"u":"C"}') for i in range(DEVICES)]
+    n = max(MIN_DEVICES, int(rate * (1 - FLOOD_SHARE) / DEVICE_PPS))
+    addrs = [(f"10.79.{1 + i // 250}.{i % 250 + 1}", 40000 + i % 20000) for i in range(n)]
+    devices = [_publish_frame(ip, args.dst, port, b"city/dev%d/reading" % i, b'{"v":21.5,"u":"C"}') for i, (ip, port) in enumerate(addrs)]
+    acks = [_ack_frame(args.dst, ip, port) for ip, port in addrs]
     flood = _publish_frame(FLOOD_SRC, args.dst, 45555, b"city/flood", b"x" * 100)
     seq_off = 14 + 20 + 4  # Ethernet + IPv4 header + TCP ports: the TCP sequence number
-    seqs = [1000] * DEVICES
+    ack_off = seq_off + 4
+    seqs = [1000] * n
+    turn = 0  # background packets alternate: a device's PUBLISH, then the broker's ACK of it
     flood_seq = 1000
     sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
     sock.bind((args.iface, 0))
@@ -66,10 +82,15 @@ def send_main(args: argparse.Namespace) -> int:
                 pack_into("!I", frame, seq_off, flood_seq)
                 flood_seq = (flood_seq + len(frame) - 54) & 0xFFFFFFFF
             else:
-                d = k % DEVICES
-                frame = devices[d]
-                pack_into("!I", frame, seq_off, seqs[d])
-                seqs[d] = (seqs[d] + len(frame) - 54) & 0xFFFFFFFF
+                d = (turn // 2) % n
+                if turn % 2 == 0:
+                    frame = devices[d]
+                    pack_into("!I", frame, seq_off, seqs[d])
+                    seqs[d] = (seqs[d] + len(frame) - 54) & 0xFFFFFFFF
+                else:
+                    frame = acks[d]
+                    pack_into("!I", frame, ack_off, seqs[d])
+                turn += 1
             try:
                 send(frame)
             except BlockingIOError:
@@ -105,12 +126,13 @@ def run_one(rate: int, seconds: float, tmp: Path) -> dict:
             f'[agent]\ngateway_id = "bench"\ninterface = "{the_lab.bridge}"\nstate_dir = "{tmp / "state"}"\n'
             f'control_socket = "{sock}"\n[enforce]\nnftables = "off"\n'
         )
+        log = open(tmp / f"agent-{rate}.log", "w")
         agent = the_lab.popen(the_lab.gw, [sys.executable, "-m", "atlas.agent.cli", "run", "--config", str(cfg)],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                              stdout=subprocess.DEVNULL, stderr=log, text=True)
         end = time.monotonic() + 60
         while _status(sock) is None:
             if agent.poll() is not None or time.monotonic() > end:
-                raise RuntimeError(f"agent did not start: {agent.stderr.read()[-2000:] if agent.stderr else ''}")
+                raise RuntimeError(f"agent did not start: {(tmp / f'agent-{rate}.log').read_text()[-2000:]}")
             time.sleep(0.2)
         proc = psutil.Process(agent.pid)
         before = _status(sock)
@@ -122,7 +144,8 @@ def run_one(rate: int, seconds: float, tmp: Path) -> dict:
         after = _status(sock) or {}
         rss = proc.memory_info().rss
         agent.terminate()
-        agent.wait(timeout=20)
+        agent.wait(timeout=30)
+        log.close()
     sent = json.loads(sender.stdout.strip().splitlines()[-1]) if sender.returncode == 0 else {"sent": 0, "seconds": 0}
     incidents = after.get("incidents", [])
     flood = [i for i in incidents if i["src_ip"] == FLOOD_SRC]
@@ -140,6 +163,7 @@ def run_one(rate: int, seconds: float, tmp: Path) -> dict:
         "flood_detected": bool(flood),
         "flood_kinds": sorted({i["kind"] for i in flood}),
         "other_incidents": len(incidents) - len(flood),
+        "other_incident_kinds": sorted({i["kind"] for i in incidents if i["src_ip"] != FLOOD_SRC}),
         "rss_mb": round(rss / 2**20, 1),
         "capture_backend": after.get("capture", {}).get("backend"),
     }
