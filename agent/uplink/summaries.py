@@ -19,14 +19,6 @@ from atlas.agent.uplink import DeviceSummary
 REPORT_INTERVAL = 300.0
 
 
-@dataclass
-class _Acc:
-    features: np.ndarray  # float64 sum of the rows
-    rows: int
-    packets: int
-    bytes: int
-
-
 class DeviceSummaries:
     """Feed it every FeatureRows (atlas.agent.features.windows) in time order with `add`."""
 
@@ -37,7 +29,12 @@ class DeviceSummaries:
         self.interval = float(interval)
         self.schema_version = schema_version
         self._slot: int | None = None  # index of the open interval: floor(t / interval)
-        self._acc: dict[int, _Acc] = {}
+        # Accumulators of the open interval, one row per device (vectorized: a gateway may
+        # have tens of thousands of devices and this runs every tick).
+        self._row: dict[int, int] = {}  # host key -> row
+        self._keys = np.zeros(0, dtype=np.uint64)
+        self._sums = np.zeros((0, 0))
+        self._counts = np.zeros((0, 3), dtype=np.int64)  # rows, packets, bytes
 
     def add(self, tick_end: float, devices: np.ndarray, X: np.ndarray, packets: np.ndarray,
             bytes_by_device: Mapping[int, int] | None = None) -> list[DeviceSummary]:
@@ -45,16 +42,34 @@ class DeviceSummaries:
         slot = int(tick_end // self.interval)
         out = self._close() if self._slot is not None and slot != self._slot else []
         self._slot = slot
-        for i, key in enumerate(devices.tolist()):
-            acc = self._acc.get(key)
-            if acc is None:
-                acc = self._acc[key] = _Acc(np.zeros(X.shape[1]), 0, 0, 0)
-            acc.features += X[i]
-            acc.rows += 1
-            acc.packets += int(packets[i])
-            if bytes_by_device is not None:
-                acc.bytes += int(bytes_by_device.get(key, 0))
+        keys = devices.tolist()
+        rows = np.fromiter((self._row.get(k, -1) for k in keys), dtype=np.int64, count=len(keys))
+        new = np.flatnonzero(rows < 0)
+        if len(new):
+            rows[new] = self._grow([keys[i] for i in new], X.shape[1])
+        self._sums[rows] += X  # a device appears once per tick: no repeated rows
+        self._counts[rows, 0] += 1
+        self._counts[rows, 1] += packets.astype(np.int64)
+        if bytes_by_device is not None:
+            self._counts[rows, 2] += np.fromiter((bytes_by_device.get(k, 0) for k in keys), dtype=np.int64, count=len(keys))
         return out
+
+    def _grow(self, keys: list[int], width: int) -> np.ndarray:
+        start = len(self._row)
+        need = start + len(keys)
+        if need > len(self._keys) or self._sums.shape[1] != width:
+            cap = max(need, 2 * len(self._keys), 64)
+            sums = np.zeros((cap, width))
+            sums[:start] = self._sums[:start] if self._sums.shape[1] == width else 0.0
+            counts = np.zeros((cap, 3), dtype=np.int64)
+            counts[:start] = self._counts[:start]
+            kk = np.zeros(cap, dtype=np.uint64)
+            kk[:start] = self._keys[:start]
+            self._sums, self._counts, self._keys = sums, counts, kk
+        rows = np.arange(start, need)
+        self._keys[start:need] = keys
+        self._row.update(zip(keys, rows.tolist()))
+        return rows
 
     def flush(self) -> list[DeviceSummary]:
         """Summaries of the open interval (at shutdown)."""
@@ -62,13 +77,17 @@ class DeviceSummaries:
 
     def _close(self) -> list[DeviceSummary]:
         start = self._slot * self.interval
+        n = len(self._row)
+        means = (self._sums[:n] / np.maximum(self._counts[:n, 0], 1)[:, None]).astype(np.float32)
         out = []
-        for key, acc in self._acc.items():
+        for i, key in enumerate(self._keys[:n].tolist()):
             address = self.name(key)
             out.append(DeviceSummary(
-                device=address, address=address, start=start, end=start + self.interval, packets=acc.packets,
-                bytes=acc.bytes, features=(acc.features / acc.rows).astype(np.float32).tolist(),
+                device=address, address=address, start=start, end=start + self.interval,
+                packets=int(self._counts[i, 1]), bytes=int(self._counts[i, 2]), features=means[i].tolist(),
                 schema_version=self.schema_version,
             ))
-        self._acc.clear()
+        self._row.clear()
+        self._sums[:n] = 0.0
+        self._counts[:n] = 0
         return out
