@@ -364,11 +364,20 @@ def cmd_rules(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
+    from atlas.agent.control import ControlError, query
     from atlas.central.hub import HubView
 
-    store = _reader(args)
-    status = HubView(store).status()
-    status["running"] = _hub_alive(store)
+    config = _config(args, required=False)
+    status = None
+    if config is not None and config.control_socket:  # the running hub answers for itself, with its live counters
+        try:
+            status = query(config.control_socket, "status", timeout=3.0)
+        except (ControlError, PermissionError, OSError):
+            status = None
+    if status is None:  # no hub answers: what its database says
+        store = _reader(args)
+        status = HubView(store).status()
+        status["running"] = _hub_alive(store)
     if args.json:
         _print_json(status)
         return 0
@@ -393,6 +402,9 @@ def cmd_status(args: argparse.Namespace) -> int:
     head = status["audit_head"]
     print(f"audit: {c['audit_rows']} rows" + (f", head {head['seq']}:{head['hash']}" if head else ""))
     print(f"schema version: {status['schema_version']}")
+    wire = status.get("wire")
+    if wire:
+        print("wire: " + ", ".join(f"{k} {v}" for k, v in sorted(wire.items()) if v))
     return 0
 
 

@@ -18,6 +18,8 @@ Example::
     sync = "full"                      # "full": fsync each commit (survives power loss);
                                        # "normal": survives a hub crash, faster
     telemetry_retention = 86400        # seconds of per-device summaries kept; 0 = forever
+    control_socket = "/run/atlas/central/control.sock"   # `atlas-central status` asks the hub here
+    metrics_port = 9732                # Prometheus metrics on 127.0.0.1; 0 = off
 
     [tls]                              # optional with [hub] pki
     ca = "pki/ca.crt"
@@ -87,6 +89,8 @@ class HubConfig:
     merge_window: float = 300.0
     tls: TlsConfig | None = None
     decide: DecideConfig = field(default_factory=DecideConfig)
+    control_socket: Path | None = None  # `atlas-central status` asks the running hub here
+    metrics_port: int = 0  # Prometheus exporter on 127.0.0.1; 0 = off
 
 
 class _Table:
@@ -237,6 +241,10 @@ def parse_config(data: dict[str, Any], source: str = "<config>", base: Path | No
     sync = hub.get("sync", str, "full")
     if sync not in ("full", "normal"):
         raise hub.error("sync", f"expected \"full\" or \"normal\", got {sync!r}")
+    control_socket = _path(hub, "control_socket", base)
+    metrics_port = hub.get("metrics_port", int, 0)
+    if not 0 <= metrics_port < 65536:
+        raise hub.error("metrics_port", f"expected a port number (0: off), got {metrics_port!r}")
     hub.finish()
     if pki is not None and signing_key is None:
         signing_key = pki / "rule-signing.key"
@@ -263,7 +271,8 @@ def parse_config(data: dict[str, Any], source: str = "<config>", base: Path | No
     return HubConfig(path=path, database=database, listen=cfg_listen, signing_key=signing_key,
                      inventory=inventory, operator_poll=operator_poll, sync=sync,
                      telemetry_retention=float(retention),
-                     merge_window=merge_window, tls=tls, decide=decide)
+                     merge_window=merge_window, tls=tls, decide=decide,
+                     control_socket=control_socket, metrics_port=metrics_port)
 
 
 def load_config(path: str | Path) -> HubConfig:

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import IO, Callable
 
 from atlas.agent import __version__, notify
+from atlas.agent.control import serve as serve_control
 from atlas.central.config import ConfigError, HubConfig, require_files
 from atlas.central.decide.inventory import Inventory, InventoryError, load_inventory
 from atlas.central.decide.playbook import Playbook
@@ -98,6 +99,49 @@ def lock_database(database: Path) -> IO[bytes]:
     return handle
 
 
+class LiveStatus:
+    """What the running hub says about itself: the store's view plus the wire's live counters.
+    Served on the control socket (`atlas-central status`) and as Prometheus metrics."""
+
+    METRICS_EVERY_S = 5.0  # the store's counts are SQL queries: not every loop
+
+    def __init__(self, hub, server) -> None:
+        self.hub, self.server = hub, server
+        self.metrics = None
+        self.metrics_server = None
+        self._seen: dict[str, int] = {}
+        self._updated = 0.0
+
+    def status(self, _args=None) -> dict:
+        from atlas.central.hub import HubView
+
+        out = HubView(self.hub.store).status()
+        out["running"] = True
+        out["wire"] = self.server.counters()
+        return out
+
+    def start_metrics(self, port: int):
+        from atlas.agent.metrics import CentralMetrics
+
+        self.metrics = CentralMetrics(__version__)
+        self.metrics_server = self.metrics.serve(port)
+        self.update_metrics()
+        return self.metrics
+
+    def update_metrics(self) -> None:
+        if time.monotonic() - self._updated < self.METRICS_EVERY_S:
+            return
+        self._updated = time.monotonic()
+        m, wire = self.metrics, self.server.counters()
+        m.observe_telemetry(wire.get("telemetry_records", 0) - self._seen.get("telemetry_records", 0))
+        for reason in ("refused_batches", "malformed_messages", "refused_identity", "refused_impersonation"):
+            m.drop_telemetry(reason, wire.get(reason, 0) - self._seen.get(reason, 0))
+        self._seen = dict(wire)
+        counts = self.hub.store.counts()
+        m.set_gateway_streams({"connected": counts["gateways_online"], "disconnected": counts["gateways"] - counts["gateways_online"]})
+        m.set_rules({"active": counts["rules_active"], "shadow": counts["rules_shadow"]})
+
+
 def serve(config: HubConfig, stop: threading.Event | None = None,
           on_ready: Callable[[int], None] | None = None) -> int:
     """Run the hub until SIGTERM/SIGINT (or `stop` is set). Returns the exit code."""
@@ -121,6 +165,9 @@ def serve(config: HubConfig, stop: threading.Event | None = None,
     host = config.listen.rpartition(":")[0]
     hub.listen = f"{host}:{server.port}"  # the real port when the config says 0
     hub.start()
+    live = LiveStatus(hub, server)
+    control = serve_control(str(config.control_socket), {"status": live.status}) if config.control_socket else None
+    metrics = live.start_metrics(config.metrics_port) if config.metrics_port else None
     log.info("atlas-central %s listening on %s (port %d), database %s", __version__,
              config.listen, server.port, config.database)
     notify.ready(f"listening on {config.listen}")
@@ -133,9 +180,15 @@ def serve(config: HubConfig, stop: threading.Event | None = None,
             # a stuck hub must be restarted, not kept alive by an idle main loop.
             if time.monotonic() - hub.last_tick < MAINTENANCE_STALL_SECONDS:
                 dog.tick()
+            if metrics is not None:
+                live.update_metrics()
     finally:
         log.info("stopping")
         notify.stopping()
+        if control is not None:
+            control.close()
+        if metrics is not None:
+            live.metrics_server.close()
         server.stop(grace=2.0)
         hub.close()
         hub.store.close()
