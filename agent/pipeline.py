@@ -17,6 +17,7 @@ from atlas.agent.alerts import Incident, IncidentTracker
 from atlas.agent.capture import FrameBatch
 from atlas.agent.capture.pcapfile import read_capture
 from atlas.agent.config import AgentConfig
+from atlas.agent.decode import PACKET_DTYPE
 from atlas.agent.decode.dissect import summary
 from atlas.agent.decode.packets import AddressBook, decode_packets
 from atlas.agent.decode.streams import MqttStreams
@@ -108,7 +109,7 @@ class AgentPipeline:
         """End of input: close the open tick; returns every incident, in order."""
         tail = self.streams.flush()
         if len(tail):
-            for rows in self.features.update(np.zeros(0, dtype=self._packets.dtype), tail):
+            for rows in self.features.update(np.zeros(0, dtype=PACKET_DTYPE), tail):
                 self._on_rows(rows)
         for rows in self.features.flush():
             self._on_rows(rows)

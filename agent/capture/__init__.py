@@ -52,3 +52,22 @@ class FrameBatch:
             np.cumsum(caplens[:-1], out=offsets[1:])
         buf = np.frombuffer(b"".join(frames), dtype=np.uint8)
         return FrameBatch(buf, offsets, caplens, caplens.copy(), np.asarray(ts, dtype=np.float64), linktype)
+
+    @staticmethod
+    def concat(batches: list["FrameBatch"]) -> "FrameBatch":
+        """One batch of several of the same link type, in order (live capture hands over ring
+        blocks; decoding costs per batch and per flow in a batch, so fewer, larger batches)."""
+        if len(batches) == 1:
+            return batches[0]
+        linktype = batches[0].linktype
+        if any(b.linktype != linktype for b in batches):
+            raise ValueError("FrameBatch.concat: batches of different link types")
+        shifts = np.cumsum([0] + [len(b.buf) for b in batches[:-1]])
+        return FrameBatch(
+            np.concatenate([b.buf for b in batches]),
+            np.concatenate([b.offsets + shift for b, shift in zip(batches, shifts)]),
+            np.concatenate([b.caplens for b in batches]),
+            np.concatenate([b.wirelens for b in batches]),
+            np.concatenate([b.ts for b in batches]),
+            linktype,
+        )

@@ -369,3 +369,19 @@ def test_mqttset_frames_equal_scapy_raw_reader(path):
     assert [(f, w) for _, f, w, _ in got] == [(f, w) for f, w, _ in ref]
     assert np.allclose([t for *_, t in got], [t for *_, t in ref], rtol=0, atol=1e-6)
     assert {lt for lt, *_ in got} <= {LINKTYPE_ETHERNET, LINKTYPE_LINUX_SLL}
+
+
+def test_concat_and_coalesce_keep_every_frame_in_order():
+    from atlas.agent.daemon import coalesce
+
+    a = FrameBatch.from_frames([b"abc", b"de"], [1.0, 2.0], 1)
+    b = FrameBatch.from_frames([b"xyz1"], [3.0], 1)
+    raw = FrameBatch.from_frames([b"q"], [4.0], 101)
+    idle = FrameBatch.from_frames([], [], 1)
+    c = FrameBatch.concat([a, b])
+    assert [c.frame(i) for i in range(len(c))] == [b"abc", b"de", b"xyz1"] and list(c.ts) == [1.0, 2.0, 3.0]
+    assert [len(x) for x in coalesce(iter([a, b, idle, a, idle]), 100, 10.0)] == [3, 0, 2, 0]  # idle hands over
+    assert [len(x) for x in coalesce(iter([a, b, a]), 3, 10.0)] == [3, 2]  # size bound; the rest at the end
+    assert [(len(x), x.linktype) for x in coalesce(iter([a, raw, b]), 100, 10.0)] == [(2, 1), (1, 101), (1, 1)]
+    with pytest.raises(ValueError, match="link types"):
+        FrameBatch.concat([a, raw])
