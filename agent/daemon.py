@@ -37,8 +37,8 @@ BLOCK_TIMEOUT_MS = 250  # the capture ring hands over a block at least this ofte
 # Blocks are merged into batches of up to this many frames or this much time: a sensor sends
 # a packet every few seconds, so per-flow work in the stream decoder is paid per batch a flow
 # appears in; one batch a second pays it about once per flow instead of once per packet.
-COALESCE_FRAMES = 65536
-COALESCE_S = 1.0
+COALESCE_FRAMES = 8192
+COALESCE_S = 0.5
 
 
 class AgentDaemon:
