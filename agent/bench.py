@@ -18,24 +18,15 @@ import numpy as np
 
 def run_bench(devices: int = 300, seconds: float = 60.0, seed: int = 3) -> dict:
     from atlas.agent.board import detect_board
-    from atlas.agent.capture.pcapfile import read_capture
     from atlas.agent.config import AgentConfig
     from atlas.agent.detect import Detector
     from atlas.agent.features.schema import N_FEATURES
-    from atlas.agent.pipeline import AgentPipeline
 
     board = detect_board()
     detector = Detector(batch=board.inference_batch)
     with tempfile.TemporaryDirectory(prefix="atlas-bench-") as tmp:
-        pcap = _generate(Path(tmp) / "gateway.pcap", devices, seconds, seed)
-        t0 = time.process_time()
-        pipe = AgentPipeline(AgentConfig(), detector)
-        for batch in read_capture(pcap):
-            pipe.process(batch)
-        incidents = pipe.finish()
-        replay_cpu = time.process_time() - t0
-    packets = pipe.counters.frames
-    pps = packets / replay_cpu
+        replay = replay_cpu(_generate(Path(tmp) / "gateway.pcap", devices, seconds, seed), detector)
+    packets, pps = replay["packets"], replay["packets_per_cpu_s"]
 
     rows = np.random.default_rng(seed).normal(size=(board.inference_batch, N_FEATURES)).astype(np.float32)
     detector.score(rows)  # warm up
@@ -56,13 +47,35 @@ def run_bench(devices: int = 300, seconds: float = 60.0, seed: int = 3) -> dict:
         "models": detector.versions,
         "cores": cores,
         "replay_packets": packets,
-        "replay_incidents": len(incidents),
+        "replay_incidents": replay["incidents"],
         "packets_per_cpu_s": round(pps),
         "inference_batch": board.inference_batch,
         "inference_us_per_batch": round(infer_us, 1),
         "cpu_budget_percent": budget,
         "packets_per_s_within_budget": round(pps * cores * budget / 100.0),
         "max_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0, 1),
+    }
+
+
+def replay_cpu(path: Path, detector) -> dict:
+    """The whole replay path over one capture, in CPU-seconds of this process."""
+    from atlas.agent.capture.pcapfile import read_capture
+    from atlas.agent.config import AgentConfig
+    from atlas.agent.pipeline import AgentPipeline
+
+    t0 = time.process_time()
+    pipe = AgentPipeline(AgentConfig(), detector)
+    for batch in read_capture(path):
+        pipe.process(batch)
+    incidents = pipe.finish()
+    cpu = time.process_time() - t0
+    n = pipe.counters.frames
+    return {
+        "packets": n,
+        "mqtt_messages": pipe.streams.stats()["messages"],
+        "incidents": len(incidents),
+        "cpu_s": cpu,
+        "packets_per_cpu_s": n / cpu,
     }
 
 

@@ -189,7 +189,7 @@ def format_status(s: dict) -> str:
         f"atlas-agent {s.get('version', '?')} on {s.get('gateway_id', '?')} ({s.get('board', '?')}), up {s.get('uptime_s', 0):.0f}s",
         f"interface   {s.get('interface', '?')}  {s.get('packets_per_s', 0):.0f} pkt/s  kernel drops {s.get('kernel_drops', 0)}",
         f"cpu         {cpu.get('percent', 0):.2f}% of the machine, budget {cpu.get('budget', 0):.2f}%, shedding level {cpu.get('level', 0)} ({cpu.get('level_name', '')})",
-        f"models      " + ", ".join(f"{k} {v}" for k, v in s.get("models", {}).items()),
+        "models      " + ", ".join(f"{k} {v}" for k, v in s.get("models", {}).items()),
         f"hub         {s.get('hub', {}).get('state', 'standalone')}",
         f"incidents   {len(s.get('incidents', []))} open",
     ]

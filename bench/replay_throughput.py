@@ -30,26 +30,10 @@ def make_capture(path: Path, devices: int, seconds: float, seed: int = 11) -> Pa
 
 
 def measure_atlas(path: Path) -> dict:
-    from atlas.agent.capture.pcapfile import read_capture
-    from atlas.agent.config import AgentConfig
+    from atlas.agent.bench import replay_cpu
     from atlas.agent.detect import Detector
-    from atlas.agent.pipeline import AgentPipeline
 
-    detector = Detector()
-    t0 = time.process_time()
-    pipe = AgentPipeline(AgentConfig(), detector)
-    for batch in read_capture(path):
-        pipe.process(batch)
-    incidents = pipe.finish()
-    cpu = time.process_time() - t0
-    n = pipe.counters.frames
-    return {
-        "packets": n,
-        "mqtt_messages": pipe.streams.stats()["messages"],
-        "incidents": len(incidents),
-        "cpu_s": cpu,
-        "packets_per_cpu_s": n / cpu,
-    }
+    return replay_cpu(path, Detector())
 
 
 def measure_scapy(path: Path, limit: int) -> dict:

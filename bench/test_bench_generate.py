@@ -16,7 +16,6 @@ import os
 import time
 from pathlib import Path
 
-import pytest
 
 from atlas.agent.alerts import KNOWN_KINDS
 from atlas.sim.attacks import AttackSpec

@@ -9,7 +9,6 @@ flow records (bench/test_bench_wire.py measures it); incidents do not wait for i
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Callable, Mapping
 
 import numpy as np

@@ -18,7 +18,7 @@ def write_model_card(path: Path, meta: dict, report: dict) -> None:
         "(the 99.99th percentile of benign training errors of the int8 model, times 1.5).",
         f"- `classifier.tflite` ({meta['classifier']['version']}): int8 softmax over {', '.join(meta['classifier']['classes'])}; "
         f"a kind is named when P(attack) >= {meta['classifier']['min_prob']}.",
-        f"- Runtime: LiteRT (`ai-edge-litert`), tflite-runtime as fallback; int8 input and output.",
+        "- Runtime: LiteRT (`ai-edge-litert`), tflite-runtime as fallback; int8 input and output.",
         "",
         "## Features",
         "",

@@ -18,7 +18,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from atlas.firmware_profiles import DOMAIN_TOPIC_ROOT
 from atlas.sim.traffic import mqtt
 from atlas.sim.traffic.inventory import GATEWAY_MAC, OTA_SERVER, UPLINK_ROUTER_MAC, Inventory, ip_int
 from atlas.sim.traffic.lookalikes import BenignEvent, LookalikeSpec

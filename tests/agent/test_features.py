@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from atlas.agent.decode import CONNACK, CONNECT, MQTT_DTYPE, PACKET_DTYPE, PUBLISH, TCP_ACK, TCP_RST, TCP_SYN
-from atlas.agent.features.schema import C, FEATURE_NAMES, HALF_LIVES, N_FEATURES
+from atlas.agent.features.schema import FEATURE_NAMES, HALF_LIVES, N_FEATURES
 from atlas.agent.features.windows import FeatureExtractor
 
 SCANNER, VICTIM, SENSOR, BROKER = 0x0A000005, 0x0A000001, 0x0A000009, 0x0A000002

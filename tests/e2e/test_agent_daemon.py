@@ -3,17 +3,16 @@ device namespace, the incident visible through `atlas-agent status`."""
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import lab  # noqa: E402
+from lab import wait_for  # noqa: E402
 
 pytestmark = [pytest.mark.netns, pytest.mark.slow]
 METRICS_PORT = 9731  # in the lab gateway's own namespace
@@ -35,16 +34,6 @@ for port in range(first, last + 1):  # a TCP connect scan: closed ports answer R
 
 def agent_cli(*args: str, timeout: float = 30) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "atlas.agent.cli", *args], capture_output=True, text=True, timeout=timeout)
-
-
-def wait_for(pred, timeout: float, step: float = 0.25):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        value = pred()
-        if value:
-            return value
-        time.sleep(step)
-    return None
 
 
 @pytest.fixture

@@ -15,6 +15,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import lab  # noqa: E402
+from lab import wait_for  # noqa: E402
 
 from atlas.central.pki import PkiDir, init_pki, issue_gateway  # noqa: E402
 
@@ -47,16 +48,6 @@ print(tried)
 def cli(tool: str, *args: str, netns: str | None = None, timeout: float = 30) -> subprocess.CompletedProcess:
     argv = lab.netns_cmd(netns, [sys.executable, "-m", f"atlas.{tool}.cli", *args])
     return subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
-
-
-def wait_for(pred, timeout: float, step: float = 0.2):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        value = pred()
-        if value:
-            return value
-        time.sleep(step)
-    return None
 
 
 def quarantined(the_lab: lab.Lab) -> set[str]:
