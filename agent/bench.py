@@ -7,6 +7,7 @@ busy machine lowers them less than wall-clock figures would.
 """
 from __future__ import annotations
 
+import os
 import platform
 import resource
 import tempfile
@@ -36,7 +37,7 @@ def run_bench(devices: int = 300, seconds: float = 60.0, seed: int = 3) -> dict:
         detector.score(rows)
     infer_us = (time.process_time() - t0) / reps * 1e6
 
-    cores = (board.hardware.cores if board.hardware else 0) or _cores()
+    cores = (board.hardware.cores if board.hardware else 0) or os.cpu_count() or 1
     budget = board.cpu_budget_percent or AgentConfig().budget.cpu_percent
     return {
         "board": board.name,
@@ -100,8 +101,3 @@ def _generate(path: Path, devices: int, seconds: float, seed: int) -> Path:
     generate_capture(path, devices=devices, duration=seconds, attacks=attacks, seed=seed)
     return path
 
-
-def _cores() -> int:
-    import os
-
-    return os.cpu_count() or 1

@@ -168,8 +168,8 @@ class AgentDaemon:
         self._metrics_server = self.metrics.serve(self.cfg.metrics.port)
 
     def _capabilities(self) -> list[str]:
-        caps = [b for b in ("nftables", "mqtt_dynsec") if self.enforcer and b in str(self.enforcer.status().get("backends", ""))]
-        return caps or ["dry-run"]
+        """What this gateway can enforce with: its enforcement backends' names."""
+        return [b.name for b in self.enforcer.backends] if self.enforcer else []
 
     # ---- telemetry ----------------------------------------------------------------------------
 

@@ -22,7 +22,7 @@ from atlas.agent.decode.dissect import summary
 from atlas.agent.decode.packets import AddressBook, decode_packets
 from atlas.agent.decode.streams import MqttStreams
 from atlas.agent.detect import Detector
-from atlas.agent.features.schema import C, HALF_LIVES
+from atlas.agent.features.schema import FEATURE_NAMES, C, HALF_LIVES
 from atlas.agent.features.windows import FeatureExtractor, FeatureRows
 from atlas.agent.governor import CpuGovernor, Shedding
 
@@ -200,8 +200,6 @@ class AgentPipeline:
 
 
 def _top_features(x: np.ndarray, k: int = 5) -> dict[str, float]:
-    from atlas.agent.features.schema import FEATURE_NAMES
-
     order = np.argsort(-np.abs(x))[:k]
     return {FEATURE_NAMES[j]: round(float(x[j]), 3) for j in order if x[j] != 0}
 

@@ -98,6 +98,7 @@ def test_keys_load_from_pki_files(tmp_path):
 # --- the closed vocabulary ------------------------------------------------------------------
 
 def test_valid_rules_of_every_action_pass():
+    # validate_rule raises RuleRejected on any problem: each call below fails the test if it does
     validate_rule(rule(), NOW)
     validate_rule(rule(action="quarantine", target="2001:db8::7", params={}), NOW)
     validate_rule(rule(action="rate_limit", params={"pps": 50}), NOW)
