@@ -4,7 +4,7 @@
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
-DEBIAN_PACKAGES := python3-venv libpcap0.8 mosquitto mosquitto-clients nftables iproute2 tcpdump tshark systemd
+DEBIAN_PACKAGES := python3-venv libpcap0.8 mosquitto mosquitto-clients nftables iproute2 tcpdump tshark systemd nmap
 APT := $(shell [ "$$(id -u)" = 0 ] && echo apt-get || echo sudo apt-get)
 
 .PHONY: demo test deps venv bench clean
