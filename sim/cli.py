@@ -6,6 +6,7 @@
     atlas-sim profiles            # validate the device profiles and list them
     atlas-sim attacks             # attack and look-alike kinds with their parameters
     atlas-sim city ...            # the whole city (issue 3): not yet
+    atlas-sim evaluate DIR --out REPORT_DIR   # run ATLAS and the baselines on a city, score, report
 
 An attack or look-alike is KIND[@START[:DURATION]][,key=value...]: START and DURATION in
 seconds after the capture starts (omitted: chosen by the seed), key=value override the kind's
@@ -86,6 +87,13 @@ def build_parser() -> argparse.ArgumentParser:
     _common(c)
     c.add_argument("--gateways", type=int, default=50)
 
+    e = sub.add_parser("evaluate", help="run the agent and the baselines on a city's captures, score against ground truth, write the report")
+    e.add_argument("dir", type=Path, help="a city folder (atlas-sim city --out DIR)")
+    e.add_argument("--out", type=Path, required=True, help="report folder: report.md, report.json, PNG plots, incidents/")
+    e.add_argument("--workers", type=int, default=None, help="gateways replayed in parallel (default: the machine's cores)")
+    e.add_argument("--models", type=Path, default=None, help="the agent's model folder (default: the shipped models)")
+    e.add_argument("--no-baselines", action="store_true", help="score ATLAS only")
+
     pr = sub.add_parser("profiles", help="validate the device profiles and list them")
     pr.add_argument("--dir", type=Path, default=None)
     pr.add_argument("--json", action="store_true")
@@ -97,7 +105,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return {"generate": _generate, "city": _city, "profiles": _profiles, "attacks": _attacks}[args.cmd](args)
+        return {"generate": _generate, "city": _city, "evaluate": _evaluate, "profiles": _profiles,
+                "attacks": _attacks}[args.cmd](args)
     except (ValueError, OSError) as e:
         print(f"atlas-sim {args.cmd}: {e}", file=sys.stderr)
         return 2
@@ -149,6 +158,15 @@ def _generate(args) -> int:
 def _city(args) -> int:
     print("atlas-sim city: not implemented yet (issue 3); `atlas-sim generate` makes one gateway's capture", file=sys.stderr)
     return 2
+
+
+def _evaluate(args) -> int:
+    from atlas.sim.evaluate.run import evaluate
+
+    report = evaluate(args.dir, args.out, workers=args.workers, models_dir=args.models, baselines=not args.no_baselines)
+    print(report.table_text())
+    print(f"\n{args.out / 'report.md'}, report.json, {len(report.plots)} plots, incidents/ per gateway")
+    return 0
 
 
 def _profiles(args) -> int:
