@@ -126,6 +126,16 @@ class AgentPipeline:
             for inc in self.tracker.expire(now):
                 self._emit(inc)
 
+    def swap_detector(self, detector: Detector) -> Detector | None:
+        """Score from the next tick on with `detector` (a model update); returns the old one.
+
+        Nothing stops: capture, features and open incidents carry on. Call it from the thread
+        that runs process()/idle() (between batches), so no tick is scored by one model and
+        labelled with the other's version; new incidents carry the new model_version."""
+        old, self.detector = self.detector, detector
+        self.tracker.model_version = detector.version
+        return old
+
     @property
     def shedding(self) -> Shedding:
         return self.governor.shedding if self.governor else Shedding.at(0)
