@@ -41,6 +41,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--duration", type=float, default=900.0)
     p.add_argument("--mqttset", type=Path, default=DEFAULT_MQTTSET, help="MQTTset folder ('none' to skip)")
     p.add_argument("--zero-day", action="store_true", help="also retrain with each kind left out, and report")
+    p.add_argument("--realism", action="store_true",
+                   help="also train on simulated traffic only and test on MQTTset (see .realism)")
     p.add_argument("--seed", type=int, default=0, help="training seed")
     p.add_argument("--version", default=time.strftime("%Y.%m.%d"))
     args = p.parse_args(argv)
@@ -66,6 +68,12 @@ def main(argv: list[str] | None = None) -> int:
     }
     if args.zero_day:
         report["zero_day"] = zero_day(train, test_caps, mqttset, args)
+    if args.realism and mqttset:
+        from atlas.central.train.realism import realism_check
+
+        report["realism"] = realism_check(args.work, args.mqttset, train_seeds=args.train_seeds, devices=args.devices,
+                                          duration=args.duration, seed=args.seed)
+        report["realism"]["command"] = report["command"]
     (args.out / "evaluation.json").write_text(json.dumps(report, indent=1) + "\n")
     write_model_card(args.out / "MODEL_CARD.md", fitted.meta, report)
     log(f"done in {time.time() - t0:.0f}s: {args.out / 'MODEL_CARD.md'}")

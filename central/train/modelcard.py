@@ -62,6 +62,8 @@ def write_model_card(path: Path, meta: dict, report: dict) -> None:
                 f"| {kind} | {z['detected']}/{z['attacks']} | {', '.join(z['reported_as']) or '-'} | "
                 f"{', '.join('yes' if d else 'no' for d in z['mqttset_detected']) or 'n/a'} |"
             )
+    if "realism" in report:
+        lines += _realism(report["realism"])
     q = meta["quantization"]
     lines += [
         "",
@@ -90,3 +92,18 @@ def _table(s: dict) -> list[str]:
         + (f" = {fp} per device-day." if fp is not None else "."),
     ]
     return rows
+
+
+def _realism(r: dict) -> list[str]:
+    """Models trained on simulated traffic only, scored on the real MQTTset captures."""
+    fp = ", ".join(f"{src} {n}" for src, n in r.get("false_incidents_by_capture", {}).items() if n) or "none"
+    return [
+        "",
+        "## Realism check: trained on simulated traffic only, tested on MQTTset",
+        "",
+        f"Made by `{r['command']}`: the same training corpus without the MQTTset rows (models in a scratch "
+        "folder, not these), every MQTTset capture replayed through the agent.",
+        "",
+        *_table(r),
+        f"False incidents by capture: {fp}.",
+    ]
