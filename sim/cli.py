@@ -5,7 +5,7 @@
     atlas-sim generate --devices 60 --duration 900 --seed 7 --out out/s7 --all-attacks --all-lookalikes
     atlas-sim profiles            # validate the device profiles and list them
     atlas-sim attacks             # attack and look-alike kinds with their parameters
-    atlas-sim city ...            # the whole city (issue 3): not yet
+    atlas-sim city --devices 5000 --gateways 50 --duration 3600 --seed 7 --out DIR   # the whole city
     atlas-sim evaluate DIR --out REPORT_DIR   # run ATLAS and the baselines on a city, score, report
 
 An attack or look-alike is KIND[@START[:DURATION]][,key=value...]: START and DURATION in
@@ -83,9 +83,17 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--boot", action="store_true", help="devices connect inside the capture instead of before it")
     g.add_argument("--no-backends", action="store_true", help="no domain back-ends (halves the packets)")
 
-    c = sub.add_parser("city", help="the whole city (issue 3): not implemented yet")
+    c = sub.add_parser("city", help="the whole city: every gateway's capture, campaigns, merged ground truth")
     _common(c)
-    c.add_argument("--gateways", type=int, default=50)
+    c.add_argument("--gateways", type=int, default=50, help="one per (district, domain): 3 per district, the last may have fewer")
+    c.add_argument("--attacks-per-gateway", type=float, default=1.0,
+                   help="single attacks per gateway on average (every kind at least once; default 1)")
+    c.add_argument("--campaigns", type=int, default=None,
+                   help="multi-stage cross-domain campaigns (default: one per ten gateways, at least one)")
+    c.add_argument("--lookalike-share", type=float, default=0.2, help="share of gateways with a benign look-alike (default 0.2)")
+    c.add_argument("--no-attacks", action="store_true", help="benign traffic only: no attacks, campaigns or look-alikes")
+    c.add_argument("--workers", type=int, default=None, help="gateways generated in parallel (default: the machine's cores)")
+    c.add_argument("--no-backends", action="store_true", help="no domain back-ends (halves the packets)")
 
     e = sub.add_parser("evaluate", help="run the agent and the baselines on a city's captures, score against ground truth, write the report")
     e.add_argument("dir", type=Path, help="a city folder (atlas-sim city --out DIR)")
@@ -104,6 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    args.argv = sys.argv[1:] if argv is None else list(argv)  # recorded in a city's city.json
     try:
         return {"generate": _generate, "city": _city, "evaluate": _evaluate, "profiles": _profiles,
                 "attacks": _attacks}[args.cmd](args)
@@ -156,8 +165,20 @@ def _generate(args) -> int:
 
 
 def _city(args) -> int:
-    print("atlas-sim city: not implemented yet (issue 3); `atlas-sim generate` makes one gateway's capture", file=sys.stderr)
-    return 2
+    from atlas.sim.city import ScheduleOptions, build_city
+    from atlas.sim.traffic import DEFAULT_START, BenignOptions
+
+    if args.no_attacks:
+        sched = ScheduleOptions.none()
+    else:
+        sched = ScheduleOptions(attacks_per_gateway=args.attacks_per_gateway, campaigns=args.campaigns,
+                                lookalike_share=args.lookalike_share)
+    r = build_city(args.out, devices=args.devices, gateways=args.gateways, duration=args.duration, seed=args.seed,
+                   start_time=DEFAULT_START if args.start_time is None else args.start_time, schedule=sched,
+                   workers=args.workers, profiles_dir=args.profiles, options=BenignOptions(backends=not args.no_backends),
+                   command=["atlas-sim"] + args.argv)
+    print(r.summary())
+    return 0
 
 
 def _evaluate(args) -> int:

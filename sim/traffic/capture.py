@@ -99,9 +99,12 @@ def generate_capture(
     profiles_dir: str | Path | None = None,
     classes: list[str] | None = None,
     options: BenignOptions | None = None,
+    counts: dict[str, int] | None = None,
 ) -> GroundTruth:
     """Write the traffic of `devices` devices behind one gateway for `duration` seconds from
-    `start_time`, with `attacks` (AttackSpec) and benign `lookalikes`, to `out_pcap`."""
+    `start_time`, with `attacks` (AttackSpec) and benign `lookalikes`, to `out_pcap`.
+    `classes` restricts the device classes (split by profile weight); `counts` fixes the
+    devices per class instead (a city gateway's share)."""
     from atlas.sim.attacks import AttackContext, run_attack  # attacks build on this package
 
     if duration <= 0:
@@ -110,7 +113,7 @@ def generate_capture(
         raise ValueError(f"broker: {broker} is a network address")
     profiles = load_device_profiles(profiles_dir)
     inv = build_inventory(profiles, devices, topic_rng(seed, "inventory"), subnet=subnet, broker=broker,
-                          district=district, gateway=gateway, classes=classes)
+                          district=district, gateway=gateway, classes=classes, counts=counts)
     t0 = int(round(start_time * NS))
     t1 = t0 + int(round(duration * NS))
     wire = Wire(topic_rng(seed, "wire"))

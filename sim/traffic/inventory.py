@@ -133,11 +133,23 @@ def build_inventory(
     district: str = "d01",
     gateway: str = "gw-d01",
     classes: list[str] | None = None,
+    counts: dict[str, int] | None = None,
 ) -> Inventory:
+    """`counts` (devices per class, e.g. a city's share for this gateway) overrides the split
+    of `n_devices` by profile weight; its classes must exist and add up to `n_devices`."""
     if n_devices < 1:
         raise ValueError("devices: need at least 1")
-    use = {c: profiles[c] for c in (classes or profiles)}
-    counts = class_counts(use, n_devices)
+    if counts is not None:
+        unknown = sorted(set(counts) - set(profiles))
+        if unknown:
+            raise ValueError(f"counts: no device profile {unknown[0]!r}")
+        if sum(counts.values()) != n_devices or min(counts.values(), default=0) < 0:
+            raise ValueError(f"counts: {sum(counts.values())} devices by class, not {n_devices}")
+        use = {c: profiles[c] for c in sorted(counts) if counts[c] > 0}
+        counts = {c: int(counts[c]) for c in use}
+    else:
+        use = {c: profiles[c] for c in (classes or profiles)}
+        counts = class_counts(use, n_devices)
     devices: list[Device] = []
     for cls, k in counts.items():
         prof = use[cls]

@@ -69,9 +69,10 @@ def test_profiles_and_attacks_listings(tmp_path, capsys):
         assert kind in out
 
 
-def test_city_is_reserved_for_later(tmp_path, capsys):
+def test_city_needs_a_gateway_per_domain(tmp_path, capsys):
+    # The city itself is tested in tests/sim/test_city*.py.
     assert main(["city", "--devices", "50", "--gateways", "2", "--duration", "10", "--seed", "1", "--out", str(tmp_path)]) == 2
-    assert "not implemented yet" in capsys.readouterr().err
+    assert "at least one gateway per domain" in capsys.readouterr().err
 
 
 def test_module_runs_as_a_program():

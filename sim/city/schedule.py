@@ -1,0 +1,320 @@
+"""The city's attack and look-alike schedule, chosen by the seed.
+
+- Single attacks: every registered kind at least once, `attacks_per_gateway` per gateway on
+  average, spread over gateways and time. Their attacker is left to the kind (a rogue host on
+  the gateway's subnet, or a device for kinds that run from a compromised one).
+- Multi-stage campaigns across domains: recon on a transportation gateway -> MQTT credential
+  attack (that succeeds) on an energy gateway -> tampering (false data injection, else a
+  publish flood) on a public-safety gateway, stages strictly ordered in time. The attacker
+  of the later stages is the same external address (mode `external`) or a transportation
+  device: one that the recon found and took over (`pivot`) or one already in a botnet that
+  runs the Mirai-style scan itself (`botnet`, when `mirai_scan` is registered).
+- Benign look-alikes on some gateways: a power cut hits every gateway of a district at the
+  same moment (cross-domain, like a campaign, but benign), firmware updates, rush hours on
+  transportation gateways.
+
+Each gateway's timeline is cut into K equal slots (K = the busiest gateway's load) after a
+warm-up; an attack or a short look-alike gets one slot, so steps on one gateway never overlap
+and a campaign's stages take increasing slots. Rush hours span many slots (they are periods).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from atlas.firmware_profiles import DeviceProfile
+from atlas.sim.attacks import ATTACKS, AttackSpec
+from atlas.sim.city.layout import CityLayout, GatewaySpec
+from atlas.sim.traffic.inventory import device_address
+from atlas.sim.traffic.lookalikes import DEFAULTS as LOOK_DEFAULTS
+from atlas.sim.traffic.lookalikes import LookalikeSpec
+from atlas.sim.traffic.payloads import topic_rng
+
+CAMPAIGN_DOMAINS = ("transportation", "energy", "public_safety")
+EXTERNAL_NET = "203.0.113."  # TEST-NET-3 (RFC 5737): campaign attackers outside the city
+MIRAI_TARGET_HARDWARE = ("camera_soc", "embedded_linux")  # devices with a Linux and a telnet to guess
+
+
+@dataclass
+class ScheduleOptions:
+    attacks_per_gateway: float = 1.0  # single attacks per gateway (on average; every kind at least once)
+    campaigns: int | None = None  # multi-stage campaigns (None: one per ten gateways, at least one)
+    lookalike_share: float = 0.2  # share of gateways with a benign look-alike
+    warmup: float = 60.0  # seconds of benign traffic before the first event (at most a tenth of the capture)
+
+    def __post_init__(self) -> None:
+        if self.attacks_per_gateway < 0:
+            raise ValueError(f"attacks-per-gateway: must be >= 0, got {self.attacks_per_gateway:g}")
+        if self.campaigns is not None and self.campaigns < 0:
+            raise ValueError(f"campaigns: must be >= 0, got {self.campaigns}")
+        if not 0 <= self.lookalike_share <= 1:
+            raise ValueError(f"lookalike-share: must be between 0 and 1, got {self.lookalike_share:g}")
+
+    @classmethod
+    def none(cls) -> ScheduleOptions:
+        """Benign traffic only: no attacks, no campaigns, no look-alikes."""
+        return cls(attacks_per_gateway=0, campaigns=0, lookalike_share=0)
+
+
+@dataclass
+class Campaign:
+    id: str
+    mode: str  # external | pivot | botnet
+    attacker: str  # the address that runs the later stages
+    stages: list[str] = field(default_factory=list)  # step ids, stage 1 first
+    gateways: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"id": self.id, "mode": self.mode, "attacker": self.attacker, "stages": self.stages, "gateways": self.gateways}
+
+
+@dataclass
+class CitySchedule:
+    attacks: dict[str, list[AttackSpec]]  # per gateway id
+    lookalikes: dict[str, list[LookalikeSpec]]
+    campaigns: list[Campaign]
+    notes: dict[str, dict[str, Any]]  # extra ground truth per step or event id (campaign roles, district-wide cuts)
+
+    @property
+    def steps(self) -> int:
+        return sum(len(v) for v in self.attacks.values())
+
+
+@dataclass
+class _Item:
+    gw: list[int]  # gateway indexes it occupies (a district-wide power cut: several)
+    kind: str
+    look: bool = False
+    campaign: int = -1
+    stage: int = 0
+    slot: int = -1
+
+
+def plan_schedule(layout: CityLayout, profiles: dict[str, DeviceProfile], duration: float, seed: int,
+                  opts: ScheduleOptions | None = None) -> CitySchedule:
+    """Which attacks and look-alikes run where and when (seconds after the capture starts)."""
+    opts = opts or ScheduleOptions()
+    rng = topic_rng(seed, "city", "schedule")
+    G = len(layout.gateways)
+    items: list[_Item] = []
+    n_camp = (max(1, G // 10) if opts.campaigns is None else opts.campaigns)
+    if not all(layout.of_domain(d) for d in CAMPAIGN_DOMAINS):
+        n_camp = 0
+    load = np.zeros(G, dtype=np.int64)
+    for c in range(n_camp):
+        for s, dom in enumerate(CAMPAIGN_DOMAINS):
+            g = _least_loaded(layout.of_domain(dom), load, rng)
+            items.append(_Item([g.index], "", campaign=c, stage=s + 1))
+            load[g.index] += 1
+    for kind, g in _singles(layout, opts, rng):
+        items.append(_Item([g], kind))
+        load[g] += 1
+    items += _lookalike_items(layout, profiles, opts, rng, load)
+    n_slots = _assign_slots(items, G, rng)
+    return _timed(layout, profiles, items, n_slots, duration, opts, rng, n_camp)
+
+
+def _least_loaded(gws: list[GatewaySpec], load: np.ndarray, rng) -> GatewaySpec:
+    order = rng.permutation(len(gws))
+    return min((gws[i] for i in order), key=lambda g: load[g.index])
+
+
+def _singles(layout: CityLayout, opts: ScheduleOptions, rng) -> list[tuple[str, int]]:
+    if opts.attacks_per_gateway <= 0:
+        return []
+    kinds = sorted(ATTACKS)
+    n = max(int(round(opts.attacks_per_gateway * len(layout.gateways))), len(kinds))
+    seq: list[str] = []
+    while len(seq) < n:
+        seq += [kinds[i] for i in rng.permutation(len(kinds))]
+    order = rng.permutation(len(layout.gateways))
+    return [(seq[i], int(order[i % len(order)])) for i in range(n)]
+
+
+def _lookalike_items(layout: CityLayout, profiles, opts: ScheduleOptions, rng, load: np.ndarray) -> list[_Item]:
+    n = int(round(opts.lookalike_share * len(layout.gateways)))
+    if n <= 0:
+        return []
+    rushy = [g.index for g in layout.gateways
+             if any(t.peak_factor > 1 for c in g.counts for t in profiles[c].mqtt.topics)]
+    kinds = ["power_cut", "firmware_update", "rush_hour"]
+    first = int(rng.integers(len(kinds)))
+    out, used_districts, used = [], set(), set()
+    for i in range(n):
+        kind = kinds[(first + i) % len(kinds)]
+        if kind == "power_cut":
+            free = [d for d in layout.districts if d not in used_districts]
+            if not free:
+                kind = "firmware_update"
+            else:
+                d = free[int(rng.integers(len(free)))]
+                used_districts.add(d)
+                gws = [g.index for g in layout.of_district(d)]
+                out.append(_Item(gws, kind, look=True))
+                load[gws] += 1
+                continue
+        pool = [g for g in (rushy if kind == "rush_hour" else range(len(layout.gateways))) if (g, kind) not in used]
+        if not pool:
+            continue
+        g = int(pool[int(rng.integers(len(pool)))])
+        used.add((g, kind))
+        out.append(_Item([g], kind, look=True))
+        if kind != "rush_hour":
+            load[g] += 1
+    return out
+
+
+def _assign_slots(items: list[_Item], G: int, rng) -> int:
+    """Give every slot-using item a slot free on each of its gateways; campaigns' stages in
+    increasing slots. Grows the slot count until everything fits."""
+    slotted = [it for it in items if it.kind != "rush_hour"]
+    load = np.zeros(G, dtype=np.int64)
+    for it in slotted:
+        load[it.gw] += 1
+    stages = max((it.stage for it in items), default=0)
+    K = max(int(load.max(initial=0)), stages, 1)
+    while True:
+        if _try_slots(slotted, G, K, rng):
+            return K
+        K += 1
+
+
+def _try_slots(items: list[_Item], G: int, K: int, rng) -> bool:
+    free = [set(range(K)) for _ in range(G)]
+    by_campaign: dict[int, list[_Item]] = {}
+    for it in items:
+        if it.campaign >= 0:
+            by_campaign.setdefault(it.campaign, []).append(it)
+    for c in sorted(by_campaign):
+        stages = sorted(by_campaign[c], key=lambda it: it.stage)
+        for _ in range(50):
+            picks, lo = [], 0
+            for k, it in enumerate(stages):
+                room = len(stages) - 1 - k  # later stages need later slots
+                cand = sorted(j for j in free[it.gw[0]] if lo <= j < K - room)
+                if not cand:
+                    break
+                j = cand[int(rng.integers(len(cand)))]
+                picks.append(j)
+                lo = j + 1
+            if len(picks) == len(stages):
+                break
+        else:
+            return False
+        for it, j in zip(stages, picks):
+            it.slot = j
+            free[it.gw[0]].discard(j)
+    # Multi-gateway items (district power cuts) next, then the rest.
+    rest = sorted((it for it in items if it.campaign < 0), key=lambda it: -len(it.gw))
+    for it in rest:
+        cand = sorted(set.intersection(*(free[g] for g in it.gw)))
+        if not cand:
+            return False
+        it.slot = cand[int(rng.integers(len(cand)))]
+        for g in it.gw:
+            free[g].discard(it.slot)
+    return True
+
+
+def _timed(layout: CityLayout, profiles, items: list[_Item], K: int, duration: float, opts: ScheduleOptions,
+           rng, n_camp: int) -> CitySchedule:
+    warm = min(opts.warmup, 0.1 * duration)
+    L = (duration - warm) / K
+    attacks: dict[str, list[AttackSpec]] = {g.id: [] for g in layout.gateways}
+    looks: dict[str, list[LookalikeSpec]] = {g.id: [] for g in layout.gateways}
+    notes: dict[str, dict[str, Any]] = {}
+
+    def start_in(slot: int, length: float) -> float:
+        return round(warm + slot * L + float(rng.uniform(0, max(L - length, 0.0))), 3)
+
+    campaigns = [_campaign_roles(c, layout, profiles, items, rng) for c in range(n_camp)]
+    for it in sorted(items, key=lambda it: (it.slot, it.gw[0], it.kind, it.campaign, it.stage)):
+        gws = [layout.gateways[g] for g in it.gw]
+        if it.look:
+            _place_lookalike(it, gws, L, duration, start_in, looks, notes, rng)
+            continue
+        if it.campaign >= 0:
+            camp, role = campaigns[it.campaign]
+            spec_kind, attacker, victims, params = role[it.stage]
+            dur = round(min(ATTACKS[spec_kind].duration, 0.6 * L), 3)
+            sid = f"{camp.id}-s{it.stage}-{spec_kind}"
+            attacks[gws[0].id].append(AttackSpec(spec_kind, start=start_in(it.slot, dur), duration=dur, params=params,
+                                                 attacker=attacker, victims=victims, campaign=camp.id, stage=it.stage, id=sid))
+            camp.stages.append(sid)
+            camp.gateways.append(gws[0].id)
+            notes[sid] = {"campaign_mode": camp.mode, "compromised_in": _compromised_in(camp, it.stage)}
+            continue
+        dur = round(min(ATTACKS[it.kind].duration, 0.6 * L), 3)
+        attacks[gws[0].id].append(AttackSpec(it.kind, start=start_in(it.slot, dur), duration=dur))
+    for g in attacks:  # ids in time order per gateway, as generate_capture numbers them
+        attacks[g].sort(key=lambda s: s.start)
+    return CitySchedule(attacks, looks, [c for c, _ in campaigns], notes)
+
+
+def _compromised_in(camp: Campaign, stage: int) -> str:
+    """Which step handed the attacker the address it attacks from ('' = it had it before the capture)."""
+    if camp.mode == "pivot" and stage > 1:
+        return camp.stages[0] if camp.stages else ""
+    return ""
+
+
+def _campaign_roles(c: int, layout: CityLayout, profiles, items: list[_Item], rng):
+    """(Campaign, {stage: (kind, attacker, victims, params)})."""
+    stage_gw = {it.stage: layout.gateways[it.gw[0]] for it in items if it.campaign == c}
+    modes = ["external", "pivot"] + (["botnet"] if "mirai_scan" in ATTACKS else [])
+    mode = modes[(c + int(rng.integers(len(modes)))) % len(modes)]
+    external = f"{EXTERNAL_NET}{10 + c % 240}"
+    device = _pick_device(stage_gw[1], profiles, rng)
+    recon = stage_gw[1]
+    later = external if mode == "external" else device
+    if mode == "botnet":
+        role1 = ("mirai_scan", device, None, {})
+    else:
+        # The scan takes in the device it will take over (pivot), besides the gateway.
+        victims = [recon.broker, device] if mode == "pivot" else None
+        role1 = ("port_scan", external, victims, {})
+    tamper = "false_data" if "false_data" in ATTACKS else "mqtt_flood"
+    roles = {1: role1, 2: ("mqtt_bruteforce", later, None, {"success": True}), 3: (tamper, later, None, {})}
+    return Campaign(f"c{c + 1}", mode, later), roles
+
+
+def _pick_device(g: GatewaySpec, profiles, rng) -> str:
+    """A device of the gateway that malware would go for (a Linux camera or controller if any)."""
+    index, cands, all_ = 0, [], []
+    for cls in sorted(g.counts):
+        idx = list(range(index, index + g.counts[cls]))
+        all_ += idx
+        if profiles[cls].hardware.cls in MIRAI_TARGET_HARDWARE:
+            cands += idx
+        index += g.counts[cls]
+    pool = cands or all_
+    return device_address(g.subnet, pool[int(rng.integers(len(pool)))])
+
+
+def _place_lookalike(it: _Item, gws: list[GatewaySpec], L: float, duration: float, start_in, looks, notes, rng) -> None:
+    if it.kind == "rush_hour":
+        dur = round(min(LOOK_DEFAULTS["rush_hour"]["duration"], 0.5 * duration), 3)
+        ramp = round(min(LOOK_DEFAULTS["rush_hour"]["ramp"], 0.2 * dur), 3)
+        start = round(float(rng.uniform(0.05, 0.45)) * duration, 3)
+        g = gws[0]
+        looks[g.id].append(LookalikeSpec("rush_hour", start=start, duration=dur, params={"ramp": ramp},
+                                         id=f"{g.id}/rush_hour/{len(looks[g.id]) + 1}"))
+        return
+    if it.kind == "power_cut":
+        boot_max = round(min(LOOK_DEFAULTS["power_cut"]["boot_max"], 0.3 * L), 3)
+        dur = round(min(LOOK_DEFAULTS["power_cut"]["duration"], 0.3 * L), 3)
+        start = start_in(it.slot, dur + boot_max)
+        for g in gws:  # the whole district at once
+            eid = f"{g.id}/power_cut/{len(looks[g.id]) + 1}"
+            looks[g.id].append(LookalikeSpec("power_cut", start=start, duration=dur,
+                                             params={"boot_max": boot_max, "boot_min": round(min(3.0, boot_max / 2), 3)}, id=eid))
+            notes[eid] = {"district": g.district, "gateways": [x.id for x in gws]}
+        return
+    g = gws[0]
+    # A firmware push sized to fit its slot: image, devices and reboots (about a minute at full size).
+    small = L < 150
+    params = {"devices": 3 if small else 10, "image_kb": 256 if small else 1536}
+    looks[g.id].append(LookalikeSpec("firmware_update", start=start_in(it.slot, min(L, 90.0)), params=params,
+                                     id=f"{g.id}/firmware_update/{len(looks[g.id]) + 1}"))
