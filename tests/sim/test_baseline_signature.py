@@ -147,7 +147,7 @@ def test_outbound_volume_counts_bytes_to_outside_home_net():
     out = [{"ts": T0 + i, "src": B, "dst": int(0xCB007107), "dport": 443, "tcp_flags": TCP_ACK,
             "wirelen": 1500} for i in range(50)]  # 203.0.113.7
     assert run_rules(_cap(out), HOME) == []  # 75 kB
-    big = [dict(r, wirelen=150_000) for r in out]  # 150 kB/s (offloaded segments)
+    big = [dict(r, wirelen=30_000) for r in out]  # 30 kB/s (offloaded segments)
     d = _by_rule(run_rules(_cap(big), HOME))["outbound_volume"]
     assert d["kind"] == "exfiltration" and d["detected_at"] == pytest.approx(T0 + 33)
     inside = [dict(r, dst=BROKER) for r in big]
@@ -219,3 +219,10 @@ def test_devices_are_not_flagged_on_benign_traffic(generated):
     devices = {d.ip for d in gt.inventory.devices}
     flagged = {d["src_ip"] for d in run_rules(cap, HOME)}
     assert not (flagged & devices), "a benign device (power-cut reconnect storm included) was flagged"
+
+
+def test_the_broker_relaying_to_back_ends_is_no_exfiltration():
+    relay = [{"ts": T0 + i, "src": BROKER, "dst": int(0xAC10280A), "dport": 1883, "tcp_flags": TCP_ACK,
+              "wirelen": 60_000} for i in range(30)]  # 10.20.0.1 -> 172.16.40.10
+    assert _by_rule(run_rules(_cap(relay), HOME))["outbound_volume"]["src_ip"] == "10.20.0.1"
+    assert run_rules(_cap(relay), HOME, servers=["10.20.0.1"]) == []

@@ -87,8 +87,9 @@ RULES: tuple[Rule, ...] = (
              "truncated, forbidden value)"),
     Rule("mqtt_wildcard_subscribe", "topic_scan", "mqtt", "wildcard_subscribe", 1, 0.0,
          track="by_client", doc="SUBSCRIBE to '#'-style wildcards or $SYS topics"),
-    Rule("outbound_volume", "exfiltration", "packets", "outbound", 5_000_000, 60.0,
-         measure="bytes", doc="5 MB from one HOME_NET address to outside HOME_NET in 60 s"),
+    Rule("outbound_volume", "exfiltration", "packets", "outbound", 1_000_000, 60.0,
+         measure="bytes", doc="1 MB from one HOME_NET device (not the broker) to outside "
+                              "HOME_NET in 60 s"),
 )
 
 
@@ -101,7 +102,8 @@ def _telnet_syn(p: np.ndarray, ctx: "_Ctx") -> np.ndarray:
 
 
 def _outbound(p: np.ndarray, ctx: "_Ctx") -> np.ndarray:
-    return ctx.home(p["src"]) & ~ctx.home(p["dst"]) & (p["ipver"] == 4)
+    # the broker relays every device's data to the back-ends outside: not a device's volume
+    return ctx.home(p["src"]) & ~ctx.home(p["dst"]) & (p["ipver"] == 4) & ~np.isin(p["src"], ctx.servers)
 
 
 def _connack_refused(m: np.ndarray, ctx: "_Ctx") -> np.ndarray:
@@ -146,9 +148,11 @@ PAYLOAD_SELECTORS: dict[str, Callable[[bytes], bool]] = {"mirai_credential": mir
 
 
 class _Ctx:
-    """HOME_NET of the gateway (its device subnet), as Suricata's address variable."""
+    """HOME_NET of the gateway (its device subnet), as Suricata's address variable, and the
+    gateway's own servers (its broker)."""
 
-    def __init__(self, home_net: list[str]):
+    def __init__(self, home_net: list[str], servers: list[str] = ()):
+        self.servers = np.array([int(ipaddress.IPv4Address(a)) for a in servers if a], dtype=np.uint64)
         self.nets = [ipaddress.ip_network(n, strict=False) for n in home_net if n]
         self.nets = [n for n in self.nets if n.version == 4]
 
@@ -180,11 +184,13 @@ def check_rules(rules: tuple[Rule, ...] = RULES) -> None:
             raise ValueError(f"{where}: count must be >= 1 and seconds >= 0")
 
 
-def run_rules(cap: DecodedCapture, home_net: list[str], rules: tuple[Rule, ...] = RULES) -> list[dict[str, Any]]:
+def run_rules(cap: DecodedCapture, home_net: list[str], rules: tuple[Rule, ...] = RULES,
+              servers: list[str] = ()) -> list[dict[str, Any]]:
     """Detections of every rule on one gateway's decoded capture, in time order. Each:
-    {src_ip, kind, rule, time, detected_at, last_seen, alerts, gateway}."""
+    {src_ip, kind, rule, time, detected_at, last_seen, alerts, gateway}. `home_net`: the
+    gateway's subnets; `servers`: its broker's addresses."""
     check_rules(rules)
-    ctx = _Ctx(home_net)
+    ctx = _Ctx(home_net, servers)
     out: list[dict[str, Any]] = []
     for r in rules:
         ts, key, fired = _fire(cap, r, ctx)
@@ -241,7 +247,7 @@ def signature_baseline(city: Any, agent: Any, report_dir: Path) -> BaselineResul
     for gw in city.gateway_ids:
         info = city.gateway(gw)
         cap = decode_capture(city.pcap(gw), gw)
-        detections[gw] = run_rules(cap, [info.get("subnet", "")])
+        detections[gw] = run_rules(cap, [info.get("subnet", "")], servers=[info.get("broker", "")])
     notes = ("Suricata/Snort-style threshold rules (atlas.sim.evaluate.baselines.signature.RULES) on "
              "the agent's decoded packets and MQTT messages of the same captures; HOME_NET = each "
              "gateway's subnet; no rule for false_data (needs device profiles).")
