@@ -63,6 +63,7 @@ class BaselineResult:
     notes: str = ""  # how it was measured, or what is missing ("needs the hub's correlation engine")
     detections: dict[str, list[dict[str, Any]]] | None = None  # per gateway, scored by the harness
     atlas: dict[str, Any] = field(default_factory=dict)  # ATLAS-side figures measured by this part
+    scored: dict[str, Any] | None = None  # set by the harness: `detections` scored like ATLAS's incidents
 
     def to_dict(self) -> dict[str, Any]:
         # detections can be large: the report keeps their count, the scored metrics keep the rest
