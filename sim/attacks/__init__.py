@@ -112,8 +112,11 @@ def one_of_each(rng: np.random.Generator, duration: float, kinds=KNOWN_KINDS, *,
 
 # Importing the modules registers the kinds.
 from atlas.sim.attacks import bruteforce, dos, flood, malformed, scan, slowite, topic_scan  # noqa: E402,F401
+# Kinds left out of the classifier's training (the evaluation's novel attacks).
+from atlas.sim.attacks import exfiltration, false_data, mirai  # noqa: E402,F401
+NOVEL_KINDS = ("mirai_scan", "exfiltration", "false_data")
 
 missing = set(KNOWN_KINDS) - set(ATTACKS)
 assert not missing, f"attack kinds without a generator: {sorted(missing)}"
 
-__all__ = ["ATTACKS", "Attack", "AttackContext", "AttackSpec", "PlannedStep", "attack", "one_of_each", "run_attack"]
+__all__ = ["ATTACKS", "NOVEL_KINDS", "Attack", "AttackContext", "AttackSpec", "PlannedStep", "attack", "one_of_each", "run_attack"]
