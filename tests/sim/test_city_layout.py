@@ -1,0 +1,130 @@
+"""The city's layout and schedule (no traffic generated): districts, gateways, subnets, the
+devices per class, the attack and look-alike plan, campaigns, clear errors."""
+from __future__ import annotations
+
+import ipaddress
+from collections import Counter
+
+import pytest
+
+from atlas.firmware_profiles import DOMAINS, load_device_profiles
+from atlas.sim.attacks import ATTACKS
+from atlas.sim.city import ScheduleOptions, plan_layout, plan_schedule
+from atlas.sim.traffic.inventory import class_counts, device_address
+
+PROFILES = load_device_profiles()
+
+
+def test_the_issues_city_has_50_gateways_in_17_districts():
+    lay = plan_layout(PROFILES, 5000, 50)
+    assert len(lay.districts) == 17 and lay.districts[0] == "d01" and lay.districts[-1] == "d17"
+    assert [g.id for g in lay.gateways[:4]] == ["gw-d01-tra", "gw-d01-ene", "gw-d01-pub", "gw-d02-tra"]
+    assert [g.domain for g in lay.of_district("d17")] == ["transportation", "energy"]
+    for k, g in enumerate(lay.gateways):
+        assert g.subnet == f"10.{k + 1}.0.0/16" and g.broker == f"10.{k + 1}.0.1"
+        assert all(PROFILES[c].domain == g.domain for c in g.counts)
+    assert lay.devices == 5000
+
+
+def test_devices_split_by_profile_weight_and_evenly_over_a_domains_gateways():
+    lay = plan_layout(PROFILES, 5000, 50)
+    city = Counter()
+    for g in lay.gateways:
+        city.update(g.counts)
+    assert dict(city) == class_counts(PROFILES, 5000)
+    for dom in DOMAINS:
+        sizes = [g.devices for g in lay.of_domain(dom)]
+        assert max(sizes) - min(sizes) <= 1, (dom, sizes)
+        for cls in {c for g in lay.of_domain(dom) for c in g.counts}:
+            per = [g.counts.get(cls, 0) for g in lay.of_domain(dom)]
+            assert max(per) - min(per) <= 1, (cls, per)
+
+
+@pytest.mark.parametrize("devices,gateways,words", [
+    (5, 6, "cannot fill 6 gateways"),
+    (100, 2, "at least one gateway per domain"),
+    (10_000, 256, "at most 255"),
+    (9, 9, "public_safety 1 devices"),  # weights give public safety too few devices for its 3 gateways
+])
+def test_layout_errors_name_the_problem(devices, gateways, words):
+    with pytest.raises(ValueError, match=words):
+        plan_layout(PROFILES, devices, gateways)
+
+
+def _schedule(devices=600, gateways=12, duration=600.0, seed=3, **kw):
+    lay = plan_layout(PROFILES, devices, gateways)
+    return lay, plan_schedule(lay, PROFILES, duration, seed, ScheduleOptions(**kw))
+
+
+def test_every_kind_once_at_least_and_no_two_steps_overlap_on_a_gateway():
+    lay, plan = _schedule(attacks_per_gateway=1, campaigns=2, lookalike_share=0.5)
+    kinds = Counter(s.kind for specs in plan.attacks.values() for s in specs if not s.campaign)
+    assert set(kinds) == set(ATTACKS) and sum(kinds.values()) == 12
+    for gid, specs in plan.attacks.items():
+        spans = sorted((s.start, s.start + s.duration) for s in specs)
+        assert all(a[1] <= b[0] for a, b in zip(spans, spans[1:])), (gid, spans)
+        assert all(0 < s.start and s.start + s.duration <= 600 for s in specs)
+
+
+def test_campaign_stages_cross_domains_in_time_order_with_one_attacker():
+    lay, plan = _schedule(campaigns=4)
+    by_id = {g.id: g for g in lay.gateways}
+    assert [c.id for c in plan.campaigns] == ["c1", "c2", "c3", "c4"]
+    assert len({c.mode for c in plan.campaigns}) >= 2  # modes rotate
+    for c in plan.campaigns:
+        specs = sorted((s for v in plan.attacks.values() for s in v if s.campaign == c.id), key=lambda s: s.stage)
+        assert [s.stage for s in specs] == [1, 2, 3]
+        assert [by_id[g].domain for g in c.gateways] == ["transportation", "energy", "public_safety"]
+        assert all(a.start + a.duration <= b.start for a, b in zip(specs, specs[1:]))
+        assert specs[1].attacker == specs[2].attacker == c.attacker
+        assert specs[1].kind == "mqtt_bruteforce" and specs[1].params == {"success": True}
+        recon_net = ipaddress.IPv4Network(by_id[c.gateways[0]].subnet)
+        if c.mode == "external":
+            assert specs[0].attacker == c.attacker and ipaddress.IPv4Address(c.attacker) not in ipaddress.IPv4Network("10.0.0.0/8")
+        else:  # the later stages come from a device behind the recon's gateway
+            assert ipaddress.IPv4Address(c.attacker) in recon_net
+            assert c.attacker in _device_ips(by_id[c.gateways[0]])
+        if c.mode == "pivot":
+            assert c.attacker in specs[0].victims  # the scan found the device it then took over
+            assert plan.notes[specs[2].id]["compromised_in"] == specs[0].id
+
+
+def _device_ips(g) -> set[str]:
+    return {device_address(g.subnet, i) for i in range(g.devices)}
+
+
+def test_a_power_cut_hits_a_whole_district_at_once():
+    lay, plan = _schedule(lookalike_share=1.0, campaigns=0, attacks_per_gateway=0)
+    cuts = [(gid, s) for gid, looks in plan.lookalikes.items() for s in looks if s.kind == "power_cut"]
+    assert cuts
+    by_district: dict[str, set] = {}
+    for gid, s in cuts:
+        by_district.setdefault(plan.notes[s.id]["district"], set()).add(s.start)
+    for d, starts in by_district.items():
+        assert len(starts) == 1
+        assert {gid for gid, s in cuts if plan.notes[s.id]["district"] == d} == {g.id for g in lay.of_district(d)}
+    rush = [gid for gid, looks in plan.lookalikes.items() for s in looks if s.kind == "rush_hour"]
+    by_id = {g.id: g for g in lay.gateways}
+    assert rush and all(any(t.peak_factor > 1 for c in by_id[gid].counts for t in PROFILES[c].mqtt.topics) for gid in rush)
+
+
+def test_no_attacks_means_an_empty_schedule():
+    lay = plan_layout(PROFILES, 60, 6)
+    plan = plan_schedule(lay, PROFILES, 120, 1, ScheduleOptions.none())
+    assert plan.steps == 0 and not plan.campaigns and not any(plan.lookalikes.values())
+
+
+def test_the_schedule_depends_on_the_seed_only():
+    a, b, c = (_schedule(seed=s)[1] for s in (5, 5, 6))
+    key = lambda p: [(g, s.kind, s.start, s.attacker) for g, v in sorted(p.attacks.items()) for s in v]  # noqa: E731
+    assert key(a) == key(b) and key(a) != key(c)
+
+
+@pytest.mark.parametrize("kw,words", [
+    ({"attacks_per_gateway": -1}, "attacks-per-gateway: must be >= 0"),
+    ({"campaigns": -2}, "campaigns: must be >= 0"),
+    ({"lookalike_share": 1.5}, "lookalike-share: must be between 0 and 1"),
+])
+def test_schedule_option_errors(kw, words):
+    with pytest.raises(ValueError, match=words):
+        ScheduleOptions(**kw)
