@@ -10,7 +10,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field, fields
+from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +19,14 @@ from atlas.sim.traffic.lookalikes import BenignEvent
 
 CITY_FIELDS = ("seed", "start", "end", "duration", "gateways", "devices")
 GATEWAY_FIELDS = ("id", "domain", "pcap")
-STEP_FIELDS = ("id", "kind", "attacker", "gateway", "start", "end")
+
+
+def _required(cls) -> tuple[str, ...]:
+    return tuple(f.name for f in fields(cls) if f.default is MISSING and f.default_factory is MISSING)
+
+
+STEP_FIELDS = _required(AttackStep)  # id, kind, campaign, stage, attacker, victims, gateway, start, end
+EVENT_FIELDS = _required(BenignEvent)
 
 
 class CityError(ValueError):
@@ -122,7 +129,7 @@ def load_city(path: str | Path) -> City:
         if not s.attackers:
             s.attackers = [s.attacker]
     benign = []
-    for obj in _read_jsonl(d / "benign_events.jsonl", ("id", "kind", "gateway", "hosts", "start", "end")):
+    for obj in _read_jsonl(d / "benign_events.jsonl", EVENT_FIELDS):
         benign.append(_make(BenignEvent, obj))
     return City(d, meta, steps, benign, ids)
 

@@ -215,7 +215,9 @@ def paper_rows(d: dict[str, Any]) -> list[Row]:
         if name not in base:
             return f"{NOT_YET}: needs the {name} baseline (atlas.sim.evaluate.baselines)"
         notes = base[name].get("notes") or ""
-        return f"{NOT_YET}: {what}" + (f" ({notes})" if notes else "")
+        if notes.startswith("failed"):
+            return f"{NOT_YET}: the {name} baseline {notes}"
+        return f"{NOT_YET}: {what} (see the {name} baseline's notes below)"
 
     def atlas_extra(key: str) -> Any:
         for b in base.values():

@@ -22,10 +22,10 @@ from atlas.sim.evaluate.city import City, load_city
 
 
 def evaluate(city_dir: str | Path, report_dir: str | Path, *, workers: int | None = None,
-             models_dir: str | Path | None = None, baselines: bool = True, plots: bool = True,
+             models_dir: str | Path | None = None, baselines: bool | list[str] = True, plots: bool = True,
              command: str | None = None, progress: Callable[[str], None] | None = None):
-    """Evaluate ATLAS (and the baselines) on a city folder; write the report into report_dir.
-    Returns the Report (atlas.sim.evaluate.report)."""
+    """Evaluate ATLAS (and the baselines: all registered, or the names listed) on a city folder;
+    write the report into report_dir. Returns the Report (atlas.sim.evaluate.report)."""
     from atlas.sim.evaluate.report import Report
 
     say = progress or (lambda msg: None)
@@ -43,7 +43,8 @@ def evaluate(city_dir: str | Path, report_dir: str | Path, *, workers: int | Non
     if baselines:
         from atlas.sim.evaluate.baselines import run_baselines
 
-        base = run_baselines(city, agent, out)
+        base = run_baselines(city, agent, out, only=baselines if isinstance(baselines, list) else None)
+        say(f"  baselines: {', '.join(base) or 'none registered'}")
         for name, res in base.items():
             if res.detections is not None:
                 scored = score_detections(city, agent, detections_of(res.detections))
