@@ -193,6 +193,11 @@ def format_status(s: dict) -> str:
         f"hub         {s.get('hub', {}).get('state', 'standalone')}",
         f"incidents   {len(s.get('incidents', []))} open",
     ]
+    updates = s.get("model_updates", [])
+    if updates:  # the latest model push and its outcome, right under the models line
+        u = updates[-1]
+        outcome = "installed" if u.get("applied") else f"refused: {u.get('error', '')}"
+        lines.insert(4, f"  last push {u.get('version', '?')} {outcome}")
     for inc in s.get("incidents", [])[:20]:
         lines.append(f"  {inc['kind']:<16} {inc['src_ip']} -> {inc.get('dst_ip', '')}  score {inc['score']:.2f}  {inc['packets']} pkts")
     rules = s.get("rules", [])

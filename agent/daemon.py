@@ -21,6 +21,7 @@ from atlas.agent.alerts import Incident
 from atlas.agent.capture import FrameBatch
 from atlas.agent.config import AgentConfig
 from atlas.agent.detect import Detector
+from atlas.agent.detect.update import running_versions
 from atlas.agent.governor import LEVEL_NAMES, CpuGovernor
 from atlas.agent.pipeline import AgentPipeline
 from atlas.agent.uplink import DeviceSummary, GatewayInfo, Health, TelemetryBatch
@@ -45,7 +46,13 @@ class AgentDaemon:
     def __init__(self, cfg: AgentConfig, detector: Detector) -> None:
         from atlas.agent.board import detect_board
 
+        from atlas.agent.detect.update import ModelUpdater, load_installed
+
         self.cfg = cfg
+        installed = load_installed(cfg.agent.state_dir, cfg.detect.batch)  # the hub's last push wins
+        if installed is not None:
+            log.info("models: running the installed bundle %s (pushed by the hub)", installed.version)
+            detector = installed
         self.detector = detector
         self.board = detect_board(cfg.agent.board)
         self.governor = CpuGovernor(cfg.budget.cpu_percent)
@@ -67,6 +74,10 @@ class AgentDaemon:
         self.enforcer = None
         self.uplink = None
         self.metrics = None
+        # Model updates are checked on the uplink's thread, swapped in by the main loop.
+        self.models = ModelUpdater(cfg.agent.state_dir, detector, swap=self._swap_detector, batch=cfg.detect.batch)
+        self._next_detector: Detector | None = None
+        self._swapped = threading.Condition()
 
     # ---- lifecycle ----------------------------------------------------------------------------
 
@@ -121,6 +132,7 @@ class AgentDaemon:
         self._stop.set()
 
     def _step(self, batch) -> None:
+        self._apply_model()
         try:
             if len(batch):
                 self.pipeline.process(batch)
@@ -147,7 +159,7 @@ class AgentDaemon:
         from atlas.agent.uplink.client import Uplink
         from atlas.agent.uplink.tls import TlsFiles
 
-        info = GatewayInfo(self.cfg.agent.gateway_id, __version__, self.detector.versions, self._capabilities(), self.board.name)
+        info = GatewayInfo(self.cfg.agent.gateway_id, __version__, self.models.versions, self._capabilities(), self.board.name)
         self.uplink = Uplink(
             h.address,
             self.cfg.agent.gateway_id,
@@ -157,6 +169,7 @@ class AgentDaemon:
             signing_pub=h.signing_key,
             info=info,
             spool_bytes=int(h.spool_max_mb * (1 << 20)),
+            on_model=self.models.handle,
         ).start()
 
     def _start_metrics(self) -> None:
@@ -216,6 +229,7 @@ class AgentDaemon:
             cpu_budget=self.governor.budget,
             shedding_level=self.governor.level,
             open_incidents=len(self.pipeline.tracker.open),
+            model_versions=self.models.versions,
         )  # the uplink fills in the spool depth
 
     def _update_metrics(self) -> None:
@@ -246,6 +260,32 @@ class AgentDaemon:
             m.observe_malformed("mqtt", malformed - seen["malformed"])
         self._seen = {"drops": drops, "bytes": int(stats.get("bytes", 0)), "inferences": c.inferences, "inference_s": c.inference_s, "malformed": malformed}
 
+    # ---- model updates ------------------------------------------------------------------------
+
+    def _swap_detector(self, detector: Detector, timeout: float = 5.0) -> None:
+        """Called by the updater (uplink thread) with a checked detector: the main loop swaps it
+        in between two batches; returns once it scores, so the hub's ack tells the truth."""
+        with self._swapped:
+            self._next_detector = detector
+            if not self._swapped.wait_for(lambda: self._next_detector is None, timeout):
+                self._next_detector = None  # no batch for a while (capture stalled): swap here
+                self._install_detector(detector)
+
+    def _apply_model(self) -> None:
+        if self._next_detector is None:
+            return
+        with self._swapped:
+            if self._next_detector is not None:
+                self._install_detector(self._next_detector)
+                self._next_detector = None
+                self._swapped.notify_all()
+
+    def _install_detector(self, detector: Detector) -> None:
+        self.pipeline.swap_detector(detector)
+        self.detector = detector
+        if self.uplink is not None:  # the next hello (after a reconnect) says what runs now
+            self.uplink.info.model_versions = running_versions(detector)
+
     # ---- control socket -----------------------------------------------------------------------
 
     def status(self, _args: Any = None) -> dict:
@@ -262,7 +302,8 @@ class AgentDaemon:
             "packets_per_s": self._pps,
             "kernel_drops": int(stats.get("kernel_drops", 0)),
             "cpu": {"percent": g.percent, "budget": g.budget, "level": g.level, "level_name": LEVEL_NAMES[g.level]},
-            "models": self.detector.versions,
+            "models": self.models.versions,
+            "model_updates": list(self.models.history),
             "pipeline": vars(self.pipeline.counters),
             "features": vars(self.pipeline.features.stats),
             "mqtt": self.pipeline.streams.stats(),

@@ -40,6 +40,8 @@ AUDIT_KINDS = (
     "rule_ack",
     "revocation",  # an operator withdrew a rule
     "expiry",  # a rule reached its TTL and was withdrawn
+    "model_push",  # an operator made a model bundle the desired model of gateways
+    "model_ack",  # a gateway installed a pushed model, or refused it (with the reason)
 )
 
 

@@ -6,6 +6,7 @@
   atlas-central approve DECISION_ID | reject DECISION_ID | revoke RULE_ID
   atlas-central audit verify [--anchor SEQ:HASH] | audit head
   atlas-central status [--json]
+  atlas-central models push DIR_OR_BUNDLE [--gateway ID ...] | models list [--json]
   atlas-central pki init | pki issue          (certificates and the rule-signing key)
 
 Every command finds the database through --config (default $ATLAS_CENTRAL_CONFIG, else
@@ -156,6 +157,24 @@ def build_parser() -> argparse.ArgumentParser:
     st = sub.add_parser("status", parents=[where, as_json], help="is the hub running; totals")
     st.set_defaults(func=cmd_status)
 
+    models = sub.add_parser("models", help="detection model bundles pushed to the gateways")
+    models_sub = models.add_subparsers(dest="models_command", metavar="{push,list}")
+    push = models_sub.add_parser("push", parents=[where, as_json],
+                                 help="upload a bundle and make it the gateways' desired model")
+    push.add_argument("path", metavar="DIR_OR_BUNDLE",
+                      help="a models folder (meta.json + the two .tflite files) or a bundle file")
+    push.add_argument("--gateway", "-g", action="append", default=[], metavar="ID",
+                      help="only this gateway (repeatable; default: every gateway)")
+    push.add_argument("--operator", default=_operator(),
+                      help="who is asking (default: the login name)")
+    push.add_argument("--wait", type=float, default=DEFAULT_WAIT,
+                      help=f"seconds to wait for the hub's answer (default {DEFAULT_WAIT:g})")
+    push.set_defaults(func=cmd_models_push)
+    mlist = models_sub.add_parser("list", parents=[where, as_json],
+                                  help="bundles, their targets and what each gateway answered")
+    mlist.set_defaults(func=cmd_models_list)
+    models.set_defaults(func=lambda a: _usage(models))
+
     try:
         from atlas.central.pki import add_pki_commands
     except ImportError as exc:  # pragma: no cover - the pki module ships with the hub
@@ -291,18 +310,21 @@ def _cell_text(cell: dict[str, Any]) -> str:
 def cmd_gateways(args: argparse.Namespace) -> int:
     store = _reader(args)
     gateways = store.list_gateways()
+    rollout = _latest_model_status(store)
     if args.json:
-        _print_json([g.to_dict() for g in gateways])
+        _print_json([g.to_dict() | {"model_push": rollout[g.id].to_dict() if g.id in rollout else None}
+                     for g in gateways])
         return 0
     now = time.time()
     rows = []
     for g in gateways:
         h = g.health or {}
         rows.append([g.id, "up" if g.connections else "down", _ago(g.last_seen, now),
-                     g.software_version or "-", g.board or "-", str(g.last_seq),
+                     g.software_version or "-", g.board or "-", _model_text(g, rollout.get(g.id)),
+                     str(g.last_seq),
                      _num(h.get("packets_per_s")), _cpu(h), str(h.get("kernel_drops", "-")),
                      str(h.get("shedding_level", "-"))])
-    _print_table(["GATEWAY", "STREAM", "LAST SEEN", "SOFTWARE", "BOARD", "SEQ", "PKT/S",
+    _print_table(["GATEWAY", "STREAM", "LAST SEEN", "SOFTWARE", "BOARD", "MODEL", "SEQ", "PKT/S",
                   "CPU% / BUDGET", "DROPS", "SHED"], rows, empty="no gateway has connected yet")
     return 0
 
@@ -450,10 +472,14 @@ def cmd_operator(args: argparse.Namespace) -> int:
     argument = getattr(args, args.argument_name).strip()
     reader = _reader(args)
     _precheck(reader, args.kind, argument)
+    return _queue_and_wait(args, reader, args.kind, argument)
+
+
+def _queue_and_wait(args: argparse.Namespace, reader: Store, kind: str, argument: str) -> int:
     alive = _hub_alive(reader)
     writer = open_store(_database(args), migrate=False)
     try:
-        command_id = writer.enqueue_command(args.kind, argument, args.operator, time.time())
+        command_id = writer.enqueue_command(kind, argument, args.operator, time.time())
     finally:
         writer.close()
     if not alive:
@@ -480,6 +506,85 @@ def cmd_operator(args: argparse.Namespace) -> int:
         return 0
     _emit(args, payload, f"the hub refused: {command.result}", to_stderr=True)
     return EXIT_FAILED
+
+
+# ---- model bundles -------------------------------------------------------------------------
+
+def cmd_models_push(args: argparse.Namespace) -> int:
+    """Upload the bundle into the database (checked here: a clear error at once), then ask the
+    hub to sign it, record the push in the audit log and send it (operator queue, as approve)."""
+    from atlas.agent.uplink.tls import check_gateway_id
+    from atlas.central.models import ModelUploadError, bundle_record, load_bundle
+
+    try:
+        bundle = load_bundle(args.path)
+    except ModelUploadError as exc:
+        raise CliError(str(exc)) from None
+    for gateway in args.gateway:
+        try:
+            check_gateway_id(gateway)
+        except ValueError as exc:
+            raise CliError(f"--gateway: {exc}") from None
+    reader = _reader(args)
+    known = {g.id for g in reader.list_gateways()}
+    unknown = [g for g in args.gateway if g not in known]
+    if unknown:  # allowed (a gateway not yet installed gets it on first connect), but say so
+        print(f"note: {', '.join(unknown)} never connected; the model waits for them",
+              file=sys.stderr)
+    record = bundle_record(bundle, args.operator, time.time())
+    writer = open_store(_database(args), migrate=False)
+    try:
+        with writer.transaction():
+            writer.put_model_bundle(record)
+    except StoreError as exc:
+        raise CliError(str(exc)) from None
+    finally:
+        writer.close()
+    request = json.dumps({"version": bundle.version, "gateways": list(args.gateway)})
+    return _queue_and_wait(args, reader, "model_push", request)
+
+
+def cmd_models_list(args: argparse.Namespace) -> int:
+    store = _reader(args)
+    bundles = store.list_model_bundles()
+    targets = store.model_targets()
+    status = store.model_status()
+    if args.json:
+        _print_json({"bundles": [b.to_dict() for b in bundles], "targets": targets,
+                     "gateways": [s.to_dict() for s in status]})
+        return 0
+    now = time.time()
+    rows = []
+    for b in bundles:
+        aimed = sorted(g for g, v in targets.items() if v == b.version)
+        states: dict[str, int] = {}
+        for s in status:
+            if s.version == b.version:
+                states[s.state] = states.get(s.state, 0) + 1
+        rows.append([b.version, str(b.meta.get("schema_version", "-")), b.sha256[:12],
+                     f"{b.size / 1024:.1f} kB", _ago(b.uploaded_at, now), b.uploaded_by,
+                     ("all" if aimed == ["*"] else ", ".join(aimed)) or "-",
+                     ", ".join(f"{n} {k}" for k, n in sorted(states.items())) or "-"])
+    _print_table(["VERSION", "SCHEMA", "SHA256", "SIZE", "UPLOADED", "BY", "TARGET", "GATEWAYS"],
+                 rows, empty="no model bundle has been pushed")
+    refused = [s for s in status if s.state == "refused"]
+    for s in refused:
+        print(f"  {s.gateway} refused {s.version}: {s.error}")
+    return 0
+
+
+def _latest_model_status(store: Store) -> dict[str, Any]:
+    latest: dict[str, Any] = {}
+    for s in store.model_status():  # per gateway, oldest first
+        latest[s.gateway] = s
+    return latest
+
+
+def _model_text(gateway: Any, push: Any) -> str:
+    running = gateway.model_versions.get("bundle") or gateway.model_versions.get("anomaly") or "-"
+    if push is None or push.version == running:
+        return running
+    return f"{running} ({push.version} {push.state})"
 
 
 def _precheck(store: Store, kind: str, argument: str) -> None:

@@ -13,6 +13,7 @@ where the attacker was seen -> upserts go to those gateways' feeds.
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import math
 import os
@@ -25,14 +26,16 @@ from typing import Any, Callable, Iterable, Protocol
 
 from atlas.agent.alerts import Incident
 from atlas.agent.enforce import Rule
-from atlas.agent.uplink import GatewayInfo, RuleAck, RuleChange, SignedRule, TelemetryBatch
+from atlas.agent.detect.bundle import BUNDLE_NAME
+from atlas.agent.uplink import (GatewayInfo, ModelAck, ModelUpdate, RuleAck, RuleChange, SignedRule,
+                                TelemetryBatch)
 from atlas.agent.uplink.tls import check_gateway_id
 from atlas.central.audit import AuditLog
 from atlas.central.decide import (NO_ACTION, Allowlist, Decision, DecisionContext, Policy,
                                   shield)
 from atlas.central.decide.inventory import Inventory
 from atlas.central.store import (DecisionRecord, GatewayRecord, HubIncident, HubState,
-                                 IncidentReport, RuleRecord, Store)
+                                 IncidentReport, ModelStatus, RuleRecord, Store)
 
 log = logging.getLogger("atlas.central.hub")
 
@@ -42,7 +45,7 @@ LIVE_DECISIONS = ("active", "shadow", "pending_approval")
 # response again is not recorded again.
 SETTLED_DECISIONS = ("none", "suppressed", "rejected")
 RULE_LIVE = ("active", "shadow")
-OPERATOR_COMMANDS = ("approve", "reject", "revoke")
+OPERATOR_COMMANDS = ("approve", "reject", "revoke", "model_push")
 FEED_MAX_PENDING = 256  # changes a slow gateway may owe before it gets one fresh snapshot
 
 
@@ -52,6 +55,8 @@ class OperatorError(ValueError):
 
 class RuleSigner(Protocol):
     def sign_rule(self, rule: Rule) -> SignedRule: ...
+
+    def sign_model(self, name: str, version: str, content: bytes) -> ModelUpdate: ...
 
 
 def new_id(prefix: str) -> str:
@@ -72,7 +77,7 @@ class RuleFeed:
         self._hub = hub
         self._max = max_pending
         self._cond = threading.Condition()
-        self._items: deque[RuleChange] = deque()
+        self._items: deque[RuleChange | ModelUpdate] = deque()
         self._resync = True  # the first get() is a snapshot
         self._closed = False
 
@@ -80,7 +85,7 @@ class RuleFeed:
     def closed(self) -> bool:
         return self._closed
 
-    def get(self, timeout: float | None = None) -> RuleChange | None:
+    def get(self, timeout: float | None = None) -> RuleChange | ModelUpdate | None:
         """The next change, or None after `timeout` seconds without one (or once closed)."""
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._cond:
@@ -116,9 +121,17 @@ class RuleFeed:
                 self._items.append(change)
             self._cond.notify_all()
 
-    def _take_snapshot(self, change: RuleChange) -> RuleChange:
+    def _push_model(self, update: ModelUpdate) -> None:
+        with self._cond:
+            if self._closed or self._resync:
+                return  # the coming snapshot brings the gateway's due model too
+            self._items.append(update)
+            self._cond.notify_all()
+
+    def _take_snapshot(self, change: RuleChange, then: Iterable[ModelUpdate] = ()) -> RuleChange:
         with self._cond:
             self._items.clear()
+            self._items.extend(then)
             self._resync = False
         return change
 
@@ -282,6 +295,8 @@ class Hub(HubView):
             self.counters["duplicate_batches"] += 1
             return stored  # a re-sent batch: already kept, change nothing
         self.store.record_batch(gateway_id, batch.seq, now, batch.health)
+        if batch.health is not None and batch.health.model_versions:
+            self.store.set_gateway_models(gateway_id, batch.health.model_versions)
         self.store.store_devices(gateway_id, batch.seq, _finite(batch.time, now), now,
                                  list(batch.devices))
         for incident in batch.incidents:
@@ -313,6 +328,92 @@ class Hub(HubView):
             return [SignedRule(rule=r.rule, signature=r.signature)
                     for r in self.store.rules_for_gateway(gateway_id, ("active",))
                     if r.rule.expires_at > now]
+
+    def model_ack(self, gateway_id: str, ack: ModelAck) -> None:
+        """A gateway installed a pushed bundle, or refused it (and why): recorded and audited."""
+        with self._lock:
+            now = self._clock()
+            version = str(ack.version)[:128]
+            with self.store.transaction():
+                sent = next((s.sent_at for s in self.store.model_status(gateway_id)
+                             if s.version == version), None)
+                self.store.put_model_status(ModelStatus(
+                    gateway_id, version, "applied" if ack.applied else "refused",
+                    str(ack.error)[:2000], sent, now))
+                if ack.model_versions:
+                    self.store.set_gateway_models(gateway_id, dict(ack.model_versions))
+                self.audit.append("model_ack", {"gateway": gateway_id, "version": version,
+                                                "applied": bool(ack.applied),
+                                                "error": str(ack.error)[:2000],
+                                                "running": dict(ack.model_versions)}, now)
+        if not ack.applied:
+            log.warning("gateway %s refused model %s: %s", gateway_id, version, ack.error)
+
+    def push_model(self, version: str, gateways: Iterable[str] = (), operator: str = "") -> str:
+        """Make bundle `version` the desired model of `gateways` (none: every gateway), sign it
+        once, audit the push, and send it now to those connected that do not run it. Gateways
+        away get it when they reconnect (after their rule snapshot)."""
+        targets = list(dict.fromkeys(gateways))
+        for gateway in targets:
+            try:
+                check_gateway_id(gateway)
+            except ValueError as exc:
+                raise OperatorError(str(exc)) from None
+        with self._lock:
+            now = self._clock()
+            with self.store.transaction():
+                record = self.store.get_model_bundle(version, content=True)
+                if record is None:
+                    raise OperatorError(f"no model bundle {version!r} (upload it with "
+                                        "`atlas-central models push`)")
+                if record.signature is None:
+                    signed = self.signer.sign_model(BUNDLE_NAME, version, record.content)
+                    self.store.set_model_signature(version, signed.signature)
+                for target in targets or ["*"]:
+                    self.store.set_model_target(target, version, now, operator)
+                # a new push retries gateways that refused this version before
+                for gateway in targets or [g.id for g in self.store.list_gateways()]:
+                    known = self.store.get_gateway(gateway)
+                    if known is None or known.model_versions.get(BUNDLE_NAME) != version:
+                        self.store.put_model_status(ModelStatus(gateway, version, "pending"))
+                self.audit.append("model_push", {
+                    "version": version, "sha256": record.sha256, "size": record.size,
+                    "gateways": targets or "all", "operator": operator,
+                    "uploaded_by": record.uploaded_by}, now)
+            sent = [g for g in list(self._feeds) if self._send_model_if_due(g, now)]
+        where = ", ".join(targets) if targets else "every gateway"
+        return (f"model {version} is the desired model of {where}; sent now to "
+                f"{len(sent)} connected gateway(s){': ' + ', '.join(sent) if sent else ''}")
+
+    def _model_due(self, gateway_id: str) -> ModelUpdate | None:
+        """The signed bundle this gateway should run and does not (nor has refused), or None."""
+        version = self.store.model_target(gateway_id)
+        if version is None:
+            return None
+        gateway = self.store.get_gateway(gateway_id)
+        if gateway is not None and gateway.model_versions.get(BUNDLE_NAME) == version:
+            return None
+        if any(s.version == version and s.state == "refused"
+               for s in self.store.model_status(gateway_id)):
+            return None  # a refusal waits for the operator's next push, not every reconnect
+        record = self.store.get_model_bundle(version, content=True)
+        if record is None or record.signature is None:
+            return None
+        return ModelUpdate(BUNDLE_NAME, version, record.content, record.signature)
+
+    def _mark_sent(self, gateway_id: str, version: str, now: float) -> None:
+        with self.store.transaction():
+            self.store.put_model_status(ModelStatus(gateway_id, version, "sent", sent_at=now))
+
+    def _send_model_if_due(self, gateway_id: str, now: float) -> bool:
+        update = self._model_due(gateway_id)
+        feeds = self._feeds.get(gateway_id, ())
+        if update is None or not feeds:
+            return False
+        self._mark_sent(gateway_id, update.version, now)
+        for feed in feeds:
+            feed._push_model(update)
+        return True
 
     def watch(self, gateway_id: str) -> RuleFeed:
         feed = RuleFeed(self, gateway_id)
@@ -443,6 +544,13 @@ class Hub(HubView):
             return f"approved {decision.id}: {decision.action} {decision.target}, rules {issued}"
         if kind == "reject":
             return f"rejected {self.reject(argument, operator).id}"
+        if kind == "model_push":
+            try:
+                request = json.loads(argument)
+                version, gateways = str(request["version"]), list(request.get("gateways", []))
+            except (ValueError, KeyError, TypeError):
+                raise OperatorError(f"model_push: not a push request: {argument[:200]!r}") from None
+            return self.push_model(version, gateways, operator)
         if kind == "revoke":
             record = self.revoke(argument, operator)
             return (f"revoked {record.rule.id}: {record.rule.action} {record.rule.target} "
@@ -686,9 +794,18 @@ class Hub(HubView):
                 feed._push(RuleChange(kind="withdraw", withdrawn=list(ids)))
 
     def _snapshot_for(self, feed: RuleFeed) -> RuleChange:
+        # The rules first, then the model the gateway should run (a gateway that was away
+        # converges on both). A model that cannot be prepared must not cost the rules.
         with self._lock:
-            return feed._take_snapshot(RuleChange(kind="snapshot",
-                                                  rules=self.desired_rules(feed.gateway_id)))
+            snapshot = RuleChange(kind="snapshot", rules=self.desired_rules(feed.gateway_id))
+            try:
+                update = self._model_due(feed.gateway_id)
+                if update is not None:
+                    self._mark_sent(feed.gateway_id, update.version, self._clock())
+            except Exception:  # noqa: BLE001
+                log.exception("model for gateway %s could not be prepared", feed.gateway_id)
+                update = None
+            return feed._take_snapshot(snapshot, [update] if update is not None else [])
 
     def _unwatch(self, feed: RuleFeed) -> None:
         with self._lock:

@@ -184,7 +184,8 @@ def _city(args) -> int:
 def _evaluate(args) -> int:
     from atlas.sim.evaluate.run import evaluate
 
-    report = evaluate(args.dir, args.out, workers=args.workers, models_dir=args.models, baselines=not args.no_baselines)
+    report = evaluate(args.dir, args.out, workers=args.workers, models_dir=args.models, baselines=not args.no_baselines,
+                      progress=lambda msg: print(msg, file=sys.stderr, flush=True))
     print(report.table_text())
     print(f"\n{args.out / 'report.md'}, report.json, {len(report.plots)} plots, incidents/ per gateway")
     return 0

@@ -34,6 +34,7 @@ class Health:
     open_incidents: int = 0
     spool_depth: int = 0
     spool_dropped: int = 0  # telemetry batches the full spool dropped, oldest first (cumulative)
+    model_versions: dict[str, str] = field(default_factory=dict)  # what the agent scores with now
 
 
 @dataclass
@@ -83,7 +84,18 @@ class RuleChange:
 
 @dataclass
 class ModelUpdate:
-    name: str  # "anomaly" | "classifier"
+    name: str  # "bundle" (atlas.agent.detect.bundle); single models are reserved
     version: str
-    content: bytes  # the .tflite file
+    content: bytes  # the bundle's bytes
     signature: bytes
+
+
+@dataclass
+class ModelAck:
+    """The agent's answer to a ModelUpdate (refused: the running model keeps running)."""
+
+    name: str
+    version: str
+    applied: bool
+    error: str = ""  # why not applied, naming the check ("signature: ...")
+    model_versions: dict[str, str] = field(default_factory=dict)  # running after the update

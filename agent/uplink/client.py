@@ -26,7 +26,7 @@ from typing import Callable, Iterator
 import grpc
 
 from atlas.agent import __version__
-from atlas.agent.uplink import GatewayInfo, ModelUpdate, RuleAck, RuleChange, TelemetryBatch
+from atlas.agent.uplink import GatewayInfo, ModelAck, ModelUpdate, RuleAck, RuleChange, TelemetryBatch
 from atlas.agent.uplink import serde
 from atlas.agent.uplink.counters import Counters
 from atlas.agent.uplink.signing import RuleVerifier
@@ -78,7 +78,7 @@ class Uplink:
         on_rules: Callable[[RuleChange], list[RuleAck]],
         *,
         signing_pub: str | Path | RuleVerifier,
-        on_model: Callable[[ModelUpdate], None] | None = None,
+        on_model: Callable[[ModelUpdate], ModelAck] | None = None,
         info: GatewayInfo | None = None,
         spool_bytes: int = 64 << 20,
         window: int = 32,
@@ -260,7 +260,7 @@ class Uplink:
             if acks:
                 session.send(link_pb2.AgentMessage(rule_acks=rules_pb2.RuleAcks(acks=[serde.rule_ack_to_proto(a) for a in acks])))
         elif body == "model_update":
-            self._model_update(message.model_update)
+            self._model_update(message.model_update, session)
         else:
             self.counters.add("malformed_messages")
             log.error("uplink: hub message with no known body (%s): ignored", body)
@@ -308,21 +308,35 @@ class Uplink:
                 acks.extend(RuleAck(rule_id=s.rule.id, applied=False, error=f"enforcement failed: {err}") for s in accepted)
         return acks
 
-    def _model_update(self, msg: rules_pb2.ModelUpdate) -> None:
+    def _model_update(self, msg: rules_pb2.ModelUpdate, session: "_Session") -> None:
+        ack = self.handle_model_update(msg)
+        session.send(link_pb2.AgentMessage(model_ack=serde.model_ack_to_proto(ack)))
+
+    def handle_model_update(self, msg: rules_pb2.ModelUpdate) -> ModelAck:
+        """Check a model update's signature, hand it to on_model; return the ack for the hub.
+
+        on_model(update) -> ModelAck does the rest (integrity, compatibility, install, swap);
+        anything refused here or there leaves the running model in place.
+        """
         update = serde.model_update_from_proto(msg)
+        name, version = update.name[:64], update.version[:128]
         try:
             self.verifier.verify_model(update)
         except ValueError as err:
             self.counters.add("models_refused")
             log.error("uplink: refused %s", err)
-            return
-        self.counters.add("models_accepted")
-        if self.on_model is not None:
-            try:
-                self.on_model(update)
-            except Exception:
-                self.counters.add("on_model_errors")
-                log.exception("uplink: on_model failed")
+            return ModelAck(name, version, applied=False, error=f"signature: {err}")
+        if self.on_model is None:
+            self.counters.add("models_refused")
+            return ModelAck(name, version, applied=False, error="this agent does not take model updates")
+        try:
+            ack = self.on_model(update)
+        except Exception as err:  # a bug in installing must not end the link
+            self.counters.add("on_model_errors")
+            log.exception("uplink: on_model failed")
+            return ModelAck(name, version, applied=False, error=f"install failed: {err}")
+        self.counters.add("models_accepted" if ack.applied else "models_refused")
+        return ack
 
 
 class _Session:

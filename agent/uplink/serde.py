@@ -20,6 +20,7 @@ from atlas.agent.uplink import (
     DeviceSummary,
     GatewayInfo,
     Health,
+    ModelAck,
     ModelUpdate,
     RuleAck,
     RuleChange,
@@ -154,6 +155,7 @@ def health_to_proto(h: Health) -> telemetry_pb2.Health:
         open_incidents=h.open_incidents,
         spool_depth=h.spool_depth,
         spool_dropped=h.spool_dropped,
+        model_versions=dict(h.model_versions),
     )
 
 
@@ -168,6 +170,7 @@ def health_from_proto(msg: telemetry_pb2.Health) -> Health:
         open_incidents=msg.open_incidents,
         spool_depth=msg.spool_depth,
         spool_dropped=msg.spool_dropped,
+        model_versions=dict(msg.model_versions),
     )
 
 
@@ -357,3 +360,13 @@ def model_update_to_proto(m: ModelUpdate) -> rules_pb2.ModelUpdate:
 
 def model_update_from_proto(msg: rules_pb2.ModelUpdate) -> ModelUpdate:
     return ModelUpdate(name=msg.name, version=msg.version, content=bytes(msg.content), signature=bytes(msg.signature))
+
+
+def model_ack_to_proto(a: ModelAck) -> rules_pb2.ModelAck:
+    return rules_pb2.ModelAck(name=a.name, version=a.version, applied=a.applied, error=a.error,
+                              model_versions=dict(a.model_versions))
+
+
+def model_ack_from_proto(msg: rules_pb2.ModelAck) -> ModelAck:
+    return ModelAck(name=msg.name, version=msg.version, applied=msg.applied, error=msg.error,
+                    model_versions=dict(msg.model_versions))

@@ -16,7 +16,7 @@ from typing import Iterator, Protocol
 
 import grpc
 
-from atlas.agent.uplink import GatewayInfo, ModelUpdate, RuleAck, RuleChange, SignedRule, TelemetryBatch
+from atlas.agent.uplink import GatewayInfo, ModelAck, ModelUpdate, RuleAck, RuleChange, SignedRule, TelemetryBatch
 from atlas.agent.uplink import serde
 from atlas.agent.uplink.counters import Counters
 from atlas.central.pki import gateway_id_of
@@ -51,6 +51,8 @@ class HubLike(Protocol):
     def telemetry(self, gateway_id: str, batch: TelemetryBatch) -> int: ...
 
     def rule_ack(self, gateway_id: str, ack: RuleAck) -> None: ...
+
+    def model_ack(self, gateway_id: str, ack: ModelAck) -> None: ...
 
     def desired_rules(self, gateway_id: str) -> list[SignedRule]: ...
 
@@ -256,6 +258,9 @@ class GatewayLinkServicer(link_pb2_grpc.GatewayLinkServicer):
                 elif body == "rule_acks":
                     for ack in message.rule_acks.acks:
                         self.hub.rule_ack(gateway_id, serde.rule_ack_from_proto(ack))
+                elif body == "model_ack":
+                    self.counters.add("model_acks")
+                    self.hub.model_ack(gateway_id, serde.model_ack_from_proto(message.model_ack))
                 else:
                     self.counters.add("malformed_messages")
                     log.warning("ingest: %s sent a message with body %r: ignored", gateway_id, body)

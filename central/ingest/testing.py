@@ -1,6 +1,6 @@
 """Test helpers for the wire: an in-memory hub and a throwaway PKI.
 
-`MemoryHub` implements the six methods the servicer calls (the contract of
+`MemoryHub` implements the seven methods the servicer calls (the contract of
 atlas.central.hub.Hub) with plain dicts. Tests of the wire and the bench use it where the real
 hub is not the subject, and to pin down what the servicer relies on: telemetry is idempotent
 by seq, watch() feeds see every change pushed after they were made.
@@ -12,7 +12,7 @@ import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from atlas.agent.uplink import GatewayInfo, ModelUpdate, RuleAck, RuleChange, SignedRule, TelemetryBatch
+from atlas.agent.uplink import GatewayInfo, ModelAck, ModelUpdate, RuleAck, RuleChange, SignedRule, TelemetryBatch
 from atlas.central.pki import PkiDir, init_pki, issue_gateway
 
 
@@ -23,6 +23,7 @@ class MemoryStore:
     batches: dict[str, list[TelemetryBatch]] = field(default_factory=dict)
     highest: dict[str, int] = field(default_factory=dict)
     acks: dict[str, list[RuleAck]] = field(default_factory=dict)
+    model_acks: dict[str, list[ModelAck]] = field(default_factory=dict)
     desired: dict[str, dict[str, SignedRule]] = field(default_factory=dict)
 
     def incidents(self, gateway_id: str) -> list:
@@ -82,6 +83,10 @@ class MemoryHub:
     def rule_ack(self, gateway_id: str, ack: RuleAck) -> None:
         with self.lock:
             self.store.acks.setdefault(gateway_id, []).append(ack)
+
+    def model_ack(self, gateway_id: str, ack: ModelAck) -> None:
+        with self.lock:
+            self.store.model_acks.setdefault(gateway_id, []).append(ack)
 
     def desired_rules(self, gateway_id: str) -> list[SignedRule]:
         with self.lock:

@@ -148,6 +148,41 @@ class OperatorCommand:
 
 
 @dataclass
+class ModelBundleRecord:
+    """A model bundle an operator uploaded (atlas.agent.detect.bundle), and its signature."""
+
+    version: str
+    sha256: str
+    size: int
+    meta: dict[str, Any]  # meta.json, without the bulky mean/std
+    uploaded_at: float
+    uploaded_by: str
+    signature: bytes | None = None  # set by the hub when it takes the push
+    content: bytes | None = None  # only when asked for
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out.pop("content")
+        out["signature"] = self.signature.hex() if self.signature else None
+        return out
+
+
+@dataclass
+class ModelStatus:
+    """What one gateway did with one bundle: sent | applied | refused."""
+
+    gateway: str
+    version: str
+    state: str
+    error: str = ""
+    sent_at: float | None = None
+    acked_at: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
 class HubState:
     pid: int
     host: str
@@ -328,6 +363,45 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     def get_hub_state(self) -> HubState | None: ...
+
+    # -- model bundles --------------------------------------------------------------------
+    @abc.abstractmethod
+    def put_model_bundle(self, record: ModelBundleRecord) -> bool:
+        """Insert a bundle (record.content set); False if that version is already stored with
+        the same sha256; StoreError if with another."""
+
+    @abc.abstractmethod
+    def get_model_bundle(self, version: str, content: bool = False) -> ModelBundleRecord | None: ...
+
+    @abc.abstractmethod
+    def list_model_bundles(self) -> list[ModelBundleRecord]:
+        """Newest upload first, without content."""
+
+    @abc.abstractmethod
+    def set_model_signature(self, version: str, signature: bytes) -> None: ...
+
+    @abc.abstractmethod
+    def set_model_target(self, gateway: str, version: str, now: float, operator: str) -> None:
+        """gateway "*" targets every gateway and clears the per-gateway targets."""
+
+    @abc.abstractmethod
+    def model_targets(self) -> dict[str, str]:
+        """gateway (or "*") -> desired bundle version."""
+
+    def model_target(self, gateway: str) -> str | None:
+        targets = self.model_targets()
+        return targets.get(gateway) or targets.get("*")
+
+    @abc.abstractmethod
+    def put_model_status(self, status: ModelStatus) -> None:
+        """Insert or replace by (gateway, version)."""
+
+    @abc.abstractmethod
+    def model_status(self, gateway: str | None = None) -> list[ModelStatus]: ...
+
+    @abc.abstractmethod
+    def set_gateway_models(self, gateway_id: str, model_versions: dict[str, str]) -> None:
+        """What the gateway says it runs now (from a model ack or its health)."""
 
     @abc.abstractmethod
     def counts(self) -> dict[str, int]:

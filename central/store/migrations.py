@@ -155,6 +155,32 @@ SQLITE_MIGRATIONS: tuple[Migration, ...] = (
             version TEXT NOT NULL,
             stopped_at REAL)""",
     )),
+    Migration(4, "model bundles, each gateway's desired bundle, and what gateways answered", (
+        # content: atlas.agent.detect.bundle's bytes, exactly what is signed and sent
+        """CREATE TABLE model_bundles (
+            version TEXT PRIMARY KEY,
+            sha256 TEXT NOT NULL,
+            size INTEGER NOT NULL,
+            content BLOB NOT NULL,
+            meta TEXT NOT NULL,
+            signature BLOB,
+            uploaded_at REAL NOT NULL,
+            uploaded_by TEXT NOT NULL)""",
+        # desired state: gateway id, or '*' for every gateway without a target of its own
+        """CREATE TABLE model_targets (
+            gateway TEXT PRIMARY KEY,
+            version TEXT NOT NULL REFERENCES model_bundles (version),
+            set_at REAL NOT NULL,
+            set_by TEXT NOT NULL)""",
+        """CREATE TABLE model_status (
+            gateway TEXT NOT NULL,
+            version TEXT NOT NULL,
+            state TEXT NOT NULL,
+            error TEXT NOT NULL DEFAULT '',
+            sent_at REAL,
+            acked_at REAL,
+            PRIMARY KEY (gateway, version))""",
+    )),
 )
 
 LATEST_VERSION = SQLITE_MIGRATIONS[-1].version

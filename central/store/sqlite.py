@@ -19,7 +19,8 @@ from typing import Any, Iterator
 from atlas.agent.enforce import Rule
 from atlas.agent.uplink import DeviceSummary, GatewayInfo, Health
 from atlas.central.store import (AuditRow, DecisionRecord, GatewayRecord, HubIncident, HubState,
-                                 IncidentReport, OperatorCommand, RuleRecord, Store, StoreError)
+                                 IncidentReport, ModelBundleRecord, ModelStatus, OperatorCommand,
+                                 RuleRecord, Store, StoreError)
 from atlas.central.store.codec import pack_devices, unpack_devices
 from atlas.central.store.migrations import LATEST_VERSION, SQLITE_MIGRATIONS, Migration
 
@@ -498,6 +499,77 @@ class SQLiteStore(Store):
                         "FROM hub_state WHERE id = 1")
         return HubState(*row) if row else None
 
+    # -- model bundles --------------------------------------------------------------------
+    _BUNDLE_COLUMNS = "version, sha256, size, meta, uploaded_at, uploaded_by, signature"
+
+    def put_model_bundle(self, record: ModelBundleRecord) -> bool:
+        if record.content is None:
+            raise StoreError(f"model bundle {record.version}: no content")
+        with self._lock:
+            known = self._one("SELECT sha256 FROM model_bundles WHERE version = ?", (record.version,))
+            if known is not None:
+                if known[0] != record.sha256:
+                    raise StoreError(f"model bundle {record.version} is already stored with other "
+                                     "content; give the new model a new version")
+                return False
+            self._exec("INSERT INTO model_bundles (version, sha256, size, content, meta, signature, "
+                       "uploaded_at, uploaded_by) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                       (record.version, record.sha256, record.size, record.content,
+                        _dumps(record.meta), record.signature, record.uploaded_at,
+                        record.uploaded_by))
+            return True
+
+    @staticmethod
+    def _bundle(row: tuple, content: bytes | None = None) -> ModelBundleRecord:
+        return ModelBundleRecord(version=row[0], sha256=row[1], size=row[2], meta=json.loads(row[3]),
+                                 uploaded_at=row[4], uploaded_by=row[5],
+                                 signature=bytes(row[6]) if row[6] is not None else None,
+                                 content=content)
+
+    def get_model_bundle(self, version: str, content: bool = False) -> ModelBundleRecord | None:
+        row = self._one(f"SELECT {self._BUNDLE_COLUMNS}, content FROM model_bundles "
+                        "WHERE version = ?", (version,))
+        if row is None:
+            return None
+        return self._bundle(row, bytes(row[7]) if content else None)
+
+    def list_model_bundles(self) -> list[ModelBundleRecord]:
+        return [self._bundle(r) for r in self._all(
+            f"SELECT {self._BUNDLE_COLUMNS} FROM model_bundles ORDER BY uploaded_at DESC, rowid DESC")]
+
+    def set_model_signature(self, version: str, signature: bytes) -> None:
+        self._exec("UPDATE model_bundles SET signature = ? WHERE version = ?", (signature, version))
+
+    def set_model_target(self, gateway: str, version: str, now: float, operator: str) -> None:
+        with self._lock:
+            if gateway == "*":
+                self._exec("DELETE FROM model_targets")
+            self._exec(_upsert_sql("model_targets", "gateway, version, set_at, set_by", "gateway"),
+                       (gateway, version, now, operator))
+
+    def model_targets(self) -> dict[str, str]:
+        return dict(self._all("SELECT gateway, version FROM model_targets"))
+
+    _STATUS_COLUMNS = "gateway, version, state, error, sent_at, acked_at"
+
+    def put_model_status(self, status: ModelStatus) -> None:
+        self._exec(_upsert_sql("model_status", self._STATUS_COLUMNS, "gateway, version"),
+                   (status.gateway, status.version, status.state, status.error, status.sent_at,
+                    status.acked_at))
+
+    def model_status(self, gateway: str | None = None) -> list[ModelStatus]:
+        if gateway is None:
+            rows = self._all(f"SELECT {self._STATUS_COLUMNS} FROM model_status "
+                             "ORDER BY gateway, COALESCE(acked_at, sent_at)")
+        else:
+            rows = self._all(f"SELECT {self._STATUS_COLUMNS} FROM model_status WHERE gateway = ? "
+                             "ORDER BY COALESCE(acked_at, sent_at)", (gateway,))
+        return [ModelStatus(*r) for r in rows]
+
+    def set_gateway_models(self, gateway_id: str, model_versions: dict[str, str]) -> None:
+        self._exec("UPDATE gateways SET model_versions = ? WHERE id = ?",
+                   (_dumps(dict(model_versions)), gateway_id))
+
     def counts(self) -> dict[str, int]:
         queries = {
             "gateways": "SELECT COUNT(*) FROM gateways",
@@ -509,5 +581,6 @@ class SQLiteStore(Store):
             "pending_approvals": "SELECT COUNT(*) FROM decisions WHERE state = 'pending_approval'",
             "queued_commands": "SELECT COUNT(*) FROM operator_commands WHERE state = 'queued'",
             "audit_rows": "SELECT COUNT(*) FROM audit",
+            "model_bundles": "SELECT COUNT(*) FROM model_bundles",
         }
         return {name: int(self._one(sql)[0]) for name, sql in queries.items()}

@@ -18,7 +18,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from atlas.agent.alerts import Incident
 from atlas.agent.enforce import Rule
-from atlas.agent.uplink import DeviceSummary, Health, RuleAck, RuleChange, SignedRule, TelemetryBatch
+from atlas.agent.uplink import DeviceSummary, Health, ModelAck, RuleAck, RuleChange, SignedRule, TelemetryBatch
 from atlas.agent.uplink import serde
 from atlas.agent.uplink.client import Uplink
 from atlas.agent.uplink.signing import RuleSigner
@@ -313,7 +313,12 @@ def test_the_agent_refuses_bad_rules_over_the_wire(hub, server, signer, make_upl
 
 def test_model_updates_are_verified_and_oversized_ones_refused(hub, server, signer, make_uplink):
     models = []
-    up = make_uplink(server.port, on_model=models.append, max_receive_bytes=256 << 10).start()
+
+    def on_model(update):
+        models.append(update)
+        return ModelAck(update.name, update.version, applied=True)
+
+    up = make_uplink(server.port, on_model=on_model, max_receive_bytes=256 << 10).start()
     assert up.wait_connected(10)
     wait_for(lambda: up.on_rules.changes)
     update = signer.sign_model("anomaly", "v2", b"TFL3" + bytes(5000))
@@ -321,6 +326,11 @@ def test_model_updates_are_verified_and_oversized_ones_refused(hub, server, sign
     hub.push("gw-1", update)
     wait_for(lambda: models, what="the model")
     assert models == [update] and up.counters_snapshot()["models_refused"] == 1
+    # the hub hears both answers: the refusal with its reason, then the install
+    wait_for(lambda: len(hub.store.model_acks.get("gw-1", [])) == 2, what="2 model acks")
+    refused, applied = hub.store.model_acks["gw-1"]
+    assert not refused.applied and refused.version == "v3" and refused.error.startswith("signature:")
+    assert applied.applied and applied.version == "v2"
     hub.push("gw-1", signer.sign_model("anomaly", "v4", bytes(300 << 10)))  # over the agent's limit
     wait_for(lambda: up.counters_snapshot().get("oversized_messages") == 1, what="the refusal")
     wait_for(lambda: up.counters_snapshot().get("connections") == 2, what="the reconnect")

@@ -26,7 +26,7 @@ from atlas.v1 import rules_pb2 as atlas_dot_v1_dot_rules__pb2
 from atlas.v1 import telemetry_pb2 as atlas_dot_v1_dot_telemetry__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x13\x61tlas/v1/link.proto\x12\x08\x61tlas.v1\x1a\x14\x61tlas/v1/rules.proto\x1a\x18\x61tlas/v1/telemetry.proto\"\x93\x01\n\x0c\x41gentMessage\x12 \n\x05hello\x18\x01 \x01(\x0b\x32\x0f.atlas.v1.HelloH\x00\x12\x30\n\ttelemetry\x18\x02 \x01(\x0b\x32\x1b.atlas.v1.TelemetryEnvelopeH\x00\x12\'\n\trule_acks\x18\x03 \x01(\x0b\x32\x12.atlas.v1.RuleAcksH\x00\x42\x06\n\x04\x62ody\";\n\x0cTelemetryAck\x12\x0b\n\x03seq\x18\x01 \x01(\x04\x12\x0f\n\x07refused\x18\x02 \x01(\r\x12\r\n\x05\x65rror\x18\x03 \x01(\t\"\xa1\x01\n\nHubMessage\x12+\n\x0brule_change\x18\x01 \x01(\x0b\x32\x14.atlas.v1.RuleChangeH\x00\x12-\n\x0cmodel_update\x18\x02 \x01(\x0b\x32\x15.atlas.v1.ModelUpdateH\x00\x12/\n\rtelemetry_ack\x18\x03 \x01(\x0b\x32\x16.atlas.v1.TelemetryAckH\x00\x42\x06\n\x04\x62ody2J\n\x0bGatewayLink\x12;\n\x07\x43onnect\x12\x16.atlas.v1.AgentMessage\x1a\x14.atlas.v1.HubMessage(\x01\x30\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x13\x61tlas/v1/link.proto\x12\x08\x61tlas.v1\x1a\x14\x61tlas/v1/rules.proto\x1a\x18\x61tlas/v1/telemetry.proto\"\xbc\x01\n\x0c\x41gentMessage\x12 \n\x05hello\x18\x01 \x01(\x0b\x32\x0f.atlas.v1.HelloH\x00\x12\x30\n\ttelemetry\x18\x02 \x01(\x0b\x32\x1b.atlas.v1.TelemetryEnvelopeH\x00\x12\'\n\trule_acks\x18\x03 \x01(\x0b\x32\x12.atlas.v1.RuleAcksH\x00\x12\'\n\tmodel_ack\x18\x04 \x01(\x0b\x32\x12.atlas.v1.ModelAckH\x00\x42\x06\n\x04\x62ody\";\n\x0cTelemetryAck\x12\x0b\n\x03seq\x18\x01 \x01(\x04\x12\x0f\n\x07refused\x18\x02 \x01(\r\x12\r\n\x05\x65rror\x18\x03 \x01(\t\"\xa1\x01\n\nHubMessage\x12+\n\x0brule_change\x18\x01 \x01(\x0b\x32\x14.atlas.v1.RuleChangeH\x00\x12-\n\x0cmodel_update\x18\x02 \x01(\x0b\x32\x15.atlas.v1.ModelUpdateH\x00\x12/\n\rtelemetry_ack\x18\x03 \x01(\x0b\x32\x16.atlas.v1.TelemetryAckH\x00\x42\x06\n\x04\x62ody2J\n\x0bGatewayLink\x12;\n\x07\x43onnect\x12\x16.atlas.v1.AgentMessage\x1a\x14.atlas.v1.HubMessage(\x01\x30\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,11 +34,11 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'atlas.v1.link_pb2', _global
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_AGENTMESSAGE']._serialized_start=82
-  _globals['_AGENTMESSAGE']._serialized_end=229
-  _globals['_TELEMETRYACK']._serialized_start=231
-  _globals['_TELEMETRYACK']._serialized_end=290
-  _globals['_HUBMESSAGE']._serialized_start=293
-  _globals['_HUBMESSAGE']._serialized_end=454
-  _globals['_GATEWAYLINK']._serialized_start=456
-  _globals['_GATEWAYLINK']._serialized_end=530
+  _globals['_AGENTMESSAGE']._serialized_end=270
+  _globals['_TELEMETRYACK']._serialized_start=272
+  _globals['_TELEMETRYACK']._serialized_end=331
+  _globals['_HUBMESSAGE']._serialized_start=334
+  _globals['_HUBMESSAGE']._serialized_end=495
+  _globals['_GATEWAYLINK']._serialized_start=497
+  _globals['_GATEWAYLINK']._serialized_end=571
 # @@protoc_insertion_point(module_scope)

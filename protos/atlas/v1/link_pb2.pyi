@@ -8,14 +8,16 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class AgentMessage(_message.Message):
-    __slots__ = ("hello", "telemetry", "rule_acks")
+    __slots__ = ("hello", "telemetry", "rule_acks", "model_ack")
     HELLO_FIELD_NUMBER: _ClassVar[int]
     TELEMETRY_FIELD_NUMBER: _ClassVar[int]
     RULE_ACKS_FIELD_NUMBER: _ClassVar[int]
+    MODEL_ACK_FIELD_NUMBER: _ClassVar[int]
     hello: _telemetry_pb2.Hello
     telemetry: _telemetry_pb2.TelemetryEnvelope
     rule_acks: _rules_pb2.RuleAcks
-    def __init__(self, hello: _Optional[_Union[_telemetry_pb2.Hello, _Mapping]] = ..., telemetry: _Optional[_Union[_telemetry_pb2.TelemetryEnvelope, _Mapping]] = ..., rule_acks: _Optional[_Union[_rules_pb2.RuleAcks, _Mapping]] = ...) -> None: ...
+    model_ack: _rules_pb2.ModelAck
+    def __init__(self, hello: _Optional[_Union[_telemetry_pb2.Hello, _Mapping]] = ..., telemetry: _Optional[_Union[_telemetry_pb2.TelemetryEnvelope, _Mapping]] = ..., rule_acks: _Optional[_Union[_rules_pb2.RuleAcks, _Mapping]] = ..., model_ack: _Optional[_Union[_rules_pb2.ModelAck, _Mapping]] = ...) -> None: ...
 
 class TelemetryAck(_message.Message):
     __slots__ = ("seq", "refused", "error")

@@ -105,3 +105,24 @@ class ModelUpdate(_message.Message):
     content: bytes
     signature: bytes
     def __init__(self, name: _Optional[str] = ..., version: _Optional[str] = ..., content: _Optional[bytes] = ..., signature: _Optional[bytes] = ...) -> None: ...
+
+class ModelAck(_message.Message):
+    __slots__ = ("name", "version", "applied", "error", "model_versions")
+    class ModelVersionsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    APPLIED_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    MODEL_VERSIONS_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    version: str
+    applied: bool
+    error: str
+    model_versions: _containers.ScalarMap[str, str]
+    def __init__(self, name: _Optional[str] = ..., version: _Optional[str] = ..., applied: _Optional[bool] = ..., error: _Optional[str] = ..., model_versions: _Optional[_Mapping[str, str]] = ...) -> None: ...

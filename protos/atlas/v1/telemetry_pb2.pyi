@@ -90,7 +90,14 @@ class DeviceSummary(_message.Message):
     def __init__(self, device: _Optional[str] = ..., address: _Optional[str] = ..., start: _Optional[float] = ..., end: _Optional[float] = ..., packets: _Optional[int] = ..., bytes: _Optional[int] = ..., features: _Optional[_Iterable[float]] = ..., schema_version: _Optional[int] = ...) -> None: ...
 
 class Health(_message.Message):
-    __slots__ = ("time", "packets_per_s", "kernel_drops", "cpu_percent", "cpu_budget", "shedding_level", "open_incidents", "spool_depth", "spool_dropped")
+    __slots__ = ("time", "packets_per_s", "kernel_drops", "cpu_percent", "cpu_budget", "shedding_level", "open_incidents", "spool_depth", "spool_dropped", "model_versions")
+    class ModelVersionsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
     TIME_FIELD_NUMBER: _ClassVar[int]
     PACKETS_PER_S_FIELD_NUMBER: _ClassVar[int]
     KERNEL_DROPS_FIELD_NUMBER: _ClassVar[int]
@@ -100,6 +107,7 @@ class Health(_message.Message):
     OPEN_INCIDENTS_FIELD_NUMBER: _ClassVar[int]
     SPOOL_DEPTH_FIELD_NUMBER: _ClassVar[int]
     SPOOL_DROPPED_FIELD_NUMBER: _ClassVar[int]
+    MODEL_VERSIONS_FIELD_NUMBER: _ClassVar[int]
     time: float
     packets_per_s: float
     kernel_drops: int
@@ -109,7 +117,8 @@ class Health(_message.Message):
     open_incidents: int
     spool_depth: int
     spool_dropped: int
-    def __init__(self, time: _Optional[float] = ..., packets_per_s: _Optional[float] = ..., kernel_drops: _Optional[int] = ..., cpu_percent: _Optional[float] = ..., cpu_budget: _Optional[float] = ..., shedding_level: _Optional[int] = ..., open_incidents: _Optional[int] = ..., spool_depth: _Optional[int] = ..., spool_dropped: _Optional[int] = ...) -> None: ...
+    model_versions: _containers.ScalarMap[str, str]
+    def __init__(self, time: _Optional[float] = ..., packets_per_s: _Optional[float] = ..., kernel_drops: _Optional[int] = ..., cpu_percent: _Optional[float] = ..., cpu_budget: _Optional[float] = ..., shedding_level: _Optional[int] = ..., open_incidents: _Optional[int] = ..., spool_depth: _Optional[int] = ..., spool_dropped: _Optional[int] = ..., model_versions: _Optional[_Mapping[str, str]] = ...) -> None: ...
 
 class TelemetryBatch(_message.Message):
     __slots__ = ("seq", "time", "incidents", "devices", "health")
