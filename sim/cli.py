@@ -102,6 +102,19 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--models", type=Path, default=None, help="the agent's model folder (default: the shipped models)")
     e.add_argument("--no-baselines", action="store_true", help="score ATLAS only")
 
+    lv = sub.add_parser("live", help="a small city run for real in network namespaces (root): mosquitto, paho devices, real attack tools, tcpdump")
+    lv.add_argument("--devices", type=int, default=30, help="devices in the whole city (default 30)")
+    lv.add_argument("--gateways", type=int, default=1, help="gateways, one per (district, domain) as in `city` (default 1)")
+    lv.add_argument("--duration", type=float, default=60.0, help="seconds of traffic (default 60)")
+    lv.add_argument("--seed", type=int, default=3, help="devices, credentials, payloads and attack plans derive from it")
+    lv.add_argument("--out", type=Path, required=True, help="output folder: city.json, ground_truth.jsonl, gateways/<id>/traffic.pcap")
+    lv.add_argument("--attack", action="append", default=[], metavar="KIND[@START[:DURATION]][,k=v]",
+                    help="an attack step (repeatable); kinds: port_scan (nmap), mqtt_flood, mqtt_bruteforce, malformed, slowite, "
+                         "topic_scan; extra keys: gateway=<id or index>, attacker=<a device's address: compromised>")
+    lv.add_argument("--agent", action="store_true", help="also run `atlas-agent run` on each gateway's bridge and save its incidents")
+    lv.add_argument("--no-backends", action="store_true", help="no domain back-end subscribers")
+    lv.add_argument("--profiles", type=Path, default=None, help="folder of device profiles (default: the packaged ones)")
+
     pr = sub.add_parser("profiles", help="validate the device profiles and list them")
     pr.add_argument("--dir", type=Path, default=None)
     pr.add_argument("--json", action="store_true")
@@ -115,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
     args.argv = sys.argv[1:] if argv is None else list(argv)  # recorded in a city's city.json
     try:
         return {"generate": _generate, "city": _city, "evaluate": _evaluate, "profiles": _profiles,
-                "attacks": _attacks}[args.cmd](args)
+                "attacks": _attacks, "live": _live}[args.cmd](args)
     except (ValueError, OSError) as e:
         print(f"atlas-sim {args.cmd}: {e}", file=sys.stderr)
         return 2
@@ -188,6 +201,39 @@ def _evaluate(args) -> int:
                       progress=lambda msg: print(msg, file=sys.stderr, flush=True))
     print(report.table_text())
     print(f"\n{args.out / 'report.md'}, report.json, {len(report.plots)} plots, incidents/ per gateway")
+    return 0
+
+
+def _live(args) -> int:
+    from atlas.sim.attacks import AttackSpec
+    from atlas.sim.live import LiveOptions, run_live
+
+    attacks = []
+    for text in args.attack:
+        kind, start, dur, params = parse_event(text)
+        gateway = params.pop("gateway", None)
+        attacker = params.pop("attacker", None)
+        attacks.append((AttackSpec(kind, start=start, duration=dur, params=params, attacker=attacker), None if gateway is None else str(gateway)))
+    opts = LiveOptions(out=args.out, devices=args.devices, gateways=args.gateways, duration=args.duration, seed=args.seed, attacks=attacks,
+                       agent=args.agent, backends=not args.no_backends, profiles_dir=args.profiles, command="atlas-sim " + " ".join(args.argv))
+    try:
+        r = run_live(opts)
+    except KeyboardInterrupt:
+        print("atlas-sim live: interrupted; namespaces and processes removed", file=sys.stderr)
+        return 130
+    except RuntimeError as e:
+        print(f"atlas-sim live: {e}", file=sys.stderr)
+        return 2
+    for g in r.gateways:
+        found = r.incidents.get(g["id"])
+        print(f"{args.out / g['pcap']}: {g['packets']} packets, {g['devices']} devices"
+              + (f", {len(found)} incidents from the live agent" if found is not None else ""))
+    for s in r.steps:
+        print(f"  {s.kind:16s} {s.attacker:15s} {s.start - r.start:7.1f} .. {s.end - r.start:7.1f} s  {s.attacker_packets} packets sent "
+              f"({s.params['tool']})")
+    for gw, found in r.incidents.items():
+        for inc in found:
+            print(f"  [{gw}] {inc['kind']:16s} {inc['src_ip']:15s} {inc.get('state', '')}")
     return 0
 
 
