@@ -232,7 +232,7 @@ def paper_rows(d: dict[str, Any]) -> list[Row]:
     atl = f"{_pct(o.get('accuracy'), 2)} (balanced {_pct(o.get('balanced_accuracy'), 1)}; F1 {_pct(o.get('f1'), 1)}; " \
           f"steps {o['steps_detected']}/{o['steps']})"
     if acc_b is not None and o.get("accuracy") is not None:
-        atl += f"; {100 * (o['accuracy'] - acc_b):+.1f} points over signature"
+        atl += f"; {100 * (o['accuracy'] - acc_b):+.1f} points against signature"
     bal_b = base.get("signature", {}).get("scored", {}) or {}
     rows.append(Row(*PAPER[0][:2], _pct(acc_b, 2) + (f" (balanced {_pct(bal_b.get('balanced_accuracy'), 1)})" if bal_b.get("balanced_accuracy") is not None else "")
                     if acc_b is not None else missing("signature", "the signature baseline gave no accuracy"), atl,
@@ -252,7 +252,7 @@ def paper_rows(d: dict[str, Any]) -> list[Row]:
     linked, src = atlas_extra("campaigns_detected")
     cb = bm("per_domain", "campaigns_detected")
     if linked is not None:
-        atl = f"{_pct(linked, 1)} (by {src})"
+        atl = f"{_pct(linked, 1)} of campaigns linked across domains (measured in the {src} baseline's run, see its notes)"
     elif camp["count"]:
         atl = (f"{NOT_YET}: needs the hub's cross-domain correlation engine; every stage detected by the agents in "
                f"{camp['every_stage_detected']}/{camp['count']} campaign(s)")
@@ -271,7 +271,7 @@ def paper_rows(d: dict[str, Any]) -> list[Row]:
     av, src = atlas_extra("availability")
     avb = bm("static_playbook", "availability")
     rows.append(Row(*PAPER[4][:2], _pct(avb, 1) if avb is not None else missing("static_playbook", "no availability figure"),
-                    f"{_pct(av, 1)} (by {src})" if av is not None else
+                    f"{_pct(av, 1)} (measured in the {src} baseline's run, see its notes)" if av is not None else
                     f"{NOT_YET}: needs the hub's response decisions applied to the city (decide + enforcement replay)",
                     "critical-service time kept while responses are in force"))
     # 6. bandwidth
