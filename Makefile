@@ -1,5 +1,5 @@
 # Two commands for a fresh Debian machine (run as root, or with sudo for the apt step):
-#   make demo   the main job: the agent replays a capture the project generates, prints incidents
+#   make demo   the main job: a small city end to end (atlas-sim city + evaluate), prints the paper's table
 #   make test   installs everything the tests need, then runs every test
 PYTHON ?= python3
 VENV ?= .venv
