@@ -45,6 +45,11 @@ class DetectSection:
     tick_seconds: float = 1.0
     batch: int = 256  # inference batch (rows are padded to it)
     max_devices: int = 65536
+    # Profile conformance (agent/detect/conformance.py): off without an inventory file.
+    inventory: str = ""  # the gateway's devices: [[device]] address, client_id, gateway, profile
+    peers: dict = field(default_factory=dict)  # peer name -> addresses/networks, e.g. { broker = ["10.20.0.1"] }
+    conformance_interval_s: float = 1.0  # decode one PUBLISH payload per publisher per this many seconds
+    conformance_max_checks: int = 512  # PUBLISH payloads decoded per batch at most
 
 
 @dataclass
@@ -146,6 +151,7 @@ def _check(cfg: AgentConfig) -> None:
         bad("detect.batch", f"must be in [1, 65536], got {cfg.detect.batch}")
     if cfg.detect.max_devices < 16:
         bad("detect.max_devices", f"must be at least 16, got {cfg.detect.max_devices}")
+    _check_conformance(cfg, bad)
     if cfg.alerts.confirm_hits < 1:
         bad("alerts.confirm_hits", f"must be at least 1, got {cfg.alerts.confirm_hits}")
     if not 0 <= cfg.metrics.port < 65536:
@@ -156,3 +162,33 @@ def _check(cfg: AgentConfig) -> None:
         check_enforce(cfg.enforce, cfg.source)
     except ValueError as exc:
         raise ConfigError(str(exc)) from exc
+
+
+def _check_conformance(cfg: AgentConfig, bad) -> None:
+    """[detect] inventory / peers / conformance_*: loaded here once so that a bad file fails
+    at start (and `atlas-agent run --check`), naming the key and the file's entry."""
+    from atlas.agent.detect.conformance import InventoryError, parse_peers
+
+    d = cfg.detect
+    if not 0 < d.conformance_interval_s <= 3600:
+        bad("detect.conformance_interval_s", f"must be in (0, 3600] seconds, got {d.conformance_interval_s}")
+    if d.conformance_max_checks < 1:
+        bad("detect.conformance_max_checks", f"must be at least 1, got {d.conformance_max_checks}")
+    try:
+        parse_peers(d.peers)
+    except ValueError as exc:
+        raise ConfigError(f"{cfg.source}: {exc}") from None
+    if d.peers and not d.inventory:
+        bad("detect.peers", "only used by the profile-conformance check: set detect.inventory too")
+    if not d.inventory:
+        return
+    where = Path(cfg.source)
+    if not Path(d.inventory).is_absolute() and where.is_file():
+        d.inventory = str(where.parent / d.inventory)  # relative to the config file
+    from atlas.agent.detect.conformance import from_config
+    from atlas.firmware_profiles import ProfileError
+
+    try:
+        from_config(d, cfg.agent)
+    except (InventoryError, ProfileError) as exc:
+        bad("detect.inventory", str(exc))

@@ -22,6 +22,7 @@ from atlas.agent.decode.dissect import summary
 from atlas.agent.decode.packets import AddressBook, decode_packets
 from atlas.agent.decode.streams import MqttStreams
 from atlas.agent.detect import Detector
+from atlas.agent.detect.conformance import ConformanceCheck, Finding, from_config as conformance_from_config
 from atlas.agent.features.schema import FEATURE_NAMES, C, HALF_LIVES
 from atlas.agent.features.windows import FeatureExtractor, FeatureRows
 from atlas.agent.governor import CpuGovernor, Shedding
@@ -78,6 +79,8 @@ class AgentPipeline:
             close_after_s=a.close_after_s,
             keep_closed=keep_closed,
         )
+        # Profile conformance (false_data, profile_violation): only with [detect] inventory.
+        self.conformance: ConformanceCheck | None = conformance_from_config(cfg.detect, cfg.agent)
         self.counters = PipelineCounters()
         self._ticks = 0
         self._expired_at = float("-inf")
@@ -95,6 +98,8 @@ class AgentPipeline:
         self._batch, self._packets = batch, packets
         if len(packets):
             self.counters.last_packet_ts = float(packets["ts"][-1])
+        if self.conformance is not None:
+            self._check_conformance(batch, packets)
         for rows in self.features.update(packets, mqtt):
             self._on_rows(rows)
         self._after_batch()
@@ -190,6 +195,25 @@ class AgentPipeline:
         )
         if inc is not None and before is None:
             inc.evidence["packets"] = self._samples(int(rows.devices[i]))
+            self._emit(inc)
+
+    def _check_conformance(self, batch: FrameBatch, packets: np.ndarray) -> None:
+        """Devices breaking their profile: one finding per device and kind per batch."""
+        try:
+            findings = self.conformance.check(batch, packets, dissect_every=self.shedding.dissect_every, names=self.book.name)
+        except Exception:  # like a failing detector, a failing check must not stop capture
+            self.counters.detector_errors += 1
+            log.exception("profile-conformance check failed on a batch of %d packets", len(packets))
+            return
+        for f in findings:
+            self._observe_finding(f)
+
+    def _observe_finding(self, f: Finding) -> None:
+        before = self.tracker.open.get((f.src_ip, f.kind))
+        # A breach of the profile is certain, not a score: 1.0 opens the incident at once.
+        inc = self.tracker.observe(f.last_ts, f.src_ip, f.kind, 1.0, f.first_ts, f.packets, dst_ip=f.dst_ip,
+                                   device=f.device, evidence=f.evidence if before is None else None)
+        if inc is not None and before is None:
             self._emit(inc)
 
     def _device_name(self, key: int, src: str) -> str:

@@ -6,8 +6,10 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 # The attack kinds the classifier knows, plus `anomaly` for what only the anomaly model flags
-# (attacks never seen in training) and `volumetric` for what the cheap counters flag while
-# inference is shed.
+# (attacks never seen in training), `volumetric` for what the cheap counters flag while
+# inference is shed, and the profile-conformance check's two (agent/detect/conformance.py):
+# `false_data` (a reading outside the profile's physical range) and `profile_violation`
+# (traffic on ports, transports or peers the device's profile does not allow).
 KNOWN_KINDS = (
     "port_scan",
     "mqtt_bruteforce",
@@ -17,7 +19,8 @@ KNOWN_KINDS = (
     "malformed",
     "topic_scan",
 )
-KINDS = KNOWN_KINDS + ("anomaly", "volumetric")
+CONFORMANCE_KINDS = ("false_data", "profile_violation")
+KINDS = KNOWN_KINDS + ("anomaly", "volumetric") + CONFORMANCE_KINDS
 
 
 @dataclass

@@ -83,6 +83,27 @@ DEFAULT_CELLS: dict[str, dict[str, dict[str, Any]]] = {
         "life_safety": {"action": "none", "ttl": 300, "escalate": "rate_limit",
                         "escalate_params": {"pps": 20}},
     },
+    # Forged readings: the publisher's MQTT identity is what forges them. Revoking it also cuts
+    # the genuine device when the credentials are its own, so only ordinary devices lose it at
+    # once; an essential or life-safety device keeps publishing (its data flagged) until a
+    # human decides. An outside host (a spoofer) is cut off.
+    "false_data": {
+        "outside": _q(900),
+        "ordinary": {"action": "revoke_mqtt", "ttl": 900, "fallback": "quarantine"},
+        "essential": {"action": "none", "ttl": 600, "escalate": "revoke_mqtt", "fallback": "none"},
+        "life_safety": {"action": "none", "ttl": 300, "escalate": "revoke_mqtt", "fallback": "none"},
+    },
+    # A device talking where its profile forbids (Mirai scanning, exfiltration): compromised.
+    # Ordinary devices are isolated; critical ones are slowed to a trickle (their own MQTT
+    # traffic still fits) while a human is asked about isolation.
+    "profile_violation": {
+        "outside": _q(900),
+        "ordinary": _q(900),
+        "essential": {"action": "rate_limit", "ttl": 600, "params": {"pps": 20},
+                      "escalate": "quarantine"},
+        "life_safety": {"action": "rate_limit", "ttl": 300, "params": {"pps": 20},
+                        "escalate": "quarantine"},
+    },
 }
 
 

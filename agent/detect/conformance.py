@@ -1,0 +1,519 @@
+"""Profile conformance: what a device's firmware profile allows, checked on the wire.
+
+The models learn what traffic usually looks like; a profile says what a device class may do at
+all. Given the gateway's device inventory (which device is at which address, with which MQTT
+client id and profile) this check flags:
+
+- `profile_violation`: a device sending on a port, transport or direction its profile does not
+  list (MQTT to the broker ports, plus the profile's `[[protocols]]`): a smart meter opening
+  telnet connections (Mirai), a sensor uploading to an outside host on 443. Every TCP/UDP packet
+  a known device sends is checked, vectorized (a few numpy passes per batch). RSTs are not
+  "talking": a device refusing a scanner's probe is not its fault.
+- `false_data`: an MQTT PUBLISH on a profile topic (`city/<district>/.../<client id>/...`) whose
+  JSON values fall outside the field's physical [min, max] (or are not numbers). Payloads are
+  decoded in Python, so they are sampled: one PUBLISH per publisher per `conformance_interval_s`
+  (times the governor's `dissect_every` when it sheds), at most `conformance_max_checks` per
+  batch. The publisher may be anybody (a spoofer with stolen credentials is caught too); the
+  device named is the one whose topic it is.
+
+## The inventory file (`[detect] inventory` in agent.toml)
+
+The hub's inventory format (central/decide/inventory.py), TOML or JSON, so one city file can
+serve the hub and every gateway:
+
+    [[device]]
+    address = "10.20.1.5"        # IPv4 (profile_violation needs it); optional if client_id is given
+    client_id = "sm-d01-0001"    # MQTT client id; optional if address is given
+    gateway = "gw-d01"           # optional: entries of other gateways are skipped
+    profile = "smart_meter"      # a device profile (firmware_profiles/devices/<profile>.toml)
+    criticality = "ordinary"     # optional, read by the hub only
+
+JSON: {"device": [{...}, ...]} or just the list. `write_device_inventory()` writes one from the
+simulator's device lists (city.json's `devices`, or inventory.json's).
+
+## Peers (`[detect] peers` in agent.toml, optional)
+
+Profiles name their peers ("broker", "ntp", "csms", ...) but not their addresses. Without
+`peers`, a protocol entry allows its port to any address. With, e.g.
+`peers = { broker = ["10.20.0.1"], csms = ["172.16.50.0/24"] }`, traffic to a listed peer's port
+must go to (or come from) those addresses; a peer given an empty list allows none.
+"""
+from __future__ import annotations
+
+import ipaddress
+import json
+import math
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable, Mapping
+
+import numpy as np
+
+from atlas.agent.capture import FrameBatch
+from atlas.agent.decode import PUBLISH, TCP_ACK, TCP_RST, TCP_SYN
+from atlas.agent.decode.mqtt import parse_message
+from atlas.agent.decode.packets import IPV6_KEY_BASE
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10
+    import tomli as tomllib
+
+ENTRY_KEYS = ("address", "client_id", "gateway", "profile", "criticality")
+TCP, UDP = 6, 17
+MAX_JSON = 16384  # larger payloads are not readings (snapshots, firmware): not parsed
+_OUT, _IN = 0, 1  # rule roles: the remote's port (device connects out) / the device's own port
+
+
+class InventoryError(ValueError):
+    """A bad inventory file; the message names the file, the entry and the key."""
+
+
+@dataclass(frozen=True)
+class InventoryDevice:
+    address: str
+    client_id: str
+    profile: str
+    gateway: str = ""
+
+
+@dataclass
+class Finding:
+    """One device's breach of its profile in one batch (the pipeline turns it into an incident)."""
+
+    kind: str  # "false_data" | "profile_violation"
+    src_ip: str  # who sent it
+    dst_ip: str
+    device: str  # the device concerned: client id, else address
+    first_ts: float
+    last_ts: float
+    packets: int
+    evidence: dict[str, Any] = field(default_factory=dict)
+
+
+# ---- the inventory ---------------------------------------------------------------------------
+
+class DeviceInventory:
+    """The devices behind this gateway, by address and by MQTT client id."""
+
+    def __init__(self, devices: Iterable[InventoryDevice], source: str = "<inventory>") -> None:
+        self.devices = list(devices)
+        self.source = source
+        self.by_client = {d.client_id: i for i, d in enumerate(self.devices) if d.client_id}
+        v4 = [(int(ipaddress.IPv4Address(d.address)), i) for i, d in enumerate(self.devices)
+              if d.address and ipaddress.ip_address(d.address).version == 4]
+        v4.sort()
+        self.keys = np.array([k for k, _ in v4], dtype=np.uint64)
+        self.index = np.array([i for _, i in v4], dtype=np.int64)
+
+    def __len__(self) -> int:
+        return len(self.devices)
+
+    def lookup(self, keys: np.ndarray) -> np.ndarray:
+        """Device index per host key, -1 where none (vectorized)."""
+        keys = np.asarray(keys, dtype=np.uint64)
+        if self.keys.size == 0:
+            return np.full(keys.shape, -1, dtype=np.int64)
+        pos = np.minimum(np.searchsorted(self.keys, keys), self.keys.size - 1)
+        return np.where(self.keys[pos] == keys, self.index[pos], -1)
+
+
+def load_device_inventory(path: str | Path, profiles: Mapping[str, Any], *, gateway: str = "") -> DeviceInventory:
+    """Read and validate an inventory file; entries of other gateways are left out. Every
+    problem names the file, the entry and the key."""
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise InventoryError(f"{path}: no such inventory file") from None
+    except OSError as exc:
+        raise InventoryError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    try:
+        data = json.loads(raw.decode("utf-8")) if path.suffix.lower() == ".json" else tomllib.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise InventoryError(f"{path}: cannot parse: {exc}") from None
+    if isinstance(data, dict):
+        extra = sorted(set(data) - {"device"})
+        if extra:
+            raise InventoryError(f"{path}: {extra[0]}: unknown key (the file holds [[device]] entries)")
+        data = data.get("device", [])
+    if not isinstance(data, list):
+        raise InventoryError(f"{path}: expected a list of devices")
+    out, seen_addr, seen_cid = [], {}, {}
+    for i, item in enumerate(data):
+        where = f"{path}: device[{i}]"
+        d = _entry(item, where, profiles)
+        if gateway and d.gateway and d.gateway != gateway:
+            continue
+        for key, value, seen in (("address", d.address, seen_addr), ("client_id", d.client_id, seen_cid)):
+            if value and value in seen:
+                raise InventoryError(f"{where}.{key}: {value} is also device[{seen[value]}]")
+            if value:
+                seen[value] = i
+        out.append(d)
+    return DeviceInventory(out, str(path))
+
+
+def _entry(item: Any, where: str, profiles: Mapping[str, Any]) -> InventoryDevice:
+    if not isinstance(item, dict):
+        raise InventoryError(f"{where}: expected a table of {', '.join(ENTRY_KEYS)}")
+    unknown = sorted(set(item) - set(ENTRY_KEYS))
+    if unknown:
+        raise InventoryError(f"{where}.{unknown[0]}: unknown key (known: {', '.join(ENTRY_KEYS)})")
+    for key in ENTRY_KEYS:
+        if key in item and not isinstance(item[key], str):
+            raise InventoryError(f"{where}.{key}: expected a string, got {item[key]!r}")
+    address, client_id = item.get("address", "").strip(), item.get("client_id", "").strip()
+    if not address and not client_id:
+        raise InventoryError(f"{where}: needs an address or a client_id")
+    if address:
+        try:
+            address = str(ipaddress.ip_address(address))
+        except ValueError:
+            raise InventoryError(f"{where}.address: {address!r} is not an IP address") from None
+    profile = item.get("profile", "").strip()
+    if not profile:
+        raise InventoryError(f"{where}.profile: missing")
+    if profile not in profiles:
+        raise InventoryError(f"{where}.profile: unknown profile {profile!r} (known: {', '.join(sorted(profiles))})")
+    return InventoryDevice(address, client_id, profile, item.get("gateway", "").strip())
+
+
+def write_device_inventory(path: str | Path, devices: Iterable[Mapping[str, Any]], *, gateway: str = "") -> int:
+    """Write an inventory file (JSON, the format above) from device records as the simulator
+    writes them: city.json's `devices` ({ip, class, client_id, gateway, criticality}) or a
+    gateway's inventory.json `devices` ({ip, cls, client_id}). Returns the number written."""
+    out = []
+    for d in devices:
+        entry = {"address": d.get("address") or d.get("ip", ""), "client_id": d.get("client_id", ""),
+                 "profile": d.get("profile") or d.get("class") or d.get("cls", "")}
+        gw = d.get("gateway") or gateway
+        if gw:
+            entry["gateway"] = gw
+        if d.get("criticality"):
+            entry["criticality"] = d["criticality"]
+        out.append(entry)
+    Path(path).write_text(json.dumps({"device": out}, indent=1) + "\n")
+    return len(out)
+
+
+# ---- peers -------------------------------------------------------------------------------------
+
+def parse_peers(raw: Mapping[str, Any], where: str = "detect.peers") -> dict[str, list[tuple[int, int]]]:
+    """{peer name: [address or network, ...]} -> {name: [(first, last) IPv4 ranges]}."""
+    if not isinstance(raw, Mapping):
+        raise ValueError(f"{where}: must be a table like {{ broker = [\"10.20.0.1\"] }}")
+    out: dict[str, list[tuple[int, int]]] = {}
+    for name, nets in raw.items():
+        if not isinstance(nets, list) or not all(isinstance(n, str) for n in nets):
+            raise ValueError(f"{where}.{name}: must be a list of addresses or networks, got {nets!r}")
+        ranges = []
+        for n in nets:
+            try:
+                net = ipaddress.ip_network(n, strict=False)
+            except ValueError:
+                raise ValueError(f"{where}.{name}: {n!r} is not an address or network") from None
+            if net.version != 4:
+                raise ValueError(f"{where}.{name}: {n!r}: only IPv4 peers are checked")
+            ranges.append((int(net.network_address), int(net.broadcast_address)))
+        out[str(name)] = ranges
+    return out
+
+
+# ---- the check ---------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class _TopicRule:
+    profile: str
+    topic: str  # the profile's template
+    fields: tuple  # numeric FieldSpecs: (name, min, max, unit, type)
+
+
+class ConformanceCheck:
+    """Checks each batch against the devices' profiles; `check()` returns Findings."""
+
+    def __init__(self, inventory: DeviceInventory, profiles: Mapping[str, Any], *, mqtt_ports: Iterable[int] = (1883, 8883),
+                 peers: Mapping[str, list[tuple[int, int]]] | None = None, interval_s: float = 1.0,
+                 max_checks: int = 512, max_publishers: int = 65536) -> None:
+        self.inv = inventory
+        self.profiles = profiles
+        self.mqtt_ports = np.array(sorted(set(int(p) for p in mqtt_ports)), dtype=np.int64)
+        self.peers = dict(peers or {})
+        self.interval_s = float(interval_s)
+        self.max_checks = int(max_checks)
+        self.max_publishers = int(max_publishers)
+        names = sorted({d.profile for d in inventory.devices})
+        self._class_of = {n: i for i, n in enumerate(names)}
+        self.dev_class = np.array([self._class_of[d.profile] for d in inventory.devices], dtype=np.int64)
+        self._build_port_rules(names)
+        self._build_topic_rules(names)
+        # Rate cap of payload checks, per publisher (host key, sorted).
+        self._cap_keys = np.zeros(0, dtype=np.uint64)
+        self._cap_next = np.zeros(0, dtype=np.float64)  # time of the latest check, per publisher
+        self.checked = 0  # PUBLISH payloads decoded, in total
+        self.skipped = 0  # PUBLISH candidates left out by the rate cap
+        self._names: Callable[[int], str] = _name
+
+    # -- rules --------------------------------------------------------------------------------
+    def _build_port_rules(self, names: list[str]) -> None:
+        codes, peer_ids, self._peer_names = [], [], []
+        self.allowed_text: dict[str, list[str]] = {}
+
+        def peer_id(name: str) -> int:
+            if name not in self.peers:
+                return -1  # addresses unknown: the port alone decides
+            if name not in self._peer_names:
+                self._peer_names.append(name)
+            return self._peer_names.index(name)
+
+        for c, n in enumerate(names):
+            prof = self.profiles[n]
+            text = []
+            for port in self.mqtt_ports.tolist():
+                codes.append(_code(c, TCP, _OUT, port))
+                peer_ids.append(peer_id("broker"))
+                text.append(f"tcp/{port} out (broker)")
+            for p in prof.protocols:
+                proto = TCP if p.transport == "tcp" else UDP
+                codes.append(_code(c, proto, _IN if p.direction == "inbound" else _OUT, p.port))
+                peer_ids.append(peer_id(p.peer))
+                text.append(f"{p.transport}/{p.port} {'in' if p.direction == 'inbound' else 'out'} ({p.peer})")
+            self.allowed_text[n] = text
+        order = np.argsort(np.array(codes, dtype=np.int64), kind="stable")
+        self._codes = np.array(codes, dtype=np.int64)[order]
+        self._code_peer = np.array(peer_ids, dtype=np.int64)[order]
+
+    def _build_topic_rules(self, names: list[str]) -> None:
+        """Profile topics keyed by their template with the district and id segments blanked."""
+        self._topics: dict[str, _TopicRule] = {}
+        self._id_positions: set[tuple[int, int]] = set()  # (segments, index of {id})
+        for n in names:
+            for t in self.profiles[n].mqtt.topics:
+                if t.direction != "publish" or t.format != "json":
+                    continue
+                fields = tuple((f.name, f.min, f.max, f.unit, f.type) for f in t.fields if f.type in ("int", "float", "counter"))
+                if not fields:
+                    continue
+                segs = t.topic.split("/")
+                k = segs.index("{id}")
+                self._id_positions.add((len(segs), k))
+                self._topics[t.topic] = _TopicRule(n, t.topic, fields)
+
+    def topic_rule(self, topic: str) -> tuple[_TopicRule, str] | None:
+        """The profile topic this concrete topic is an instance of, and the client id in it."""
+        segs = topic.split("/")
+        if len(segs) < 3 or segs[0] != "city":
+            return None
+        for n, k in self._id_positions:
+            if n != len(segs):
+                continue
+            key = "/".join(["city", "{district}"] + ["{id}" if j == k else s for j, s in enumerate(segs[2:], 2)])
+            rule = self._topics.get(key)
+            if rule is not None:
+                return rule, segs[k]
+        return None
+
+    # -- per batch ----------------------------------------------------------------------------
+    def check(self, batch: FrameBatch, packets: np.ndarray, *, dissect_every: int = 1,
+              names: Callable[[int], str] | None = None) -> list[Finding]:
+        """Findings of one decoded batch. `dissect_every` is the governor's deep-dissection
+        sampling (Shedding.dissect_every); `names` turns host keys into text (AddressBook.name)."""
+        if len(packets) == 0:
+            return []
+        self._names = names or _name
+        out = self._ports(packets)
+        out += self._payloads(batch, packets, dissect_every)
+        return out
+
+    def _ports(self, packets: np.ndarray) -> list[Finding]:
+        proto = packets["proto"]
+        cand = np.flatnonzero(((proto == TCP) & ((packets["tcp_flags"] & TCP_RST) == 0)) | (proto == UDP))
+        if cand.size == 0 or self.inv.keys.size == 0:
+            return []
+        dev = self.inv.lookup(packets["src"][cand])
+        mine = dev >= 0
+        if not mine.any():
+            return []
+        rows, dev = cand[mine], dev[mine]
+        p = packets[rows]
+        c = self.dev_class[dev]
+        remote = p["dst"]
+        ok = self._allowed(c, p["proto"], _OUT, p["dport"], remote) | self._allowed(c, p["proto"], _IN, p["sport"], remote)
+        if ok.all():
+            return []
+        bad, dev = p[~ok], dev[~ok]
+        findings = []
+        order = np.argsort(dev, kind="stable")  # packets stay in time order within a device
+        dev_s = dev[order]
+        starts = np.flatnonzero(np.concatenate([[True], dev_s[1:] != dev_s[:-1]]))
+        ends = np.concatenate([starts[1:], [dev_s.size]])
+        for a, b in zip(starts.tolist(), ends.tolist()):
+            rows_d = bad[order[a:b]]
+            first = rows_d[0]
+            d = self.inv.devices[int(dev_s[a])]
+            inbound = int(first["proto"]) == TCP and (int(first["tcp_flags"]) & (TCP_SYN | TCP_ACK)) == (TCP_SYN | TCP_ACK)
+            port = int(first["sport"] if inbound else first["dport"])
+            peers = np.unique(rows_d["dst"])
+            findings.append(Finding(
+                kind="profile_violation", src_ip=d.address, dst_ip=self._names(int(first["dst"])), device=d.client_id or d.address,
+                first_ts=float(first["ts"]), last_ts=float(rows_d["ts"][-1]), packets=int(b - a),
+                evidence={
+                    "profile": d.profile, "proto": "tcp" if int(first["proto"]) == TCP else "udp", "port": port,
+                    "direction": "inbound" if inbound else "outbound", "peer": self._names(int(first["dst"])),
+                    "ports": sorted({int(x) for x in (rows_d["sport"] if inbound else rows_d["dport"])})[:20],
+                    "peers": int(peers.size), "allowed": self.allowed_text[d.profile],
+                }))
+        return findings
+
+    def _allowed(self, c: np.ndarray, proto: np.ndarray, role: int, port: np.ndarray, remote: np.ndarray) -> np.ndarray:
+        code = _code(c, proto.astype(np.int64), role, port.astype(np.int64))
+        pos = np.minimum(np.searchsorted(self._codes, code), self._codes.size - 1)
+        hit = self._codes[pos] == code
+        peer = np.where(hit, self._code_peer[pos], -1)
+        for k, name in enumerate(self._peer_names):
+            sel = hit & (peer == k)
+            if sel.any():
+                hit[sel] = _in_ranges(remote[sel], self.peers[name])
+        return hit
+
+    def _payloads(self, batch: FrameBatch, packets: np.ndarray, dissect_every: int) -> list[Finding]:
+        if not self._topics:
+            return []
+        plen = packets["payload_len"]
+        cand = np.flatnonzero((packets["proto"] == TCP) & (plen >= 2) & np.isin(packets["dport"], self.mqtt_ports))
+        if cand.size == 0:
+            return []
+        first_byte = batch.buf[np.minimum(packets["payload_off"][cand], batch.buf.size - 1)]
+        cand = cand[(first_byte >> 4) == PUBLISH]
+        if cand.size == 0:
+            return []
+        pick = self._rate_cap(packets["src"][cand], packets["ts"][cand], max(1, int(dissect_every)))
+        self.skipped += cand.size - pick.size
+        cand = cand[pick][: self.max_checks]
+        findings = []
+        for i in cand.tolist():
+            row = packets[i]
+            off, n = int(row["payload_off"]), int(row["payload_len"])
+            f = self._check_publish(batch.buf[off : off + n].tobytes(), row)
+            if f is not None:
+                findings.append(f)
+        self.checked += cand.size
+        return findings
+
+    def _rate_cap(self, src: np.ndarray, ts: np.ndarray, every: int) -> np.ndarray:
+        """Indices (into src, in time order) of the PUBLISH candidates to decode: per publisher,
+        the first one of each period of interval_s x `every` seconds not checked before."""
+        period = self.interval_s * every
+        bucket = np.floor(ts / period).astype(np.int64)
+        order = np.lexsort((ts, bucket, src))
+        s, b = src[order], bucket[order]
+        first = np.concatenate([[True], (s[1:] != s[:-1]) | (b[1:] != b[:-1])])
+        idx, s, b = order[first], s[first], b[first]
+        # Periods already checked in an earlier batch.
+        if self._cap_keys.size:
+            pos = np.minimum(np.searchsorted(self._cap_keys, s), self._cap_keys.size - 1)
+            known = self._cap_keys[pos] == s
+            keep = ~known
+            # Compared as periods of the current length (the governor may have changed it).
+            keep[known] = b[known] > np.floor(self._cap_next[pos[known]] / period)
+            idx, s, b = idx[keep], s[keep], b[keep]
+        if idx.size:
+            last = np.concatenate([s[1:] != s[:-1], [True]])  # each publisher's latest check
+            us, ub = s[last], ts[idx[last]]
+            keys, latest = self._cap_keys, self._cap_next
+            pos = np.minimum(np.searchsorted(keys, us), max(keys.size - 1, 0))
+            known = (keys[pos] == us) if keys.size else np.zeros(us.size, dtype=bool)
+            latest[pos[known]] = ub[known]
+            if (~known).any():
+                if keys.size + int((~known).sum()) > self.max_publishers:  # bounded: start over
+                    keys, latest = keys[:0], latest[:0]
+                k2 = np.concatenate([keys, us[~known]])
+                l2 = np.concatenate([latest, ub[~known]])
+                o = np.argsort(k2, kind="stable")
+                self._cap_keys, self._cap_next = k2[o], l2[o]
+        return np.sort(idx)
+
+    def _check_publish(self, data: bytes, row: np.void) -> Finding | None:
+        """Decode one PUBLISH (3.1.1, then 5.0 if the payload does not look like JSON) and
+        compare its numeric fields with the profile's physical ranges."""
+        payload, topic = None, None
+        for level in (4, 5):
+            msg = parse_message(data, True, level)
+            if msg is None or msg.error or msg.mtype != PUBLISH or msg.topic is None:
+                return None
+            body = data[msg.length - msg.payload_len : msg.length]
+            if body[:1] == b"{":
+                payload, topic = body, msg.topic
+                break
+        if payload is None or len(payload) > MAX_JSON:
+            return None
+        try:
+            name = topic.decode("utf-8")
+        except UnicodeDecodeError:
+            return None
+        hit = self.topic_rule(name)
+        if hit is None:
+            return None
+        rule, cid = hit
+        try:
+            doc = json.loads(payload)
+        except (ValueError, RecursionError):
+            return None  # not JSON: the malformed/anomaly paths judge it, not this one
+        if not isinstance(doc, dict):
+            return None
+        bad = []
+        for fname, lo, hi, unit, ftype in rule.fields:
+            if fname not in doc:
+                continue
+            v = doc[fname]
+            if isinstance(v, bool) or not isinstance(v, (int, float)):
+                bad.append({"field": fname, "value": v if isinstance(v, (str, type(None))) else repr(v)[:40],
+                            "allowed": [lo, hi], "unit": unit, "why": "not a number"})
+            elif not math.isfinite(v) or v < lo or v > hi:
+                bad.append({"field": fname, "value": v if math.isfinite(v) else str(v), "allowed": [lo, hi], "unit": unit,
+                            "why": "outside the physical range"})
+        if not bad:
+            return None
+        src = self._names(int(row["src"]))
+        idx = self.inv.by_client.get(cid)
+        owner = self.inv.devices[idx] if idx is not None else None
+        ev = {"topic": name, "profile": rule.profile, **bad[0], "fields": bad, "publisher": src}
+        if owner is not None:
+            ev["device_address"] = owner.address
+            ev["spoofed"] = bool(owner.address) and owner.address != src
+            if owner.profile != rule.profile:
+                ev["inventory_profile"] = owner.profile
+        return Finding(kind="false_data", src_ip=src, dst_ip=self._names(int(row["dst"])), device=cid,
+                       first_ts=float(row["ts"]), last_ts=float(row["ts"]), packets=1, evidence=ev)
+
+
+def _code(c, proto, role, port):
+    """One int64 per (class, transport, role, port): sortable and searchable."""
+    return ((np.asarray(c, dtype=np.int64) * 2 + (np.asarray(proto, dtype=np.int64) == UDP)) * 2 + role) * 65536 + np.asarray(port, dtype=np.int64)
+
+
+def _in_ranges(addr: np.ndarray, ranges: list[tuple[int, int]]) -> np.ndarray:
+    a = np.asarray(addr, dtype=np.uint64)
+    out = np.zeros(a.shape, dtype=bool)
+    for lo, hi in ranges:
+        out |= (a >= np.uint64(lo)) & (a <= np.uint64(hi))
+    return out & (a < np.uint64(IPV6_KEY_BASE))
+
+
+def _name(key: int) -> str:
+    return str(ipaddress.IPv4Address(key)) if key < IPV6_KEY_BASE else f"ipv6#{key - IPV6_KEY_BASE}"
+
+
+def from_config(detect: Any, agent: Any, profiles: Mapping[str, Any] | None = None) -> ConformanceCheck | None:
+    """The check configured by [detect] inventory / peers / conformance_* (None when no
+    inventory is configured). Raises InventoryError / ValueError naming the key or file."""
+    if not detect.inventory:
+        return None
+    if profiles is None:
+        from atlas.firmware_profiles import load_device_profiles
+
+        profiles = load_device_profiles()
+    inv = load_device_inventory(detect.inventory, profiles, gateway=agent.gateway_id)
+    return ConformanceCheck(inv, profiles, mqtt_ports=agent.mqtt_ports, peers=parse_peers(detect.peers),
+                            interval_s=detect.conformance_interval_s, max_checks=detect.conformance_max_checks)
