@@ -54,12 +54,13 @@ def _ttd(plt, data, roc, agent):
                 continue
             jitter = np.random.default_rng(y).uniform(-0.15, 0.15, len(t))
             ax.scatter(t, np.full(len(t), y) + jitter, marker=marker, alpha=0.7)
-            med = np.median(t) if t else float("nan")
-            labels.append(f"{name}, {'novel' if novel else 'known'} kinds\n{len(t)} detected, {missed} missed, median {med:.1f} s")
+            med = f"median {np.median(t):.1f} s" if t else "none detected"
+            labels.append(f"{name}, {'novel' if novel else 'known'} kinds\n{len(t)} detected, {missed} missed, {med}")
             y += 1
     ax.set_yticks(range(len(labels)), labels, fontsize=8)
     ax.set_xlabel("time to detection (s, first attack packet to the first incident naming the attacker)")
     ax.set_xscale("symlog", linthresh=1.0)
+    ax.set_xlim(left=0)
     ax.set_title("Detection time per attack step")
     ax.grid(axis="x", alpha=0.3)
     return fig
@@ -97,10 +98,10 @@ def _cpu(plt, data, roc, agent):
             continue
         t = np.concatenate([[0.0], tl[:, 0]])
         c = np.concatenate([[0.0], tl[:, 1]])
-        share = np.diff(c) / np.maximum(np.diff(t), 1e-9)
-        ax.step(t[1:], 100 * share, where="pre", label=g["gateway"], alpha=0.8)
+        share = np.diff(c) / np.maximum(np.diff(t), 1.0)
+        ax.stairs(100 * share, t, label=g["gateway"], alpha=0.8)
     budget = 7.3
-    ax.axhline(budget, ls="--", color="grey", label=f"{budget} % (the agent's default budget, of a whole gateway)")
+    ax.axhline(budget, ls="--", color="grey", label=f"{budget} %: the agent's default budget (of a whole gateway; for scale)")
     ax.set_xlabel("seconds of traffic")
     ax.set_ylabel("agent CPU, % of one core")
     more = f" (first 12 of {len(rows)})" if len(rows) > 12 else ""

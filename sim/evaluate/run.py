@@ -105,6 +105,7 @@ def score_agent(city: City, agent: AgentRun) -> dict[str, Any]:
         "packets": sum(r.frames for r in runs),
         "packets_per_cpu_s": sum(r.frames for r in runs) / max(sum(r.cpu_s for r in runs), 1e-9),
         "harness_cpu_s_excluded": sum(r.harness_cpu_s for r in runs),
+        "startup_cpu_s_excluded": sum(r.startup_cpu_s for r in runs),  # loading the models, once per agent start
         "machine": f"{platform.machine()}, {agent.cores} cores, Python {platform.python_version()}",
     }
     scored["bandwidth"] = {
