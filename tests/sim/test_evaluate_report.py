@@ -143,3 +143,24 @@ def test_bad_city_files(city, tmp_path):
     (bad / "city.json").write_text(json.dumps(meta))
     with pytest.raises(CityError, match="missing field 'duration'"):
         load_city(bad)
+
+
+@pytest.mark.slow
+def test_cli_prints_the_table(city, tmp_path, capsys):
+    assert main(["evaluate", str(city), "--out", str(tmp_path), "--workers", "1", "--no-baselines"]) == 0
+    out, err = capsys.readouterr()
+    assert out.count("  paper     ") == len(ROWS) and "seed 5" in out
+    assert "agent on gw-d01-tra" in err  # progress goes to stderr
+    assert (tmp_path / "report.md").is_file()
+
+
+@pytest.mark.slow
+def test_demo_runs_city_then_evaluate(tmp_path, capsys):
+    from atlas.sim.demo import main as demo
+
+    assert demo(["--out", str(tmp_path), "--devices", "24", "--gateways", "3", "--duration", "90", "--seed", "2", "--workers", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "$ atlas-sim city" in out and "$ atlas-sim evaluate" in out and "  ATLAS     " in out
+    data = json.loads((tmp_path / "report" / "report.json").read_text())
+    assert data["city"]["devices"] == 24 and data["city"]["seed"] == 2
+    assert set(data["baselines"]) >= {"signature", "centralized"}  # the demo runs the baselines too
