@@ -231,9 +231,12 @@ def _live(args) -> int:
     for s in r.steps:
         print(f"  {s.kind:16s} {s.attacker:15s} {s.start - r.start:7.1f} .. {s.end - r.start:7.1f} s  {s.attacker_packets} packets sent "
               f"({s.params['tool']})")
+    for sk in r.skipped:
+        print(f"  {sk['kind']:16s} skipped: {sk['reason']}")
     for gw, found in r.incidents.items():
         for inc in found:
             print(f"  [{gw}] {inc['kind']:16s} {inc['src_ip']:15s} {inc.get('state', '')}")
+    print(f"{r.cpu_seconds:.1f} CPU-seconds in the run's processes over {r.end - r.start:g} s; namespaces {r.namespaces[0].rsplit('-', 1)[0]}-* removed")
     return 0
 
 

@@ -72,6 +72,8 @@ class LiveResult:
     incidents: dict[str, list[dict]]  # the live agent's, per gateway (empty without --agent)
     fleet: dict[str, dict]  # the device worker's summary per gateway
     tools: list[dict[str, Any]]
+    skipped: list[dict[str, str]] = field(default_factory=list)  # steps not run, with the reason
+    cpu_seconds: float = 0.0  # CPU of the run's processes (devices, tools, tcpdump, agent) until the capture stopped
 
 
 def prerequisites(need_nmap: bool = False, agent: bool = False) -> str:
@@ -97,20 +99,37 @@ def run_live(opts: LiveOptions) -> LiveResult:
     gws = gateway_layout(opts.devices, opts.gateways, opts.seed, profiles)
     warmup = max(0.0, float(opts.warmup))
     steps = plan_steps(list(opts.attacks), gws, duration=opts.duration, seed=opts.seed)
-    reason = prerequisites(any(s.kind == "port_scan" for s, _ in opts.attacks), opts.agent)
+    reason = prerequisites(False, opts.agent)
     if reason:
         raise RuntimeError(f"live mode: {reason}")
+    skipped = []
+    if shutil.which("nmap") is None:  # the scan needs the real tool: say so and run the rest
+        skipped = [{"step": s.id, "kind": s.spec.kind, "reason": "nmap is not installed (Debian: nmap)"} for s in steps if s.tool == "nmap"]
+        steps = [s for s in steps if s.tool != "nmap"]
+        for sk in skipped:
+            say(f"live: {sk['kind']} {sk['step']} skipped: {sk['reason']}")
     out = Path(opts.out)
     out.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="atlsim-"))
     restore = _sigterm_as_interrupt()
     ns = Netns()
     try:
-        return _run(opts, ns, gws, steps, warmup, out, work, say)
+        result = _run(opts, ns, gws, steps, warmup, out, work, say, skipped)
     finally:
-        ns.close()
+        _uninterrupted(ns.close)  # a second Ctrl-C must not strand namespaces half-removed
         restore()
         shutil.rmtree(work, ignore_errors=True)
+    return result
+
+
+def _uninterrupted(fn: Callable[[], None]) -> None:
+    """Run `fn` with SIGINT and SIGTERM held back (delivered once it returns)."""
+    held = {signal.SIGINT, signal.SIGTERM}
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, held)
+    try:
+        fn()
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
 
 
 def _sigterm_as_interrupt() -> Callable[[], None]:
@@ -137,10 +156,12 @@ class _Gateway:
     agent_socket: Path | None = None
     fleet: subprocess.Popen | None = None
     fleet_out: Path | None = None
+    broker: subprocess.Popen | None = None
 
 
 def _run(opts: LiveOptions, ns: Netns, gws: list[LiveGateway], steps: list[LiveStep], warmup: float, out: Path, work: Path,
-         say: Callable[[str], None]) -> LiveResult:
+         say: Callable[[str], None], skipped: list[dict]) -> LiveResult:
+    cpu0 = _children_cpu()
     nodes = [_build_gateway(ns, gw, steps, out, work, opts) for gw in gws]
     say(f"live {ns.prefix}: {len(gws)} gateway(s), {sum(len(g.inventory.devices) for g in gws)} devices, namespaces ready")
     # The devices connect first, before the capture opens (as on a gateway that has run for
@@ -175,12 +196,22 @@ def _run(opts: LiveOptions, ns: Netns, gws: list[LiveGateway], steps: list[LiveS
             incidents[node.gw.id] = _agent_incidents(ns, node)
     for node in nodes:
         ns.stop(node.tcpdump, signal.SIGTERM, timeout=10)
+        ns.stop(node.broker, signal.SIGTERM, timeout=10)
     pids = [p.pid for p in ns.procs]
     namespaces = list(ns.namespaces)
     end = t0 + opts.duration
     gateways, truth = _measure(nodes, steps, tools, t0, end, opts)
-    _write(out, opts, nodes, gateways, truth, incidents, fleet, tools, t0, end, ns.prefix)
-    return LiveResult(out, ns.id, namespaces, pids, t0, end, gateways, truth, incidents, fleet, tools)
+    cpu = _children_cpu() - cpu0  # every process of the run has ended and been waited for by now
+    _write(out, opts, nodes, gateways, truth, incidents, fleet, tools, t0, end, ns.prefix, skipped, cpu)
+    return LiveResult(out, ns.id, namespaces, pids, t0, end, gateways, truth, incidents, fleet, tools, skipped, cpu)
+
+
+def _children_cpu() -> float:
+    """CPU seconds (user + system) of this process's ended children: the run's cost."""
+    import resource
+
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
 
 
 # ---- building the namespaces ----------------------------------------------------------------------
@@ -208,10 +239,10 @@ def _build_gateway(ns: Netns, gw: LiveGateway, steps: list[LiveStep], out: Path,
     for s in steps:
         if s.gateway is gw:
             s.plan["iface"] = dev_if if s.from_device else atk_if
-    start_broker(ns, g, gw.broker, work / f"broker-{k}", accounts(gw, opts.seed, opts.backends))
+    broker = start_broker(ns, g, gw.broker, work / f"broker-{k}", accounts(gw, opts.seed, opts.backends))
     gdir = out / "gateways" / gw.id
     gdir.mkdir(parents=True, exist_ok=True)
-    return _Gateway(gw, g, d, a, gdir / "traffic.pcap")
+    return _Gateway(gw, g, d, a, gdir / "traffic.pcap", broker=broker)
 
 
 def _start_fleet(ns: Netns, node: _Gateway, work: Path, plan: dict[str, Any]) -> None:
@@ -415,7 +446,8 @@ def _event_time(rec: dict, name: str) -> float | None:
 
 
 def _write(out: Path, opts: LiveOptions, nodes: list[_Gateway], gateways: list[dict], truth: list[AttackStep],
-           incidents: dict[str, list[dict]], fleet: dict[str, dict], tools: list[dict], t0: float, end: float, prefix: str) -> None:
+           incidents: dict[str, list[dict]], fleet: dict[str, dict], tools: list[dict], t0: float, end: float, prefix: str,
+           skipped: list[dict], cpu: float) -> None:
     devices, backends = [], []
     for node in nodes:
         gw = node.gw
@@ -439,8 +471,9 @@ def _write(out: Path, opts: LiveOptions, nodes: list[_Gateway], gateways: list[d
     (out / "city.json").write_text(json.dumps(city, indent=1) + "\n")
     write_ground_truth(truth, out / "ground_truth.jsonl")
     (out / "benign_events.jsonl").write_text("")
-    (out / "live.json").write_text(json.dumps({"namespace_prefix": prefix, "fleet": fleet, "tools": tools,
-                                               "agent": bool(opts.agent)}, indent=1, default=str) + "\n")
+    (out / "live.json").write_text(json.dumps({"namespace_prefix": prefix, "fleet": fleet, "tools": tools, "skipped": skipped,
+                                               "agent": bool(opts.agent), "children_cpu_seconds": round(cpu, 3)},
+                                              indent=1, default=str) + "\n")
 
 
 __all__ = ["LiveOptions", "LiveResult", "prerequisites", "run_live"]

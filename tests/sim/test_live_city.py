@@ -180,3 +180,30 @@ def test_bad_arguments_are_clear_errors_before_anything_starts(tmp_path):
     r = subprocess.run([sys.executable, "-m", "atlas.sim.cli", "live", "--out", str(tmp_path), "--attack", "nope"],
                        capture_output=True, text=True, env=os.environ | {"PYTHONPATH": str(REPO)})
     assert r.returncode == 2 and "nope" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_a_failure_midway_removes_everything(tmp_path, monkeypatch):
+    """tcpdump failing after the namespaces, the broker and the devices are up: the error
+    reaches the caller and the run leaves nothing behind. (The failure is injected; nmap is
+    made to look absent, so the scan is skipped with a reason instead of failing the run.)"""
+    _skip_unless_live()
+    import atlas.sim.live.run as live_run
+
+    made: list = []
+    real_which = live_run.shutil.which
+    monkeypatch.setattr(live_run.shutil, "which", lambda name: None if name == "nmap" else real_which(name))
+
+    def broken_tcpdump(ns, node):
+        made.append((list(ns.namespaces), [p.pid for p in ns.procs]))
+        raise RuntimeError("tcpdump on br0 did not start: injected")
+
+    monkeypatch.setattr(live_run, "_start_tcpdump", broken_tcpdump)
+    said: list[str] = []
+    with pytest.raises(RuntimeError, match="injected"):
+        run_live(LiveOptions(out=tmp_path, devices=4, duration=10, attacks=[(AttackSpec("port_scan", start=2), None)], log=said.append))
+    assert any("port_scan" in m and "skipped" in m and "nmap" in m for m in said), said
+    namespaces, pids = made[0]
+    assert len(namespaces) == 3 and len(pids) == 2  # gateway, devices, attackers; mosquitto and the device worker
+    assert not set(existing()) & set(namespaces)
+    for pid in pids:
+        assert not Path(f"/proc/{pid}").exists() or _zombie_or_other(pid), pid
