@@ -24,8 +24,9 @@ so an operator sees why. Per-domain isolation, the baseline the hub is compared 
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 SCOPES = ("gateway", "domain", "city")
 LINK_REASONS = ("same_attacker", "pivot", "same_identity")
@@ -126,7 +127,7 @@ class Topology:
         self.brokers = {g.broker for g in self.gateways.values() if g.broker}
 
     @classmethod
-    def from_city(cls, city: Mapping[str, Any]) -> "Topology":
+    def from_city(cls, city: Mapping[str, Any]) -> Topology:
         """From a city.json object (atlas-sim city): its `gateways` list."""
         return cls(GatewayInfo(str(g["id"]), str(g.get("domain", "")), str(g.get("district", "")),
                                str(g.get("subnet", "")), str(g.get("broker", "")))

@@ -3,9 +3,16 @@ scopes (gateway < domain < city), the hierarchy, and bad input."""
 from __future__ import annotations
 
 import pytest
-
 from atlas.agent.alerts import Incident
-from atlas.central.correlate import Event, GatewayInfo, Topology, correlate, event_of, find_links, hierarchy
+from atlas.central.correlate import (
+    Event,
+    GatewayInfo,
+    Topology,
+    correlate,
+    event_of,
+    find_links,
+    hierarchy,
+)
 
 T0 = 1_767_254_400.0
 TOPO = Topology([

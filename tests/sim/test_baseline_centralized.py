@@ -4,12 +4,19 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from atlas.agent.decode import TCP_ACK, TCP_FIN, TCP_SYN
 from atlas.agent.decode.packets import AddressBook
 from atlas.sim.attacks import ATTACKS, AttackSpec
-from atlas.sim.evaluate.baselines.centralized import (MAX_MESSAGE, RECORD_V4, TEMPLATE_SET, detect_flows,
-                                                      detection_delays, flow_records, ipfix_bytes, run_centralized)
+from atlas.sim.evaluate.baselines.centralized import (
+    MAX_MESSAGE,
+    RECORD_V4,
+    TEMPLATE_SET,
+    detect_flows,
+    detection_delays,
+    flow_records,
+    ipfix_bytes,
+    run_centralized,
+)
 from atlas.sim.evaluate.baselines.decoded import PACKETS, DecodedCapture, decode_capture
 from atlas.sim.evaluate.baselines.signature import run_rules
 from atlas.sim.traffic import generate_capture

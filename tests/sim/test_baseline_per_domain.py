@@ -5,7 +5,11 @@ from __future__ import annotations
 from types import SimpleNamespace
 
 from atlas.central.correlate import Topology, correlate
-from atlas.sim.evaluate.baselines.per_domain import city_events, run_correlation, score_campaigns
+from atlas.sim.evaluate.baselines.per_domain import (
+    city_events,
+    run_correlation,
+    score_campaigns,
+)
 from atlas.sim.traffic.capture import AttackStep
 
 T0 = 1_767_254_400.0

@@ -6,15 +6,20 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
-
 from atlas.agent.alerts import Incident
 from atlas.agent.decode import PUBLISH, TCP_ACK, TCP_SYN
 from atlas.agent.decode.mqtt import topic_hash
 from atlas.agent.decode.packets import AddressBook
 from atlas.central.decide import Allowlist
 from atlas.sim.evaluate.baselines.decoded import MQTT, PACKETS, DecodedCapture
-from atlas.sim.evaluate.baselines.playbook import (Response, atlas_responses, city_inventory, evaluate_gateway, raised_at,
-                                                   static_responses)
+from atlas.sim.evaluate.baselines.playbook import (
+    Response,
+    atlas_responses,
+    city_inventory,
+    evaluate_gateway,
+    raised_at,
+    static_responses,
+)
 from atlas.sim.traffic.capture import AttackStep
 
 T0 = 1_767_254_400.0

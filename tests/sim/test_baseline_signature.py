@@ -11,17 +11,39 @@ from scapy.layers.l2 import Ether
 from scapy.packet import Raw
 
 from atlas.agent.capture import LINKTYPE_ETHERNET, FrameBatch
-from atlas.agent.decode import CONNACK, CONNECT, MQTT_PROTOCOL, MQTT_STREAM_GAP, PUBLISH, SUBSCRIBE, TCP_ACK, TCP_SYN
+from atlas.agent.decode import (
+    CONNACK,
+    CONNECT,
+    MQTT_PROTOCOL,
+    MQTT_STREAM_GAP,
+    PUBLISH,
+    SUBSCRIBE,
+    TCP_ACK,
+    TCP_SYN,
+)
 from atlas.agent.decode.packets import AddressBook
 from atlas.sim.attacks import AttackSpec
-from atlas.sim.evaluate.baselines.decoded import MQTT, PACKETS, DecodedCapture, decode_batches, decode_capture
-from atlas.sim.evaluate.baselines.signature import RULES, Rule, check_rules, mirai_credential, rules_table, run_rules
+from atlas.sim.evaluate.baselines.decoded import (
+    MQTT,
+    PACKETS,
+    DecodedCapture,
+    decode_batches,
+    decode_capture,
+)
+from atlas.sim.evaluate.baselines.signature import (
+    RULES,
+    Rule,
+    check_rules,
+    mirai_credential,
+    rules_table,
+    run_rules,
+)
 from atlas.sim.evaluate.baselines.windows import crossings, episodes
 from atlas.sim.traffic import LookalikeSpec, generate_capture
 
 HOME = ["10.20.0.0/16"]
 T0 = 1_767_254_400.0
-A, B, BROKER = int(0x0A14FFFE), int(0x0A140105), int(0x0A140001)  # 10.20.255.254, 10.20.1.5, 10.20.0.1
+A, B, BROKER = 0x0A14FFFE, 0x0A140105, 0x0A140001  # 10.20.255.254, 10.20.1.5, 10.20.0.1
 
 
 # ---- windows ---------------------------------------------------------------------------------
@@ -144,7 +166,7 @@ def test_malformed_and_wildcards_alert_at_once_but_not_capture_gaps():
 
 
 def test_outbound_volume_counts_bytes_to_outside_home_net():
-    out = [{"ts": T0 + i, "src": B, "dst": int(0xCB007107), "dport": 443, "tcp_flags": TCP_ACK,
+    out = [{"ts": T0 + i, "src": B, "dst": 0xCB007107, "dport": 443, "tcp_flags": TCP_ACK,
             "wirelen": 1500} for i in range(50)]  # 203.0.113.7
     assert run_rules(_cap(out), HOME) == []  # 75 kB
     big = [dict(r, wirelen=30_000) for r in out]  # 30 kB/s (offloaded segments)
@@ -222,7 +244,7 @@ def test_devices_are_not_flagged_on_benign_traffic(generated):
 
 
 def test_the_broker_relaying_to_back_ends_is_no_exfiltration():
-    relay = [{"ts": T0 + i, "src": BROKER, "dst": int(0xAC10280A), "dport": 1883, "tcp_flags": TCP_ACK,
+    relay = [{"ts": T0 + i, "src": BROKER, "dst": 0xAC10280A, "dport": 1883, "tcp_flags": TCP_ACK,
               "wirelen": 60_000} for i in range(30)]  # 10.20.0.1 -> 172.16.40.10
     assert _by_rule(run_rules(_cap(relay), HOME))["outbound_volume"]["src_ip"] == "10.20.0.1"
     assert run_rules(_cap(relay), HOME, servers=["10.20.0.1"]) == []

@@ -24,10 +24,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
 from atlas.agent.decode import TCP_ACK, TCP_SYN
 from atlas.sim.evaluate.baselines import BaselineResult, baseline
-from atlas.sim.evaluate.baselines.decoded import MQTT_PORTS, TELNET_PORTS, DecodedCapture, decode_capture
+from atlas.sim.evaluate.baselines.decoded import (
+    MQTT_PORTS,
+    TELNET_PORTS,
+    DecodedCapture,
+)
 
 EXPORT_INTERVALS = (60.0, 300.0)
 NOVEL_KINDS = ("mirai_scan", "exfiltration", "false_data")
@@ -211,32 +214,23 @@ def detection_delays(steps: list[Any], detections: dict[str, list[dict[str, Any]
     return out
 
 
-_RUNS: dict[tuple[str, float], tuple[dict[str, list[dict[str, Any]]], dict[str, int]]] = {}
+def centralized_run(city: Any, agent: Any, report_dir: Path, interval: float) -> tuple[dict[str, list[dict[str, Any]]], dict[str, int]]:
+    """Detections per gateway and bandwidth summed over the city, for one of EXPORT_INTERVALS
+    (computed in the shared pass over the captures: run_centralized per gateway)."""
+    from atlas.sim.evaluate.baselines.passes import city_pass
+
+    detections: dict[str, list[dict[str, Any]]] = {}
+    band = {"ipfix": 0, "wire": 0, "messages": 0, "records": 0}
+    for gw, g in city_pass(city, agent, report_dir).gateways.items():
+        dets, b = g.flows[interval]
+        detections[gw] = dets
+        for k in band:
+            band[k] += b[k]
+    return detections, band
 
 
-def centralized_run(city: Any, interval: float) -> tuple[dict[str, list[dict[str, Any]]], dict[str, int]]:
-    """Detections per gateway and bandwidth summed over the city, for one export interval
-    (every interval of EXPORT_INTERVALS is computed in the same pass: one decode per gateway)."""
-    cache_key = (str(city.dir), interval)
-    if cache_key not in _RUNS:
-        intervals = sorted({interval, *EXPORT_INTERVALS})
-        runs = {iv: ({}, {"ipfix": 0, "wire": 0, "messages": 0, "records": 0}) for iv in intervals}
-        for gw in city.gateway_ids:
-            cap = decode_capture(city.pcap(gw), gw)
-            for iv in intervals:
-                info = city.gateway(gw)
-                dets, band = run_centralized(cap, [info.get("subnet", "")], iv, city.start,
-                                             servers=[info.get("broker", "")])
-                runs[iv][0][gw] = dets
-                for k, v in band.items():
-                    runs[iv][1][k] += v
-        for iv, res in runs.items():
-            _RUNS[(str(city.dir), iv)] = res
-    return _RUNS[cache_key]
-
-
-def _result(name: str, city: Any, interval: float) -> BaselineResult:
-    detections, band = centralized_run(city, interval)
+def _result(name: str, city: Any, agent: Any, report_dir: Path, interval: float) -> BaselineResult:
+    detections, band = centralized_run(city, agent, report_dir, interval)
     hours = max(city.duration, 1e-9) / 3600.0
     devices = max(city.device_count, 1)
     delays = detection_delays(city.steps, detections, slack=interval + 60.0)
@@ -254,10 +248,10 @@ def _result(name: str, city: Any, interval: float) -> BaselineResult:
 @baseline("centralized")
 def centralized_baseline(city: Any, agent: Any, report_dir: Path) -> BaselineResult:
     """Flow records shipped every 60 s (the paper's centralized monitoring row)."""
-    return _result("centralized", city, 60.0)
+    return _result("centralized", city, agent, report_dir, 60.0)
 
 
 @baseline("centralized_300s")
 def centralized_300s_baseline(city: Any, agent: Any, report_dir: Path) -> BaselineResult:
     """The same with a 300 s export interval (a common NetFlow active timeout)."""
-    return _result("centralized_300s", city, 300.0)
+    return _result("centralized_300s", city, agent, report_dir, 300.0)

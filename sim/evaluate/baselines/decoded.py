@@ -8,12 +8,11 @@ content rule inspects (telnet), the way an IDS only buffers the streams its rule
 """
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable
 
 import numpy as np
-
 from atlas.agent.capture import FrameBatch
 from atlas.agent.capture.pcapfile import read_capture
 from atlas.agent.decode import MQTT_DTYPE, PACKET_DTYPE

@@ -15,10 +15,18 @@ a ground-truth campaign's stages are counted as `false_campaigns`.
 """
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any
 
-from atlas.central.correlate import DEFAULT_WINDOW_S, Campaign, Event, Topology, correlate, event_of
+from atlas.central.correlate import (
+    DEFAULT_WINDOW_S,
+    Campaign,
+    Event,
+    Topology,
+    correlate,
+    event_of,
+)
 from atlas.sim.evaluate.baselines import BaselineResult, baseline
 
 MIN_STAGES = 2

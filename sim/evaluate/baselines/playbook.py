@@ -29,21 +29,29 @@ packets (ground truth) lost to the rules, over their packets after the first rul
 """
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
-
 from atlas.agent.decode import PUBLISH
 from atlas.agent.decode.mqtt import topic_hash
 from atlas.central.decide import NO_ACTION, Allowlist, DecisionContext, Policy, shield
-from atlas.central.decide.inventory import DeviceEntry, Inventory, ProfileInfo, default_profiles
+from atlas.central.decide.inventory import (
+    DeviceEntry,
+    Inventory,
+    ProfileInfo,
+    default_profiles,
+)
 from atlas.central.decide.playbook import Playbook
 from atlas.central.store import HubIncident
 from atlas.sim.evaluate.baselines import BaselineResult, baseline
-from atlas.sim.evaluate.baselines.decoded import MQTT_PORTS, DecodedCapture, decode_capture
-from atlas.sim.evaluate.baselines.per_domain import agent_incidents
+from atlas.sim.evaluate.baselines.decoded import (
+    MQTT_PORTS,
+    DecodedCapture,
+    decode_capture,
+)
 
 CRITICAL = ("life_safety", "essential")
 STATIC_TTL_S = 900.0
@@ -262,34 +270,51 @@ def evaluate_gateway(cap: DecodedCapture, policies: Mapping[str, Sequence[Respon
     return out
 
 
-def compare(city: Any, incidents: Mapping[str, Iterable[Any]], *, static_ttl: float = STATIC_TTL_S,
-            dispatch_s: float = DISPATCH_S) -> dict[str, dict[str, Any]]:
-    """ATLAS's responses and the static playbook's on every gateway, summed over the city."""
+def policy_responses(city: Any, incidents: Mapping[str, Iterable[Any]], *, static_ttl: float = STATIC_TTL_S,
+                     dispatch_s: float = DISPATCH_S) -> dict[str, list[Response]]:
+    """{"atlas": the hub's decision step's rules, "static": the static playbook's} for the incidents."""
     incidents = {gw: list(v) for gw, v in incidents.items()}
-    inventory = city_inventory(city)
     brokers = Allowlist(g.get("broker", "") for g in city.gateways if g.get("broker"))
-    policies = {"atlas": atlas_responses(incidents, inventory, allowlist=brokers, dispatch_s=dispatch_s),
-                "static": static_responses(incidents, ttl=static_ttl, dispatch_s=dispatch_s)}
+    return {"atlas": atlas_responses(incidents, city_inventory(city), allowlist=brokers, dispatch_s=dispatch_s),
+            "static": static_responses(incidents, ttl=static_ttl, dispatch_s=dispatch_s)}
+
+
+def gateway_outcome(city: Any, gw: str, cap: DecodedCapture | None,
+                    policies: Mapping[str, Sequence[Response]]) -> dict[str, dict[str, float]] | None:
+    """evaluate_gateway on one gateway of the city (decoding its capture if `cap` is None);
+    None when no policy has a rule there."""
+    mine = {name: [r for r in rs if r.gateway == gw] for name, rs in policies.items()}
+    if not any(mine.values()):
+        return None
+    critical = [str(d["ip"]) for d in city.devices if d.get("gateway") == gw and d.get("criticality") in CRITICAL]
     devices_by_client = {str(d.get("client_id")): str(d.get("ip")) for d in city.devices if d.get("client_id")}
+    cap = cap if cap is not None else decode_capture(city.pcap(gw), gw)
+    return evaluate_gateway(cap, mine, critical, city.steps_of(gw), devices_by_client)
+
+
+def summarize(policies: Mapping[str, Sequence[Response]],
+              outcomes: Iterable[dict[str, dict[str, float]] | None]) -> dict[str, dict[str, Any]]:
+    """City totals per policy from the gateways' outcomes, with availability and attacks stopped."""
     totals = {name: {"expected": 0.0, "delivered": 0.0, "attacker_packets": 0.0, "attacker_lost": 0.0,
                      "steps": 0, "steps_stopped": 0, "rules": 0, "actions": {}} for name in policies}
     for name, rs in policies.items():
         for r in rs:
             totals[name]["actions"][r.action] = totals[name]["actions"].get(r.action, 0) + 1
-    for gw in city.gateway_ids:
-        mine = {name: [r for r in rs if r.gateway == gw] for name, rs in policies.items()}
-        if not any(mine.values()):
-            continue
-        critical = [str(d["ip"]) for d in city.devices if d.get("gateway") == gw and d.get("criticality") in CRITICAL]
-        cap = decode_capture(city.pcap(gw), gw)
-        res = evaluate_gateway(cap, mine, critical, city.steps_of(gw), devices_by_client)
-        for name, r in res.items():
+    for res in outcomes:
+        for name, r in (res or {}).items():
             for k, v in r.items():
                 totals[name][k] += v
     for t in totals.values():
         t["availability"] = t["delivered"] / t["expected"] if t["expected"] else None
         t["attacks_stopped"] = t["attacker_lost"] / t["attacker_packets"] if t["attacker_packets"] else None
     return totals
+
+
+def compare(city: Any, incidents: Mapping[str, Iterable[Any]], *, static_ttl: float = STATIC_TTL_S,
+            dispatch_s: float = DISPATCH_S) -> dict[str, dict[str, Any]]:
+    """ATLAS's responses and the static playbook's on every gateway, summed over the city."""
+    policies = policy_responses(city, incidents, static_ttl=static_ttl, dispatch_s=dispatch_s)
+    return summarize(policies, (gateway_outcome(city, gw, None, policies) for gw in city.gateway_ids))
 
 
 def _describe(t: dict[str, Any]) -> str:
@@ -302,7 +327,10 @@ def _describe(t: dict[str, Any]) -> str:
 
 @baseline("static_playbook")
 def static_playbook_baseline(city: Any, agent: Any, report_dir: Path) -> BaselineResult:
-    totals = compare(city, agent_incidents(agent, report_dir))
+    from atlas.sim.evaluate.baselines.passes import city_pass
+
+    run = city_pass(city, agent, report_dir)
+    totals = summarize(run.policies, (g.playbook for g in run.gateways.values()))
     a, s = totals["atlas"], totals["static"]
     notes = (f"responses to ATLAS's incidents applied to the captures (atlas.sim.evaluate.baselines.playbook); "
              f"static playbook = quarantine every incident source for {STATIC_TTL_S:g} s: {_describe(s)}. "

@@ -22,17 +22,28 @@ seen only as a volume threshold to addresses outside HOME_NET, whatever the devi
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
-
-from atlas.agent.decode import (CONNACK, CONNECT, MQTT_BAD_FLAGS, MQTT_BAD_LENGTH, MQTT_BAD_UTF8,
-                                MQTT_OVERSIZE, MQTT_PROTOCOL, MQTT_TRUNCATED, PUBLISH, SUBSCRIBE,
-                                TCP_ACK, TCP_SYN)
+from atlas.agent.decode import (
+    CONNACK,
+    CONNECT,
+    MQTT_BAD_FLAGS,
+    MQTT_BAD_LENGTH,
+    MQTT_BAD_UTF8,
+    MQTT_OVERSIZE,
+    MQTT_PROTOCOL,
+    MQTT_TRUNCATED,
+    PUBLISH,
+    SUBSCRIBE,
+    TCP_ACK,
+    TCP_SYN,
+)
 from atlas.sim.evaluate.baselines import BaselineResult, baseline
-from atlas.sim.evaluate.baselines.decoded import TELNET_PORTS, DecodedCapture, decode_capture
+from atlas.sim.evaluate.baselines.decoded import TELNET_PORTS, DecodedCapture
 from atlas.sim.evaluate.baselines.windows import crossings, episodes
 
 CLOSE_AFTER_S = 60.0
@@ -93,40 +104,40 @@ RULES: tuple[Rule, ...] = (
 )
 
 
-def _tcp_syn(p: np.ndarray, ctx: "_Ctx") -> np.ndarray:
+def _tcp_syn(p: np.ndarray, ctx: _Ctx) -> np.ndarray:
     return (p["proto"] == 6) & ((p["tcp_flags"] & (TCP_SYN | TCP_ACK)) == TCP_SYN)
 
 
-def _telnet_syn(p: np.ndarray, ctx: "_Ctx") -> np.ndarray:
+def _telnet_syn(p: np.ndarray, ctx: _Ctx) -> np.ndarray:
     return _tcp_syn(p, ctx) & np.isin(p["dport"], TELNET_PORTS)
 
 
-def _outbound(p: np.ndarray, ctx: "_Ctx") -> np.ndarray:
+def _outbound(p: np.ndarray, ctx: _Ctx) -> np.ndarray:
     # the broker relays every device's data to the back-ends outside: not a device's volume
     return ctx.home(p["src"]) & ~ctx.home(p["dst"]) & (p["ipver"] == 4) & ~np.isin(p["src"], ctx.servers)
 
 
-def _connack_refused(m: np.ndarray, ctx: "_Ctx") -> np.ndarray:
+def _connack_refused(m: np.ndarray, ctx: _Ctx) -> np.ndarray:
     return (m["mtype"] == CONNACK) & (m["to_broker"] == 0) & (m["return_code"] != 0) & (m["error"] == 0)
 
 
-def _publish_in(m: np.ndarray, ctx: "_Ctx") -> np.ndarray:
+def _publish_in(m: np.ndarray, ctx: _Ctx) -> np.ndarray:
     return (m["mtype"] == PUBLISH) & (m["to_broker"] == 1)
 
 
-def _connect_in(m: np.ndarray, ctx: "_Ctx") -> np.ndarray:
+def _connect_in(m: np.ndarray, ctx: _Ctx) -> np.ndarray:
     return (m["mtype"] == CONNECT) & (m["to_broker"] == 1)
 
 
-def _connect_long_keepalive(m: np.ndarray, ctx: "_Ctx") -> np.ndarray:
+def _connect_long_keepalive(m: np.ndarray, ctx: _Ctx) -> np.ndarray:
     return _connect_in(m, ctx) & (m["keepalive"] >= 3600)
 
 
-def _malformed(m: np.ndarray, ctx: "_Ctx") -> np.ndarray:
+def _malformed(m: np.ndarray, ctx: _Ctx) -> np.ndarray:
     return (m["to_broker"] == 1) & np.isin(m["error"], MALFORMED_CODES)
 
 
-def _wildcard_subscribe(m: np.ndarray, ctx: "_Ctx") -> np.ndarray:
+def _wildcard_subscribe(m: np.ndarray, ctx: _Ctx) -> np.ndarray:
     return (m["mtype"] == SUBSCRIBE) & (m["to_broker"] == 1) & ((m["wildcard"] == 1) | (m["sys_topic"] == 1))
 
 
@@ -138,7 +149,7 @@ def mirai_credential(payload: bytes) -> bool:
 
 _CREDENTIALS = frozenset(MIRAI_CREDENTIALS)
 
-SELECTORS: dict[str, Callable[[np.ndarray, "_Ctx"], np.ndarray]] = {
+SELECTORS: dict[str, Callable[[np.ndarray, _Ctx], np.ndarray]] = {
     "tcp_syn": _tcp_syn, "telnet_syn": _telnet_syn, "outbound": _outbound,
     "connack_refused": _connack_refused, "publish_in": _publish_in, "connect_in": _connect_in,
     "connect_long_keepalive": _connect_long_keepalive, "malformed": _malformed,
@@ -242,12 +253,11 @@ def rules_table(rules: tuple[Rule, ...] = RULES) -> str:
 
 @baseline("signature")
 def signature_baseline(city: Any, agent: Any, report_dir: Path) -> BaselineResult:
-    """Run the rules on every gateway's capture; the harness scores the detections."""
-    detections: dict[str, list[dict[str, Any]]] = {}
-    for gw in city.gateway_ids:
-        info = city.gateway(gw)
-        cap = decode_capture(city.pcap(gw), gw)
-        detections[gw] = run_rules(cap, [info.get("subnet", "")], servers=[info.get("broker", "")])
+    """The rules on every gateway's capture (run_rules, in the shared pass over the captures);
+    the harness scores the detections."""
+    from atlas.sim.evaluate.baselines.passes import city_pass
+
+    detections = {gw: g.signature for gw, g in city_pass(city, agent, report_dir).gateways.items()}
     notes = ("Suricata/Snort-style threshold rules (atlas.sim.evaluate.baselines.signature.RULES) on "
              "the agent's decoded packets and MQTT messages of the same captures; HOME_NET = each "
              "gateway's subnet; no rule for false_data (needs device profiles).")
