@@ -23,7 +23,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from atlas.agent.alerts import KNOWN_KINDS, Incident
+from atlas.agent.alerts import Incident
 
 # Score histograms for the ROC curves: fixed bins, summed over gateways.
 CLASSIFIER_EDGES = np.linspace(0.0, 1.0, 1001)
@@ -89,7 +89,7 @@ class AgentRun:
 class _Telemetry:
     """What the daemon would send the hub, batched as atlas.agent.daemon does, measured in bytes."""
 
-    def __init__(self, pipe, gateway: str) -> None:
+    def __init__(self, pipe) -> None:
         from atlas.agent.uplink.summaries import DeviceSummaries
 
         self.pipe = pipe
@@ -243,7 +243,7 @@ def run_gateway(job: GatewayJob) -> GatewayRun:
 
     pipe = AgentPipeline(cfg, rec, on_incident=on_incident, on_rows=on_rows)  # type: ignore[arg-type]
     rec.attach(pipe.book)
-    tele = _Telemetry(pipe, job.gateway)
+    tele = _Telemetry(pipe)
     for batch in read_capture(job.pcap):
         pipe.process(batch)
     incidents = pipe.finish()
@@ -295,9 +295,3 @@ def jobs_for(city, models_dir: str | Path | None = None) -> list[GatewayJob]:
                                str(models_dir) if models_dir else None))
     return jobs
 
-
-NOVEL_KINDS = ("mirai_scan", "exfiltration", "false_data")  # never in the classifier's training (contract)
-
-
-def is_novel(kind: str) -> bool:
-    return kind not in KNOWN_KINDS

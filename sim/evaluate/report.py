@@ -157,7 +157,7 @@ class Report:
                        f"{_pct(g['cpu_share_one_core'], 2)} | {g['telemetry_bytes']:,} |")
         out += ["", "## Baselines", ""]
         if not d["baselines"]:
-            out.append(f"None run (`--no-baselines`, or none registered in atlas.sim.evaluate.baselines).")
+            out.append("None run (`--no-baselines`, or none registered in atlas.sim.evaluate.baselines).")
         for name, b in d["baselines"].items():
             figures = ", ".join(f"{k} {_fmt_metric(k, v)}" for k, v in b["metrics"].items() if v is not None) or "no figures"
             out.append(f"- **{name}**: {figures}. {b['notes']}".rstrip())

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import platform
 import shlex
-import sys
 from pathlib import Path
 from typing import Any, Callable
 
@@ -154,9 +153,6 @@ def headline(scored: dict[str, Any]) -> dict[str, Any]:
             "false_positive_rate": o.get("false_positive_rate"), "ttd_median_s": o["ttd"]["median_s"],
             "ttd_p95_s": o["ttd"]["p95_s"], "ttd_novel_median_s": n["ttd"]["median_s"], "ttd_novel_p95_s": n["ttd"]["p95_s"]}
 
-
-def main_command() -> str:
-    return " ".join(shlex.quote(a) for a in ["atlas-sim", *sys.argv[1:]])
 
 
 __all__ = ["evaluate", "score_agent", "score_detections", "headline", "write_incidents"]
