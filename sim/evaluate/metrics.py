@@ -310,6 +310,7 @@ def score(detections: Sequence[Detection], steps: Sequence[Step], lookalikes: Se
         "detections": len(detections),
         "false_positives": {
             "incidents": len(fps),
+            "share_of_detections": _div(len(fps), len(detections)),  # 1 - precision counted in incidents
             "per_device_day": _div(len(fps), device_days),
             "in_lookalikes": sum(len(v) for v in look.values()),
             "in_lookalikes_by_kind": {k: len(v) for k, v in sorted(look.items())},

@@ -264,10 +264,14 @@ def paper_rows(d: dict[str, Any]) -> list[Row]:
     # 4. false positives
     fp = a["false_positives"]
     fpr_b = bm("signature", "false_positive_rate")
-    rows.append(Row(*PAPER[3][:2], _pct(fpr_b, 2) if fpr_b is not None else missing("signature", "no false positive rate"),
-                    f"{_pct(o.get('false_positive_rate'), 2)} of benign units; {_num(fp['per_device_day'], 2)} incidents "
-                    f"per device-day ({fp['in_lookalikes']} in look-alikes)",
-                    "FP / (FP + TN) over (gateway, source, minute) units"))
+    fp_b = (base.get("signature", {}).get("scored") or {}).get("false_positives") or {}
+    rows.append(Row(*PAPER[3][:2], (_pct(fpr_b, 2) + " of benign units" + (
+                        f"; {_pct(fp_b.get('share_of_detections'), 1)} of alerts false" if fp_b else ""))
+                    if fpr_b is not None else missing("signature", "no false positive rate"),
+                    f"{_pct(o.get('false_positive_rate'), 2)} of benign units; {_pct(fp['share_of_detections'], 1)} of "
+                    f"incidents false; {_num(fp['per_device_day'], 2)} false incidents per device-day "
+                    f"({fp['in_lookalikes']} in look-alikes)",
+                    "FP / (FP + TN) over (gateway, source, minute) units; and false incidents / all incidents"))
     # 5. availability
     av, src = atlas_extra("availability")
     avb = bm("static_playbook", "availability")

@@ -149,7 +149,7 @@ def test_score_by_hand():
     assert r["novel"]["steps"] == 1 and r["novel"]["steps_detected"] == 0 and r["novel"]["ttd"]["median_s"] is None
     assert r["known"]["steps_detected"] == 3
     fp = r["false_positives"]
-    assert fp["incidents"] == 2 and fp["in_lookalikes"] == 1 and fp["in_lookalikes_by_kind"] == {"power_cut": 1}
+    assert fp["incidents"] == 2 and fp["share_of_detections"] == pytest.approx(2 / 5) and fp["in_lookalikes"] == 1 and fp["in_lookalikes_by_kind"] == {"power_cut": 1}
     assert fp["on_attacker_addresses"] == 1
     assert fp["per_device_day"] == pytest.approx(2 / (120 * 720 / 86400))
     assert r["campaigns"]["count"] == 1 and r["campaigns"]["every_stage_detected"] == 1
