@@ -22,18 +22,18 @@ def evaluated(tmp_path_factory):
     city = load_city(out / "city")
     agent = run_agent(jobs_for(city), workers=1)
     results = run_baselines(city, agent, out / "report")
-    return city, agent, results
+    return city, agent, results, out / "report"
 
 
 def test_every_baseline_runs(evaluated):
-    _, _, results = evaluated
+    _, _, results, _ = evaluated
     assert {"signature", "centralized", "centralized_300s", "per_domain", "static_playbook"} <= set(results)
     for name, res in results.items():
         assert not res.notes.startswith("failed"), f"{name}: {res.notes}"
 
 
 def test_signature_detections_match_attack_steps(evaluated):
-    city, _, results = evaluated
+    city, _, results, _ = evaluated
     dets = [detection_of(d, gw) for gw, ds in results["signature"].detections.items() for d in ds]
     steps = [step_of(s) for s in city.steps]
     m = match(dets, steps)
@@ -46,7 +46,7 @@ def test_signature_detections_match_attack_steps(evaluated):
 
 
 def test_centralized_detects_at_export_times_and_measures_bytes(evaluated):
-    city, _, results = evaluated
+    city, _, results, _ = evaluated
     for name, interval in (("centralized", 60.0), ("centralized_300s", 300.0)):
         res = results[name]
         times = [d["detected_at"] for ds in res.detections.values() for d in ds]
@@ -59,7 +59,7 @@ def test_centralized_detects_at_export_times_and_measures_bytes(evaluated):
 
 
 def test_campaign_correlation_scores(evaluated):
-    city, _, results = evaluated
+    city, _, results, _ = evaluated
     res = results["per_domain"]
     assert any(s.campaign for s in city.steps)
     hub, dom = res.atlas["campaign_scores"], res.atlas["per_domain_scores"]
@@ -71,7 +71,7 @@ def test_campaign_correlation_scores(evaluated):
 
 
 def test_playbooks_on_the_city(evaluated):
-    city, agent, results = evaluated
+    city, agent, results, _ = evaluated
     res = results["static_playbook"]
     for value in (res.metrics["availability"], res.atlas["availability"]):
         assert value is None or 0.0 <= value <= 1.0
@@ -81,11 +81,11 @@ def test_playbooks_on_the_city(evaluated):
     assert len(rules) <= sum(len(v) for v in agent.incidents().values()) * 2
 
 
-def test_one_decode_of_each_capture_serves_every_baseline(evaluated, tmp_path):
+def test_one_decode_of_each_capture_serves_every_baseline(evaluated):
     from atlas.sim.evaluate.baselines.passes import city_pass
 
-    city, agent, _ = evaluated
-    run = city_pass(city, agent, tmp_path)
-    assert city_pass(city, agent, tmp_path) is run  # what run_baselines computed, not a second decode
+    city, agent, _, report = evaluated
+    run = city_pass(city, agent, report)
+    assert city_pass(city, agent, report) is run  # what run_baselines computed, not a second decode
     assert sum(g.packets for g in run.gateways.values()) == sum(g["packets"] for g in city.gateways)
     assert set(run.gateways) == set(city.gateway_ids)

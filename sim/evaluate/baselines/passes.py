@@ -4,7 +4,7 @@ Decoding is the expensive part (the agent's decoder, about 170k packets/s on one
 and the signature rules, the flow exporter and the response replay all read the same decoded
 packets. `city_pass` decodes each gateway's capture once, runs the three on it, keeps only
 their (small) results and drops the packets before the next gateway. The result is kept for
-the latest (city, agent run), so the baselines registered separately share it.
+the latest (city, agent run, report folder), so the baselines registered separately share it.
 """
 from __future__ import annotations
 
@@ -37,13 +37,13 @@ class CityPass:
     policies: dict[str, list[Response]] = field(default_factory=dict)  # playbook.policy_responses
 
 
-_LATEST: list[tuple[str, Any, CityPass]] = []  # (city folder, agent run, result): one entry
+_LATEST: list[tuple[tuple[str, str], Any, CityPass]] = []  # ((city, report folder), agent run, result)
 
 
 def city_pass(city: Any, agent: Any, report_dir: str | Path) -> CityPass:
     """Every gateway decoded once: signature detections, flow detections and bandwidth per
     export interval, the response policies' outcome."""
-    key = str(city.dir)
+    key = (str(city.dir), str(report_dir))  # without a run, the incidents come from the report folder
     if _LATEST and _LATEST[0][0] == key and _LATEST[0][1] is agent:
         return _LATEST[0][2]
     out = CityPass(policies=policy_responses(city, agent_incidents(agent, Path(report_dir))))
