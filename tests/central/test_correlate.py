@@ -140,3 +140,13 @@ def test_bad_input_is_named():
     with pytest.raises(ValueError, match="gateway gw-x: subnet 'nope'"):
         Topology([GatewayInfo("gw-x", "energy", subnet="nope")])
     assert Topology.from_city({"gateways": [{"id": "g", "domain": "energy", "subnet": "10.9.0.0/16"}]}).network_of("10.9.1.1") == "g"
+
+
+def test_event_of_a_hub_incident():
+    from atlas.central.store import HubIncident
+
+    hub = HubIncident(id="h1", kind="port_scan", src_ip=EXT, device=EXT, dst_ip="10.1.0.1", first_seen=T0 + 5,
+                      last_seen=T0 + 50, score=1.0, packets=10, state="open", created_at=T0 + 6,
+                      gateways=["gw-d01-tra"])
+    e = event_of(hub, TOPO, gateway=hub.gateways[0])
+    assert (e.id, e.time, e.last_seen, e.gateway, e.domain) == ("h1", T0 + 5, T0 + 50, "gw-d01-tra", "transportation")
