@@ -38,6 +38,7 @@ from atlas.sim.traffic.capture import AttackStep, write_ground_truth
 BRIDGE = "br0"
 BACKEND_NET = "172.16.0.0/16"  # the domain back-ends (inventory.BACKENDS) sit here
 AGENT_START_S = 6.0  # a live agent answers on its control socket within this, usually (loads its models)
+TOOL_LEAD_S = 5.0  # a Python tool is started this early (imports take seconds on a busy machine), ready at its step's start
 TOOL_GRACE_S = 5.0  # a tool still running this long after its step's end is stopped
 WINDOW_BEFORE_S = 0.05  # attacker packets count from slightly before the tool's start time...
 WINDOW_AFTER_S = 2.0  # ...to this long after it exited (its last FIN/RST, retransmissions)
@@ -343,7 +344,7 @@ def _launch(ns: Netns, node: _Gateway, step: LiveStep, t0: float, work: Path) ->
                 "--host-timeout", f"{max(1, int(step.duration))}s", "-S", step.attacker, "-e", p["iface"],
                 "-p", ",".join(map(str, p["ports"])), "-oN", "-", *p["targets"]]
     else:
-        plan = step.plan | {"end": step_end}
+        plan = step.plan | {"at": t0 + step.start, "end": step_end}
         if step.spec.kind == "slowite":
             plan["hold_until"] = step_end
         path = work / f"step-{step.id.replace('/', '_')}.json"
@@ -358,15 +359,16 @@ def _run_steps(ns: Netns, nodes: list[_Gateway], steps: list[LiveStep], t0: floa
                say: Callable[[str], None]) -> list[dict[str, Any]]:
     """Launch each step at its time, stop any tool that overruns, until the run's end."""
     node_of = {n.gw.id: n for n in nodes}
-    pending = sorted(steps, key=lambda s: s.start)
+    pending = sorted(steps, key=_launch_at)
     running: list[tuple[LiveStep, subprocess.Popen, Path, dict]] = []
     tools: list[dict[str, Any]] = []
     end = t0 + duration
     while pending or running or time.time() < end:
         now = time.time()
-        while pending and t0 + pending[0].start <= now:
+        while pending and t0 + _launch_at(pending[0]) <= now:
             step = pending.pop(0)
-            rec = {"step": step.id, "kind": step.spec.kind, "tool": step.tool, "attacker": step.attacker, "launched": time.time()}
+            rec = {"step": step.id, "kind": step.spec.kind, "tool": step.tool, "attacker": step.attacker, "launched": time.time(),
+                   "at": t0 + step.start}
             proc, out = _launch(ns, node_of[step.gateway.id], step, t0, work)
             running.append((step, proc, out, rec))
         for item in list(running):
@@ -386,6 +388,11 @@ def _run_steps(ns: Netns, nodes: list[_Gateway], steps: list[LiveStep], t0: floa
                     + (f", {rec['events'][-1]}" if rec["events"] else ""))
         time.sleep(0.05)
     return tools
+
+
+def _launch_at(step: LiveStep) -> float:
+    """Seconds after t0 to start the step's tool: Python tools early (they wait, ready), nmap on time."""
+    return max(0.0, step.start - (0.0 if step.tool == "nmap" else TOOL_LEAD_S))
 
 
 def _events(path: Path) -> list[dict]:
@@ -420,7 +427,7 @@ def _measure(nodes: list[_Gateway], steps: list[LiveStep], tools: list[dict], t0
             rec = rec_of[step.id]
             started = _event_time(rec, "start") or rec["launched"]
             ended = _event_time(rec, "end") or rec["exited"]
-            lo, hi = rec["launched"] - WINDOW_BEFORE_S, rec["exited"] + WINDOW_AFTER_S
+            lo, hi = max(rec["launched"], rec["at"]) - WINDOW_BEFORE_S, rec["exited"] + WINDOW_AFTER_S
             sent = idx.window([step.attacker], lo, hi)
             first = float(idx.ts[sent[0]]) if sent.size else started
             last = float(idx.ts[sent[-1]]) if sent.size else started

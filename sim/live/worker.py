@@ -40,6 +40,12 @@ def _deadline(plan: dict) -> float:
     return min(float(plan["end"]), time.time() + MAX_SECONDS)
 
 
+def _wait_for_start(plan: dict) -> None:
+    """The orchestrator starts a tool a little early (Python and its imports take a while on a
+    busy machine): wait here, ready, until the step's start time `at`."""
+    _sleep_until(min(float(plan.get("at", 0.0)), float(plan["end"])), float(plan["end"]))
+
+
 # ---- paho clients ------------------------------------------------------------------------------
 
 def _client(cid: str, version: int, clean: bool = True):
@@ -215,6 +221,7 @@ def flood(plan: dict) -> None:
     lo, hi = int(plan["size_min"]), max(int(plan["size_min"]), int(plan["size_max"]))
     c = _client(plan["cid"], int(plan["version"]))
     c.username_pw_set(plan["user"], plan["password"])
+    _wait_for_start(plan)
     _connect(c, plan, plan["bind"], 60, version=int(plan["version"]))
     c.loop_start()
     emit("start")
@@ -240,6 +247,7 @@ def bruteforce(plan: dict) -> None:
     deadline = _deadline(plan)
     rate, n = float(plan["rate"]), int(plan["count"])
     codes: dict[str, int] = {}
+    _wait_for_start(plan)
     start = time.time()
     emit("start")
     tried = 0
@@ -324,9 +332,12 @@ def _malformed_bytes(kind: str, rng: random.Random, user: str, password: str) ->
 
 def malformed(plan: dict) -> None:
     """`count` malformed MQTT packets, each on a fresh TCP connection, at `rate`/s."""
+    import scapy.contrib.mqtt  # noqa: F401  (seconds to import: before the clock starts)
+
     deadline = _deadline(plan)
     rng = random.Random(plan["seed"])
     rate, n = float(plan["rate"]), int(plan["count"])
+    _wait_for_start(plan)
     start = time.time()
     emit("start")
     sent, kinds = 0, {}
@@ -357,6 +368,8 @@ def malformed(plan: dict) -> None:
 def slowite(plan: dict) -> None:
     """SlowITe: `count` connections at `rate`/s, each a CONNECT (crafted with Scapy) with
     keepalive `keepalive` s, then silence: the broker must hold every slot. Held until `hold_until`."""
+    import scapy.contrib.mqtt  # noqa: F401  (seconds to import: before the clock starts)
+
     deadline = _deadline(plan)
     rate, n = float(plan["rate"]), int(plan["count"])
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -364,6 +377,7 @@ def slowite(plan: dict) -> None:
     if soft < want:
         resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
     held: list[socket.socket] = []
+    _wait_for_start(plan)
     start = time.time()
     emit("start")
     accepted = refused = 0
@@ -398,6 +412,7 @@ def topic_scan(plan: dict) -> None:
     c.username_pw_set(plan["user"], plan["password"])
     got = [0]
     c.on_message = lambda client, u, msg: got.__setitem__(0, got[0] + 1)
+    _wait_for_start(plan)
     _connect(c, plan, plan["bind"], 60, version=int(plan["version"]))
     c.loop_start()
     emit("start")
