@@ -157,3 +157,8 @@ def test_novel_kinds_on_flows(generated):
     for s in gt.steps:
         if s.kind in ("mirai_scan", "exfiltration"):
             assert (s.attacker, s.kind) in kinds
+
+
+def test_a_bad_interval_is_refused():
+    with pytest.raises(ValueError, match="export interval: must be > 0"):
+        flow_records(_cap(_scan(3)), 0.0, T0)

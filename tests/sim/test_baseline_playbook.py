@@ -149,3 +149,8 @@ def test_both_policies_are_measured_on_the_union_of_their_windows():
                                     "b": [R("quarantine", "10.1.1.1", 70, 80, source="10.1.1.1")]}, CRITICAL, [], CLIENTS)
     assert res["a"]["expected"] == res["b"]["expected"] == 20
     assert (res["a"]["delivered"], res["b"]["delivered"]) == (20, 10)
+
+
+def test_a_bad_static_ttl_is_refused():
+    with pytest.raises(ValueError, match="static playbook ttl"):
+        static_responses({GW: [incident("10.1.1.1")]}, ttl=0)

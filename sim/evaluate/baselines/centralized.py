@@ -78,6 +78,8 @@ FLOW_RULES: tuple[FlowRule, ...] = (
 
 def flow_records(cap: DecodedCapture, interval: float, origin: float) -> np.ndarray:
     """Unidirectional flow records per export interval [origin + k*interval, +interval)."""
+    if not interval > 0:
+        raise ValueError(f"export interval: must be > 0 seconds, got {interval!r}")
     p = cap.packets[(cap.packets["ipver"] == 4) | (cap.packets["ipver"] == 6)]
     if not len(p):
         return np.zeros(0, dtype=FLOW_DTYPE)

@@ -142,6 +142,8 @@ def atlas_responses(incidents: Mapping[str, Iterable[Any]], inventory: Inventory
 def static_responses(incidents: Mapping[str, Iterable[Any]], *, ttl: float = STATIC_TTL_S,
                      dispatch_s: float = DISPATCH_S) -> list[Response]:
     """Quarantine the source of every incident for `ttl` seconds."""
+    if not ttl > 0:
+        raise ValueError(f"static playbook ttl: must be > 0 seconds, got {ttl!r}")
     out = []
     for gw, items in sorted(incidents.items()):
         for inc in items:
