@@ -48,8 +48,8 @@ class DetectSection:
     # Profile conformance (agent/detect/conformance.py): off without an inventory file.
     inventory: str = ""  # the gateway's devices: [[device]] address, client_id, gateway, profile
     peers: dict = field(default_factory=dict)  # peer name -> addresses/networks, e.g. { broker = ["10.20.0.1"] }
-    conformance_interval_s: float = 1.0  # decode one PUBLISH payload per publisher per this many seconds
-    conformance_max_checks: int = 512  # PUBLISH payloads decoded per batch at most
+    conformance_interval_s: float = 5.0  # read one PUBLISH payload per publisher per this many seconds
+    conformance_max_per_s: float = 200.0  # PUBLISH payloads read per second of traffic, at most
 
 
 @dataclass
@@ -172,8 +172,8 @@ def _check_conformance(cfg: AgentConfig, bad) -> None:
     d = cfg.detect
     if not 0 < d.conformance_interval_s <= 3600:
         bad("detect.conformance_interval_s", f"must be in (0, 3600] seconds, got {d.conformance_interval_s}")
-    if d.conformance_max_checks < 1:
-        bad("detect.conformance_max_checks", f"must be at least 1, got {d.conformance_max_checks}")
+    if not 1 <= d.conformance_max_per_s <= 1e6:
+        bad("detect.conformance_max_per_s", f"must be in [1, 1e6] payloads per second, got {d.conformance_max_per_s}")
     try:
         parse_peers(d.peers)
     except ValueError as exc:

@@ -10,11 +10,13 @@ client id and profile) this check flags:
   a known device sends is checked, vectorized (a few numpy passes per batch). RSTs are not
   "talking": a device refusing a scanner's probe is not its fault.
 - `false_data`: an MQTT PUBLISH on a profile topic (`city/<district>/.../<client id>/...`) whose
-  JSON values fall outside the field's physical [min, max] (or are not numbers). Payloads are
-  decoded in Python, so they are sampled: one PUBLISH per publisher per `conformance_interval_s`
-  (times the governor's `dissect_every` when it sheds), at most `conformance_max_checks` per
-  batch. The publisher may be anybody (a spoofer with stolen credentials is caught too); the
-  device named is the one whose topic it is.
+  JSON values fall outside the field's physical [min, max] (or are not numbers). Message
+  headers are located vectorized; topics and JSON are read in Python, so they are sampled: one
+  PUBLISH per publisher per `conformance_interval_s`, at most `conformance_max_per_s` per
+  second of traffic overall, both divided by the governor's `dissect_every` when it sheds
+  deep dissection. The publisher may be anybody (a spoofer with stolen credentials is caught
+  too); the device named is the one whose topic it is. Only PUBLISH messages that start and
+  end in one segment are read (a device's readings are small).
 
 ## The inventory file (`[detect] inventory` in agent.toml)
 
@@ -234,14 +236,14 @@ class ConformanceCheck:
     """Checks each batch against the devices' profiles; `check()` returns Findings."""
 
     def __init__(self, inventory: DeviceInventory, profiles: Mapping[str, Any], *, mqtt_ports: Iterable[int] = (1883, 8883),
-                 peers: Mapping[str, list[tuple[int, int]]] | None = None, interval_s: float = 1.0,
-                 max_checks: int = 512, max_publishers: int = 65536) -> None:
+                 peers: Mapping[str, list[tuple[int, int]]] | None = None, interval_s: float = 5.0,
+                 max_per_s: float = 200.0, max_publishers: int = 65536) -> None:
         self.inv = inventory
         self.profiles = profiles
         self.mqtt_ports = np.array(sorted(set(int(p) for p in mqtt_ports)), dtype=np.int64)
         self.peers = dict(peers or {})
         self.interval_s = float(interval_s)
-        self.max_checks = int(max_checks)
+        self.max_per_s = float(max_per_s)
         self.max_publishers = int(max_publishers)
         names = sorted({d.profile for d in inventory.devices})
         self._class_of = {n: i for i, n in enumerate(names)}
@@ -254,6 +256,9 @@ class ConformanceCheck:
         self.checked = 0  # PUBLISH payloads decoded, in total
         self.skipped = 0  # PUBLISH candidates left out by the rate cap
         self._names: Callable[[int], str] = _name
+        self._tokens = 0.0
+        self._bucket_ts: float | None = None
+        self._topic_cache: dict[bytes, tuple | None] = {}
 
     # -- rules --------------------------------------------------------------------------------
     def _build_port_rules(self, names: list[str]) -> None:
@@ -322,13 +327,26 @@ class ConformanceCheck:
         if len(packets) == 0:
             return []
         self._names = names or _name
-        out = self._ports(packets)
-        out += self._payloads(batch, packets, dissect_every)
+        dport = packets["dport"]
+        to_mqtt = dport == self.mqtt_ports[0]
+        for port in self.mqtt_ports[1:].tolist():
+            to_mqtt |= dport == port
+        to_mqtt &= packets["proto"] == TCP
+        out = self._ports(packets, to_mqtt)
+        out += self._payloads(batch, packets, to_mqtt, dissect_every)
         return out
 
-    def _ports(self, packets: np.ndarray) -> list[Finding]:
+    def _ports(self, packets: np.ndarray, to_mqtt: np.ndarray) -> list[Finding]:
         proto = packets["proto"]
-        cand = np.flatnonzero(((proto == TCP) & ((packets["tcp_flags"] & TCP_RST) == 0)) | (proto == UDP))
+        talk = ((proto == TCP) & ((packets["tcp_flags"] & TCP_RST) == 0)) | (proto == UDP)
+        # Skip the bulk early: MQTT to the broker is allowed to every device, and the broker's
+        # own packets are not a device's.
+        broker = self.peers.get("broker")
+        if broker is None:
+            talk &= ~to_mqtt
+        else:
+            talk &= ~(to_mqtt & _in_ranges(packets["dst"], broker)) & ~_in_ranges(packets["src"], broker)
+        cand = np.flatnonzero(talk)
         if cand.size == 0 or self.inv.keys.size == 0:
             return []
         dev = self.inv.lookup(packets["src"][cand])
@@ -377,29 +395,73 @@ class ConformanceCheck:
                 hit[sel] = _in_ranges(remote[sel], self.peers[name])
         return hit
 
-    def _payloads(self, batch: FrameBatch, packets: np.ndarray, dissect_every: int) -> list[Finding]:
+    def _payloads(self, batch: FrameBatch, packets: np.ndarray, to_mqtt: np.ndarray, dissect_every: int) -> list[Finding]:
         if not self._topics:
             return []
+        every = max(1, int(dissect_every))
         plen = packets["payload_len"]
-        cand = np.flatnonzero((packets["proto"] == TCP) & (plen >= 2) & np.isin(packets["dport"], self.mqtt_ports))
+        cand = np.flatnonzero(to_mqtt & (plen >= 8))
         if cand.size == 0:
             return []
-        first_byte = batch.buf[np.minimum(packets["payload_off"][cand], batch.buf.size - 1)]
-        cand = cand[(first_byte >> 4) == PUBLISH]
+        buf = batch.buf
+        cand = cand[(_at(buf, packets["payload_off"][cand]) >> 4) == PUBLISH]
         if cand.size == 0:
             return []
-        pick = self._rate_cap(packets["src"][cand], packets["ts"][cand], max(1, int(dissect_every)))
-        self.skipped += cand.size - pick.size
-        cand = cand[pick][: self.max_checks]
+        self._refill(float(packets["ts"][0]), float(packets["ts"][-1]), every)
+        # Sample first (cheap), then locate the sampled messages' fields (a PUBLISH split over
+        # segments or too large to be a reading uses up its publisher's turn: rare for readings).
+        pick = self._rate_cap(packets["src"][cand], packets["ts"][cand], every)
+        budget = int(self._tokens)
+        self.skipped += cand.size - min(pick.size, budget)
+        rows = cand[pick[:budget]]
+        self._tokens -= rows.size
+        self.checked += rows.size
+        msgs = _publish_headers(buf, packets["payload_off"][rows], plen[rows].astype(np.int64))
+        rows, msgs = rows[msgs["whole"]], {k: v[msgs["whole"]] for k, v in msgs.items()}
         findings = []
-        for i in cand.tolist():
-            row = packets[i]
-            off, n = int(row["payload_off"]), int(row["payload_len"])
-            f = self._check_publish(batch.buf[off : off + n].tobytes(), row)
+        ts, src, dst = packets["ts"][rows], packets["src"][rows], packets["dst"][rows]
+        t_off, t_len, p_off, p_end, fast, start = (msgs[k].tolist() for k in ("topic_off", "topic_len", "body_off", "end", "ok", "start"))
+        for j in range(rows.size):
+            hit = self._topic_cached(buf[t_off[j] : t_off[j] + t_len[j]].tobytes())
+            if hit is None:
+                continue
+            if fast[j]:
+                payload = buf[p_off[j] : p_end[j]].tobytes()
+            else:  # MQTT 5.0 with properties, or not JSON: the reference codec decides
+                m = parse_message(buf[start[j] : p_end[j]].tobytes(), True, 5)
+                if m is None or m.error or m.payload_len > MAX_JSON:
+                    continue
+                payload = buf[p_end[j] - m.payload_len : p_end[j]].tobytes()
+                if payload[:1] != b"{":
+                    continue
+            f = self._judge(hit, payload, float(ts[j]), int(src[j]), int(dst[j]))
             if f is not None:
                 findings.append(f)
-        self.checked += cand.size
         return findings
+
+    def _refill(self, first: float, now: float, every: int) -> None:
+        """Token bucket over traffic time: `max_per_s` reads per second (divided by the
+        governor's `dissect_every`); a batch may use what its own time span earned, and at
+        least one second's worth."""
+        rate = self.max_per_s / every
+        cap = rate * max(1.0, now - first)
+        if self._bucket_ts is None:
+            self._tokens = cap
+        else:
+            self._tokens = min(cap, self._tokens + max(0.0, now - self._bucket_ts) * rate)
+        self._bucket_ts = now
+
+    def _topic_cached(self, topic: bytes):
+        hit = self._topic_cache.get(topic, False)
+        if hit is False:
+            try:
+                hit = self.topic_rule(topic.decode("utf-8"))
+            except UnicodeDecodeError:
+                hit = None
+            if len(self._topic_cache) >= 65536:  # bounded: topics are the publishers' choice
+                self._topic_cache.clear()
+            self._topic_cache[topic] = hit
+        return hit
 
     def _rate_cap(self, src: np.ndarray, ts: np.ndarray, every: int) -> np.ndarray:
         """Indices (into src, in time order) of the PUBLISH candidates to decode: per publisher,
@@ -434,30 +496,11 @@ class ConformanceCheck:
                 self._cap_keys, self._cap_next = k2[o], l2[o]
         return np.sort(idx)
 
-    def _check_publish(self, data: bytes, row: np.void) -> Finding | None:
-        """Decode one PUBLISH (3.1.1, then 5.0 if the payload does not look like JSON) and
-        compare its numeric fields with the profile's physical ranges."""
-        payload, topic = None, None
-        for level in (4, 5):
-            msg = parse_message(data, True, level)
-            if msg is None or msg.error or msg.mtype != PUBLISH or msg.topic is None:
-                return None
-            body = data[msg.length - msg.payload_len : msg.length]
-            if body[:1] == b"{":
-                payload, topic = body, msg.topic
-                break
-        if payload is None or len(payload) > MAX_JSON:
-            return None
-        try:
-            name = topic.decode("utf-8")
-        except UnicodeDecodeError:
-            return None
-        hit = self.topic_rule(name)
-        if hit is None:
-            return None
+    def _judge(self, hit: tuple, payload: bytes, ts: float, src_key: int, dst_key: int) -> Finding | None:
+        """Compare one reading's numeric fields with the profile's physical ranges."""
         rule, cid = hit
         try:
-            doc = json.loads(payload)
+            doc = json.loads(payload.decode("utf-8"))
         except (ValueError, RecursionError):
             return None  # not JSON: the malformed/anomaly paths judge it, not this one
         if not isinstance(doc, dict):
@@ -475,17 +518,50 @@ class ConformanceCheck:
                             "why": "outside the physical range"})
         if not bad:
             return None
-        src = self._names(int(row["src"]))
+        src = self._names(src_key)
         idx = self.inv.by_client.get(cid)
         owner = self.inv.devices[idx] if idx is not None else None
-        ev = {"topic": name, "profile": rule.profile, **bad[0], "fields": bad, "publisher": src}
+        ev = {"topic": rule.topic.replace("{id}", cid), "profile": rule.profile, **bad[0], "fields": bad, "publisher": src}
         if owner is not None:
             ev["device_address"] = owner.address
             ev["spoofed"] = bool(owner.address) and owner.address != src
             if owner.profile != rule.profile:
                 ev["inventory_profile"] = owner.profile
-        return Finding(kind="false_data", src_ip=src, dst_ip=self._names(int(row["dst"])), device=cid,
-                       first_ts=float(row["ts"]), last_ts=float(row["ts"]), packets=1, evidence=ev)
+        return Finding(kind="false_data", src_ip=src, dst_ip=self._names(dst_key), device=cid,
+                       first_ts=ts, last_ts=ts, packets=1, evidence=ev)
+
+
+def _at(buf: np.ndarray, idx: np.ndarray) -> np.ndarray:
+    """Bytes at offsets (never negative) as int64; past the end reads the last byte."""
+    return buf[np.minimum(idx, buf.size - 1)].astype(np.int64)
+
+
+def _publish_headers(buf: np.ndarray, off: np.ndarray, seg_len: np.ndarray) -> dict[str, np.ndarray]:
+    """Where topic and payload lie in PUBLISH messages that start a TCP segment and end in it,
+    vectorized (the fixed header, topic length, packet id of QoS 1/2, and a 5.0 empty property
+    block). `whole`: a PUBLISH that fits the segment; `ok`: one whose payload is located here
+    and starts like a JSON object (the others go through the reference codec, parse_message)."""
+    off = off.astype(np.int64)
+    b0 = _at(buf, off)
+    rl = np.zeros(off.size, dtype=np.int64)
+    lb = np.zeros(off.size, dtype=np.int64)
+    going = np.ones(off.size, dtype=bool)
+    for k in range(4):  # the remaining length: a varint of 1..4 bytes
+        b = _at(buf, off + 1 + k)
+        rl += np.where(going, (b & 0x7F) << (7 * k), 0)
+        lb += going
+        going &= (b & 0x80) > 0
+    qos = (b0 >> 1) & 3
+    end = off + 1 + lb + rl
+    topic_len = (_at(buf, off + 1 + lb) << 8) | _at(buf, off + 2 + lb)
+    topic_off = off + 3 + lb
+    body = topic_off + topic_len + 2 * (qos > 0)
+    first = _at(buf, body)
+    v5_empty = (first == 0) & (_at(buf, body + 1) == ord("{"))  # MQTT 5.0 with no properties
+    body = body + v5_empty
+    whole = ~going & (qos < 3) & (end - off <= seg_len) & (topic_len > 0) & (topic_off + topic_len <= end)
+    ok = whole & (body < end) & (end - body <= MAX_JSON) & ((first == ord("{")) | v5_empty)
+    return {"whole": whole, "ok": ok, "start": off, "topic_off": topic_off, "topic_len": topic_len, "body_off": body, "end": end}
 
 
 def _code(c, proto, role, port):
@@ -516,4 +592,4 @@ def from_config(detect: Any, agent: Any, profiles: Mapping[str, Any] | None = No
         profiles = load_device_profiles()
     inv = load_device_inventory(detect.inventory, profiles, gateway=agent.gateway_id)
     return ConformanceCheck(inv, profiles, mqtt_ports=agent.mqtt_ports, peers=parse_peers(detect.peers),
-                            interval_s=detect.conformance_interval_s, max_checks=detect.conformance_max_checks)
+                            interval_s=detect.conformance_interval_s, max_per_s=detect.conformance_max_per_s)
