@@ -87,6 +87,8 @@ def build_city(
     layout = plan_layout(profiles, devices, gateways)
     plan = plan_schedule(layout, profiles, duration, seed, schedule)
     out = Path(out)
+    if out.is_dir() and any(out.iterdir()) and not (out / "city.json").exists():
+        raise ValueError(f"out: {out} is not empty and holds no city.json; choose a new or empty folder (or an older city to overwrite)")
     (out / "gateways").mkdir(parents=True, exist_ok=True)
     (out / ".gitignore").write_text("*\n")
     jobs = [_Job(g, gateway_seed(seed, g.id), plan.attacks[g.id], plan.lookalikes[g.id], plan.notes, out, duration,
@@ -159,9 +161,12 @@ def _gateway(job: _Job) -> dict[str, Any]:
     gdir = job.out / "gateways" / g.id
     gdir.mkdir(parents=True, exist_ok=True)
     pcap = gdir / "traffic.pcap"
-    gt = generate_capture(pcap, devices=g.devices, duration=job.duration, attacks=job.attacks, seed=job.seed,
-                          start_time=job.start_time, broker=g.broker, subnet=g.subnet, gateway=g.id, district=g.district,
-                          lookalikes=job.lookalikes, profiles_dir=job.profiles_dir, counts=g.counts, options=job.options)
+    try:
+        gt = generate_capture(pcap, devices=g.devices, duration=job.duration, attacks=job.attacks, seed=job.seed,
+                              start_time=job.start_time, broker=g.broker, subnet=g.subnet, gateway=g.id, district=g.district,
+                              lookalikes=job.lookalikes, profiles_dir=job.profiles_dir, counts=g.counts, options=job.options)
+    except ValueError as e:  # say which gateway (the message comes back from a worker)
+        raise ValueError(f"gateway {g.id}: {e}") from None
     meta = gt.inventory.to_dict() | {"seed": gt.seed, "start": gt.start, "end": gt.end, "packets": gt.packets,
                                      "domain": g.domain, "pcap": "traffic.pcap"}
     (gdir / "inventory.json").write_text(json.dumps(meta, indent=1, sort_keys=True) + "\n")

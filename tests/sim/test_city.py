@@ -204,3 +204,24 @@ def test_bad_arguments_give_clear_errors(tmp_path, capsys, extra, words):
     err = capsys.readouterr().err
     assert err.startswith("atlas-sim city: ") and words in err, err
     assert not (tmp_path / "x").exists()  # nothing written before the arguments are checked
+
+
+def test_a_folder_that_is_not_a_city_is_not_overwritten(tmp_path, capsys):
+    (tmp_path / "notes.txt").write_text("mine")
+    assert main(["city", "--devices", "6", "--gateways", "3", "--duration", "10", "--seed", "1", "--out", str(tmp_path)]) == 2
+    assert "is not empty and holds no city.json" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]
+
+
+def test_a_gateways_failure_names_the_gateway(tmp_path):
+    """A worker's error comes back naming its gateway (here an attack after the capture's end,
+    which the schedule never makes, handed straight to the worker)."""
+    from atlas.firmware_profiles import load_device_profiles
+    from atlas.sim.attacks import AttackSpec
+    from atlas.sim.city import plan_layout
+    from atlas.sim.city.build import _gateway, _Job
+
+    g = plan_layout(load_device_profiles(), 6, 3).gateways[1]
+    job = _Job(g, 1, [AttackSpec("port_scan", start=50)], [], {}, tmp_path, 10.0, 1767254400.0, None, None)
+    with pytest.raises(ValueError, match=r"^gateway gw-d01-ene: attack port_scan: starts at 50 s, after the capture ends"):
+        _gateway(job)
