@@ -286,15 +286,19 @@ def _cpu_seconds() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def measure_ingest(tmp_path: Path, hub, pki, records_per_batch: int, gateways: list[str]) -> dict:
-    """Records/s the servicer (+ `hub`) takes, pinned to one core, from len(gateways) streams."""
+def measure_ingest(tmp_path: Path, hub, pki, records_per_batch: int, gateways: list[str],
+                   packed_devices: bool = True) -> dict:
+    """Records/s the servicer (+ `hub`) takes, pinned to one core, from len(gateways) streams.
+    packed_devices=False: the servicer decodes every summary (the path before payloads were
+    stored as received), for a before/after ratio in the same run."""
     batch = device_batch(records_per_batch, 1, np.random.default_rng(records_per_batch))
     env = serde.telemetry_to_envelope(batch)
     payload = tmp_path / f"batch-{records_per_batch}.bin"
     payload.write_bytes(serde.telemetry_batch_to_proto(batch).SerializeToString())
     cpus = sorted(os.sched_getaffinity(0))
     hub_cpu, client_cpu = cpus[0], cpus[-1]
-    server = serve(hub, "127.0.0.1:0", pki.hub_tls(), max_gateways=len(gateways) + 4, max_receive_bytes=16 << 20)
+    server = serve(hub, "127.0.0.1:0", pki.hub_tls(), max_gateways=len(gateways) + 4, max_receive_bytes=16 << 20,
+                   packed_devices=packed_devices)
     seq0 = int(time.time() * 1e6)  # above anything this hub has stored for these gateways
     try:
         _pin_process({hub_cpu})
@@ -330,15 +334,17 @@ def measure_ingest(tmp_path: Path, hub, pki, records_per_batch: int, gateways: l
     }
 
 
-def decode_baseline(records_per_batch: int) -> float:
-    """Records per CPU-second of serde.telemetry_from_envelope alone, in-process: the wire's
-    upper bound. CPU time, not wall time: on a shared machine a single thread gets an unknown
+def decode_baseline(records_per_batch: int, packed_devices: bool = True) -> float:
+    """Records per CPU-second of serde.telemetry_from_envelope alone, in-process, as the
+    servicer calls it (summaries left packed): the wire's upper bound. packed_devices=False:
+    every summary turned into a DeviceSummary, as the hub did before it stored payloads as
+    received. CPU time, not wall time: on a shared machine a single thread gets an unknown
     share of a core, and the servicer's figure is per CPU-second too."""
     env = serde.telemetry_to_envelope(device_batch(records_per_batch, 1, np.random.default_rng(records_per_batch)))
     raw = env.SerializeToString()
     n, t0 = 0, time.thread_time()
     while time.thread_time() - t0 < 1.0:
-        serde.telemetry_from_envelope(type(env).FromString(raw))
+        serde.telemetry_from_envelope(type(env).FromString(raw), packed_devices=packed_devices)
         n += 1
     return n * records_per_batch / (time.thread_time() - t0)
 
@@ -360,6 +366,7 @@ def test_hub_ingest_capacity(benchmark, tmp_path, pki):
             hub = MemoryHub(count_only=True)  # the wire's share: decode, convert, hand over, ack
             result = measure_ingest(tmp_path, hub, pki, size, gateways)
             result["decode_only_records_per_cpu_s"] = round(decode_baseline(size))
+            result["full_decode_records_per_cpu_s"] = round(decode_baseline(size, packed_devices=False))
             result["ratio_to_decode_only"] = round(result["records_per_cpu_s"] / result["decode_only_records_per_cpu_s"], 3)
             results.append(result)
 

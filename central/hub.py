@@ -297,8 +297,9 @@ class Hub(HubView):
         self.store.record_batch(gateway_id, batch.seq, now, batch.health)
         if batch.health is not None and batch.health.model_versions:
             self.store.set_gateway_models(gateway_id, batch.health.model_versions)
+        # as they came: PackedDevices from the wire are stored without being decoded
         self.store.store_devices(gateway_id, batch.seq, _finite(batch.time, now), now,
-                                 list(batch.devices))
+                                 batch.devices)
         for incident in batch.incidents:
             self._ingest(gateway_id, incident, now, changes)
         self.counters["batches"] += 1

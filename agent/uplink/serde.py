@@ -10,7 +10,8 @@ from __future__ import annotations
 import io
 import json
 import threading
-from typing import Any
+from collections.abc import Sequence
+from typing import Any, Iterator
 
 import zstandard
 
@@ -237,26 +238,94 @@ def _inflate(payload: bytes, limit: int) -> bytes:
     return out.getvalue()
 
 
-def telemetry_from_envelope(env: telemetry_pb2.TelemetryEnvelope, max_raw_bytes: int = DEFAULT_MAX_RAW_BYTES) -> TelemetryBatch:
-    """Decode an envelope, refusing anything that would inflate past `max_raw_bytes`."""
-    if env.raw_size > max_raw_bytes:
-        raise WireError(f"telemetry seq {env.seq}: raw_size {env.raw_size} is over the {max_raw_bytes}-byte limit")
-    if env.codec == telemetry_pb2.CODEC_ZSTD:
-        raw = _inflate(env.payload, max_raw_bytes)
-    elif env.codec == telemetry_pb2.CODEC_NONE:
-        if len(env.payload) > max_raw_bytes:
-            raise WireError(f"telemetry seq {env.seq}: payload is over the {max_raw_bytes}-byte limit")
-        raw = env.payload
-    else:
-        raise WireError(f"telemetry seq {env.seq}: unknown codec {env.codec}")
+def _payload_bytes(seq: int, codec: int, payload: bytes, raw_size: int, max_raw_bytes: int) -> bytes:
+    if raw_size > max_raw_bytes:
+        raise WireError(f"telemetry seq {seq}: raw_size {raw_size} is over the {max_raw_bytes}-byte limit")
+    if codec == telemetry_pb2.CODEC_ZSTD:
+        return _inflate(payload, max_raw_bytes)
+    if codec == telemetry_pb2.CODEC_NONE:
+        if len(payload) > max_raw_bytes:
+            raise WireError(f"telemetry seq {seq}: payload is over the {max_raw_bytes}-byte limit")
+        return payload
+    raise WireError(f"telemetry seq {seq}: unknown codec {codec}")
+
+
+def _parse_batch(seq: int, raw: bytes) -> telemetry_pb2.TelemetryBatch:
     msg = telemetry_pb2.TelemetryBatch()
     try:
         msg.ParseFromString(raw)
     except Exception as err:  # protobuf's DecodeError
-        raise WireError(f"telemetry seq {env.seq}: payload is not a TelemetryBatch: {err}") from None
+        raise WireError(f"telemetry seq {seq}: payload is not a TelemetryBatch: {err}") from None
+    return msg
+
+
+class PackedDevices(Sequence):
+    """A batch's device summaries still in wire form: the envelope's payload as received.
+
+    len() is free; the summaries are turned into DeviceSummary objects only when read (once).
+    Converting them costs about 6 us per summary in Python, two thirds of the hub's ingest
+    work, and the hub only stores them: it keeps `payload` as it came (atlas.central.store.codec)
+    and decodes when someone asks for the summaries."""
+
+    __slots__ = ("payload", "codec", "raw_size", "_msg", "_count", "_items")
+
+    def __init__(self, payload: bytes, codec: int, raw_size: int, msg: telemetry_pb2.TelemetryBatch):
+        self.payload, self.codec, self.raw_size = payload, codec, raw_size
+        self._msg: telemetry_pb2.TelemetryBatch | None = msg
+        self._count = len(msg.devices)
+        self._items: list[DeviceSummary] | None = None
+
+    def decoded(self) -> list[DeviceSummary]:
+        if self._items is None:
+            self._items = [device_summary_from_proto(d) for d in self._msg.devices]
+            self._msg = None  # the parsed message is no longer needed
+        return self._items
+
+    def __len__(self) -> int:
+        return self._count
+
+    def __getitem__(self, index):  # type: ignore[override]
+        return self.decoded()[index]
+
+    def __iter__(self) -> Iterator[DeviceSummary]:
+        return iter(self.decoded())
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, (list, tuple, PackedDevices)):
+            return self.decoded() == list(other)
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"PackedDevices({self._count} summaries, {len(self.payload)} bytes)"
+
+
+def devices_from_payload(payload: bytes, codec: int, max_raw_bytes: int = DEFAULT_MAX_RAW_BYTES) -> list[DeviceSummary]:
+    """The device summaries of a stored wire payload (see PackedDevices)."""
+    msg = _parse_batch(0, _payload_bytes(0, codec, payload, 0, max_raw_bytes))
+    return [device_summary_from_proto(d) for d in msg.devices]
+
+
+def telemetry_from_envelope(env: telemetry_pb2.TelemetryEnvelope, max_raw_bytes: int = DEFAULT_MAX_RAW_BYTES,
+                            packed_devices: bool = False) -> TelemetryBatch:
+    """Decode an envelope, refusing anything that would inflate past `max_raw_bytes`.
+
+    packed_devices: leave the device summaries in wire form (batch.devices is PackedDevices);
+    incidents and health are decoded as always (the hub decides on them)."""
+    raw = _payload_bytes(env.seq, env.codec, env.payload, env.raw_size, max_raw_bytes)
+    msg = _parse_batch(env.seq, raw)
     if msg.seq != env.seq:
         raise WireError(f"telemetry: envelope seq {env.seq} differs from the batch's seq {msg.seq}")
-    return telemetry_batch_from_proto(msg)
+    if not packed_devices:
+        return telemetry_batch_from_proto(msg)
+    return TelemetryBatch(
+        seq=msg.seq,
+        time=msg.time,
+        incidents=[incident_from_proto(i) for i in msg.incidents],
+        devices=PackedDevices(bytes(env.payload), env.codec, env.raw_size, msg),  # type: ignore[arg-type]
+        health=health_from_proto(msg.health) if msg.HasField("health") else None,
+    )
 
 
 # --- rules -------------------------------------------------------------------------------

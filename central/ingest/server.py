@@ -53,13 +53,15 @@ def serve(
     max_gateways: int = 256,
     max_receive_bytes: int = MAX_RECEIVE_BYTES,
     max_raw_bytes: int = DEFAULT_MAX_RAW_BYTES,
+    packed_devices: bool = True,
 ) -> IngestServer:
     """Serve GatewayLink on `address` ("host:port", port 0 = any free one); returns once listening.
 
     Each gateway stream holds one worker thread (plus a reader and a rule-feed thread), so the
     pool is sized by max_gateways; gateways beyond it are refused with RESOURCE_EXHAUSTED.
     """
-    servicer = GatewayLinkServicer(hub, max_raw_bytes=max_raw_bytes, max_message_bytes=max_receive_bytes)
+    servicer = GatewayLinkServicer(hub, max_raw_bytes=max_raw_bytes, max_message_bytes=max_receive_bytes,
+                                   packed_devices=packed_devices)
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=max_gateways + 4, thread_name_prefix="ingest"),
         maximum_concurrent_rpcs=max_gateways,

@@ -63,8 +63,11 @@ class HubLike(Protocol):
 
 class GatewayLinkServicer(link_pb2_grpc.GatewayLinkServicer):
     def __init__(self, hub: HubLike, max_raw_bytes: int = serde.DEFAULT_MAX_RAW_BYTES,
-                 max_message_bytes: int = 4 << 20):
+                 max_message_bytes: int = 4 << 20, packed_devices: bool = True):
         self.hub = hub
+        # True: device summaries reach the hub in wire form (serde.PackedDevices) and are
+        # stored as received; False decodes each one (the bench's before/after baseline).
+        self.packed_devices = packed_devices
         self.max_raw_bytes = max_raw_bytes
         self.max_message_bytes = max_message_bytes
         self.counters = Counters()
@@ -276,7 +279,8 @@ class GatewayLinkServicer(link_pb2_grpc.GatewayLinkServicer):
 
     def _telemetry(self, gateway_id: str, envelope) -> link_pb2.TelemetryAck:
         try:
-            batch = serde.telemetry_from_envelope(envelope, self.max_raw_bytes)
+            # summaries stay in wire form: the hub stores them as received (PackedDevices)
+            batch = serde.telemetry_from_envelope(envelope, self.max_raw_bytes, packed_devices=self.packed_devices)
             for incident in batch.incidents:
                 if incident.gateway not in ("", gateway_id):
                     raise serde.WireError(f"incident {incident.id!r} claims gateway {incident.gateway!r}")

@@ -14,7 +14,7 @@ import abc
 import contextlib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Sequence
 
 from atlas.agent.enforce import Rule
 from atlas.agent.uplink import DeviceSummary, GatewayInfo, Health
@@ -228,8 +228,9 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     def store_devices(self, gateway_id: str, seq: int, time: float, received_at: float,
-                      devices: list[DeviceSummary]) -> None:
-        """Keep one batch's device summaries (one row per batch)."""
+                      devices: Sequence[DeviceSummary]) -> None:
+        """Keep one batch's device summaries (one row per batch). `devices` may be the wire's
+        PackedDevices (atlas.agent.uplink.serde), kept as received without decoding."""
 
     @abc.abstractmethod
     def device_summaries(self, gateway_id: str | None = None, since: float = 0.0

@@ -21,7 +21,7 @@ from atlas.agent.uplink import DeviceSummary, GatewayInfo, Health
 from atlas.central.store import (AuditRow, DecisionRecord, GatewayRecord, HubIncident, HubState,
                                  IncidentReport, ModelBundleRecord, ModelStatus, OperatorCommand,
                                  RuleRecord, Store, StoreError)
-from atlas.central.store.codec import pack_devices, unpack_devices
+from atlas.central.store.codec import pack_any, unpack_devices
 from atlas.central.store.migrations import LATEST_VERSION, SQLITE_MIGRATIONS, Migration
 
 
@@ -233,7 +233,7 @@ class SQLiteStore(Store):
             return
         self._exec("INSERT INTO telemetry (gateway, seq, time, received_at, devices, body) "
                    "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (gateway, seq) DO NOTHING",
-                   (gateway_id, seq, time, received_at, len(devices), pack_devices(devices)))
+                   (gateway_id, seq, time, received_at, len(devices), pack_any(devices)))
 
     def device_summaries(self, gateway_id: str | None = None, since: float = 0.0
                          ) -> Iterator[tuple[str, int, DeviceSummary]]:

@@ -262,3 +262,31 @@ def test_reader_is_not_blocked_by_a_writer_transaction(tmp_path):
         release.set()
         t.join()
     assert {i.id for i in reader.list_incidents()} == {"i-1", "i-2"}
+
+
+@pytest.mark.parametrize("compress", [True, False])
+def test_wire_summaries_are_stored_as_received_and_read_back(tmp_path, compress):
+    """Ingest hands the store the gateway's payload (PackedDevices): kept byte for byte, never
+    decoded on the way in, and read back as the same summaries a full decode gives."""
+    from atlas.agent.uplink import TelemetryBatch, serde
+    from atlas.central.store.codec import CodecError, unpack_devices
+
+    devices = [DeviceSummary(f"cam-é{i}", f"10.0.0.{i}", 1.5, 2.5, i, 10 * i, [0.1 * i, -3.0, 7.25])
+               for i in range(50)]
+    env = serde.telemetry_to_envelope(TelemetryBatch(7, 3.0, devices=devices, health=Health(3.0)),
+                                      compress=compress)
+    packed = serde.telemetry_from_envelope(env, packed_devices=True)
+    full = serde.telemetry_from_envelope(env)
+    assert isinstance(packed.devices, serde.PackedDevices) and len(packed.devices) == 50
+    assert packed.health == full.health and packed.seq == 7
+    store = open_store(tmp_path / "hub.db")
+    store.store_devices("gw1", 7, 3.0, 100.0, packed.devices)
+    assert packed.devices._items is None  # stored without being decoded
+    body = bytes(store._one("SELECT body FROM telemetry WHERE gateway = 'gw1'")[0])
+    assert body[:1] == b"W" and body[3:] == env.payload  # as received
+    assert [s for _, _, s in store.device_summaries("gw1")] == full.devices
+    assert packed.devices == full.devices and full.devices == packed.devices
+    rows = {d["device"]: d for d in store.list_devices("gw1")}
+    assert rows["cam-é3"]["features"] == full.devices[3].features and rows["cam-é3"]["packets"] == 3
+    with pytest.raises(CodecError, match="corrupt wire"):
+        unpack_devices(body[:3] + b"\x00garbage")
