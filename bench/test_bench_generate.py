@@ -7,8 +7,10 @@ payloads, checksums computed by Scapy) and writing them with wrpcap, in the same
 
 ATLAS_BENCH_GEN_DEVICES / ATLAS_BENCH_GEN_SECONDS scale the capture (default 100 devices for
 90 s with every attack kind, about 80k packets; Scapy needs most of the run time). Issue 3's
-goal is at least 200k packets/s written; Scapy builds and writes at most about 20k packets/s on
-this kind of machine, so the ratio goal below (10x) is that goal against the baseline.
+goal is at least 200k packets/s written; the ratio goal below (10x Scapy) was set assuming Scapy
+builds and writes about 20k packets/s, but it measured 1.6-1.9k packets per CPU-second here
+(2026-11-27, both cases), so 10x is a floor, not the goal: the packets per CPU-second recorded
+in extra_info are what bench/RESULTS.md compares with 200k.
 
 The city case (`test_city_generate_vs_scapy`) runs `build_city` (every gateway in parallel on
 the machine's cores, schedule, campaigns, merged ground truth) and counts its packets per
