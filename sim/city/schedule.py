@@ -111,7 +111,7 @@ def plan_schedule(layout: CityLayout, profiles: dict[str, DeviceProfile], durati
     for kind, g in _singles(layout, opts, rng):
         items.append(_Item([g], kind))
         load[g] += 1
-    items += _lookalike_items(layout, profiles, opts, rng, load)
+    items += _lookalike_items(layout, profiles, opts, rng)
     n_slots = _assign_slots(items, G, rng)
     return _timed(layout, profiles, items, n_slots, duration, opts, rng, n_camp)
 
@@ -133,7 +133,7 @@ def _singles(layout: CityLayout, opts: ScheduleOptions, rng) -> list[tuple[str, 
     return [(seq[i], int(order[i % len(order)])) for i in range(n)]
 
 
-def _lookalike_items(layout: CityLayout, profiles, opts: ScheduleOptions, rng, load: np.ndarray) -> list[_Item]:
+def _lookalike_items(layout: CityLayout, profiles, opts: ScheduleOptions, rng) -> list[_Item]:
     n = int(round(opts.lookalike_share * len(layout.gateways)))
     if n <= 0:
         return []
@@ -153,7 +153,6 @@ def _lookalike_items(layout: CityLayout, profiles, opts: ScheduleOptions, rng, l
                 used_districts.add(d)
                 gws = [g.index for g in layout.of_district(d)]
                 out.append(_Item(gws, kind, look=True))
-                load[gws] += 1
                 continue
         pool = [g for g in (rushy if kind == "rush_hour" else range(len(layout.gateways))) if (g, kind) not in used]
         if not pool:
@@ -161,8 +160,6 @@ def _lookalike_items(layout: CityLayout, profiles, opts: ScheduleOptions, rng, l
         g = int(pool[int(rng.integers(len(pool)))])
         used.add((g, kind))
         out.append(_Item([g], kind, look=True))
-        if kind != "rush_hour":
-            load[g] += 1
     return out
 
 
