@@ -38,7 +38,7 @@ def frames(city):
     return {g["id"]: read_frames(out / g["pcap"]) for g in meta["gateways"]}
 
 
-def test_the_city_folder_and_its_summary(city, capsys):
+def test_the_city_folder_and_its_summary(city):
     out, meta, steps, _ = city
     assert (out / ".gitignore").read_text() == "*\n"
     assert meta["seed"] == 7 and meta["duration"] == 120 and meta["end"] - meta["start"] == 120
