@@ -241,7 +241,9 @@ def _result(name: str, city: Any, agent: Any, report_dir: Path, interval: float)
     metrics = {"bandwidth_bytes_per_device_hour": band["ipfix"] / devices / hours}
     notes = (f"flow records (IPFIX encoding, {band['records']} records in {band['messages']} messages, "
              f"{band['wire']} bytes with UDP/IP headers) shipped every {interval:g} s to one detector "
-             f"with threshold rules on flows (FLOW_RULES; not the ATLAS models); detection time = end "
+             f"with threshold rules on flows (not the ATLAS models: "
+             + "; ".join(f"{r.name}: {r.doc}" for r in FLOW_RULES)
+             + f", scaled to the interval); detection time = end "
              f"of the export interval. Novel-kind steps detected {len(novel)}, missed {missed} "
              f"(false_data is invisible in flow records)")
     if novel:

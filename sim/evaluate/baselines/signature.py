@@ -260,5 +260,6 @@ def signature_baseline(city: Any, agent: Any, report_dir: Path) -> BaselineResul
     detections = {gw: g.signature for gw, g in city_pass(city, agent, report_dir).gateways.items()}
     notes = ("Suricata/Snort-style threshold rules (atlas.sim.evaluate.baselines.signature.RULES) on "
              "the agent's decoded packets and MQTT messages of the same captures; HOME_NET = each "
-             "gateway's subnet; no rule for false_data (needs device profiles).")
+             "gateway's subnet; no rule for false_data (needs device profiles). Rules: "
+             + "; ".join(f"{r.name} ({r.kind}): {r.doc}" for r in RULES) + ".")
     return BaselineResult("signature", notes=notes, detections=detections)
