@@ -10,6 +10,14 @@ worker), then the merged ground truth, look-alikes and city.json.
 
 Each gateway's capture depends only on the city seed and the gateway's id and schedule, so
 the output is byte-identical for the same arguments whatever the number of workers.
+
+Besides the contract's fields, the ground truth says where an attacker came from:
+`params.attacker_origin` is `external` (outside the city), `rogue_host` (an unknown host on the
+gateway's subnet) or `compromised_device` (a device of this or, for a campaign's pivot, another
+gateway); campaign steps add `params.campaign_mode` (external | pivot | botnet) and
+`params.compromised_in` (the step that gave the attacker its address; "" = before the capture).
+A district-wide power cut's events carry `params.district` and `params.gateways`. city.json
+also lists the `campaigns` (id, mode, attacker, stage step ids, gateways).
 """
 from __future__ import annotations
 
