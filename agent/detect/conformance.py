@@ -5,7 +5,8 @@ all. Given the gateway's device inventory (which device is at which address, wit
 client id and profile) this check flags:
 
 - `profile_violation`: a device sending on a port, transport or direction its profile does not
-  list (MQTT to the broker ports, plus the profile's `[[protocols]]`): a smart meter opening
+  list (MQTT to the broker ports, the profile's `[[protocols]]`, and DHCP and DNS, which every
+  device needs: INFRASTRUCTURE): a smart meter opening
   telnet connections (Mirai), a sensor uploading to an outside host on 443. Every TCP/UDP packet
   a known device sends is checked, vectorized (a few numpy passes per batch). RSTs are not
   "talking": a device refusing a scanner's probe is not its fault.
@@ -38,7 +39,8 @@ simulator's device lists (city.json's `devices`, or inventory.json's).
 Profiles name their peers ("broker", "ntp", "csms", ...) but not their addresses. Without
 `peers`, a protocol entry allows its port to any address. With, e.g.
 `peers = { broker = ["10.20.0.1"], csms = ["172.16.50.0/24"] }`, traffic to a listed peer's port
-must go to (or come from) those addresses; a peer given an empty list allows none.
+must go to (or come from) those addresses; a peer given an empty list allows none. The peer
+names are the profiles' (`peers = [...]` in each TOML) plus "broker", "dns" and "dhcp".
 """
 from __future__ import annotations
 
@@ -63,6 +65,9 @@ else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
 ENTRY_KEYS = ("address", "client_id", "gateway", "profile", "criticality")
+# Allowed to every device whatever its profile: what any IP device needs to get an address and
+# resolve its broker's name (as MUD managers allow them). Restricted by `peers` like the rest.
+INFRASTRUCTURE = (("udp", 67, "outbound", "dhcp"), ("udp", 53, "outbound", "dns"), ("tcp", 53, "outbound", "dns"))
 TCP, UDP = 6, 17
 MAX_JSON = 16384  # larger payloads are not readings (snapshots, firmware): not parsed
 _OUT, _IN = 0, 1  # rule roles: the remote's port (device connects out) / the device's own port
@@ -279,11 +284,11 @@ class ConformanceCheck:
                 codes.append(_code(c, TCP, _OUT, port))
                 peer_ids.append(peer_id("broker"))
                 text.append(f"tcp/{port} out (broker)")
-            for p in prof.protocols:
-                proto = TCP if p.transport == "tcp" else UDP
-                codes.append(_code(c, proto, _IN if p.direction == "inbound" else _OUT, p.port))
-                peer_ids.append(peer_id(p.peer))
-                text.append(f"{p.transport}/{p.port} {'in' if p.direction == 'inbound' else 'out'} ({p.peer})")
+            entries = [(p.transport, p.port, p.direction, p.peer) for p in prof.protocols] + list(INFRASTRUCTURE)
+            for transport, port, direction, peer in entries:
+                codes.append(_code(c, TCP if transport == "tcp" else UDP, _IN if direction == "inbound" else _OUT, port))
+                peer_ids.append(peer_id(peer))
+                text.append(f"{transport}/{port} {'in' if direction == 'inbound' else 'out'} ({peer})")
             self.allowed_text[n] = text
         order = np.argsort(np.array(codes, dtype=np.int64), kind="stable")
         self._codes = np.array(codes, dtype=np.int64)[order]

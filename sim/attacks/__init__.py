@@ -5,10 +5,11 @@ with `@attack(kind, defaults)`. It adds its packets to `ctx.wire` (the capture g
 them with the step's owner) and says who attacked whom; the generator then measures the
 step's first/last attacker packet from what was actually written.
 
-Kinds are the agent's KNOWN_KINDS (atlas.agent.alerts). Later kinds (Mirai-style telnet scan,
-exfiltration, false data injection, multi-stage campaigns from issue 3) plug in the same way:
-a new module with `@attack("new_kind", {...})`, imported at the bottom of this file; a campaign
-is a list of AttackSpec sharing `campaign` with increasing `stage`.
+Kinds are the agent's KNOWN_KINDS (atlas.agent.alerts), which the classifier is trained on,
+plus NOVEL_KINDS (mirai_scan, exfiltration, false_data), which it never sees: the evaluation's
+zero-day kinds. A new kind is a new module with `@attack("new_kind", {...})`, imported at the
+bottom of this file; a campaign is a list of AttackSpec sharing `campaign` with increasing
+`stage`.
 """
 from __future__ import annotations
 

@@ -289,3 +289,35 @@ def test_hub_playbook_covers_the_new_kinds_gently_for_life_safety():
     assert pb.cell("false_data", "life_safety").action == "none"  # its readings keep flowing, flagged
     assert pb.cell("false_data", "outside").action == "quarantine"  # a spoofer is cut off
     assert pb.cell("profile_violation", "ordinary").action == "quarantine"
+
+
+def test_udp_rules_dns_and_dhcp_and_peer_addresses(tmp_path):
+    from scapy.layers.inet import IP, TCP, UDP
+    from scapy.layers.l2 import Ether
+    from scapy.utils import wrpcap
+
+    inv = load_device_inventory(_write_inv(tmp_path, [{"address": "10.20.1.1", "client_id": "sm-d01-0001", "profile": "smart_meter"},
+                                                      {"address": "10.20.1.2", "client_id": "tsc-d01-0001", "profile": "traffic_signal_controller"}]), PROFILES)
+    pkts = {
+        "dns": Ether() / IP(src="10.20.1.1", dst="8.8.8.8") / UDP(sport=40000, dport=53),
+        "dhcp": Ether() / IP(src="10.20.1.1", dst="255.255.255.255") / UDP(sport=68, dport=67),
+        "ntp": Ether() / IP(src="10.20.1.1", dst="10.20.0.1") / UDP(sport=40001, dport=123),
+        "snmp_reply": Ether() / IP(src="10.20.1.2", dst="172.16.10.10") / UDP(sport=161, dport=40002),  # signal: inbound 161
+        "snmp_from_meter": Ether() / IP(src="10.20.1.1", dst="172.16.10.10") / UDP(sport=161, dport=40002),
+        "ssh_answer": Ether() / IP(src="10.20.1.2", dst="172.16.40.9") / TCP(sport=22, dport=50000, flags="SA"),  # signal: inbound 22
+        "rst_to_scanner": Ether() / IP(src="10.20.1.1", dst="10.20.255.254") / TCP(sport=23, dport=50000, flags="RA"),
+        "telnet_out": Ether() / IP(src="10.20.1.1", dst="1.2.3.4") / TCP(sport=50001, dport=23, flags="S"),
+    }
+
+    def flagged(peers, which):
+        wrpcap(str(tmp_path / "u.pcap"), [pkts[k] for k in which])
+        chk = ConformanceCheck(inv, PROFILES, peers=parse_peers(peers))
+        return [(f.device, f.evidence["proto"], f.evidence["port"]) for b in read_capture(tmp_path / "u.pcap")
+                for f in chk.check(b, decode_packets(b, AddressBook()))]
+
+    assert flagged({}, ["dns", "dhcp", "ntp", "snmp_reply", "ssh_answer", "rst_to_scanner"]) == []
+    assert flagged({}, ["snmp_from_meter"]) == [("sm-d01-0001", "udp", 40002)]
+    assert flagged({}, ["telnet_out"]) == [("sm-d01-0001", "tcp", 23)]
+    # With addresses for the peers, the right port to the wrong host is a violation.
+    assert flagged({"dns": ["10.20.0.1"], "ntp": ["10.20.0.1"]}, ["dns"]) == [("sm-d01-0001", "udp", 53)]
+    assert flagged({"dns": ["10.20.0.1"], "ntp": ["10.20.0.1"]}, ["ntp"]) == []
