@@ -6,7 +6,7 @@
   atlas-central approve DECISION_ID | reject DECISION_ID | revoke RULE_ID
   atlas-central audit verify [--anchor SEQ:HASH] | audit head
   atlas-central status [--json]
-  atlas-central models push DIR_OR_BUNDLE [--gateway ID ...] | models list [--json]
+  atlas-central models push DIR_OR_BUNDLE_OR_VERSION [--gateway ID ...] | models list [--json]
   atlas-central pki init | pki issue          (certificates and the rule-signing key)
 
 Every command finds the database through --config (default $ATLAS_CENTRAL_CONFIG, else
@@ -162,7 +162,8 @@ def build_parser() -> argparse.ArgumentParser:
     push = models_sub.add_parser("push", parents=[where, as_json],
                                  help="upload a bundle and make it the gateways' desired model")
     push.add_argument("path", metavar="DIR_OR_BUNDLE",
-                      help="a models folder (meta.json + the two .tflite files) or a bundle file")
+                      help="a models folder (meta.json + the two .tflite files), a bundle file, "
+                      "or the version of a bundle already stored (to roll back to it)")
     push.add_argument("--gateway", "-g", action="append", default=[], metavar="ID",
                       help="only this gateway (repeatable; default: every gateway)")
     push.add_argument("--operator", default=_operator(),
@@ -512,25 +513,21 @@ def _queue_and_wait(args: argparse.Namespace, reader: Store, kind: str, argument
 
 def cmd_models_push(args: argparse.Namespace) -> int:
     """Upload the bundle into the database (checked here: a clear error at once), then ask the
-    hub to sign it, record the push in the audit log and send it (operator queue, as approve)."""
-    from atlas.agent.uplink.tls import check_gateway_id
+    hub to sign it, record the push in the audit log and send it (operator queue, as approve).
+    A version already stored may be given instead of a path: pushed again (a rollback)."""
     from atlas.central.models import ModelUploadError, bundle_record, load_bundle
 
+    reader = _reader(args)
+    if not Path(args.path).exists() and reader.get_model_bundle(args.path) is not None:
+        # a version already stored (e.g. the previous one, to roll back): push it again
+        _check_gateways(args.gateway, reader)
+        request = json.dumps({"version": args.path, "gateways": list(args.gateway)})
+        return _queue_and_wait(args, reader, "model_push", request)
     try:
         bundle = load_bundle(args.path)
     except ModelUploadError as exc:
-        raise CliError(str(exc)) from None
-    for gateway in args.gateway:
-        try:
-            check_gateway_id(gateway)
-        except ValueError as exc:
-            raise CliError(f"--gateway: {exc}") from None
-    reader = _reader(args)
-    known = {g.id for g in reader.list_gateways()}
-    unknown = [g for g in args.gateway if g not in known]
-    if unknown:  # allowed (a gateway not yet installed gets it on first connect), but say so
-        print(f"note: {', '.join(unknown)} never connected; the model waits for them",
-              file=sys.stderr)
+        raise CliError(f"{exc} (nor a bundle version stored at the hub: `atlas-central models list`)") from None
+    _check_gateways(args.gateway, reader)
     record = bundle_record(bundle, args.operator, time.time())
     writer = open_store(_database(args), migrate=False)
     try:
@@ -542,6 +539,21 @@ def cmd_models_push(args: argparse.Namespace) -> int:
         writer.close()
     request = json.dumps({"version": bundle.version, "gateways": list(args.gateway)})
     return _queue_and_wait(args, reader, "model_push", request)
+
+
+def _check_gateways(gateways: list[str], reader: Store) -> None:
+    from atlas.agent.uplink.tls import check_gateway_id
+
+    for gateway in gateways:
+        try:
+            check_gateway_id(gateway)
+        except ValueError as exc:
+            raise CliError(f"--gateway: {exc}") from None
+    known = {g.id for g in reader.list_gateways()}
+    unknown = [g for g in gateways if g not in known]
+    if unknown:  # allowed (a gateway not yet installed gets it on first connect), but say so
+        print(f"note: {', '.join(unknown)} never connected; the model waits for them",
+              file=sys.stderr)
 
 
 def cmd_models_list(args: argparse.Namespace) -> int:

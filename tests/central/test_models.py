@@ -205,6 +205,12 @@ def test_cli_push_and_list(tmp_path, key):
         (tmp_path / "other.bundle").write_bytes(pack_bundle(other))
         clash = run("models", "push", tmp_path / "other.bundle", "--db", db)
         assert clash.returncode == 2 and "already stored with other content" in clash.stderr
+        # a stored version by name: pushed again (how an operator rolls back)
+        again = run("models", "push", SHIPPED.version, "--gateway", "gw-2", "--db", db, "--json")
+        assert again.returncode == 0 and "desired model of gw-2" in json.loads(again.stdout)["result"]
+        assert "never connected" in again.stderr
+        nope = run("models", "push", "no-such-version", "--db", db)
+        assert nope.returncode == 2 and "nor a bundle version stored" in nope.stderr
     finally:
         hub.close()
         hub.store.close()

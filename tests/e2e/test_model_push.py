@@ -6,7 +6,8 @@ the bundle while it keeps capturing, and reports the new version (`atlas-agent s
 the hub `atlas-central gateways`). Refused, with the reason recorded at the hub and the running
 model untouched: a bundle for another feature schema, one whose signature is not the hub's, and
 one whose content was changed after the hub signed it. A gateway that was away gets the desired
-model when it reconnects, and a restarted agent runs the installed bundle."""
+model when it reconnects, a restarted agent runs the installed bundle, and pushing a stored
+version by name rolls back to it."""
 from __future__ import annotations
 
 import hashlib
@@ -218,6 +219,13 @@ def test_push_swap_refusals_and_reconnect(loop):
     the_loop.start_agent()
     assert wait_for(the_loop.running, 60) == "e2e-3"  # from <state_dir>/models/current, nothing re-sent
     assert the_loop.status()["model_updates"] == []
+
+    # 5. roll back: the operator pushes the stored previous version by name
+    r = cli("central", "models", "push", "e2e-2", "--gateway", GATEWAY, "--json", *the_loop.central)
+    assert r.returncode == 0, r.stderr
+    assert wait_for(lambda: the_loop.running() == "e2e-2", 20), "the agent did not roll back"
+    state = tmp / "agent-state" / "models"
+    assert (state / "current").resolve().name == "e2e-2" and (state / "previous").resolve().name == "e2e-3"
 
 
 def _bundle_file(tmp: Path, bundle: Bundle) -> Path:
