@@ -201,7 +201,7 @@ def test_push_swap_refusals_and_reconnect(loop):
         r = the_loop.push(tmp / f"models-{version}") if version == "e2e-forged" else \
             cli("central", "models", "push", str(_bundle_file(tmp, changed)), "--gateway", GATEWAY, "--json", *the_loop.central)
         assert r.returncode == 0, r.stderr
-        assert wait_for(lambda: (the_loop.rollout(version) or {}).get("state") == "refused", 20), version
+        assert wait_for(lambda v=version: (the_loop.rollout(v) or {}).get("state") == "refused", 20), version
         assert the_loop.rollout(version)["error"].startswith("signature:"), the_loop.rollout(version)
     assert the_loop.running() == "e2e-2"
     assert the_loop.status()["hub"]["counters"]["models_refused"] >= 3
