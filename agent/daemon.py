@@ -16,6 +16,8 @@ from collections import deque
 from pathlib import Path
 from typing import Any, Iterator
 
+import numpy as np
+
 from atlas.agent import __version__
 from atlas.agent.alerts import Incident
 from atlas.agent.capture import FrameBatch
@@ -341,7 +343,7 @@ def coalesce(batches: Iterator[FrameBatch], max_frames: int, max_age_s: float) -
         if held and (not len(batch) or count >= max_frames or time.monotonic() - since >= max_age_s
                      or held[0].linktype != held[-1].linktype):
             same = [b for b in held if b.linktype == held[0].linktype]
-            yield FrameBatch.concat(same)
+            yield merge_batches(same)
             held = held[len(same):]
             count = sum(len(b) for b in held)
             since = time.monotonic()
@@ -349,8 +351,27 @@ def coalesce(batches: Iterator[FrameBatch], max_frames: int, max_age_s: float) -
             yield batch
     while held:  # the capture stopped: hand over the rest
         same = [b for b in held if b.linktype == held[0].linktype]
-        yield FrameBatch.concat(same)
+        yield merge_batches(same)
         held = held[len(same):]
+
+
+def merge_batches(batches: list[FrameBatch]) -> FrameBatch:
+    """FrameBatch.concat, copying each distinct buffer once: the capture cuts one ring block
+    (1 MiB) into batches of a few hundred frames that all share the block's buffer, and
+    concatenating it once per batch copied tens of MiB per merged batch."""
+    runs: list[list[FrameBatch]] = []
+    for b in batches:
+        if runs and b.buf is runs[-1][0].buf:
+            runs[-1].append(b)
+        else:
+            runs.append([b])
+    merged = [
+        r[0] if len(r) == 1 else FrameBatch(
+            r[0].buf, *(np.concatenate([getattr(b, name) for b in r]) for name in ("offsets", "caplens", "wirelens", "ts")),
+            r[0].linktype)
+        for r in runs
+    ]
+    return FrameBatch.concat(merged)
 
 
 def run_daemon(cfg: AgentConfig, detector: Detector) -> int:

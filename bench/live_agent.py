@@ -166,6 +166,10 @@ def run_one(rate: int, seconds: float, tmp: Path) -> dict:
         "other_incident_kinds": sorted({i["kind"] for i in incidents if i["src_ip"] != FLOOD_SRC}),
         "rss_mb": round(rss / 2**20, 1),
         "capture_backend": after.get("capture", {}).get("backend"),
+        "mqtt_fast_path": after.get("mqtt", {}).get("fast_path", 0) - before.get("mqtt", {}).get("fast_path", 0),
+        "mqtt_slow_path": after.get("mqtt", {}).get("slow_path", 0) - before.get("mqtt", {}).get("slow_path", 0),
+        "batches": after.get("pipeline", {}).get("batches", 0) - before.get("pipeline", {}).get("batches", 0),
+        "load_avg_1m": round(os.getloadavg()[0], 2),
     }
 
 
