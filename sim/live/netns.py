@@ -136,6 +136,9 @@ class Netns:
     def route(self, netns: str, dest: str, dev: str) -> None:
         ip("-n", netns, "route", "add", dest, "dev", dev)
 
+    def route_via(self, netns: str, dest: str, gateway: str, dev: str) -> None:
+        ip("-n", netns, "route", "add", dest, "via", gateway, "dev", dev)
+
     # ---- processes ----------------------------------------------------------------------------
 
     def popen(self, netns: str | None, argv: Sequence[str], **kw: Any) -> subprocess.Popen:

@@ -20,6 +20,9 @@ from atlas.sim.traffic.payloads import topic_payloads, topic_rng
 # Attack kinds the live mode runs, and with what (the ground truth records it).
 LIVE_TOOLS = {
     "port_scan": "nmap",
+    "mirai_scan": "nmap",
+    "exfiltration": "python-sockets",
+    "false_data": "paho-mqtt",
     "mqtt_flood": "paho-mqtt",
     "mqtt_bruteforce": "paho-mqtt",
     "malformed": "scapy",
@@ -28,6 +31,12 @@ LIVE_TOOLS = {
 }
 MAX_MESSAGES = 200_000  # per gateway and run: bounds the fleet's plan (and its sending loop)
 MAX_ATTACK_PACKETS = 100_000  # per step: floods, attempts, connections
+MAX_EXFIL_BYTES = 256 * 1024 * 1024  # per step
+# "The Internet" of a live run: the RFC 5737 documentation ranges, routed from the device and
+# attacker namespaces to the gateway's namespace and no further (it does not forward).
+OUTSIDE_NETS = ("192.0.2.0/24", "198.51.100.0/24", "203.0.113.0/24")
+DEVICE_KINDS = ("mirai_scan", "exfiltration")  # run on a compromised device unless told otherwise
+EXFIL_PORTS = (443, 8443, 8080)
 
 
 @dataclass
@@ -60,6 +69,7 @@ class LiveStep:
     victims: list[str] = field(default_factory=list)
     tool: str = ""
     plan: dict[str, Any] = field(default_factory=dict)  # the worker's plan, or nmap's arguments
+    forge: Any = None  # false_data: (topic, fields, excess, client id) for the payloads at launch
 
 
 def gateway_layout(devices: int, gateways: int, seed: int, profiles: dict[str, DeviceProfile]) -> list[LiveGateway]:
@@ -183,6 +193,9 @@ def plan_steps(specs: list[tuple[AttackSpec, str | None]], gws: list[LiveGateway
         devices_by_ip = {d.ip: d for d in gw.inventory.devices}
         if spec.attacker:
             attacker, from_device = spec.attacker, spec.attacker in devices_by_ip
+        elif spec.kind in DEVICE_KINDS:
+            devs = gw.inventory.devices
+            attacker, from_device = devs[int(rng.integers(len(devs)))].ip, True
         else:
             while True:  # a rogue host on an unused address of the gateway's subnet
                 attacker = gw.inventory.unused_address(rogue[gw.id])
@@ -227,6 +240,15 @@ def _tool_plan(step: LiveStep, rng: np.random.Generator, devices_by_ip: dict) ->
             ports += sorted(int(x) for x in extra)
         step.plan = {"targets": step.victims, "ports": sorted(ports), "rate": max(1.0, float(p["rate"]))}
         return
+    if kind == "mirai_scan":
+        _mirai_plan(step, rng, devices_by_ip)
+        return
+    if kind == "exfiltration":
+        _exfil_plan(step, rng)
+        return
+    if kind == "false_data":
+        _false_data_plan(step, rng, devices_by_ip)
+        return
     user, password, whose = _credentials(step, rng, devices_by_ip)
     ver = _version(p, rng)
     if kind == "mqtt_flood":
@@ -267,6 +289,118 @@ def _tool_plan(step: LiveStep, rng: np.random.Generator, devices_by_ip: dict) ->
                             "cid": f"{whose}-{rng.bytes(4).hex()}" if step.from_device else f"scan-{rng.bytes(4).hex()}"}
         step.params = p | {"credentials_of": whose}
     step.params = step.params | {"version": ver}
+
+
+def _outside_hosts(rng: np.random.Generator, n: int) -> list[str]:
+    pool = [f"{net.rsplit('.', 1)[0]}.{h}" for net in OUTSIDE_NETS for h in range(1, 255)]
+    return [pool[i] for i in sorted(rng.choice(len(pool), size=min(n, len(pool)), replace=False))]
+
+
+def _mirai_plan(step: LiveStep, rng: np.random.Generator, devices_by_ip: dict) -> None:
+    """Telnet SYNs (23 and 2323, one source port, as Mirai's scanner) to neighbours first, then
+    other addresses of the subnet (`inside` of the targets) and "outside" addresses."""
+    import ipaddress
+
+    p, gw = step.params, step.gateway
+    rate = max(1.0, float(p["rate"]))
+    n_targets = max(1, min(MAX_ATTACK_PACKETS, int(rate * step.duration)) // 2)
+    n_in = max(1, int(round(n_targets * float(p["inside"]))))
+    neighbours = [ip for ip in devices_by_ip if ip != step.attacker]
+    rng.shuffle(neighbours)
+    inside = neighbours[:n_in]
+    net = ipaddress.IPv4Network(gw.subnet)
+    taken = set(inside) | {step.attacker, gw.broker}
+    while len(inside) < n_in:
+        ip = str(net.network_address + int(rng.integers(256, net.num_addresses - 256)))
+        if ip not in taken:
+            taken.add(ip)
+            inside.append(ip)
+    outside = _outside_hosts(rng, n_targets - n_in)
+    step.victims = [ip for ip in inside if ip in devices_by_ip]
+    step.plan = {"targets": inside + outside, "ports": [23, 2323], "rate": rate, "source_port": int(rng.integers(1024, 65536)), "mirai": True}
+    step.params = p | {"inside_targets": len(inside), "outside_targets": len(outside), "logins": 0,
+                       "note": "no device of the live city runs telnet: no login is tried"}
+
+
+def _exfil_plan(step: LiveStep, rng: np.random.Generator) -> None:
+    """Sustained upload to an "outside" address (a sink in the gateway's namespace)."""
+    import ipaddress
+
+    p = step.params
+    port = int(p["port"]) or int(rng.choice(EXFIL_PORTS))
+    if not 0 < port < 65536:
+        raise ValueError(f"exfiltration: parameter 'port' must be a TCP port, got {p['port']!r}")
+    dest = str(p["dest"]) or _outside_hosts(rng, 1)[0]
+    try:
+        inside = any(ipaddress.IPv4Address(dest) in ipaddress.IPv4Network(n) for n in OUTSIDE_NETS)
+    except ValueError:
+        raise ValueError(f"exfiltration: parameter 'dest' must be an IPv4 address, got {dest!r}") from None
+    if not inside:
+        raise ValueError(f"exfiltration: parameter 'dest' {dest}: the live mode keeps traffic in its namespaces; "
+                         f"use an address of {', '.join(OUTSIDE_NETS)}")
+    rate = max(0.1, float(p["kbytes_per_s"])) * 1024
+    step.victims = [dest]
+    step.plan = {"bind": step.attacker, "dest": dest, "dport": port, "bytes_per_s": rate, "connections": max(1, int(p["connections"])),
+                 "chunk": max(256, int(float(p["chunk_kb"]) * 1024)), "http": port in (80, 8080),
+                 "total": min(MAX_EXFIL_BYTES, int(rate * step.duration)), "seed": int(rng.integers(1 << 31))}
+    step.params = p | {"port": port, "dest": dest, "protocol": "http" if port in (80, 8080) else "tls"}
+
+
+def _forgeable(prof: DeviceProfile) -> list[TopicSpec]:
+    return [t for t in prof.mqtt.topics if t.direction == "publish" and t.format == "json" and any(f.type in ("int", "float") for f in t.fields)]
+
+
+def _false_data_plan(step: LiveStep, rng: np.random.Generator, devices_by_ip: dict) -> None:
+    """Forged readings on a device's own topic at its rate, `fields` numeric fields physically
+    impossible; from the device itself (attacker = its address) or spoofed with its credentials."""
+    p, inv = step.params, step.gateway.inventory
+    name = str(p["topic"])
+
+    def fits(d) -> bool:
+        return any(not name or t.name == name for t in _forgeable(inv.profiles[d.cls]))
+
+    if step.spec.victims:
+        dev = devices_by_ip.get(step.spec.victims[0])
+        if dev is None or not fits(dev):
+            raise ValueError(f"false_data: victim {step.spec.victims[0]} is not a device of {step.gateway.id} with a topic to forge")
+    elif step.from_device and fits(devices_by_ip[step.attacker]):
+        dev = devices_by_ip[step.attacker]
+    else:
+        pool = [d for d in inv.devices if fits(d)]
+        busy = [d for d in pool if min(t.interval for t in _forgeable(inv.profiles[d.cls])) * 4 <= step.duration]
+        pool = busy or pool
+        if not pool:
+            raise ValueError(f"false_data: no device of {step.gateway.id} has a topic to forge")
+        dev = pool[int(rng.integers(len(pool)))]
+    mode = "device" if step.attacker == dev.ip else "spoof"
+    if p["mode"] and p["mode"] != mode:
+        raise ValueError(f"false_data: mode {p['mode']!r} contradicts attacker {step.attacker} (victim {dev.ip})")
+    topic = min((t for t in _forgeable(inv.profiles[dev.cls]) if not name or t.name == name), key=lambda t: t.interval)
+    numeric = [f for f in topic.fields if f.type in ("int", "float")]
+    fields = [numeric[i] for i in sorted(rng.choice(len(numeric), size=min(max(1, int(p["fields"])), len(numeric)), replace=False))]
+    offsets = np.arange(0.5, step.duration, topic.interval)[:MAX_ATTACK_PACKETS]
+    step.victims = [dev.ip]
+    step.plan = {"broker": step.gateway.broker, "port": 1883, "bind": step.attacker, "user": dev.username, "password": dev.password,
+                 "cid": f"{dev.client_id}-{rng.bytes(4).hex()}", "version": 5 if dev.version == 5 else 4,
+                 "topic": topic.topic.format(district=inv.district, id=dev.client_id), "qos": topic.qos,
+                 "offsets": [round(float(o), 6) for o in offsets], "seed": int(rng.integers(1 << 31))}
+    step.forge = (topic, fields, float(p["excess"]), dev.client_id)
+    step.params = p | {"mode": mode, "device": dev.client_id, "device_ip": dev.ip, "class": dev.cls, "topic": step.plan["topic"],
+                       "messages": len(offsets), "fields_forged": [f.name for f in fields]}
+
+
+def forged_payloads(step: LiveStep, at: float) -> list[str]:
+    """The false_data step's payloads (base64), timestamps at their planned send times from `at`."""
+    from atlas.sim.attacks.false_data import impossible_values
+    from atlas.sim.traffic.payloads import json_payloads
+
+    topic, fields, excess, cid = step.forge
+    n = len(step.plan["offsets"])
+    rng = topic_rng(int(step.plan["seed"]), "forge")
+    forged = {f.name: impossible_values(f, n, excess, rng) for f in fields}
+    ts = ((at + np.array(step.plan["offsets"])) * 1e9).astype(np.int64)
+    blobs = json_payloads(topic, np.zeros(n, dtype=np.int64), 1, ts, [cid], rng, overrides=forged)
+    return [base64.b64encode(blobs.get(j)).decode() for j in range(n)]
 
 
 def known_profiles(profiles_dir=None) -> dict[str, DeviceProfile]:

@@ -32,7 +32,8 @@ from atlas.sim.attacks import AttackSpec
 from atlas.sim.live.broker import mosquitto_unavailable_reason, start_broker
 from atlas.sim.live.netns import Netns, unavailable_reason
 from atlas.sim.live.pcapscan import index_pcap
-from atlas.sim.live.plan import LiveGateway, LiveStep, accounts, backend_addresses, fleet_plan, gateway_layout, plan_steps
+from atlas.sim.live.plan import (OUTSIDE_NETS, LiveGateway, LiveStep, accounts, backend_addresses, fleet_plan, forged_payloads, gateway_layout,
+                                 plan_steps)
 from atlas.sim.traffic.capture import AttackStep, write_ground_truth
 
 BRIDGE = "br0"
@@ -237,6 +238,14 @@ def _build_gateway(ns: Netns, gw: LiveGateway, steps: list[LiveStep], out: Path,
     atk_if = ns.plug(a, g, BRIDGE)
     rogue = sorted({s.attacker for s in steps if s.gateway is gw and not s.from_device})
     ns.address(a, atk_if, [f"{ip}/{gw.prefixlen}" for ip in rogue])
+    # "The Internet": documentation ranges routed to the gateway's namespace, which does not
+    # forward; an exfiltration step's destination is an address there with a sink behind it.
+    subprocess.run(["ip", "netns", "exec", g, "sysctl", "-qw", "net.ipv4.ip_forward=0"], capture_output=True)
+    for name, dev in ((d, dev_if), (a, atk_if)) if rogue else ((d, dev_if),):
+        for net in OUTSIDE_NETS:
+            ns.route_via(name, net, gw.broker, dev)
+    sinks = sorted({s.plan["dest"] for s in steps if s.gateway is gw and s.spec.kind == "exfiltration"})
+    ns.address(g, "lo", [f"{ip}/32" for ip in sinks])
     for s in steps:
         if s.gateway is gw:
             s.plan["iface"] = dev_if if s.from_device else atk_if
@@ -293,11 +302,17 @@ def _readline(proc: subprocess.Popen, timeout: float) -> str:
 def _start_agent(ns: Netns, node: _Gateway, work: Path) -> tuple[subprocess.Popen, Path]:
     from atlas.agent.control import ControlError, query
 
+    from atlas.agent.detect.conformance import write_device_inventory
+
     sock = work / f"agent-{node.gw.index}.sock"
     cfg = work / f"agent-{node.gw.index}.toml"
+    # The gateway's device inventory turns on the agent's profile-conformance check (false
+    # data, traffic a profile does not allow), as a deployed gateway would have it.
+    inventory = work / f"inventory-{node.gw.index}.json"
+    write_device_inventory(inventory, [d.to_dict() for d in node.gw.inventory.devices], gateway=node.gw.id)
     cfg.write_text(
         f'[agent]\ngateway_id = "{node.gw.id}"\ninterface = "{BRIDGE}"\nstate_dir = "{work / f"agent-state-{node.gw.index}"}"\n'
-        f'control_socket = "{sock}"\n[metrics]\nport = 0\n[enforce]\nnftables = "off"\n'
+        f'control_socket = "{sock}"\n[detect]\ninventory = "{inventory}"\n[metrics]\nport = 0\n[enforce]\nnftables = "off"\n'
     )
     log = open(node.pcap.parent / "agent.log", "w")
     proc = ns.popen(node.netns, [sys.executable, "-m", "atlas.agent.cli", "run", "--config", str(cfg)], stdout=log, stderr=subprocess.STDOUT)
@@ -330,23 +345,31 @@ def _agent_incidents(ns: Netns, node: _Gateway) -> list[dict]:
 
 # ---- attack steps ---------------------------------------------------------------------------------
 
-ROLE = {"mqtt_flood": "flood", "mqtt_bruteforce": "bruteforce", "malformed": "malformed", "slowite": "slowite", "topic_scan": "topic_scan"}
+ROLE = {"mqtt_flood": "flood", "mqtt_bruteforce": "bruteforce", "malformed": "malformed", "slowite": "slowite", "topic_scan": "topic_scan",
+        "false_data": "publisher", "exfiltration": "exfil"}
 
 
 def _launch(ns: Netns, node: _Gateway, step: LiveStep, t0: float, work: Path) -> tuple[subprocess.Popen, Path]:
     netns = node.dev_netns if step.from_device else node.atk_netns
     out = work / f"step-{step.id.replace('/', '_')}.out"
     step_end = t0 + step.start + step.duration
-    if step.spec.kind == "port_scan":
+    if step.tool == "nmap":
         p = step.plan
         # A SYN scan from the attacker's address; rate-capped; bounded by --host-timeout and our stop.
         argv = ["nmap", "-sS", "-Pn", "-n", "--max-retries", "1", "--max-rate", f"{p['rate']:g}", "--min-rate", f"{min(p['rate'], 50):g}",
                 "--host-timeout", f"{max(1, int(step.duration))}s", "-S", step.attacker, "-e", p["iface"],
-                "-p", ",".join(map(str, p["ports"])), "-oN", "-", *p["targets"]]
+                "-p", ",".join(map(str, p["ports"]))]
+        if p.get("mirai"):  # a bot's scanner: one source port, no patience for hosts that never answer
+            argv += ["-g", str(p["source_port"]), "--max-retries", "0", "--max-rtt-timeout", "200ms"]
+        argv += ["-oN", "-", *p["targets"]]
     else:
         plan = step.plan | {"at": t0 + step.start, "end": step_end}
         if step.spec.kind == "slowite":
             plan["hold_until"] = step_end
+        if step.spec.kind == "false_data":
+            plan["payloads"] = forged_payloads(step, t0 + step.start)
+        if step.spec.kind == "exfiltration":
+            plan["sink_netns"] = node.netns
         path = work / f"step-{step.id.replace('/', '_')}.json"
         path.write_text(json.dumps({k: v for k, v in plan.items() if k != "iface"}))
         argv = [sys.executable, "-m", "atlas.sim.live.worker", ROLE[step.spec.kind], str(path)]

@@ -432,7 +432,112 @@ def topic_scan(plan: dict) -> None:
     emit("end", sent=sent, harvested=got[0])
 
 
-ROLES = {"devices": devices, "flood": flood, "bruteforce": bruteforce, "malformed": malformed, "slowite": slowite, "topic_scan": topic_scan}
+def publisher(plan: dict) -> None:
+    """Planned PUBLISH messages (`offsets` after `at`, `payloads`) with the plan's credentials."""
+    deadline = _deadline(plan)
+    c = _client(plan["cid"], int(plan["version"]))
+    c.username_pw_set(plan["user"], plan["password"])
+    _wait_for_start(plan)
+    _connect(c, plan, plan["bind"], 60, version=int(plan["version"]))
+    c.loop_start()
+    emit("start")
+    start, sent = float(plan.get("at", time.time())), 0
+    try:
+        for off, payload in zip(plan["offsets"], plan["payloads"]):
+            if not _sleep_until(start + float(off), deadline):
+                break
+            if c.publish(plan["topic"], base64.b64decode(payload), int(plan["qos"])).rc == 0:
+                sent += 1
+        time.sleep(0.3)
+    finally:
+        c.disconnect()
+        c.loop_stop()
+    emit("end", sent=sent)
+
+
+def _sink(plan: dict) -> socket.socket:
+    """The "outside" host: a listening socket made inside the gateway's namespace (this thread
+    switches there for the call only), drained by a daemon thread."""
+    import threading
+
+    from atlas.sim.live.netns import in_netns
+
+    with in_netns(plan["sink_netns"]):
+        srv = socket.socket()
+    srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    srv.bind((plan["dest"], int(plan["dport"])))
+    srv.listen(16)
+    srv.settimeout(0.5)
+    end = float(plan["end"]) + 5.0
+
+    def drain() -> None:
+        conns: list[socket.socket] = []
+        while time.time() < end:
+            try:
+                conn, _ = srv.accept()
+                conn.setblocking(False)
+                conns.append(conn)
+            except (socket.timeout, OSError):
+                pass
+            for conn in list(conns):
+                try:
+                    while conn.recv(1 << 16):
+                        pass
+                    conns.remove(conn)  # b"": the uploader closed
+                    conn.close()
+                except BlockingIOError:
+                    pass
+                except OSError:
+                    conns.remove(conn)
+        for conn in conns:
+            conn.close()
+
+    threading.Thread(target=drain, daemon=True).start()
+    return srv
+
+
+def exfil(plan: dict) -> None:
+    """`total` bytes at `bytes_per_s` to dest:dport over `connections` successive connections:
+    TLS application-data records, or HTTP POST bodies on 80/8080."""
+    deadline = _deadline(plan)
+    rng = random.Random(plan["seed"])
+    srv = _sink(plan)
+    _wait_for_start(plan)
+    rate, total, chunk = float(plan["bytes_per_s"]), int(plan["total"]), int(plan["chunk"])
+    n_conn = max(1, int(plan["connections"]))
+    per_conn = max(1, total // n_conn)
+    emit("start")
+    start, sent, opened = time.time(), 0, 0
+    try:
+        for j in range(n_conn):
+            if time.time() >= deadline:
+                break
+            with socket.socket() as s:
+                s.settimeout(2.0)
+                s.bind((plan["bind"], 0))
+                s.connect((plan["dest"], int(plan["dport"])))
+                opened += 1
+                mine = 0
+                while mine < per_conn and sent < total:
+                    if not _sleep_until(start + sent / rate, deadline):
+                        break
+                    body = rng.randbytes(min(chunk, per_conn - mine))
+                    if plan["http"]:
+                        head = (f"POST /api/v2/upload?part={j}-{mine} HTTP/1.1\r\nHost: {plan['dest']}\r\n"
+                                f"Content-Type: application/octet-stream\r\nContent-Length: {len(body)}\r\n\r\n").encode()
+                        s.sendall(head + body)
+                    else:  # TLS 1.2/1.3 application-data record framing around opaque bytes
+                        s.sendall(bytes([0x17, 0x03, 0x03]) + len(body).to_bytes(2, "big") + body)
+                    mine += len(body)
+                    sent += len(body)
+    finally:
+        time.sleep(0.2)
+        srv.close()
+    emit("end", sent=sent, connections=opened)
+
+
+ROLES = {"devices": devices, "flood": flood, "bruteforce": bruteforce, "malformed": malformed, "slowite": slowite, "topic_scan": topic_scan,
+         "publisher": publisher, "exfil": exfil}
 
 
 def main(argv: list[str] | None = None) -> int:
