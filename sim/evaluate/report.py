@@ -149,7 +149,7 @@ class Report:
             for name, r in roc.items():
                 op = r["operating_point"]
                 out.append(f"| {name} | {_num(r['auc'], 4)} | {r['positive_rows']:,} | {r['negative_rows']:,} | "
-                           f"{_num(r['threshold'], 3)} | {_pct(op['fpr'], 2)} | {_pct(op['tpr'], 1)} |")
+                           f"{_num(r['threshold'], 3)} | {_pct(op['fpr'], 4)} | {_pct(op['tpr'], 1)} |")
         out += ["", "## Per gateway", "", "| gateway | devices | packets | incidents | CPU-s | share of one core | telemetry bytes |",
                 "|---|---|---|---|---|---|---|"]
         for g in d["gateways"]:
@@ -233,9 +233,10 @@ def paper_rows(d: dict[str, Any]) -> list[Row]:
     atl = f"{_pct(o.get('accuracy'), 2)} (balanced {_pct(o.get('balanced_accuracy'), 1)}; F1 {_pct(o.get('f1'), 1)}; " \
           f"steps {o['steps_detected']}/{o['steps']})"
     if acc_b is not None and o.get("accuracy") is not None:
-        atl += f"; {100 * (o['accuracy'] - acc_b):+.1f} points against signature"
+        atl += f"; {100 * (o['accuracy'] - acc_b):+.2f} points against signature"
     bal_b = base.get("signature", {}).get("scored", {}) or {}
-    rows.append(Row(*PAPER[0][:2], _pct(acc_b, 2) + (f" (balanced {_pct(bal_b.get('balanced_accuracy'), 1)})" if bal_b.get("balanced_accuracy") is not None else "")
+    rows.append(Row(*PAPER[0][:2], _pct(acc_b, 2) + (f" (balanced {_pct(bal_b.get('balanced_accuracy'), 1)}; F1 {_pct(bal_b.get('f1'), 1)}; "
+                                                     f"steps {bal_b.get('steps_detected')}/{bal_b.get('steps')})" if bal_b.get("balanced_accuracy") is not None else "")
                     if acc_b is not None else missing("signature", "the signature baseline gave no accuracy"), atl,
                     "units scored by atlas.sim.evaluate.metrics for both; baseline: signature/threshold rules"))
     # 2. time to detection, novel kinds
