@@ -47,6 +47,8 @@ BYTES_GOAL = 0.05  # ATLAS telemetry at most 5 % of raw flow records
 # centralised monitor would ship: second, src, dst (IPv4), sport, dport, proto, OR of TCP flags,
 # packets, bytes. 26 bytes; NetFlow v5 spends 48 per record, so this baseline is a lean one.
 FLOW_RECORD = struct.Struct("!IIIHHBBII")
+# What the daemon's health carries about its models (atlas.agent.detect.update.running_versions).
+MODEL_VERSIONS = {"bundle": "2026.11.27", "anomaly": "2026.11.27-ae", "classifier": "2026.11.27-clf"}
 GRPC_FRAMING = 5 + 9  # gRPC length prefix + HTTP/2 DATA frame header, per message (TLS not counted either side)
 
 
@@ -87,7 +89,8 @@ def atlas_batches(pcap: Path, packets: np.ndarray, book, interval: float, health
 
     def health(t):
         return Health(time=t, packets_per_s=float(rng.uniform(20, 40)), kernel_drops=0,
-                      cpu_percent=float(rng.uniform(1.5, 4.0)), cpu_budget=7.3, open_incidents=0)
+                      cpu_percent=float(rng.uniform(1.5, 4.0)), cpu_budget=7.3, open_incidents=0,
+                      model_versions=MODEL_VERSIONS)
 
     def emit(summaries, end):
         if summaries:
