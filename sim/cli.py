@@ -101,6 +101,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--workers", type=int, default=None, help="gateways replayed in parallel (default: the machine's cores)")
     e.add_argument("--models", type=Path, default=None, help="the agent's model folder (default: the shipped models)")
     e.add_argument("--no-baselines", action="store_true", help="score ATLAS only")
+    e.add_argument("--no-conformance", action="store_true",
+                   help="the agent without its gateway's device inventory: models only, no profile-conformance check")
 
     lv = sub.add_parser("live", help="a small city run for real in network namespaces (root): mosquitto, paho devices, real attack tools, tcpdump")
     lv.add_argument("--devices", type=int, default=30, help="devices in the whole city (default 30)")
@@ -198,7 +200,7 @@ def _evaluate(args) -> int:
     from atlas.sim.evaluate.run import evaluate
 
     report = evaluate(args.dir, args.out, workers=args.workers, models_dir=args.models, baselines=not args.no_baselines,
-                      progress=lambda msg: print(msg, file=sys.stderr, flush=True))
+                      conformance=not args.no_conformance, progress=lambda msg: print(msg, file=sys.stderr, flush=True))
     print(report.table_text())
     print(f"\n{args.out / 'report.md'}, report.json, {len(report.plots)} plots, incidents/ per gateway")
     return 0

@@ -6,8 +6,9 @@ client id and profile) this check flags:
 
 - `profile_violation`: a device sending on a port, transport or direction its profile does not
   list (MQTT to the broker ports, the profile's `[[protocols]]`, and DHCP and DNS, which every
-  device needs: INFRASTRUCTURE): a smart meter opening
-  telnet connections (Mirai), a sensor uploading to an outside host on 443. Every TCP/UDP packet
+  device needs: INFRASTRUCTURE): a smart meter opening telnet connections (Mirai), a sensor
+  uploading to an outside host on 443; or publishing readings on another device's topic (seen
+  on the sampled PUBLISH messages below). Every TCP/UDP packet
   a known device sends is checked, vectorized (a few numpy passes per batch). RSTs are not
   "talking": a device refusing a scanner's probe is not its fault.
 - `false_data`: an MQTT PUBLISH on a profile topic (`city/<district>/.../<client id>/...`) whose
@@ -425,11 +426,16 @@ class ConformanceCheck:
         rows, msgs = rows[msgs["whole"]], {k: v[msgs["whole"]] for k, v in msgs.items()}
         findings = []
         ts, src, dst = packets["ts"][rows], packets["src"][rows], packets["dst"][rows]
+        publisher = self.inv.lookup(src).tolist()
         t_off, t_len, p_off, p_end, fast, start = (msgs[k].tolist() for k in ("topic_off", "topic_len", "body_off", "end", "ok", "start"))
         for j in range(rows.size):
             hit = self._topic_cached(buf[t_off[j] : t_off[j] + t_len[j]].tobytes())
             if hit is None:
                 continue
+            if publisher[j] >= 0:
+                f = self._foreign_topic(self.inv.devices[publisher[j]], hit, float(ts[j]), int(dst[j]))
+                if f is not None:
+                    findings.append(f)
             if fast[j]:
                 payload = buf[p_off[j] : p_end[j]].tobytes()
             else:  # MQTT 5.0 with properties, or not JSON: the reference codec decides
@@ -443,6 +449,18 @@ class ConformanceCheck:
             if f is not None:
                 findings.append(f)
         return findings
+
+    def _foreign_topic(self, me: InventoryDevice, hit: tuple, ts: float, dst_key: int) -> Finding | None:
+        """A device of the inventory publishing readings on another device's topic: its
+        profile's topics all carry its own client id, so this is impersonation whatever the
+        values (a compromised device spoofing a neighbour)."""
+        rule, cid = hit
+        if not me.client_id or me.client_id == cid:
+            return None
+        return Finding(kind="profile_violation", src_ip=me.address, dst_ip=self._names(dst_key), device=me.client_id,
+                       first_ts=ts, last_ts=ts, packets=1,
+                       evidence={"profile": me.profile, "proto": "mqtt", "why": "publishes on another device's topic",
+                                 "topic": rule.topic.replace("{id}", cid), "owner": cid, "owner_profile": rule.profile})
 
     def _refill(self, first: float, now: float, every: int) -> None:
         """Token bucket over traffic time: `max_per_s` reads per second (divided by the

@@ -321,3 +321,19 @@ def test_udp_rules_dns_and_dhcp_and_peer_addresses(tmp_path):
     # With addresses for the peers, the right port to the wrong host is a violation.
     assert flagged({"dns": ["10.20.0.1"], "ntp": ["10.20.0.1"]}, ["dns"]) == [("sm-d01-0001", "udp", 53)]
     assert flagged({"dns": ["10.20.0.1"], "ntp": ["10.20.0.1"]}, ["ntp"]) == []
+
+
+def test_a_device_publishing_on_a_neighbours_topic_is_a_violation(tmp_path):
+    inv = _inventory_of(tmp_path)
+    meters = [d for d in inv.devices if d.cls == "smart_meter"]
+    liar, victim = meters[0], meters[1]
+    gt = generate_capture(tmp_path / "n.pcap", devices=DEVICES, duration=120.0, seed=SEED, attacks=[
+        AttackSpec("false_data", attacker=liar.ip, victims=[victim.ip], start=20, duration=90)])
+    assert gt.steps[0].params["mode"] == "spoof" and gt.steps[0].attacker == liar.ip
+    incs = [i for i in _incidents(tmp_path / "n.pcap", _config(tmp_path, gt)) if i.kind in CONFORMANCE]
+    by = {(i.kind, i.src_ip): i for i in incs}
+    assert by[("false_data", liar.ip)].device == victim.client_id  # whose readings were forged
+    pv = by[("profile_violation", liar.ip)]
+    assert pv.device == liar.client_id and pv.evidence["owner"] == victim.client_id
+    assert pv.evidence["why"] == "publishes on another device's topic"
+    assert len(incs) == 2
