@@ -111,8 +111,9 @@ def build_parser() -> argparse.ArgumentParser:
     lv.add_argument("--seed", type=int, default=3, help="devices, credentials, payloads and attack plans derive from it")
     lv.add_argument("--out", type=Path, required=True, help="output folder: city.json, ground_truth.jsonl, gateways/<id>/traffic.pcap")
     lv.add_argument("--attack", action="append", default=[], metavar="KIND[@START[:DURATION]][,k=v]",
-                    help="an attack step (repeatable); kinds: port_scan (nmap), mqtt_flood, mqtt_bruteforce, malformed, slowite, "
-                         "topic_scan; extra keys: gateway=<id or index>, attacker=<a device's address: compromised>")
+                    help="an attack step (repeatable); kinds: port_scan and mirai_scan (nmap), mqtt_flood, mqtt_bruteforce, topic_scan, "
+                         "false_data (paho), malformed, slowite (Scapy), exfiltration (sockets); extra keys: gateway=<id or index>, "
+                         "attacker=<address; a device's: that device, compromised>, victim=<address>, campaign=<name>, stage=<n>")
     lv.add_argument("--agent", action="store_true", help="also run `atlas-agent run` on each gateway's bridge and save its incidents")
     lv.add_argument("--no-backends", action="store_true", help="no domain back-end subscribers")
     lv.add_argument("--profiles", type=Path, default=None, help="folder of device profiles (default: the packaged ones)")
@@ -215,7 +216,13 @@ def _live(args) -> int:
         kind, start, dur, params = parse_event(text)
         gateway = params.pop("gateway", None)
         attacker = params.pop("attacker", None)
-        attacks.append((AttackSpec(kind, start=start, duration=dur, params=params, attacker=attacker), None if gateway is None else str(gateway)))
+        victim = params.pop("victim", None)
+        campaign, stage = str(params.pop("campaign", "")), params.pop("stage", 1)
+        if not isinstance(stage, int) or stage < 1:
+            raise ValueError(f"{text!r}: stage must be a whole number >= 1")
+        spec = AttackSpec(kind, start=start, duration=dur, params=params, attacker=attacker, victims=[str(victim)] if victim else None,
+                          campaign=campaign, stage=stage)
+        attacks.append((spec, None if gateway is None else str(gateway)))
     opts = LiveOptions(out=args.out, devices=args.devices, gateways=args.gateways, duration=args.duration, seed=args.seed, attacks=attacks,
                        agent=args.agent, backends=not args.no_backends, profiles_dir=args.profiles, command="atlas-sim " + " ".join(args.argv))
     try:

@@ -455,7 +455,7 @@ def publisher(plan: dict) -> None:
     emit("end", sent=sent)
 
 
-def _sink(plan: dict) -> socket.socket:
+def _sink(plan: dict, received: list[int]) -> socket.socket:
     """The "outside" host: a listening socket made inside the gateway's namespace (this thread
     switches there for the call only), drained by a daemon thread."""
     import threading
@@ -481,8 +481,8 @@ def _sink(plan: dict) -> socket.socket:
                 pass
             for conn in list(conns):
                 try:
-                    while conn.recv(1 << 16):
-                        pass
+                    while data := conn.recv(1 << 16):
+                        received[0] += len(data)
                     conns.remove(conn)  # b"": the uploader closed
                     conn.close()
                 except BlockingIOError:
@@ -501,17 +501,18 @@ def exfil(plan: dict) -> None:
     TLS application-data records, or HTTP POST bodies on 80/8080."""
     deadline = _deadline(plan)
     rng = random.Random(plan["seed"])
-    srv = _sink(plan)
+    received = [0]  # bytes the sink read (framing included)
+    srv = _sink(plan, received)
     _wait_for_start(plan)
     rate, total, chunk = float(plan["bytes_per_s"]), int(plan["total"]), int(plan["chunk"])
     n_conn = max(1, int(plan["connections"]))
-    per_conn = max(1, total // n_conn)
     emit("start")
     start, sent, opened = time.time(), 0, 0
     try:
         for j in range(n_conn):
             if time.time() >= deadline:
                 break
+            per_conn = total * (j + 1) // n_conn - total * j // n_conn  # the connections share the total exactly
             with socket.socket() as s:
                 s.settimeout(2.0)
                 s.bind((plan["bind"], 0))
@@ -531,9 +532,9 @@ def exfil(plan: dict) -> None:
                     mine += len(body)
                     sent += len(body)
     finally:
-        time.sleep(0.2)
+        time.sleep(0.5)  # the sink drains the last bytes
         srv.close()
-    emit("end", sent=sent, connections=opened)
+    emit("end", sent=sent, connections=opened, received=received[0])
 
 
 ROLES = {"devices": devices, "flood": flood, "bruteforce": bruteforce, "malformed": malformed, "slowite": slowite, "topic_scan": topic_scan,
