@@ -45,6 +45,7 @@ class GatewayJob:
     duration: float
     attack_windows: list[tuple[str, float, float]]  # (attacker, start, end) of the gateway's steps, for row labels
     models_dir: str | None = None
+    inventory: str | None = None  # the gateway's device inventory: turns on the profile-conformance check
 
 
 @dataclass
@@ -81,6 +82,7 @@ class AgentRun:
     wall_s: float
     cores: int = field(default_factory=lambda: os.cpu_count() or 1)
     metrics: dict[str, Any] = field(default_factory=dict)  # filled by the scoring (atlas.sim.evaluate.run)
+    conformance: bool = False  # the agent ran with its gateway's device inventory (profile conformance)
 
     def incidents(self) -> dict[str, list[Incident]]:
         return {g: r.incidents for g, r in self.gateways.items()}
@@ -224,6 +226,8 @@ def run_gateway(job: GatewayJob) -> GatewayRun:
     cpu0, wall0 = time.process_time(), time.perf_counter()
     cfg = AgentConfig()
     cfg.agent.gateway_id = job.gateway
+    if job.inventory:  # as deployed: the gateway knows its devices and their profiles
+        cfg.detect.inventory = job.inventory
     rec = _Recorder(job, detector)
     tele: _Telemetry | None = None
     next_sample = [job.origin + CPU_SAMPLE_S]
@@ -286,12 +290,21 @@ def run_agent(jobs: Sequence[GatewayJob], workers: int | None = None, progress=N
     return AgentRun(runs, workers, time.perf_counter() - t0)
 
 
-def jobs_for(city, models_dir: str | Path | None = None) -> list[GatewayJob]:
-    """One job per gateway of a City (atlas.sim.evaluate.city)."""
+def jobs_for(city, models_dir: str | Path | None = None, inventory_dir: str | Path | None = None) -> list[GatewayJob]:
+    """One job per gateway of a City (atlas.sim.evaluate.city). With `inventory_dir`, each
+    gateway's device inventory is written there (the hub's format) and the agent runs with it,
+    as a deployed gateway does: the profile-conformance check (false_data, profile_violation) on."""
+    from atlas.agent.detect.conformance import write_device_inventory
+
     jobs = []
     for gw in city.gateway_ids:
         windows = [(a, s.start, s.end) for s in city.steps_of(gw) for a in (s.attackers or [s.attacker])]
+        inventory = None
+        if inventory_dir is not None:
+            Path(inventory_dir).mkdir(parents=True, exist_ok=True)
+            inventory = Path(inventory_dir) / f"{gw}.json"
+            write_device_inventory(inventory, [d for d in city.devices if d.get("gateway") == gw], gateway=gw)
         jobs.append(GatewayJob(gw, str(city.pcap(gw)), city.devices_of(gw), city.start, city.duration, windows,
-                               str(models_dir) if models_dir else None))
+                               str(models_dir) if models_dir else None, str(inventory) if inventory else None))
     return jobs
 

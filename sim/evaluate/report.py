@@ -52,7 +52,9 @@ class Report:
             "atlas": {k: v for k, v in m.items() if k != "roc"}
             | {"roc": {d: {k: v for k, v in r.items() if not k.startswith("_")} for d, r in roc.items()}},
             "gateways": [_gateway_row(r) for r in agent.gateways.values()],
-            "agent_run": {"workers": agent.workers, "wall_s": agent.wall_s, "cores": agent.cores},
+            "agent_run": {"workers": agent.workers, "wall_s": agent.wall_s, "cores": agent.cores,
+                          "conformance": bool(getattr(agent, "conformance", False)),
+                          "model_version": next((r.model_version for r in agent.gateways.values()), "")},
             "baselines": {name: _baseline_dict(res) for name, res in baselines.items()},
         }
         rows = paper_rows(data)
@@ -85,7 +87,10 @@ class Report:
         out = ["# ATLAS evaluation", "",
                f"City: {c['devices']} devices behind {c['gateways']} gateways, {c['duration_s']:g} s of traffic, "
                f"seed {c['seed']}, {c['attack_steps']} attack steps ({', '.join(c['kinds'])}), {c['lookalikes']} benign look-alikes.",
-               f"City made by: `{c['command']}`", f"Report made by: `{d['command']}`", "",
+               f"City made by: `{c['command']}`", f"Report made by: `{d['command']}`",
+               f"Agent: the shipped models ({d['agent_run']['model_version']}), default configuration, "
+               + ("profile conformance on (each gateway's device inventory, as deployed)."
+                  if d["agent_run"]["conformance"] else "models only (no device inventory: `--no-conformance`)."), "",
                "| metric | paper's claim | baseline measured here | ATLAS measured here |", "|---|---|---|---|"]
         out += [f"| {r.metric} | {r.claim} | {_md(r.baseline)} | {_md(r.atlas)} |" for r in self.rows]
         out += ["", "Where each row comes from:", ""] + [f"- **{r.metric}**: {r.source}" for r in self.rows]

@@ -22,7 +22,7 @@ from atlas.sim.evaluate.city import City, load_city
 
 def evaluate(city_dir: str | Path, report_dir: str | Path, *, workers: int | None = None,
              models_dir: str | Path | None = None, baselines: bool | list[str] = True, plots: bool = True,
-             command: str | None = None, progress: Callable[[str], None] | None = None):
+             conformance: bool = True, command: str | None = None, progress: Callable[[str], None] | None = None):
     """Evaluate ATLAS (and the baselines: all registered, or the names listed) on a city folder;
     write the report into report_dir. Returns the Report (atlas.sim.evaluate.report)."""
     from atlas.sim.evaluate.report import Report
@@ -33,10 +33,12 @@ def evaluate(city_dir: str | Path, report_dir: str | Path, *, workers: int | Non
     out.mkdir(parents=True, exist_ok=True)
     say(f"city {city.dir}: {len(city.gateway_ids)} gateways, {city.device_count} devices, {city.duration:g} s, "
         f"{len(city.steps)} attack steps")
-    agent = run_agent(jobs_for(city, models_dir), workers,
+    # The agent as deployed: with its gateway's device inventory (profile conformance), unless told not to.
+    agent = run_agent(jobs_for(city, models_dir, out / "inventory" if conformance else None), workers,
                       progress=lambda r: say(f"  agent on {r.gateway}: {r.frames} packets, {len(r.incidents)} incidents, "
                                              f"{r.cpu_s:.2f} CPU-s"))
     write_incidents(agent, out / "incidents")
+    agent.conformance = conformance
     agent.metrics = score_agent(city, agent)
     base: dict[str, Any] = {}
     if baselines:
@@ -51,7 +53,7 @@ def evaluate(city_dir: str | Path, report_dir: str | Path, *, workers: int | Non
                 for key, value in headline(scored).items():
                     res.metrics.setdefault(key, value)
     cmd = command or f"atlas-sim evaluate {shlex.quote(str(city_dir))} --out {shlex.quote(str(out))}" + (
-        f" --workers {workers}" if workers else "")
+        f" --workers {workers}" if workers else "") + ("" if conformance else " --no-conformance")
     report = Report.build(city, agent, base, cmd)
     report.write(out, plots=plots)
     return report
