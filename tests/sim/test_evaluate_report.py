@@ -79,6 +79,9 @@ def test_agent_results_and_incident_files(city, report):
     assert 0 < a["cpu"]["share_one_core_mean"] < 1
     assert a["roc"]["classifier"]["positive_rows"] > 0 and a["roc"]["anomaly"]["negative_rows"] > 0
     assert a["campaigns"]["count"] == 1
+    # the agent ran as deployed: with its gateway's device inventory, so forged readings are named
+    assert data["agent_run"]["conformance"] and sorted(p.name for p in (out / "inventory").iterdir()) == sorted(f"{g}.json" for g in c.gateway_ids)
+    assert a["by_kind"]["false_data"]["steps_detected"] >= 1 and a["by_kind"]["false_data"]["named_right"] >= 1
 
 
 @pytest.mark.slow
@@ -147,11 +150,15 @@ def test_bad_city_files(city, tmp_path):
 
 @pytest.mark.slow
 def test_cli_prints_the_table(city, tmp_path, capsys):
-    assert main(["evaluate", str(city), "--out", str(tmp_path), "--workers", "1", "--no-baselines"]) == 0
+    assert main(["evaluate", str(city), "--out", str(tmp_path), "--workers", "1", "--no-baselines", "--no-conformance"]) == 0
     out, err = capsys.readouterr()
-    assert out.count("  paper     ") == len(ROWS) and "seed 5" in out
+    assert out.count("  paper     ") == len(ROWS) and "seed 5" in out and "--no-conformance" in out
     assert "agent on gw-d01-tra" in err  # progress goes to stderr
-    assert (tmp_path / "report.md").is_file()
+    assert "models only" in (tmp_path / "report.md").read_text()
+    data = json.loads((tmp_path / "report.json").read_text())
+    assert not data["agent_run"]["conformance"] and not (tmp_path / "inventory").exists()
+    kinds = {json.loads(line)["kind"] for f in (tmp_path / "incidents").iterdir() for line in f.read_text().splitlines()}
+    assert not kinds & {"false_data", "profile_violation"}  # those come from the conformance check only
 
 
 @pytest.mark.slow
