@@ -194,8 +194,9 @@ def _gateway(job: _Job) -> dict[str, Any]:
     devices = [{"id": d.client_id, "ip": d.ip, "class": d.cls, "domain": d.domain,
                 "criticality": gt.inventory.profiles[d.cls].criticality, "gateway": g.id, "district": g.district,
                 "client_id": d.client_id, "username": d.username} for d in gt.inventory.devices]
+    on_wire = job.options is None or job.options.backends  # --no-backends: the inventory still names them
     backends = [{"domain": b.domain, "client_id": b.client_id, "ip": b.ip, "gateway": g.id}
-                for b in gt.inventory.backends.values()]
+                for b in gt.inventory.backends.values() if on_wire]
     return {"gateway": g.id, "start": gt.start, "end": gt.end, "packets": gt.packets, "bytes": pcap.stat().st_size, "steps": steps, "events": events,
             "devices": devices, "backends": backends, "seconds": time.perf_counter() - t}
 

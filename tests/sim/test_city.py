@@ -184,6 +184,12 @@ def test_another_seed_another_city(city, tmp_path):
                  "--no-attacks", "--workers", "1"]) == 0
     assert (other / "ground_truth.jsonl").read_text() == "" and (other / "benign_events.jsonl").read_text() == ""
     assert json.loads((other / "city.json").read_text())["campaigns"] == []
+    nb = tmp_path / "nb"
+    assert main(["city", "--devices", "30", "--gateways", "3", "--duration", "20", "--seed", "8", "--out", str(nb),
+                 "--no-attacks", "--no-backends", "--start-time", "1767300000", "--workers", "1"]) == 0
+    meta_nb = json.loads((nb / "city.json").read_text())
+    assert meta_nb["backends"] == [] and meta_nb["start"] == 1767300000
+    assert not any(f.src.startswith("172.16.") for f in read_frames(nb / "gateways/gw-d01-ene/traffic.pcap"))
     assert (other / "gateways/gw-d01-tra/traffic.pcap").read_bytes() != (out / "gateways/gw-d01-tra/traffic.pcap").read_bytes()
 
 
