@@ -70,16 +70,33 @@ def plan_layout(profiles: dict[str, DeviceProfile], devices: int, gateways: int)
         specs.append(GatewaySpec(k, f"gw-{district}-{DOMAIN_ABBREV.get(domain, domain[:3])}", district, domain,
                                  f"10.{k + 1}.0.0/16", f"10.{k + 1}.0.1"))
     layout = CityLayout(districts, specs)
-    per_class = class_counts(profiles, devices)
+    per_class = _at_least_one_per_gateway(profiles, class_counts(profiles, devices),
+                                          {d: len(layout.of_domain(d)) for d in domains})
     for domain in domains:
-        gws = layout.of_domain(domain)
-        classes = sorted(c for c in per_class if profiles[c].domain == domain)
-        total = sum(per_class[c] for c in classes)
-        if total < len(gws):
-            raise ValueError(f"devices: {devices} devices give {domain} {total} devices (profile weights) for its "
-                             f"{len(gws)} gateways; use more devices or fewer gateways")
-        _deal(classes, per_class, gws)
+        classes = sorted(c for c in per_class if per_class[c] and profiles[c].domain == domain)
+        _deal(classes, per_class, layout.of_domain(domain))
     return layout
+
+
+def _at_least_one_per_gateway(profiles, per_class: dict[str, int], need: dict[str, int]) -> dict[str, int]:
+    """A small city can leave a light domain with fewer devices than gateways: move devices
+    over, one at a time, from the biggest class of the domain with the most to spare to the
+    heaviest class of the short domain (a deviation from the weights only in tiny cities)."""
+    counts = dict(per_class)
+
+    def total(dom: str) -> int:
+        return sum(k for c, k in counts.items() if profiles[c].domain == dom)
+
+    for dom in need:
+        while total(dom) < need[dom]:
+            donor = max(need, key=lambda d: (total(d) - need[d], d))
+            if total(donor) - need[donor] <= 0:  # unreachable while devices >= gateways
+                raise ValueError(f"devices: too few for {sum(need.values())} gateways")
+            src = max((c for c in counts if profiles[c].domain == donor), key=lambda c: (counts[c], c))
+            dst = max((c for c in profiles if profiles[c].domain == dom), key=lambda c: (profiles[c].weight, c))
+            counts[src] -= 1
+            counts[dst] = counts.get(dst, 0) + 1
+    return counts
 
 
 def _deal(classes: list[str], per_class: dict[str, int], gws: list[GatewaySpec]) -> None:

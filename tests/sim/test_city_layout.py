@@ -44,11 +44,18 @@ def test_devices_split_by_profile_weight_and_evenly_over_a_domains_gateways():
     (5, 6, "cannot fill 6 gateways"),
     (100, 2, "at least one gateway per domain"),
     (10_000, 256, "at most 255"),
-    (9, 9, "public_safety 1 devices"),  # weights give public safety too few devices for its 3 gateways
 ])
 def test_layout_errors_name_the_problem(devices, gateways, words):
     with pytest.raises(ValueError, match=words):
         plan_layout(PROFILES, devices, gateways)
+
+
+@pytest.mark.parametrize("devices,gateways", [(3, 3), (9, 9), (10, 9), (50, 48)])
+def test_a_small_city_still_puts_a_device_behind_every_gateway(devices, gateways):
+    # By weight alone, public safety (9.5 of 54.5) would get fewer devices than gateways here.
+    lay = plan_layout(PROFILES, devices, gateways)
+    assert lay.devices == devices and all(g.devices >= 1 for g in lay.gateways)
+    assert all(PROFILES[c].domain == g.domain for g in lay.gateways for c in g.counts)
 
 
 def _schedule(devices=600, gateways=12, duration=600.0, seed=3, **kw):
