@@ -14,7 +14,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from atlas.agent.alerts import KNOWN_KINDS
+from atlas.agent.alerts import CONFORMANCE_KINDS, KNOWN_KINDS
 from atlas.sim.evaluate import metrics as M
 from atlas.sim.evaluate.agent import ANOMALY_EDGES, CLASSIFIER_EDGES, AgentRun, jobs_for, run_agent
 from atlas.sim.evaluate.city import City, load_city
@@ -91,7 +91,14 @@ def score_detections(city: City, agent: AgentRun, detections: list[M.Detection])
 
 def score_agent(city: City, agent: AgentRun) -> dict[str, Any]:
     """ATLAS's detection scores plus its CPU, bandwidth and ROC figures."""
-    scored = score_detections(city, agent, detections_of(agent.incidents()))
+    dets = detections_of(agent.incidents())
+    scored = score_detections(city, agent, dets)
+    # What the learned models (and counters) alone caught: the conformance check only adds
+    # incidents of its own kinds (one incident per source and kind), so dropping those is exact.
+    models = score_detections(city, agent, [d for d in dets if d.kind not in CONFORMANCE_KINDS])
+    scored["models_only"] = {"overall": {k: v for k, v in models["overall"].items()},
+                             "novel": models["novel"], "by_kind": {k: {"steps": v["steps"], "steps_detected": v["steps_detected"],
+                                                                      "ttd": v["ttd"]} for k, v in models["by_kind"].items()}}
     runs = list(agent.gateways.values())
     cpu = [r.cpu_share_one_core for r in runs]
     device_hours = sum(r.devices for r in runs) * city.duration / 3600.0

@@ -82,6 +82,9 @@ def test_agent_results_and_incident_files(city, report):
     # the agent ran as deployed: with its gateway's device inventory, so forged readings are named
     assert data["agent_run"]["conformance"] and sorted(p.name for p in (out / "inventory").iterdir()) == sorted(f"{g}.json" for g in c.gateway_ids)
     assert a["by_kind"]["false_data"]["steps_detected"] >= 1 and a["by_kind"]["false_data"]["named_right"] >= 1
+    # the models alone never name a reading false: that is the conformance check's
+    assert a["models_only"]["by_kind"]["false_data"]["steps_detected"] <= a["by_kind"]["false_data"]["steps_detected"]
+    assert a["models_only"]["novel"]["steps_detected"] <= a["novel"]["steps_detected"]
 
 
 @pytest.mark.slow
