@@ -28,6 +28,7 @@ LIVE_TOOLS = {
     "malformed": "scapy",
     "slowite": "scapy",
     "topic_scan": "paho-mqtt",
+    "connection_dos": "paho-mqtt",
 }
 MAX_MESSAGES = 200_000  # per gateway and run: bounds the fleet's plan (and its sending loop)
 MAX_ATTACK_PACKETS = 100_000  # per step: floods, attempts, connections
@@ -70,6 +71,11 @@ class LiveStep:
     tool: str = ""
     plan: dict[str, Any] = field(default_factory=dict)  # the worker's plan, or nmap's arguments
     forge: Any = None  # false_data: (topic, fields, excess, client id) for the payloads at launch
+    extra: list[str] = field(default_factory=list)  # more attacking addresses (connection_dos from several hosts)
+
+    @property
+    def attackers(self) -> list[str]:
+        return [self.attacker] + self.extra
 
 
 def gateway_layout(devices: int, gateways: int, seed: int, profiles: dict[str, DeviceProfile]) -> list[LiveGateway]:
@@ -205,6 +211,14 @@ def plan_steps(specs: list[tuple[AttackSpec, str | None]], gws: list[LiveGateway
             from_device = False
         step = LiveStep(spec, spec.id or f"{gw.id}/{spec.kind}/{i + 1}", gw, attacker, from_device, round(start, 3), round(dur, 3), params,
                         tool=LIVE_TOOLS[spec.kind])
+        if spec.kind == "connection_dos":
+            for _ in range(min(max(1, int(params["hosts"])), 50) - 1):  # DoS from several rogue hosts
+                while True:
+                    extra = gw.inventory.unused_address(rogue[gw.id])
+                    rogue[gw.id] += 1
+                    if extra not in devices_by_ip and extra != attacker:
+                        break
+                step.extra.append(extra)
         _tool_plan(step, rng, devices_by_ip)
         steps.append(step)
     return steps
@@ -282,6 +296,13 @@ def _tool_plan(step: LiveStep, rng: np.random.Generator, devices_by_ip: dict) ->
         n = min(5000, max(1, int(p["connections"])), max(1, int(rate * step.duration)))
         step.plan = base | {"rate": rate, "count": n, "keepalive": max(1, min(int(p["keepalive"]), 65535)), "user": user, "password": password}
         step.params = p | {"credentials_of": whose}
+    elif kind == "connection_dos":
+        rate = max(0.1, float(p["rate"]))
+        n = min(MAX_ATTACK_PACKETS // max(1, int(p["messages"]) + 2), max(1, int(rate * step.duration)))
+        step.plan = base | {"rate": rate, "count": n, "messages": max(0, int(p["messages"])), "interval": max(0.0, float(p["interval_ms"])) / 1000,
+                            "size": max(0, int(p["size"])), "qos": min(int(p["qos"]), 1), "version": ver, "user": user, "password": password,
+                            "binds": step.attackers, "topic": f"city/{gw.district}/{rng.choice(['transport', 'energy', 'safety'])}/malaria"}
+        step.params = p | {"credentials_of": whose, "connections": n}
     elif kind == "topic_scan":
         filters = ["#", "$SYS/#"] + [f"city/{gw.district}/{root}/{rng.bytes(2).hex()}/#" for root in ("transport", "energy", "safety")
                                      for _ in range(max(0, int(p["filters"])) // 3 + 1)][: max(0, int(p["filters"]))]

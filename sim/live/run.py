@@ -236,7 +236,7 @@ def _build_gateway(ns: Netns, gw: LiveGateway, steps: list[LiveStep], out: Path,
     if backends:  # the broker answers the back-ends over the bridge (they stand for the uplink side)
         ns.route(g, BACKEND_NET, BRIDGE)
     atk_if = ns.plug(a, g, BRIDGE)
-    rogue = sorted({s.attacker for s in steps if s.gateway is gw and not s.from_device})
+    rogue = sorted({ip for s in steps if s.gateway is gw and not s.from_device for ip in s.attackers})
     ns.address(a, atk_if, [f"{ip}/{gw.prefixlen}" for ip in rogue])
     # "The Internet": documentation ranges routed to the gateway's namespace, which does not
     # forward; an exfiltration step's destination is an address there with a sink behind it.
@@ -346,7 +346,7 @@ def _agent_incidents(ns: Netns, node: _Gateway) -> list[dict]:
 # ---- attack steps ---------------------------------------------------------------------------------
 
 ROLE = {"mqtt_flood": "flood", "mqtt_bruteforce": "bruteforce", "malformed": "malformed", "slowite": "slowite", "topic_scan": "topic_scan",
-        "false_data": "publisher", "exfiltration": "exfil"}
+        "false_data": "publisher", "exfiltration": "exfil", "connection_dos": "dos"}
 
 
 def _launch(ns: Netns, node: _Gateway, step: LiveStep, t0: float, work: Path) -> tuple[subprocess.Popen, Path]:
@@ -451,7 +451,7 @@ def _measure(nodes: list[_Gateway], steps: list[LiveStep], tools: list[dict], t0
             started = _event_time(rec, "start") or rec["launched"]
             ended = _event_time(rec, "end") or rec["exited"]
             lo, hi = max(rec["launched"], rec["at"]) - WINDOW_BEFORE_S, rec["exited"] + WINDOW_AFTER_S
-            sent = idx.window([step.attacker], lo, hi)
+            sent = idx.window(step.attackers, lo, hi)
             first = float(idx.ts[sent[0]]) if sent.size else started
             last = float(idx.ts[sent[-1]]) if sent.size else started
             params = step.params | {
@@ -464,8 +464,8 @@ def _measure(nodes: list[_Gateway], steps: list[LiveStep], tools: list[dict], t0
             params.pop("iface", None)
             truth.append(AttackStep(
                 id=step.id, kind=step.spec.kind, campaign=step.spec.campaign, stage=step.spec.stage, attacker=step.attacker,
-                victims=list(step.victims), gateway=gw.id, start=first, end=last, packets=idx.involving([step.attacker], lo, hi),
-                attacker_packets=int(sent.size), attackers=[step.attacker], params=params,
+                victims=list(step.victims), gateway=gw.id, start=first, end=last, packets=idx.involving(step.attackers, lo, hi),
+                attacker_packets=int(sent.size), attackers=step.attackers, params=params,
             ))
     truth.sort(key=lambda s: s.start)
     return gateways, truth

@@ -455,6 +455,66 @@ def publisher(plan: dict) -> None:
     emit("end", sent=sent)
 
 
+def dos(plan: dict) -> None:
+    """MQTT-malaria style: `count` clients at `rate`/s over the plan's `binds` addresses, each
+    publishing `messages` of `size` bytes `interval` s apart, then disconnecting. One thread
+    drives every client (select over their sockets)."""
+    deadline = _deadline(plan)
+    rng = random.Random(plan["seed"])
+    binds, n, rate = plan["binds"], int(plan["count"]), float(plan["rate"])
+    ver = int(plan["version"])
+    _wait_for_start(plan)
+    emit("start")
+    start = time.time()
+    active: list[list[Any]] = []  # [client, messages sent, next send time]
+    opened = published = refused = 0
+    i = 0
+    while time.time() < deadline and (i < n or active):
+        now = time.time()
+        while i < n and start + i / rate <= now:
+            c = _client(f"malaria-{plan['seed'] & 0xFFFF:04x}-{i:05d}", ver)
+            c.username_pw_set(plan["user"], plan["password"])
+            try:
+                _connect(c, plan, binds[i % len(binds)], 60, version=ver)
+                active.append([c, 0, now])
+                opened += 1
+            except OSError:
+                refused += 1
+            i += 1
+        for a in list(active):
+            c = a[0]
+            if c.socket() is None:  # closed: by us after its messages, or by the broker
+                active.remove(a)
+                continue
+            if not c.is_connected() or a[2] > now:
+                continue
+            if a[1] < int(plan["messages"]):
+                if c.publish(plan["topic"], rng.randbytes(int(plan["size"])), int(plan["qos"])).rc == 0:
+                    published += 1
+                a[1] += 1
+                a[2] = now + float(plan["interval"])
+            else:
+                c.disconnect()
+                a[2] = float("inf")
+        socks = {c.socket(): c for c, _, _ in active if c.socket() is not None}
+        if not socks:
+            time.sleep(0.005)
+            continue
+        try:
+            r, w, _ = select.select(list(socks), [s for s, c in socks.items() if c.want_write()], [], 0.005)
+        except (OSError, ValueError):
+            continue
+        for s in r:
+            socks[s].loop_read()
+        for s in w:
+            if socks[s].socket() is not None:
+                socks[s].loop_write()
+    for c, _, _ in active:
+        if c.socket() is not None:
+            c.socket().close()
+    emit("end", sent=opened, published=published, refused=refused)
+
+
 def _sink(plan: dict, received: list[int]) -> socket.socket:
     """The "outside" host: a listening socket made inside the gateway's namespace (this thread
     switches there for the call only), drained by a daemon thread."""
@@ -538,7 +598,7 @@ def exfil(plan: dict) -> None:
 
 
 ROLES = {"devices": devices, "flood": flood, "bruteforce": bruteforce, "malformed": malformed, "slowite": slowite, "topic_scan": topic_scan,
-         "publisher": publisher, "exfil": exfil}
+         "publisher": publisher, "exfil": exfil, "dos": dos}
 
 
 def main(argv: list[str] | None = None) -> int:

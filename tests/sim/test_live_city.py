@@ -168,8 +168,8 @@ def test_ctrl_c_removes_namespaces_and_processes(tmp_path):
 
 def test_bad_arguments_are_clear_errors_before_anything_starts(tmp_path):
     before = set(existing())
-    with pytest.raises(ValueError, match="live mode runs"):
-        run_live(LiveOptions(out=tmp_path, devices=5, duration=10, attacks=[(AttackSpec("connection_dos"), None)]))
+    with pytest.raises(ValueError, match="exfiltration: parameter 'dest' 8.8.8.8: the live mode keeps traffic in its namespaces"):
+        run_live(LiveOptions(out=tmp_path, devices=5, duration=10, attacks=[(AttackSpec("exfiltration", params={"dest": "8.8.8.8"}), None)]))
     with pytest.raises(ValueError, match="gateway 'gw-x'"):
         run_live(LiveOptions(out=tmp_path, devices=5, duration=10, attacks=[(AttackSpec("mqtt_flood"), "gw-x")]))
     with pytest.raises(ValueError, match="too late"):

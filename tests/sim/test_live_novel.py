@@ -1,7 +1,7 @@
 """The live mode's novel kinds (not in the agent's classifier): a Mirai-style telnet scan with
-nmap, an upload to an "outside" host, forged readings; the live agent with the gateway's
-inventory names each attacker, and "outside" traffic never goes further than the gateway's
-namespace."""
+nmap, an upload to an "outside" host, forged readings (and a connection DoS from two hosts);
+the live agent with the gateway's inventory names each attacker, and "outside" traffic never
+goes further than the gateway's namespace."""
 from __future__ import annotations
 
 import ipaddress
@@ -26,7 +26,8 @@ def run(tmp_path_factory):
     if reason:
         pytest.skip(reason)
     attacks = [(AttackSpec("exfiltration", start=7, duration=5, params={"kbytes_per_s": 50.0}), None),
-               (AttackSpec("false_data", start=12, duration=5), None)]
+               (AttackSpec("false_data", start=12, duration=5), None),
+               (AttackSpec("connection_dos", start=3, duration=3, params={"hosts": 2, "rate": 30.0}), None)]
     if shutil.which("nmap"):
         attacks.append((AttackSpec("mirai_scan", start=2, duration=4), None))
     return run_live(LiveOptions(out=tmp_path_factory.mktemp("novel"), devices=12, duration=18, seed=8, attacks=attacks, agent=True,
@@ -64,6 +65,16 @@ def test_mirai_scan_probes_telnet_inside_and_outside(run):
     assert s.params["inside_targets"] > 0 and s.params["outside_targets"] > 0
     assert s.attacker_packets >= s.params["inside_targets"] and s.params["pcap_within_tool_run"]
     assert kinds_from(run, s.attacker) & {"port_scan", "profile_violation"}
+
+
+def test_connection_dos_from_several_hosts(run):
+    """(Not a novel kind: it rides along.) Every attacking address is in the ground truth and
+    named by an incident."""
+    s = step(run, "connection_dos")
+    assert len(s.attackers) == 2 and s.attacker == s.attackers[0]
+    assert s.params["tool_report"]["sent"] == s.params["connections"] == 90 and s.params["tool_report"]["refused"] == 0
+    for ip in s.attackers:
+        assert kinds_from(run, ip), f"no incident names DoS host {ip}"
 
 
 def test_outside_addresses_end_in_the_gateway_namespace(run):

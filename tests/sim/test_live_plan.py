@@ -114,9 +114,22 @@ def test_crafted_mqtt_is_what_it_claims():
     assert seen["reserved_type"][1][0] >> 4 == 0
 
 
-def test_unsupported_kind_and_unknown_gateway_are_named(profiles):
+def test_every_attack_kind_runs_live():
+    from atlas.sim.attacks import ATTACKS
+    from atlas.sim.live.plan import LIVE_TOOLS
+
+    assert set(LIVE_TOOLS) == set(ATTACKS)
+
+
+def test_unsupported_kind_and_unknown_gateway_are_named(profiles, monkeypatch):
+    import atlas.sim.live.plan as plan
+
     gws = gateway_layout(5, 1, 3, profiles)
-    with pytest.raises(ValueError, match="connection_dos"):
+    monkeypatch.delitem(plan.LIVE_TOOLS, "connection_dos")  # a kind added to the library but not to the live mode
+    with pytest.raises(ValueError, match="live mode runs .* \\(not connection_dos yet\\)"):
         plan_steps([(AttackSpec("connection_dos"), None)], gws, duration=30, seed=1)
+    monkeypatch.undo()
+    dos = plan_steps([(AttackSpec("connection_dos", params={"hosts": 3}), None)], gws, duration=30, seed=1)[0]
+    assert len(set(dos.attackers)) == 3 and dos.plan["binds"] == dos.attackers
     with pytest.raises(ValueError, match="gw-d09-tra"):
         plan_steps([(AttackSpec("mqtt_flood"), "gw-d09-tra")], gws, duration=30, seed=1)
