@@ -85,10 +85,10 @@ class Report:
     def markdown(self) -> str:
         d, c, a = self.data, self.data["city"], self.data["atlas"]
         out = ["# ATLAS evaluation", "",
-               f"City: {c['devices']} devices behind {c['gateways']} gateways, {c['duration_s']:g} s of traffic, "
+               f"- City: {c['devices']} devices behind {c['gateways']} gateways, {c['duration_s']:g} s of traffic, "
                f"seed {c['seed']}, {c['attack_steps']} attack steps ({', '.join(c['kinds'])}), {c['lookalikes']} benign look-alikes.",
-               f"City made by: `{c['command']}`", f"Report made by: `{d['command']}`",
-               f"Agent: the shipped models ({d['agent_run']['model_version']}), default configuration, "
+               f"- City made by: `{c['command']}`", f"- Report made by: `{d['command']}`",
+               f"- Agent: the shipped models ({d['agent_run']['model_version']}), default configuration, "
                + ("profile conformance on (each gateway's device inventory, as deployed)."
                   if d["agent_run"]["conformance"] else "models only (no device inventory: `--no-conformance`)."), "",
                "| metric | paper's claim | baseline measured here | ATLAS measured here |", "|---|---|---|---|"]
