@@ -35,6 +35,7 @@ from atlas.agent.decode import (
     TCP_RST,
     TCP_SYN,
 )
+from atlas.agent.decode.flowtable import FlowTable, flow_hash
 from atlas.agent.decode.mqtt import (
     DEFAULT_MAX_MESSAGE,
     FNV_OFFSET,
@@ -86,26 +87,46 @@ class _Half:
 
 
 class _Flow:
-    """A TCP connection between an MQTT client and a broker."""
+    """A TCP connection between an MQTT client and a broker, as the Python path works on it.
 
-    __slots__ = ("key", "c2b", "b2c", "level", "connected", "client_id", "client_hash", "last_ts", "tls", "accounted")
+    The connection's state lives in the FlowTable row `slot`; this object exists while the
+    Python path works on the connection (loaded from the row, stored back after) and for as
+    long as it holds bytes (a partial message, segments behind a hole)."""
 
-    def __init__(self, key: tuple[int, int, int, int], ts: float) -> None:
+    __slots__ = ("key", "slot", "c2b", "b2c", "level", "connected", "client_hash", "last_ts", "tls", "accounted", "pinned")
+
+    def __init__(self, key: tuple[int, int, int, int], slot: int, ts: float) -> None:
         self.key = key  # (client, broker, client_port, broker_port)
+        self.slot = slot  # row in the FlowTable; -1 once closed
         self.c2b = _Half()
         self.b2c = _Half()
         self.level = 4  # protocol level, from the connection's CONNECT (3.1.1 until seen)
         # The client has sent its first message: only a CONNECT that is the first message
         # sets the protocol level and client id; any later CONNECT is a protocol error.
         self.connected = False
-        self.client_id: str | None = None
         self.client_hash = 0
         self.last_ts = ts
         self.tls = False  # MQTT over TLS on this port: nothing to decode
         self.accounted = 0  # bytes of this flow counted in MqttStreams._buffered
+        self.pinned = False  # not findable through the table's index (a hash collision): keep the object
 
     def held(self) -> int:
         return self.c2b.held() + self.b2c.held()
+
+    def holding(self) -> bool:
+        """Has state that only this object can hold."""
+        c, b = self.c2b, self.b2c
+        return self.pinned or c.buf is not None or b.buf is not None or bool(c.ooo) or bool(b.ooo) or self.accounted != 0
+
+    def load(self, row: tuple) -> None:
+        """Scalars from a FlowTable row (`rows[slot].item()`)."""
+        _, _, _, _, _, nxt, skip, started, fin, resync, _, self.level, self.connected, self.tls, self.client_hash, self.last_ts, _ = row
+        b, c = self.b2c, self.c2b
+        b.nxt, c.nxt = nxt
+        b.skip, c.skip = skip
+        b.started, c.started = started
+        b.fin, c.fin = fin
+        b.resync, c.resync = resync
 
 
 class _Batch:
@@ -377,7 +398,11 @@ class MqttStreams:
         if not isinstance(fast_rounds, int) or fast_rounds < 0:
             raise ValueError(f"MqttStreams: fast_rounds must be an integer >= 0, got {fast_rounds!r}")
         self.max_rounds = fast_rounds
-        self._flows: dict[tuple[int, int, int, int], _Flow] = {}  # insertion order = LRU order
+        self._table = FlowTable()  # every connection's state
+        # Connections with a Python object: those holding bytes, and while the Python path works.
+        self._flows: dict[tuple[int, int, int, int], _Flow] = {}
+        self._touched: dict[int, _Flow] = {}  # slot -> object loaded in the current Python pass
+        self._gone: set[int] = set()  # slots freed in the current Python pass
         self._holding: dict[tuple[int, int, int, int], _Flow] = {}  # flows with bytes buffered
         self._buffered = 0
         self._conn_ids: OrderedDict[tuple[int, int], str] = OrderedDict()
@@ -413,9 +438,12 @@ class MqttStreams:
         self._out = out = _Out()
         try:
             for flow in sorted(self._flows.values(), key=lambda f: f.key):  # an order of its own
+                if flow.c2b.ooo or flow.b2c.ooo:
+                    self._touch(flow)
                 for tb, half in ((1, flow.c2b), (0, flow.b2c)):
                     if half.ooo:
                         self._guarded(self._give_up_waiting, flow, half, tb, flow.last_ts)
+            self._end_pass()
             return self._finish(np.zeros(1, dtype=np.uint8), out, [], [])
         finally:
             self._out = _Out()
@@ -446,7 +474,7 @@ class MqttStreams:
         """
         s: dict = dict(self._count)
         s["malformed"] = dict(self._malformed)
-        s["active_flows"] = len(self._flows)
+        s["active_flows"] = len(self._table)
         s["buffered_bytes"] = self._buffered
         s["known_clients"] = len(self._conn_ids)
         return s
@@ -523,12 +551,12 @@ class MqttStreams:
         gid = g.gid[pos]
         first = _run_starts(gid)  # first pending packet per group
         n = len(pos)
-        flows, clean, nxt, level, conn, tls, fresh = self._lookup_groups(g, pos[first], pos[_run_ends(first, n) - 1], rnd)
+        slots, clean, nxt, level, conn, tls, fresh = self._lookup_groups(g, pos[first], pos[_run_ends(first, n) - 1], rnd)
         local = np.repeat(np.arange(len(first)), _run_ends(first, n) - first)
         ctrl = g.ctrl[pos]
         # Over TLS there is nothing to decode: only SYN/FIN/RST still matter.
         drop = tls[local] & ~ctrl
-        late = self._ordered_connections(g, pos, first, local, conn, flows) if rnd == 0 else np.zeros(n, dtype=bool)
+        late = self._ordered_connections(g, pos, first, local, conn, slots >= 0) if rnd == 0 else np.zeros(n, dtype=bool)
         # Until the client's first message, a CONNECT may still set the protocol level and the
         # client id: the broker's packets that come after the client's next one in the batch
         # wait (they sit this round out). If the broker sent data before it, the whole
@@ -559,8 +587,7 @@ class MqttStreams:
                 return held
             new_first = _run_starts(local)
             sel = local[new_first]
-            flows = [flows[i] for i in sel.tolist()]
-            clean, nxt, level, conn = clean[sel], nxt[sel], level[sel], conn[sel]
+            slots, clean, nxt, level, conn = slots[sel], clean[sel], nxt[sel], level[sel], conn[sel]
             first = new_first
             local = np.repeat(np.arange(len(first)), _run_ends(first, n) - first)
 
@@ -577,14 +604,12 @@ class MqttStreams:
         fast = (bad_run - before[local]) == 0  # a prefix of each group
 
         n_fast = np.bincount(local[fast], minlength=len(first))
-        for i in np.flatnonzero(n_fast).tolist():
-            j = first[i] + n_fast[i] - 1
-            flow = flows[i]
-            if g.tb[pos[j]]:
-                flow.c2b.nxt = int((seq[j] + wlen[j]) & _M32)
-                flow.connected = True
-            else:
-                flow.b2c.nxt = int((seq[j] + wlen[j]) & _M32)
+        moved = np.flatnonzero(n_fast)
+        if len(moved):  # each direction's stream moves past its last fast packet
+            j = first[moved] + n_fast[moved] - 1
+            rows, ms, mtb = self._table.rows, slots[moved], g.tb[pos[j]].astype(np.int64)
+            rows["nxt"][ms, mtb] = (seq[j] + wlen[j]) & _M32
+            rows["connected"][ms[mtb == 1]] = True
         fi = np.flatnonzero(fast)
         if len(fi):
             # Rows in batch order (a scatter over packet indices is cheaper than a sort).
@@ -608,8 +633,7 @@ class MqttStreams:
             rows["to_broker"] = ftb
             # The client id as of now: a CONNECT still to come is a stop of this round (its own
             # direction) or holds the other direction back (has_connect).
-            ch = np.array([f.client_hash if f is not None else 0 for f in flows], dtype=np.uint64)
-            rows["client_hash"] = ch[local[fi]]
+            rows["client_hash"] = self._table.rows["chash"][slots[local[fi]]]  # fast packets: known connections
             fast_rows.append(rows)
             fast_keys.append(g.cand[p].astype(np.int64) << _ROW_KEY_SHIFT)
             self._count["fast_path"] += len(fi)
@@ -627,7 +651,7 @@ class MqttStreams:
 
     @staticmethod
     def _ordered_connections(g: "_Batch", pos: np.ndarray, first: np.ndarray, local: np.ndarray,
-                             conn: np.ndarray, flows: list) -> np.ndarray:
+                             conn: np.ndarray, known: np.ndarray) -> np.ndarray:
         """Packets of connections whose directions must be processed in batch order, not in
         rounds: a FIN or RST ends the connection for both directions (what comes after it in
         the batch belongs to a new one), and a SYN restarts a connection that exists (the
@@ -644,7 +668,7 @@ class MqttStreams:
         np.maximum.at(c_syn, conn, last_syn)
         np.minimum.at(c_data, conn, first_data)
         c_rst = np.bincount(conn, weights=rst, minlength=nconn) > 0
-        c_known = np.bincount(conn, weights=[f is not None for f in flows], minlength=nconn) > 0
+        c_known = np.bincount(conn, weights=known, minlength=nconn) > 0
         ordered = c_rst | ((c_syn >= 0) & (c_known | (c_data < c_syn)))
         return ordered[conn][local]
 
@@ -656,52 +680,61 @@ class MqttStreams:
                    g.fl[pos], g.seq[pos], g.off[pos], g.clen[pos], g.wlen[pos])
 
     def _lookup_groups(self, g: "_Batch", firsts: np.ndarray, lasts: np.ndarray, rnd: int):
-        """Per direction still to do: its connection (None if not tracked), whether its stream is
-        clean (nothing pending), the sequence number expected next, the protocol level, a
-        per-call connection index (the same for both directions), whether it is TLS and whether
-        the client's first message is still to come."""
-        flows_table = self._flows
-        ng = len(firsts)
-        flows: list[_Flow | None] = [None] * ng
-        clean = np.zeros(ng, dtype=bool)
-        tls = np.zeros(ng, dtype=bool)
-        fresh = np.ones(ng, dtype=bool)
-        nxt = np.full(ng, -1, dtype=np.int64)
-        level = np.full(ng, 4, dtype=np.uint8)
-        fidx = np.empty(ng, dtype=np.int64)
-        seen: dict[tuple[int, int, int, int], int] = {}
-        cols = zip(g.src[firsts].tolist(), g.dst[firsts].tolist(), g.sp[firsts].tolist(), g.dp[firsts].tolist(),
-                   g.tb[firsts].tolist(), g.ts[lasts].tolist())
-        for i, (s, d, a, b, t, ts) in enumerate(cols):
-            key = (s, d, a, b) if t else (d, s, b, a)
-            fidx[i] = seen.setdefault(key, len(seen))
-            flow = flows_table.get(key)
-            if flow is None:
-                continue
-            if rnd == 0:
-                flows_table[key] = flows_table.pop(key)  # most recently used last
-                flow.last_ts = max(flow.last_ts, ts)
-            flows[i] = flow
-            half = flow.c2b if t else flow.b2c
-            clean[i] = half.clean()
-            tls[i] = flow.tls
-            nxt[i] = half.nxt
-            level[i] = flow.level
-            fresh[i] = not flow.connected
-        return flows, clean, nxt, level, fidx, tls, fresh
+        """Per direction still to do: its connection's slot (-1 if not tracked), whether its
+        stream is clean (nothing pending), the sequence number expected next, the protocol
+        level, a per-call connection index (the same for both directions), whether it is TLS
+        and whether the client's first message is still to come."""
+        tb = g.tb[firsts]
+        src, dst, sp, dp = g.src[firsts], g.dst[firsts], g.sp[firsts], g.dp[firsts]
+        client, broker = np.where(tb, src, dst), np.where(tb, dst, src)
+        cport, bport = np.where(tb, sp, dp), np.where(tb, dp, sp)
+        h = flow_hash(client, broker, cport, bport)
+        table = self._table
+        slots = table.lookup(client, broker, cport, bport, h)
+        fidx = _connection_index(h, client, broker, cport, bport)
+        found = slots >= 0
+        s = np.where(found, slots, 0)
+        r = table.rows  # field by field: gathering whole structured rows is far slower
+        d = tb.astype(np.int64)
+        nxt = np.where(found, r["nxt"][s, d], -1)
+        clean = (found & r["started"][s, d] & (nxt >= 0) & ~r["held"][s, d] & (r["skip"][s, d] == 0)
+                 & ~r["resync"][s, d] & ~r["fin"][s, d])
+        level = np.where(found, r["level"][s], 4).astype(np.uint8)
+        tls = found & r["tls"][s]
+        fresh = ~(found & r["connected"][s])
+        if rnd == 0 and found.any():
+            np.maximum.at(table.rows["last"], slots[found], g.ts[lasts][found])
+        return slots, clean, nxt, level, fidx, tls, fresh
 
     def _slow(self, batch: FrameBatch, out: _Out, idx, ts, src, dst, sp, dp, tb, fl, seq, off, clen, wlen) -> None:
+        try:
+            self._slow_pass(batch, out, idx, ts, src, dst, sp, dp, tb, fl, seq, off, clen, wlen)
+        finally:
+            self._end_pass()
+
+    def _slow_pass(self, batch: FrameBatch, out: _Out, idx, ts, src, dst, sp, dp, tb, fl, seq, off, clen, wlen) -> None:
         mv = memoryview(batch.buf)
         flows, count, segment = self._flows, self._count, self._segment
-        cols = (a.tolist() for a in (idx, ts, src, dst, sp, dp, tb, fl, seq, off, clen, wlen))
-        for i, t, s, d, a, b, to_b, f, q, o, c, w in zip(*cols):
+        touched, gone, rows = self._touched, self._gone, self._table.rows
+        # The table's slot of each packet's connection, found for all of them at once (a slot
+        # freed during this pass is in `gone`; connections created in it are in `flows`).
+        hint = self._table.lookup(np.where(tb, src, dst), np.where(tb, dst, src), np.where(tb, sp, dp), np.where(tb, dp, sp))
+        cols = (a.tolist() for a in (idx, ts, src, dst, sp, dp, tb, fl, seq, off, clen, wlen, hint))
+        for i, t, s, d, a, b, to_b, f, q, o, c, w, slot in zip(*cols):
             out.cur, out.sub = i, 0
             key = (s, d, a, b) if to_b else (d, s, b, a)
             flow = flows.get(key)
             if flow is None:
-                if not w:
+                if slot >= 0 and slot not in gone:
+                    flow = _Flow(key, slot, t)
+                    flow.load(rows[slot].item())
+                    flows[key] = touched[slot] = flow
+                elif not w:
                     continue  # SYN/FIN/RST of a connection we hold nothing for
-                flow = self._new_flow(key, t)
+                else:
+                    flow = self._new_flow(key, t)
+            elif touched.get(flow.slot) is not flow:
+                self._touch(flow)
             if t > flow.last_ts:
                 flow.last_ts = t
             if w:
@@ -729,6 +762,41 @@ class MqttStreams:
                 self._sync(flow)
                 if self._buffered > self.max_buffered:
                     self._shed(t)
+
+    def _touch(self, flow: _Flow) -> None:
+        """The Python path is about to work on a connection: its scalars from the table (the
+        vectorized path may have moved them since the object was last stored)."""
+        if self._touched.get(flow.slot) is not flow and flow.slot >= 0:
+            flow.load(self._table.rows[flow.slot].item())
+            self._touched[flow.slot] = flow
+
+    def _end_pass(self) -> None:
+        """Store what the Python path changed into the table; objects that hold nothing go."""
+        touched, self._touched, self._gone = self._touched, {}, set()
+        live = [(slot, f) for slot, f in touched.items() if f.slot == slot]
+        if live:
+            sl = np.array([slot for slot, _ in live], dtype=np.int64)
+            fs = [f for _, f in live]
+            rows = self._table.rows
+            rows["nxt"][sl] = [(f.b2c.nxt, f.c2b.nxt) for f in fs]
+            rows["skip"][sl] = [(f.b2c.skip, f.c2b.skip) for f in fs]
+            rows["started"][sl] = [(f.b2c.started, f.c2b.started) for f in fs]
+            rows["fin"][sl] = [(f.b2c.fin, f.c2b.fin) for f in fs]
+            rows["resync"][sl] = [(f.b2c.resync, f.c2b.resync) for f in fs]
+            rows["held"][sl] = [(f.b2c.buf is not None or bool(f.b2c.ooo), f.c2b.buf is not None or bool(f.c2b.ooo)) for f in fs]
+            rows["level"][sl] = [f.level for f in fs]
+            rows["connected"][sl] = [f.connected for f in fs]
+            rows["tls"][sl] = [f.tls for f in fs]
+            rows["chash"][sl] = np.array([f.client_hash for f in fs], dtype=np.uint64)
+            rows["last"][sl] = np.maximum(rows["last"][sl], [f.last_ts for f in fs])
+        for slot in self._table.commit():  # not findable by the index: keep the object
+            f = touched.get(slot)
+            if f is not None and f.slot == slot:
+                f.pinned = True
+        flows = self._flows
+        for _, f in live:
+            if not f.holding() and flows.get(f.key) is f:
+                del flows[f.key]
 
     def _guarded(self, step, flow: _Flow, *args) -> None:
         """Run one step on a flow; a bug must cost that flow's state, never the daemon."""
@@ -1085,17 +1153,44 @@ class MqttStreams:
     # ---- tables and bounds ---------------------------------------------------------------------
 
     def _new_flow(self, key: tuple[int, int, int, int], ts: float) -> _Flow:
-        while len(self._flows) >= self.max_flows:
-            self._close(next(iter(self._flows.values())), "evicted_flows")
-        flow = _Flow(key, ts)
-        self._flows[key] = flow
+        table = self._table
+        while len(table) >= self.max_flows:
+            self._close_slot(self._least_recent(), "evicted_flows")
+        flow = _Flow(key, table.add(*key, ts), ts)
+        self._flows[key] = self._touched[flow.slot] = flow
         self._count["flows"] += 1
         return flow
+
+    def _least_recent(self) -> int:
+        """The slot of the connection seen least recently (this pass's own times included)."""
+        rows = self._table.rows
+        while True:
+            slot = self._table.oldest()
+            f = self._touched.get(slot)
+            if f is None or f.slot != slot or f.last_ts <= rows["last"][slot]:
+                return slot
+            rows["last"][slot] = f.last_ts  # seen in this pass: not the oldest after all
+
+    def _close_slot(self, slot: int, counter: str) -> None:
+        """Forget the connection in a slot, with or without a Python object."""
+        r = self._table.rows[slot]
+        key = (int(r["client"]), int(r["broker"]), int(r["cport"]), int(r["bport"]))
+        flow = self._flows.get(key)
+        if flow is not None and flow.slot == slot:
+            self._close(flow, counter)
+        else:
+            self._table.remove(slot)
+            self._gone.add(slot)
+            self._count[counter] += 1
 
     def _close(self, flow: _Flow, counter: str | None) -> None:
         """Forget a connection (its client id stays in the client tables)."""
         if self._flows.get(flow.key) is flow:
             del self._flows[flow.key]
+        if flow.slot >= 0:
+            self._table.remove(flow.slot)
+            self._gone.add(flow.slot)
+            flow.slot = -1
             if counter:
                 self._count[counter] += 1
         for half in (flow.c2b, flow.b2c):
@@ -1119,6 +1214,7 @@ class MqttStreams:
         target = self.max_buffered * 3 // 4
         while self._buffered > target and self._holding:
             flow = next(iter(self._holding.values()))
+            self._touch(flow)
             for tb, half in ((1, flow.c2b), (0, flow.b2c)):
                 held = half.held()
                 if held:
@@ -1131,15 +1227,11 @@ class MqttStreams:
 
     def _expire(self, now: float) -> None:
         """Forget connections idle for longer than idle_timeout (least recently used first)."""
-        flows = self._flows
-        while flows:
-            flow = next(iter(flows.values()))
-            if flow.last_ts >= now - self.idle_timeout:
-                break
-            self._close(flow, "expired_flows")
+        for slot in self._table.idle(now - self.idle_timeout).tolist():
+            self._close_slot(slot, "expired_flows")
+        self._gone = set()
 
     def _learn_client(self, flow: _Flow, client_id: str) -> None:
-        flow.client_id = client_id
         flow.client_hash = topic_hash(client_id.encode("utf-8"))
         client, _, cport, _ = flow.key
         for table, key in ((self._conn_ids, (client, cport)), (self._host_ids, client)):
@@ -1163,6 +1255,22 @@ def _run_ends(starts: np.ndarray, n: int) -> np.ndarray:
     ends[:-1] = starts[1:]
     ends[-1] = n
     return ends
+
+
+def _connection_index(h: np.ndarray, client: np.ndarray, broker: np.ndarray, cport: np.ndarray, bport: np.ndarray) -> np.ndarray:
+    """The same small integer for equal four-tuples (`h`: their flow_hash)."""
+    _, first, inv = np.unique(h, return_index=True, return_inverse=True)
+    f = first[inv]
+    if (client[f] == client).all() and (broker[f] == broker).all() and (cport[f] == cport).all() and (bport[f] == bport).all():
+        return inv.astype(np.int64)
+    # A hash collision inside the batch: exact, slower.
+    order = np.lexsort((bport, cport, broker, client))
+    c, b, cp, bp = client[order], broker[order], cport[order], bport[order]
+    new = np.ones(len(order), dtype=bool)
+    new[1:] = (c[1:] != c[:-1]) | (b[1:] != b[:-1]) | (cp[1:] != cp[:-1]) | (bp[1:] != bp[:-1])
+    idx = np.empty(len(order), dtype=np.int64)
+    idx[order] = np.cumsum(new) - 1
+    return idx
 
 
 def _group_directions(src: np.ndarray, dst: np.ndarray, sport: np.ndarray, dport: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -9,7 +9,7 @@ loops run over distinct (device, port/host/topic) pairs only, for novelty.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -59,33 +59,73 @@ class ExtractorStats:
     novelty_resets: int = 0
 
 
-@dataclass
 class _Novelty:
-    """Which (device, thing) pairs were seen within the horizon; bounded."""
+    """Which (device, thing) pairs were seen within the horizon, and when; bounded.
 
-    horizon: float
-    max_keys: int
-    seen: dict = field(default_factory=dict)
+    Sorted arrays searched once per tick (a Python dict of tuples cost about 250 bytes and a
+    lookup per pair, with tens of thousands of devices). Pairs are found by a 64-bit hash and
+    then compared exactly: two pairs of the same hash (odds about n^2 / 2^65) are not merged,
+    the later one simply counts as new each time.
+    """
 
-    def count_new(self, keys: list, now: float) -> np.ndarray:
-        seen, horizon = self.seen, self.horizon
-        new = np.zeros(len(keys), dtype=bool)
-        for i, k in enumerate(keys):
-            last = seen.get(k)
-            if last is None or now - last > horizon:
-                new[i] = True
-            seen[k] = now
+    def __init__(self, horizon: float, max_keys: int) -> None:
+        self.horizon = horizon
+        self.max_keys = max_keys
+        self._h = np.zeros(0, dtype=np.uint64)  # sorted
+        self._dev = np.zeros(0, dtype=np.uint64)
+        self._thing = np.zeros(0, dtype=np.uint64)
+        self._last = np.zeros(0)
+
+    def __len__(self) -> int:
+        return len(self._h)
+
+    def count_new(self, dev: np.ndarray, thing: np.ndarray, now: float) -> np.ndarray:
+        """For distinct (dev, thing) pairs: True where not seen within the horizon; all are
+        seen now."""
+        dev = dev.astype(np.uint64, copy=False)
+        thing = thing.astype(np.uint64, copy=False)
+        h = _pair_hash(dev, thing)
+        n = len(self._h)
+        if n:
+            i = np.minimum(np.searchsorted(self._h, h), n - 1)
+            hit = self._h[i] == h
+            same = hit & (self._dev[i] == dev) & (self._thing[i] == thing)
+            new = ~same | (now - self._last[i] > self.horizon)
+            self._last[i[same]] = now
+        else:
+            hit = np.zeros(len(h), dtype=bool)
+            new = np.ones(len(h), dtype=bool)
+        add = np.flatnonzero(~hit)
+        if len(add):
+            ha = h[add]
+            order = np.argsort(ha, kind="stable")
+            add, ha = add[order], ha[order]
+            once = np.ones(len(ha), dtype=bool)
+            once[1:] = ha[1:] != ha[:-1]
+            add, ha = add[once], ha[once]
+            pos = np.searchsorted(self._h, ha)
+            self._h = np.insert(self._h, pos, ha)
+            self._dev = np.insert(self._dev, pos, dev[add])
+            self._thing = np.insert(self._thing, pos, thing[add])
+            self._last = np.insert(self._last, pos, now)
         return new
 
     def prune(self, now: float) -> bool:
         """Drop stale keys; if still over the bound, forget everything. True if forgot."""
-        if len(self.seen) <= self.max_keys:
+        if len(self._h) <= self.max_keys:
             return False
-        self.seen = {k: t for k, t in self.seen.items() if now - t <= self.horizon}
-        if len(self.seen) > self.max_keys:
-            self.seen.clear()
+        keep = now - self._last <= self.horizon
+        self._h, self._dev, self._thing, self._last = self._h[keep], self._dev[keep], self._thing[keep], self._last[keep]
+        if len(self._h) > self.max_keys:
+            self._h, self._dev, self._thing, self._last = (np.zeros(0, dtype=np.uint64), np.zeros(0, dtype=np.uint64),
+                                                           np.zeros(0, dtype=np.uint64), np.zeros(0))
             return True
         return False
+
+
+def _pair_hash(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    h = a * np.uint64(0x9E3779B97F4A7C15) ^ (b * np.uint64(0xC2B2AE3D27D4EB4F) + (b >> np.uint64(29)))
+    return h ^ (h >> np.uint64(31))
 
 
 class FeatureExtractor:
@@ -258,7 +298,7 @@ class FeatureExtractor:
     def _count_new(nov: _Novelty, inv: np.ndarray, what: np.ndarray, keys: np.ndarray, into: np.ndarray, now: float) -> None:
         """Add to `into` (per device) the number of distinct `what` new for that device."""
         dev, things, _ = _unique_pairs(inv, what)
-        new = nov.count_new(list(zip(keys[dev].tolist(), things.tolist())), now)
+        new = nov.count_new(keys[dev], things, now)
         into += np.bincount(dev[new], minlength=len(into))
 
     def _mqtt_counts(self, mq: np.ndarray, inv: np.ndarray, keys: np.ndarray, counts: np.ndarray, shape: np.ndarray, now: float) -> None:
