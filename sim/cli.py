@@ -7,6 +7,7 @@
     atlas-sim attacks             # attack and look-alike kinds with their parameters
     atlas-sim city --devices 5000 --gateways 50 --duration 3600 --seed 7 --out DIR   # the whole city
     atlas-sim evaluate DIR --out REPORT_DIR   # run ATLAS and the baselines on a city, score, report
+    atlas-sim live --devices 30 --duration 60 --seed 3 --out DIR --attack mqtt_flood@20:10 --agent   # for real, in namespaces (root)
 
 An attack or look-alike is KIND[@START[:DURATION]][,key=value...]: START and DURATION in
 seconds after the capture starts (omitted: chosen by the seed), key=value override the kind's

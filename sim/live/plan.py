@@ -11,10 +11,10 @@ from typing import Any
 
 import numpy as np
 
-from atlas.firmware_profiles import DOMAINS, DeviceProfile, TopicSpec, load_device_profiles
+from atlas.firmware_profiles import DOMAINS, DeviceProfile, TopicSpec
 from atlas.sim.attacks import ATTACKS, AttackSpec
 from atlas.sim.attacks.base import COMMON_PASSWORDS, COMMON_PORTS, COMMON_USERS
-from atlas.sim.traffic.inventory import BACKENDS, Inventory, build_inventory
+from atlas.sim.traffic.inventory import Inventory, build_inventory
 from atlas.sim.traffic.payloads import topic_payloads, topic_rng
 
 # Attack kinds the live mode runs, and with what (the ground truth records it).
@@ -424,8 +424,4 @@ def forged_payloads(step: LiveStep, at: float) -> list[str]:
     return [base64.b64encode(blobs.get(j)).decode() for j in range(n)]
 
 
-def known_profiles(profiles_dir=None) -> dict[str, DeviceProfile]:
-    return load_device_profiles(profiles_dir)
-
-
-__all__ = ["BACKENDS", "LIVE_TOOLS", "LiveGateway", "LiveStep", "accounts", "backend_addresses", "fleet_plan", "gateway_layout", "plan_steps"]
+__all__ = ["LIVE_TOOLS", "OUTSIDE_NETS", "LiveGateway", "LiveStep", "accounts", "backend_addresses", "fleet_plan", "gateway_layout", "plan_steps"]

@@ -301,7 +301,6 @@ def _readline(proc: subprocess.Popen, timeout: float) -> str:
 
 def _start_agent(ns: Netns, node: _Gateway, work: Path) -> tuple[subprocess.Popen, Path]:
     from atlas.agent.control import ControlError, query
-
     from atlas.agent.detect.conformance import write_device_inventory
 
     sock = work / f"agent-{node.gw.index}.sock"
@@ -314,9 +313,8 @@ def _start_agent(ns: Netns, node: _Gateway, work: Path) -> tuple[subprocess.Pope
         f'[agent]\ngateway_id = "{node.gw.id}"\ninterface = "{BRIDGE}"\nstate_dir = "{work / f"agent-state-{node.gw.index}"}"\n'
         f'control_socket = "{sock}"\n[detect]\ninventory = "{inventory}"\n[metrics]\nport = 0\n[enforce]\nnftables = "off"\n'
     )
-    log = open(node.pcap.parent / "agent.log", "w")
-    proc = ns.popen(node.netns, [sys.executable, "-m", "atlas.agent.cli", "run", "--config", str(cfg)], stdout=log, stderr=subprocess.STDOUT)
-    log.close()
+    with open(node.pcap.parent / "agent.log", "w") as log:
+        proc = ns.popen(node.netns, [sys.executable, "-m", "atlas.agent.cli", "run", "--config", str(cfg)], stdout=log, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         if proc.poll() is not None:

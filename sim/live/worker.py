@@ -257,7 +257,7 @@ def bruteforce(plan: dict) -> None:
         got: list[int] = []
         c = _client(plan["cid"], int(plan["version"]))
         c.username_pw_set(user, password)
-        c.on_connect = lambda client, u, f, reason, p: got.append(int(reason.value))
+        c.on_connect = lambda client, u, f, reason, p, got=got: got.append(int(reason.value))
         try:
             _connect(c, plan, plan["bind"], 60, version=int(plan["version"]))
             until = time.time() + 2.0
@@ -443,7 +443,7 @@ def publisher(plan: dict) -> None:
     emit("start")
     start, sent = float(plan.get("at", time.time())), 0
     try:
-        for off, payload in zip(plan["offsets"], plan["payloads"]):
+        for off, payload in zip(plan["offsets"], plan["payloads"], strict=True):
             if not _sleep_until(start + float(off), deadline):
                 break
             if c.publish(plan["topic"], base64.b64decode(payload), int(plan["qos"])).rc == 0:
