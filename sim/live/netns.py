@@ -5,7 +5,9 @@ A `Netns` set owns everything it makes: namespaces (unique names `<prefix>-<role
 the processes it starts in them (each in its own session, so a Ctrl-C on the terminal reaches
 only the orchestrator, which then stops them in order). `close()` kills what is still running
 and deletes the namespaces (which removes their veths and bridges); it is idempotent and is
-also registered with `atexit` as a backstop.
+also registered with `atexit` as a backstop. Against SIGKILL of the orchestrator: its children
+die with it (PR_SET_PDEATHSIG), and the next run reaps namespaces whose owner is gone
+(`reap_stale`, by the owner file /run/atlsim/<run id>).
 
 Namespaces have no route out of the run's own subnets: traffic stays inside them.
 """
@@ -19,10 +21,13 @@ import shutil
 import signal
 import subprocess
 import uuid
+from pathlib import Path
 from typing import Any, Iterator, Sequence
 
 CLONE_NEWNET = 0x40000000
+PR_SET_PDEATHSIG = 1
 NETNS_DIR = "/run/netns"
+OWNERS_DIR = "/run/atlsim"  # <run id>: "<pid> <start time>" of the process that owns the run's namespaces
 PREFIX = "atlsim"  # every namespace a live run makes starts with this (tests look for leftovers)
 
 
@@ -61,6 +66,50 @@ def existing(prefix: str = PREFIX) -> list[str]:
         return []
 
 
+def _start_time(pid: int) -> str:
+    """The kernel's start time of `pid` (field 22 of /proc/<pid>/stat): tells a reused pid apart."""
+    try:
+        stat = open(f"/proc/{pid}/stat").read()
+    except OSError:
+        return ""
+    return stat.rsplit(")", 1)[1].split()[19]
+
+
+def reap_stale(prefix: str = PREFIX) -> list[str]:
+    """Remove the namespaces of runs whose owner is gone (killed with SIGKILL, or a crash that
+    skipped the cleanup): kill what still runs inside them, delete them. Returns their names.
+    A run whose owner is alive is never touched."""
+    runs: dict[str, list[str]] = {}
+    for name in existing(prefix + "-"):
+        parts = name.split("-")
+        if len(parts) == 3:
+            runs.setdefault(parts[1], []).append(name)
+    reaped = []
+    for run_id, names in runs.items():
+        owner = Path(OWNERS_DIR) / run_id
+        try:
+            pid, start = owner.read_text().split()
+            alive = _start_time(int(pid)) == start
+        except (OSError, ValueError):
+            alive = False
+        if alive:
+            continue
+        for name in names:
+            Netns._kill_inside(name)
+            subprocess.run(["ip", "netns", "del", name], capture_output=True)
+            reaped.append(name)
+        with contextlib.suppress(OSError):
+            owner.unlink()
+    return reaped
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: SIGKILL when the orchestrator dies, even by SIGKILL (nothing
+    of a run outlives it; its namespaces are then reaped by the next run)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+
+
 @contextlib.contextmanager
 def in_netns(name: str | None) -> Iterator[None]:
     """Switch the calling thread into namespace `name` for the block (sockets made inside keep it)."""
@@ -94,6 +143,9 @@ class Netns:
         self.namespaces: list[str] = []
         self.procs: list[subprocess.Popen] = []
         self._links = 0
+        self._owner = Path(OWNERS_DIR) / self.id
+        self._owner.parent.mkdir(parents=True, exist_ok=True)
+        self._owner.write_text(f"{os.getpid()} {_start_time(os.getpid())}\n")
         atexit.register(self.close)
 
     # ---- topology ---------------------------------------------------------------------------
@@ -145,6 +197,7 @@ class Netns:
         """A process in `netns`, in its own session (so it and its children can be stopped as a
         group, and a terminal's Ctrl-C does not hit it before the orchestrator decides)."""
         kw.setdefault("start_new_session", True)
+        kw.setdefault("preexec_fn", _die_with_parent)
         proc = subprocess.Popen(netns_cmd(netns, argv), **kw)
         self.procs.append(proc)
         return proc
@@ -176,6 +229,8 @@ class Netns:
             self._kill_inside(name)
             subprocess.run(["ip", "netns", "del", name], capture_output=True)
         self.namespaces.clear()
+        with contextlib.suppress(OSError):
+            self._owner.unlink()
         atexit.unregister(self.close)
 
     @staticmethod
@@ -193,4 +248,4 @@ class Netns:
         self.close()
 
 
-__all__ = ["Netns", "NetnsError", "PREFIX", "existing", "in_netns", "ip", "netns_cmd", "unavailable_reason"]
+__all__ = ["Netns", "NetnsError", "PREFIX", "existing", "in_netns", "ip", "netns_cmd", "reap_stale", "unavailable_reason"]

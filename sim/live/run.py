@@ -30,7 +30,7 @@ from typing import Any, Callable
 from atlas.firmware_profiles import load_device_profiles
 from atlas.sim.attacks import AttackSpec
 from atlas.sim.live.broker import mosquitto_unavailable_reason, start_broker
-from atlas.sim.live.netns import Netns, unavailable_reason
+from atlas.sim.live.netns import Netns, reap_stale, unavailable_reason
 from atlas.sim.live.pcapscan import index_pcap
 from atlas.sim.live.plan import (OUTSIDE_NETS, LiveGateway, LiveStep, accounts, backend_addresses, fleet_plan, forged_payloads, gateway_layout,
                                  plan_steps)
@@ -110,6 +110,9 @@ def run_live(opts: LiveOptions) -> LiveResult:
         steps = [s for s in steps if s.tool != "nmap"]
         for sk in skipped:
             say(f"live: {sk['kind']} {sk['step']} skipped: {sk['reason']}")
+    reaped = reap_stale()
+    if reaped:
+        say(f"live: removed {len(reaped)} namespace(s) left by a run that was killed: {', '.join(reaped)}")
     out = Path(opts.out)
     out.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="atlsim-"))

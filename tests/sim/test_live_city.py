@@ -17,7 +17,7 @@ import pytest
 
 from atlas.sim.attacks import AttackSpec
 from atlas.sim.live import LiveOptions, prerequisites, run_live
-from atlas.sim.live.netns import existing
+from atlas.sim.live.netns import existing, reap_stale
 
 pytestmark = [pytest.mark.netns, pytest.mark.slow]
 HAVE_NMAP = shutil.which("nmap") is not None
@@ -156,14 +156,50 @@ def test_ctrl_c_removes_namespaces_and_processes(tmp_path):
         proc.send_signal(signal.SIGINT)
         _, err = proc.communicate(timeout=30)
     finally:
-        if proc.poll() is None:
+        if proc.poll() is None:  # it did not stop: kill it, then clean up as the next run would
             proc.kill()
             proc.wait()
+            reap_stale()
     assert proc.returncode == 130, err
     assert "interrupted" in err and "Traceback" not in err
     assert not (set(existing()) & mine)
     for pid in pids:
         assert not Path(f"/proc/{pid}").exists() or _zombie_or_other(pid), pid
+
+
+def test_a_killed_run_takes_its_processes_along_and_is_reaped(tmp_path):
+    """SIGKILL leaves no chance to clean up: the run's processes die with it (parent-death
+    signal) and the next run (here: reap_stale) removes its namespaces; a live run's are kept."""
+    _skip_unless_live()
+    before = set(existing())
+    proc = subprocess.Popen([sys.executable, "-m", "atlas.sim.cli", "live", "--devices", "4", "--duration", "30", "--seed", "2",
+                             "--out", str(tmp_path / "out")], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        def running_inside():
+            mine = set(existing()) - before
+            pids = set()
+            for name in mine:
+                out = subprocess.run(["ip", "netns", "pids", name], capture_output=True, text=True).stdout
+                pids |= {int(p) for p in out.split()}
+            return (mine, pids) if len(mine) == 3 and len(pids) >= 2 else None
+
+        deadline = time.monotonic() + 30
+        got = None
+        while time.monotonic() < deadline and not got:
+            got = running_inside()
+            time.sleep(0.2)
+        assert got, "the run never had its namespaces and processes up"
+        mine, pids = got
+        assert not set(reap_stale()) & mine and set(existing()) >= mine  # its owner is alive: untouched
+    finally:
+        proc.kill()
+        proc.wait()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and any(Path(f"/proc/{p}").exists() and not _zombie_or_other(p) for p in pids):
+        time.sleep(0.1)
+    assert not any(Path(f"/proc/{p}").exists() and not _zombie_or_other(p) for p in pids), "processes outlived the killed run"
+    assert mine <= set(reap_stale())
+    assert not set(existing()) & mine
 
 
 def test_bad_arguments_are_clear_errors_before_anything_starts(tmp_path):
