@@ -29,6 +29,7 @@ PR_SET_PDEATHSIG = 1
 NETNS_DIR = "/run/netns"
 OWNERS_DIR = "/run/atlsim"  # <run id>: "<pid> <start time>" of the process that owns the run's namespaces
 PREFIX = "atlsim"  # every namespace a live run makes starts with this (tests look for leftovers)
+_libc = ctypes.CDLL(None, use_errno=True)
 
 
 class NetnsError(RuntimeError):
@@ -106,8 +107,7 @@ def reap_stale(prefix: str = PREFIX) -> list[str]:
 def _die_with_parent() -> None:
     """In the child before exec: SIGKILL when the orchestrator dies, even by SIGKILL (nothing
     of a run outlives it; its namespaces are then reaped by the next run)."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    _libc.prctl(PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)  # nothing else here: runs between fork and exec
 
 
 @contextlib.contextmanager
@@ -116,7 +116,7 @@ def in_netns(name: str | None) -> Iterator[None]:
     if not name:
         yield
         return
-    libc = ctypes.CDLL(None, use_errno=True)
+    libc = _libc
     here = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
     there = os.open(f"{NETNS_DIR}/{name}", os.O_RDONLY)
     try:
