@@ -90,23 +90,33 @@ def _roc(plt, data, roc, agent):
 
 
 def _cpu(plt, data, roc, agent):
+    """Each gateway's cumulative agent CPU resampled on a common 30 s grid: the city's mean,
+    the busiest gateway and the spread between gateways (10th..90th percentile)."""
     fig, ax = plt.subplots(figsize=(7, 4))
     rows = data["gateways"]
-    for g in rows[:12]:
+    duration = data["city"]["duration_s"]
+    step = max(30.0, duration / 200)
+    grid = np.arange(0.0, duration + step / 2, step)
+    shares = []
+    for g in rows:
         tl = np.asarray(g["cpu_timeline"], dtype=float)
-        if len(tl) < 2:
+        if len(tl) < 1:
             continue
-        t = np.concatenate([[0.0], tl[:, 0]])
-        c = np.concatenate([[0.0], tl[:, 1]])
-        share = np.diff(c) / np.maximum(np.diff(t), 1.0)
-        ax.stairs(100 * share, t, label=g["gateway"], alpha=0.8)
-    budget = 7.3
-    ax.axhline(budget, ls="--", color="grey", label=f"{budget} %: the agent's default budget (of a whole gateway; for scale)")
+        cum = np.interp(grid, np.r_[0.0, tl[:, 0]], np.r_[0.0, tl[:, 1]])
+        shares.append(100 * np.diff(cum) / step)
+    if shares:
+        S = np.asarray(shares)
+        busiest = int(np.argmax(S.sum(axis=1)))
+        if len(S) > 2:
+            ax.fill_between(grid[1:], np.percentile(S, 10, axis=0), np.percentile(S, 90, axis=0), step="pre", alpha=0.3,
+                            label="10th..90th percentile of gateways")
+        ax.stairs(S.mean(axis=0), grid, label=f"mean of {len(S)} gateways", linewidth=2)
+        ax.stairs(S[busiest], grid, label=f"busiest gateway ({rows[busiest]['gateway']})", alpha=0.8)
     ax.set_xlabel("seconds of traffic")
-    ax.set_ylabel("agent CPU, % of one core")
-    more = f" (first 12 of {len(rows)})" if len(rows) > 12 else ""
-    ax.set_title(f"Agent CPU over time per gateway{more}")
-    ax.legend(fontsize=7, ncol=2)
+    ax.set_ylabel("agent CPU, % of one core (this machine)")
+    ax.set_ylim(bottom=0)
+    ax.set_title("Agent CPU over time (the agent's budget: 7.3 % of a whole gateway)")
+    ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
     return fig
 
