@@ -4,5 +4,13 @@ Runs the ATLAS agent on every gateway's capture of a city (atlas.sim.evaluate.ag
 its incidents against the ground truth (atlas.sim.evaluate.metrics), runs the baselines on the
 same city (atlas.sim.evaluate.baselines) and writes report.md, report.json, PNG plots and
 `incidents/<gateway>.jsonl` (atlas.sim.evaluate.report, .plots).
+
+    from atlas.sim.evaluate.run import evaluate
+    report = evaluate("out/city", "out/report", workers=2)   # -> Report: .rows, .data, .table_text()
+
+Modules, in the order of the data flow: city (load_city: the folder `atlas-sim city` writes,
+checked with clear errors), agent (run_agent: one process per gateway, CPU, telemetry bytes,
+score histograms), metrics (pure scoring functions), run (the whole evaluation), report and
+plots (output), fixture (build_city: a small city from generate_capture, for tests).
 """
 from __future__ import annotations
