@@ -42,6 +42,10 @@ BLOCK_TIMEOUT_MS = 250  # the capture ring hands over a block at least this ofte
 # appears in; one batch a second pays it about once per flow instead of once per packet.
 COALESCE_FRAMES = 8192
 COALESCE_S = 0.5
+# Every batch allocates and frees megabytes of numpy arrays; glibc keeps freed heap memory
+# mapped, so the resident size creeps up to the worst moment's. Handing it back once a second
+# costs about 0.5 ms (10-25 MB less resident at 50k packets/s with 18,000 devices).
+TRIM_INTERVAL_S = 1.0
 
 
 class AgentDaemon:
@@ -113,10 +117,12 @@ class AgentDaemon:
                 self.capture = cap
                 notifier.ready(f"capturing on {cfg.agent.interface}")
                 log.info("atlas-agent %s capturing on %s (%s), budget %.2f%%", __version__, cfg.agent.interface, self.board.name, cfg.budget.cpu_percent)
+                trim = HeapTrimmer(TRIM_INTERVAL_S)
                 for batch in coalesce(cap.batches(), COALESCE_FRAMES, COALESCE_S):
                     if self._stop.is_set():
                         break
                     self._step(batch)
+                    trim.maybe()
                     watchdog.tick()
         finally:
             notifier.stopping()
@@ -327,6 +333,34 @@ class AgentDaemon:
             "last_error": self.uplink.last_error,
             "counters": self.uplink.counters_snapshot(),
         }
+
+
+class HeapTrimmer:
+    """Return freed heap memory to the system (glibc's malloc_trim) at most every `interval_s`;
+    a no-op where the C library has no malloc_trim."""
+
+    def __init__(self, interval_s: float) -> None:
+        import ctypes
+        import ctypes.util
+
+        self.interval_s = interval_s
+        self._last = time.monotonic()
+        self._trim = None
+        try:
+            libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+            self._trim = libc.malloc_trim
+            self._trim.argtypes, self._trim.restype = [ctypes.c_size_t], ctypes.c_int
+        except (OSError, AttributeError):  # musl, macOS: nothing to call
+            self._trim = None
+
+    def maybe(self) -> bool:
+        """Trim if the interval has passed; True when it did."""
+        now = time.monotonic()
+        if self._trim is None or now - self._last < self.interval_s:
+            return False
+        self._last = now
+        self._trim(0)
+        return True
 
 
 def coalesce(batches: Iterator[FrameBatch], max_frames: int, max_age_s: float) -> Iterator[FrameBatch]:

@@ -52,6 +52,17 @@ def flow_hash(client: np.ndarray, broker: np.ndarray, cport: np.ndarray, bport: 
     return h ^ (h >> np.uint64(31))
 
 
+_U64 = (1 << 64) - 1
+
+
+def _flow_hash_one(client: int, broker: int, cport: int, bport: int) -> int:
+    """flow_hash of one four-tuple, in Python integers (a numpy call costs more for one)."""
+    a = ((client << 16) | cport) & _U64
+    b = ((broker << 16) | bport) & _U64
+    h = ((a * int(_M1)) & _U64) ^ ((((b * int(_M2)) & _U64) + (b >> 29)) & _U64)
+    return h ^ (h >> 31)
+
+
 class FlowTable:
     """Slots of connections, a vectorized lookup by four-tuple, and least-recent eviction order."""
 
@@ -92,8 +103,7 @@ class FlowTable:
         if not self._free:
             self._grow()
         s = self._free.pop()
-        h = int(flow_hash(np.array([client], dtype=np.uint64), np.array([broker], dtype=np.uint64),
-                          np.array([cport]), np.array([bport]))[0])
+        h = _flow_hash_one(client, broker, cport, bport)
         self.rows[s] = (client, broker, cport, bport, h, (-1, -1), (0, 0), (False, False), (False, False),
                         (False, False), (False, False), 4, False, False, 0, ts, True)
         self._n += 1

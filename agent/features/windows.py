@@ -143,11 +143,14 @@ class FeatureExtractor:
         self.tick_s = float(tick_s)
         self.max_devices = int(max_devices)
         self.stats = ExtractorStats()
-        self._slot: dict[int, int] = {}
+        # Device -> slot: sorted host keys and their slots, searched once per tick.
+        self._slot = np.zeros(0, dtype=np.uint64)
+        self._slot_of = np.zeros(0, dtype=np.int64)
         self._short = np.zeros((0, _N_SHORT))
         self._long = np.zeros((0, _N_LONG))
         self._updated = np.zeros(0)  # time of each slot's last decay update
-        self._free: list[int] = []
+        self._free = np.zeros(0, dtype=np.int64)  # slots given back by eviction
+        self._used = 0  # slots handed out so far from the end of the arrays
         self._keys = np.zeros(0, dtype=np.uint64)  # host key of each slot
         self._ports = _Novelty(novelty_horizon_s, max_novelty_keys)
         self._hosts = _Novelty(novelty_horizon_s, max_novelty_keys)
@@ -360,42 +363,62 @@ class FeatureExtractor:
     # ---- state --------------------------------------------------------------------------------
 
     def _slots_for(self, keys: np.ndarray, now: float) -> np.ndarray:
-        slots = np.empty(len(keys), dtype=np.int64)
-        for i, k in enumerate(keys.tolist()):
-            s = self._slot.get(k)
-            if s is None:
-                s = self._new_slot(k, now)
-            slots[i] = s
+        """Slots of these devices (`keys`: sorted, distinct), new ones set up."""
+        n = len(self._slot)
+        if n:
+            i = np.minimum(np.searchsorted(self._slot, keys), n - 1)
+            slots = np.where(self._slot[i] == keys, self._slot_of[i], -1)
+        else:
+            slots = np.full(len(keys), -1, dtype=np.int64)
+        new = np.flatnonzero(slots < 0)
+        if len(new):
+            slots[new] = self._new_slots(keys[new], now, slots[slots >= 0])
         return slots
 
-    def _new_slot(self, key: int, now: float) -> int:
-        if len(self._slot) >= self.max_devices:
-            self._evict(now)
-        if not self._free:
-            grow = max(64, len(self._keys))
-            start = len(self._keys)
-            self._short = np.vstack([self._short, np.zeros((grow, _N_SHORT))])
-            self._long = np.vstack([self._long, np.zeros((grow, _N_LONG))])
-            self._updated = np.concatenate([self._updated, np.zeros(grow)])
-            self._keys = np.concatenate([self._keys, np.zeros(grow, dtype=np.uint64)])
-            self._free.extend(range(start + grow - 1, start - 1, -1))
-        s = self._free.pop()
-        self._short[s] = 0.0
-        self._long[s] = 0.0
-        self._updated[s] = now
-        self._keys[s] = key
-        self._slot[key] = s
-        self.stats.devices += 1
-        return s
+    def _new_slots(self, keys: np.ndarray, now: float, keep: np.ndarray) -> np.ndarray:
+        """Slots for devices not in the table (sorted keys), evicting if it is full (never the
+        devices in `keep`, this tick's known ones)."""
+        while len(self._slot) + len(keys) > self.max_devices and len(self._slot) > len(keep):
+            self._evict(now, keep)
+        # (More devices in one tick than the table holds: it runs over until the next tick.)
+        take = min(len(keys), len(self._free))
+        slots = np.concatenate([self._free[len(self._free) - take:][::-1], np.arange(self._used, self._used + len(keys) - take)])
+        self._free = self._free[: len(self._free) - take]
+        self._used += len(keys) - take
+        if self._used > len(self._keys):
+            self._grow(self._used)
+        self._short[slots] = 0.0
+        self._long[slots] = 0.0
+        self._updated[slots] = now
+        self._keys[slots] = keys
+        pos = np.searchsorted(self._slot, keys)
+        self._slot = np.insert(self._slot, pos, keys)
+        self._slot_of = np.insert(self._slot_of, pos, slots)
+        self.stats.devices += len(keys)
+        return slots
 
-    def _evict(self, now: float) -> None:
+    def _grow(self, need: int) -> None:
+        cap = max(64, need, len(self._keys) * 3 // 2)  # 1.5x: the arrays are most of a device's memory
+        extra = cap - len(self._keys)
+        self._short = np.concatenate([self._short, np.zeros((extra, _N_SHORT))])
+        self._long = np.concatenate([self._long, np.zeros((extra, _N_LONG))])
+        self._updated = np.concatenate([self._updated, np.zeros(extra)])
+        self._keys = np.concatenate([self._keys, np.zeros(extra, dtype=np.uint64)])
+
+    def _evict(self, now: float, keep: np.ndarray) -> None:
         """Forget the least recently updated tenth of the devices (a bounded table)."""
-        live = np.fromiter(self._slot.values(), dtype=np.int64)
+        live = self._slot_of
         k = max(1, len(live) // 10)
-        victims = live[np.argpartition(self._updated[live], k - 1)[:k]]
-        for s in victims.tolist():
-            del self._slot[int(self._keys[s])]
-            self._free.append(s)
+        upd = self._updated[live].copy()
+        if len(keep):
+            upd[np.isin(live, keep)] = np.inf  # in this tick: not evictable
+        k = min(k, int(np.count_nonzero(np.isfinite(upd))))
+        if not k:
+            return
+        gone = np.zeros(len(live), dtype=bool)
+        gone[np.argpartition(upd, k - 1)[:k]] = True
+        self._free = np.concatenate([self._free, live[gone]])
+        self._slot, self._slot_of = self._slot[~gone], self._slot_of[~gone]
         self.stats.evicted_devices += k
 
     def _decay_and_emit(self, slots: np.ndarray, counts: np.ndarray, shape: np.ndarray, now: float) -> np.ndarray:

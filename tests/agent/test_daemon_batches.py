@@ -17,3 +17,16 @@ def test_merging_batches_that_share_a_buffer_copies_it_once():
     assert list(m.ts) == [1.0, 2.0, 3.0, 4.0, 5.0]
     assert len(m.buf) == len(whole.buf) + len(other.buf)  # FrameBatch.concat: 2 * len(whole.buf) + ...
     assert merge_batches(cut).buf is whole.buf
+
+
+def test_heap_trimmer_runs_at_most_once_per_interval():
+    import platform
+
+    from atlas.agent.daemon import HeapTrimmer
+
+    t = HeapTrimmer(3600.0)
+    if platform.libc_ver()[0] == "glibc":
+        assert t._trim is not None
+    assert t.maybe() is False  # the interval has not passed
+    t._last -= 3601.0
+    assert t.maybe() is (t._trim is not None) and t.maybe() is False

@@ -55,3 +55,27 @@ def test_pairs_of_the_same_hash_are_not_merged(monkeypatch):
     assert nov.count_new(dev, thing, 0.0).tolist() == [True, True]
     # The first pair is held; the second shares its hash, so it keeps counting as new.
     assert nov.count_new(dev, thing, 1.0).tolist() == [False, True]
+
+
+def _tick(fx, t: float, srcs: np.ndarray):
+    from atlas.agent.decode import PACKET_DTYPE, TCP_ACK
+
+    p = np.zeros(len(srcs), dtype=PACKET_DTYPE)
+    p["ts"], p["ipver"], p["proto"], p["src"], p["dst"] = t, 4, 6, srcs, 0x0A000001
+    p["sport"], p["dport"], p["tcp_flags"], p["wirelen"] = 50000, 1883, TCP_ACK, 60
+    return fx.update(p)
+
+
+def test_device_slots_are_distinct_even_when_a_tick_overflows_the_table():
+    fx = windows.FeatureExtractor(max_devices=32)
+    first = 0x0B000000 + np.arange(20, dtype=np.uint64)
+    _tick(fx, 100.0, first)
+    # 37 devices in one tick, 12 known: only the 8 others can go, the table runs over.
+    rows = _tick(fx, 101.5, np.concatenate([first[:12], 0x0C000000 + np.arange(25, dtype=np.uint64)]))
+    rows += _tick(fx, 102.5, np.array([0x0D000000], dtype=np.uint64))  # closes the tick of 37
+    assert len(fx._slot) == 37 and fx.stats.evicted_devices == 8
+    # The next new device brings it back under its bound, least recently updated first.
+    rows += fx.flush()
+    assert len(np.unique(fx._slot_of)) == len(fx._slot_of)  # no two devices share a slot
+    assert fx.stats.devices == 46 and [len(r) for r in rows] == [20, 37, 1]
+    assert len(fx._slot) <= 32 and 0x0D000000 in fx._slot.tolist()

@@ -17,6 +17,15 @@ from mqtt_segments import batch_of, split_batches  # noqa: E402
 from test_streams import _interleave, _mixed_conns, content  # noqa: E402
 
 
+def _weak_hash(monkeypatch, fn) -> None:
+    """Make the table's hash (vectorized and scalar, and the decoder's) collide on purpose."""
+    import atlas.agent.decode.streams as streams_mod
+
+    monkeypatch.setattr(flowtable, "flow_hash", fn)
+    monkeypatch.setattr(streams_mod, "flow_hash", fn)
+    monkeypatch.setattr(flowtable, "_flow_hash_one", lambda c, b, cp, bp: int(fn(np.array([c], dtype=np.uint64), np.array([b], dtype=np.uint64), np.array([cp]), np.array([bp]))[0]))
+
+
 def _find(t: FlowTable, *tuples) -> list[int]:
     a = np.array(tuples, dtype=np.uint64)
     return t.lookup(a[:, 0], a[:, 1], a[:, 2].astype(np.uint16), a[:, 3].astype(np.uint16)).tolist()
@@ -40,7 +49,7 @@ def test_slots_are_found_after_commit_and_not_after_removal():
 
 def test_hash_collisions_are_never_a_wrong_connection(monkeypatch):
     # Every tuple with the same client parity hashes alike.
-    monkeypatch.setattr(flowtable, "flow_hash", lambda c, b, cp, bp: (np.asarray(c, dtype=np.uint64) & np.uint64(1)))
+    _weak_hash(monkeypatch, lambda c, b, cp, bp: np.asarray(c, dtype=np.uint64) & np.uint64(1))
     t = FlowTable()
     first = t.add(2, 1, 1, 1883, 0.0)
     other = t.add(4, 1, 1, 1883, 0.0)
@@ -65,9 +74,7 @@ def test_streams_decode_exactly_with_a_colliding_hash(monkeypatch, sizes):
     ref = MqttStreams(fast_rounds=0)
     parts = split_batches(segs, sizes) if sizes else [batch_of(segs)]
     reference = np.concatenate([ref.feed(b, p) for b, p in parts] + [ref.flush()])
-    monkeypatch.setattr(flowtable, "flow_hash", lambda c, b, cp, bp: (np.asarray(cp, dtype=np.uint64) & np.uint64(3)))
-    import atlas.agent.decode.streams as streams_mod
-    monkeypatch.setattr(streams_mod, "flow_hash", flowtable.flow_hash)
+    _weak_hash(monkeypatch, lambda c, b, cp, bp: np.asarray(cp, dtype=np.uint64) & np.uint64(3))
     st = MqttStreams()
     rows = np.concatenate([st.feed(b, p) for b, p in parts] + [st.flush()])
     assert content(rows) == content(reference)
@@ -82,3 +89,12 @@ def test_only_connections_holding_bytes_keep_a_python_object():
         st.feed(b, p)
         assert all(f.holding() for f in st._flows.values())
     assert st.stats()["active_flows"] == 0 and not st._flows  # the sessions end with FIN
+
+
+def test_the_scalar_hash_equals_the_vectorized_one():
+    rng = np.random.default_rng(7)
+    for bits in (32, 48, 64):  # IPv4 keys, interned IPv6 keys, and beyond
+        c, b = (rng.integers(0, 2**bits, 200, dtype=np.uint64) for _ in range(2))
+        cp, bp = (rng.integers(0, 65536, 200).astype(np.uint16) for _ in range(2))
+        v = flowtable.flow_hash(c, b, cp, bp)
+        assert [int(x) for x in v] == [flowtable._flow_hash_one(int(c[i]), int(b[i]), int(cp[i]), int(bp[i])) for i in range(200)]
