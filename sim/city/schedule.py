@@ -3,12 +3,16 @@
 - Single attacks: every registered kind at least once, `attacks_per_gateway` per gateway on
   average, spread over gateways and time. Their attacker is left to the kind (a rogue host on
   the gateway's subnet, or a device for kinds that run from a compromised one).
-- Multi-stage campaigns across domains: recon on a transportation gateway -> MQTT credential
-  attack (that succeeds) on an energy gateway -> tampering (false data injection, else a
-  publish flood) on a public-safety gateway, stages strictly ordered in time. The attacker
-  of the later stages is the same external address (mode `external`) or a transportation
-  device: one that the recon found and took over (`pivot`) or one already in a botnet that
-  runs the Mirai-style scan itself (`botnet`, when `mirai_scan` is registered).
+- Multi-stage campaigns: 2 to 4 stages over two or three domains, after a template the seed
+  picks (TEMPLATES, rotated so a city with five campaigns has each once): recon -> MQTT
+  credential attack (that succeeds) -> tampering (false data injection, else a publish flood)
+  across three domains; recon and credential attack on two gateways of one domain, then a jump;
+  a credential attack whose victim network then leaks data (exfiltration by a device behind it);
+  and so on. Domains are a seed-chosen order. Stages are strictly ordered in time. The attacker
+  of the later stages is the same external address (mode `external`) or a device behind the
+  recon's gateway: one that the recon found and took over (`pivot`) or one already in a botnet
+  that runs the Mirai-style scan itself (`botnet`, when `mirai_scan` is registered). An
+  exfiltration stage runs on a device of the gateway whose credentials the previous stage won.
 - Benign look-alikes on some gateways: a power cut hits every gateway of a district at the
   same moment (cross-domain, like a campaign, but benign), firmware updates, rush hours on
   transportation gateways.
@@ -36,6 +40,16 @@ CAMPAIGN_DOMAINS = ("transportation", "energy", "public_safety")
 EXTERNAL_NET = "203.0.113."  # TEST-NET-3 (RFC 5737): campaign attackers outside the city
 MIRAI_TARGET_HARDWARE = ("camera_soc", "embedded_linux")  # devices with a Linux and a telnet to guess
 
+# Campaign templates: per stage (role, domain slot, gateway slot). Domain slots 0, 1, 2 map to a
+# seed-chosen order of CAMPAIGN_DOMAINS; the same (domain, gateway) slot is the same gateway.
+TEMPLATES: dict[str, tuple[tuple[str, int, int], ...]] = {
+    "three_domains": (("recon", 0, 0), ("credential", 1, 0), ("tamper", 2, 0)),
+    "domain_then_jump": (("recon", 0, 0), ("credential", 0, 1), ("tamper", 1, 0)),
+    "credential_exfiltration": (("recon", 0, 0), ("credential", 1, 0), ("exfiltration", 1, 0)),
+    "credential_tamper": (("credential", 0, 0), ("tamper", 1, 0)),
+    "four_stages": (("recon", 0, 0), ("credential", 1, 0), ("exfiltration", 1, 0), ("tamper", 2, 0)),
+}
+
 
 @dataclass
 class ScheduleOptions:
@@ -62,12 +76,14 @@ class ScheduleOptions:
 class Campaign:
     id: str
     mode: str  # external | pivot | botnet
-    attacker: str  # the address that runs the later stages
+    attacker: str  # the address that runs the later stages (an exfiltration stage: a device of its own gateway)
     stages: list[str] = field(default_factory=list)  # step ids, stage 1 first
     gateways: list[str] = field(default_factory=list)
+    template: str = ""  # a key of TEMPLATES
 
     def to_dict(self) -> dict[str, Any]:
-        return {"id": self.id, "mode": self.mode, "attacker": self.attacker, "stages": self.stages, "gateways": self.gateways}
+        return {"id": self.id, "mode": self.mode, "template": self.template, "attacker": self.attacker,
+                "stages": self.stages, "gateways": self.gateways}
 
 
 @dataclass
@@ -103,9 +119,15 @@ def plan_schedule(layout: CityLayout, profiles: dict[str, DeviceProfile], durati
     if not all(layout.of_domain(d) for d in CAMPAIGN_DOMAINS):
         n_camp = 0
     load = np.zeros(G, dtype=np.int64)
-    for c in range(n_camp):
-        for s, dom in enumerate(CAMPAIGN_DOMAINS):
-            g = _least_loaded(layout.of_domain(dom), load, rng)
+    templates = _pick_templates(layout, n_camp, rng)
+    for c, name in enumerate(templates):
+        order = [CAMPAIGN_DOMAINS[i] for i in rng.permutation(len(CAMPAIGN_DOMAINS))]
+        placed: dict[tuple[int, int], GatewaySpec] = {}
+        for s, (_, d, k) in enumerate(TEMPLATES[name]):
+            if (d, k) not in placed:
+                taken = set(x.index for x in placed.values())
+                placed[(d, k)] = _least_loaded([g for g in layout.of_domain(order[d]) if g.index not in taken], load, rng)
+            g = placed[(d, k)]
             items.append(_Item([g.index], "", campaign=c, stage=s + 1))
             load[g.index] += 1
     for kind, g in _singles(layout, opts, rng):
@@ -113,7 +135,16 @@ def plan_schedule(layout: CityLayout, profiles: dict[str, DeviceProfile], durati
         load[g] += 1
     items += _lookalike_items(layout, profiles, opts, rng)
     n_slots = _assign_slots(items, G, rng)
-    return _timed(layout, profiles, items, n_slots, duration, opts, rng, n_camp)
+    return _timed(layout, profiles, items, n_slots, duration, opts, rng, templates)
+
+
+def _pick_templates(layout: CityLayout, n: int, rng) -> list[str]:
+    """A template per campaign: the feasible ones (enough gateways per domain) in turn, from a
+    seed-chosen first one, so a few campaigns already differ."""
+    per_domain = min(len(layout.of_domain(d)) for d in CAMPAIGN_DOMAINS)
+    names = [t for t, stages in TEMPLATES.items() if max(k for _, _, k in stages) < per_domain]
+    first = int(rng.integers(len(names))) if names else 0
+    return [names[(first + c) % len(names)] for c in range(n)]
 
 
 def _least_loaded(gws: list[GatewaySpec], load: np.ndarray, rng) -> GatewaySpec:
@@ -216,7 +247,7 @@ def _try_slots(items: list[_Item], G: int, K: int, rng) -> bool:
 
 
 def _timed(layout: CityLayout, profiles, items: list[_Item], K: int, duration: float, opts: ScheduleOptions,
-           rng, n_camp: int) -> CitySchedule:
+           rng, templates: list[str]) -> CitySchedule:
     warm = min(opts.warmup, 0.1 * duration)
     L = (duration - warm) / K
     attacks: dict[str, list[AttackSpec]] = {g.id: [] for g in layout.gateways}
@@ -226,7 +257,7 @@ def _timed(layout: CityLayout, profiles, items: list[_Item], K: int, duration: f
     def start_in(slot: int, length: float) -> float:
         return round(warm + slot * L + float(rng.uniform(0, max(L - length, 0.0))), 3)
 
-    campaigns = [_campaign_roles(c, layout, profiles, items, rng) for c in range(n_camp)]
+    campaigns = [_campaign_roles(c, t, layout, profiles, items, rng) for c, t in enumerate(templates)]
     for it in sorted(items, key=lambda it: (it.slot, it.gw[0], it.kind, it.campaign, it.stage)):
         gws = [layout.gateways[g] for g in it.gw]
         if it.look:
@@ -234,14 +265,15 @@ def _timed(layout: CityLayout, profiles, items: list[_Item], K: int, duration: f
             continue
         if it.campaign >= 0:
             camp, role = campaigns[it.campaign]
-            spec_kind, attacker, victims, params = role[it.stage]
+            spec_kind, attacker, victims, params, given_by = role[it.stage]
             dur = round(min(ATTACKS[spec_kind].duration, 0.6 * L), 3)
             sid = f"{camp.id}-s{it.stage}-{spec_kind}"
             attacks[gws[0].id].append(AttackSpec(spec_kind, start=start_in(it.slot, dur), duration=dur, params=params,
                                                  attacker=attacker, victims=victims, campaign=camp.id, stage=it.stage, id=sid))
             camp.stages.append(sid)
             camp.gateways.append(gws[0].id)
-            notes[sid] = {"campaign_mode": camp.mode, "compromised_in": _compromised_in(camp, it.stage)}
+            notes[sid] = {"campaign_mode": camp.mode, "campaign_template": camp.template,
+                          "compromised_in": f"{camp.id}-s{given_by}-{role[given_by][0]}" if given_by else ""}
             continue
         dur = round(min(ATTACKS[it.kind].duration, 0.6 * L), 3)
         attacks[gws[0].id].append(AttackSpec(it.kind, start=start_in(it.slot, dur), duration=dur))
@@ -250,31 +282,34 @@ def _timed(layout: CityLayout, profiles, items: list[_Item], K: int, duration: f
     return CitySchedule(attacks, looks, [c for c, _ in campaigns], notes)
 
 
-def _compromised_in(camp: Campaign, stage: int) -> str:
-    """Which step handed the attacker the address it attacks from ('' = it had it before the capture)."""
-    if camp.mode == "pivot" and stage > 1:
-        return camp.stages[0] if camp.stages else ""
-    return ""
-
-
-def _campaign_roles(c: int, layout: CityLayout, profiles, items: list[_Item], rng):
-    """(Campaign, {stage: (kind, attacker, victims, params)})."""
+def _campaign_roles(c: int, template: str, layout: CityLayout, profiles, items: list[_Item], rng):
+    """(Campaign, {stage: (kind, attacker, victims, params, stage that handed the attacker its
+    address or 0 = it had it before the capture)})."""
+    stages = TEMPLATES[template]
     stage_gw = {it.stage: layout.gateways[it.gw[0]] for it in items if it.campaign == c}
+    has_recon = stages[0][0] == "recon"
     modes = ["external", "pivot"] + (["botnet"] if "mirai_scan" in ATTACKS else [])
-    mode = modes[(c + int(rng.integers(len(modes)))) % len(modes)]
+    mode = modes[(c + int(rng.integers(len(modes)))) % len(modes)] if has_recon else "external"
     external = f"{EXTERNAL_NET}{10 + c % 240}"
-    device = _pick_device(stage_gw[1], profiles, rng)
-    recon = stage_gw[1]
+    device = _pick_device(stage_gw[1], profiles, rng) if has_recon else ""
     later = external if mode == "external" else device
-    if mode == "botnet":
-        role1 = ("mirai_scan", device, None, {})
-    else:
-        # The scan takes in the device it will take over (pivot), besides the gateway.
-        victims = [recon.broker, device] if mode == "pivot" else None
-        role1 = ("port_scan", external, victims, {})
+    later_from = 1 if mode == "pivot" else 0
     tamper = "false_data" if "false_data" in ATTACKS else "mqtt_flood"
-    roles = {1: role1, 2: ("mqtt_bruteforce", later, None, {"success": True}), 3: (tamper, later, None, {})}
-    return Campaign(f"c{c + 1}", mode, later), roles
+    roles: dict[int, tuple] = {}
+    for s, (role, _, _) in enumerate(stages, 1):
+        if role == "recon" and mode == "botnet":
+            roles[s] = ("mirai_scan", device, None, {}, 0)
+        elif role == "recon":
+            # The scan takes in the device it will take over (pivot), besides the gateway.
+            roles[s] = ("port_scan", external, [stage_gw[s].broker, device] if mode == "pivot" else None, {}, 0)
+        elif role == "credential":
+            roles[s] = ("mqtt_bruteforce", later, None, {"success": True}, later_from)
+        elif role == "exfiltration" and "exfiltration" in ATTACKS:
+            # A device behind the gateway whose broker credentials the stage before won.
+            roles[s] = ("exfiltration", _pick_device(stage_gw[s], profiles, rng), None, {}, s - 1)
+        else:  # tamper (or exfiltration without that kind registered)
+            roles[s] = (tamper, later, None, {}, later_from)
+    return Campaign(f"c{c + 1}", mode, later, template=template), roles
 
 
 def _pick_device(g: GatewaySpec, profiles, rng) -> str:

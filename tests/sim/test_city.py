@@ -16,6 +16,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # tests/sim/sim_pcap.p
 from sim_pcap import SYN, read_frames, tshark_fields  # noqa: E402
 
 from atlas.sim.attacks import ATTACKS  # noqa: E402
+from atlas.sim.city.schedule import TEMPLATES  # noqa: E402
 from atlas.sim.cli import main  # noqa: E402
 
 ARGS = ["--devices", "60", "--gateways", "6", "--duration", "120", "--seed", "7",
@@ -91,20 +92,29 @@ def test_each_steps_attacker_packets_are_in_its_gateways_capture_between_start_a
         assert abs(min(inside) - s["start"]) < 1e-6 and abs(max(inside) - s["end"]) < 1e-6, s["id"]
 
 
-def test_campaigns_cross_domains_in_time_order_and_keep_their_attacker(city, frames):
+def test_campaigns_follow_their_template_in_time_order_and_keep_their_attacker(city, frames):
     _, meta, steps, _ = city
     domain = {g["id"]: g["domain"] for g in meta["gateways"]}
     subnet = {g["id"]: ipaddress.IPv4Network(g["subnet"]) for g in meta["gateways"]}
     device_ips = {d["ip"]: d for d in meta["devices"]}
     assert [c["id"] for c in meta["campaigns"]] == ["c1", "c2"]
+    assert len({c["template"] for c in meta["campaigns"]}) == 2
     for c in meta["campaigns"]:
+        shape = TEMPLATES[c["template"]]
         st = sorted((s for s in steps if s["campaign"] == c["id"]), key=lambda s: s["stage"])
-        assert [s["stage"] for s in st] == [1, 2, 3] and [s["id"] for s in st] == c["stages"]
-        assert [domain[s["gateway"]] for s in st] == ["transportation", "energy", "public_safety"]
+        assert [s["stage"] for s in st] == list(range(1, len(shape) + 1)) and [s["id"] for s in st] == c["stages"]
+        assert len({domain[s["gateway"]] for s in st}) == len({d for _, d, _ in shape}) >= 2  # crosses domains
         assert all(a["end"] <= b["start"] for a, b in zip(st, st[1:]))
-        assert st[1]["attacker"] == st[2]["attacker"] == c["attacker"]
+        assert all(s["params"]["campaign_template"] == c["template"] for s in st)
+        later = [s for (role, _, _), s in zip(shape, st) if role in ("credential", "tamper")]
+        assert later and all(s["attacker"] == c["attacker"] for s in later)
+        for (role, _, _), s in zip(shape, st):
+            if role == "exfiltration":  # a device of its own gateway, handed over by the stage before
+                assert device_ips[s["attacker"]]["gateway"] == s["gateway"]
+                assert s["params"]["attacker_origin"] == "compromised_device"
+                assert s["params"]["compromised_in"] == st[s["stage"] - 2]["id"]
         if c["mode"] == "external":
-            assert st[0]["attacker"] == c["attacker"] and st[2]["params"]["attacker_origin"] == "external"
+            assert st[0]["attacker"] == c["attacker"] and later[-1]["params"]["attacker_origin"] == "external"
         else:  # a device behind the recon's gateway, seen on the other gateways' wires
             dev = device_ips[c["attacker"]]
             assert dev["gateway"] == st[0]["gateway"]
@@ -112,7 +122,7 @@ def test_campaigns_cross_domains_in_time_order_and_keep_their_attacker(city, fra
             assert any(f.src == c["attacker"] for f in frames[st[1]["gateway"]])
             assert ipaddress.IPv4Address(c["attacker"]) not in subnet[st[1]["gateway"]]
         if c["mode"] == "pivot":
-            assert st[2]["params"]["compromised_in"] == st[0]["id"]
+            assert st[1]["params"]["compromised_in"] == st[0]["id"]
             assert any(f.src == st[0]["attacker"] and f.dst == c["attacker"] and f.flags & SYN for f in frames[st[0]["gateway"]])
 
 

@@ -10,6 +10,7 @@ import pytest
 from atlas.firmware_profiles import DOMAINS, load_device_profiles
 from atlas.sim.attacks import ATTACKS
 from atlas.sim.city import ScheduleOptions, plan_layout, plan_schedule
+from atlas.sim.city.schedule import TEMPLATES
 from atlas.sim.traffic.inventory import class_counts, device_address
 
 PROFILES = load_device_profiles()
@@ -73,27 +74,58 @@ def test_every_kind_once_at_least_and_no_two_steps_overlap_on_a_gateway():
         assert all(0 < s.start and s.start + s.duration <= 600 for s in specs)
 
 
-def test_campaign_stages_cross_domains_in_time_order_with_one_attacker():
-    lay, plan = _schedule(campaigns=4)
+def test_campaign_templates_vary_and_keep_their_rules():
+    lay, plan = _schedule(campaigns=10)
     by_id = {g.id: g for g in lay.gateways}
-    assert [c.id for c in plan.campaigns] == ["c1", "c2", "c3", "c4"]
+    assert [c.id for c in plan.campaigns] == [f"c{i}" for i in range(1, 11)]
+    assert {c.template for c in plan.campaigns} == set(TEMPLATES)  # each template in turn
     assert len({c.mode for c in plan.campaigns}) >= 2  # modes rotate
+    assert {len(TEMPLATES[c.template]) for c in plan.campaigns} == {2, 3, 4}
+    orders = set()
     for c in plan.campaigns:
         specs = sorted((s for v in plan.attacks.values() for s in v if s.campaign == c.id), key=lambda s: s.stage)
-        assert [s.stage for s in specs] == [1, 2, 3]
-        assert [by_id[g].domain for g in c.gateways] == ["transportation", "energy", "public_safety"]
+        shape = TEMPLATES[c.template]
+        assert [s.stage for s in specs] == list(range(1, len(shape) + 1))
+        gws = [by_id[g] for g in c.gateways]
+        for (_, d1, k1), g1 in zip(shape, gws):  # same slot = same gateway; domain slots = domains
+            for (_, d2, k2), g2 in zip(shape, gws):
+                assert (g1.id == g2.id) == ((d1, k1) == (d2, k2)) and (g1.domain == g2.domain) == (d1 == d2)
+        orders.add(tuple(dict.fromkeys(g.domain for g in gws)))
         assert all(a.start + a.duration <= b.start for a, b in zip(specs, specs[1:]))
-        assert specs[1].attacker == specs[2].attacker == c.attacker
-        assert specs[1].kind == "mqtt_bruteforce" and specs[1].params == {"success": True}
-        recon_net = ipaddress.IPv4Network(by_id[c.gateways[0]].subnet)
+        first_role = shape[0][0]
+        for (role, _, _), s, g in zip(shape, specs, gws):
+            if role == "credential":
+                assert s.kind == "mqtt_bruteforce" and s.params == {"success": True} and s.attacker == c.attacker
+            elif role == "tamper":
+                assert s.kind == "false_data" and s.attacker == c.attacker
+            elif role == "exfiltration":  # a device behind the gateway whose credentials the stage before won
+                assert s.kind == "exfiltration" and s.attacker in _device_ips(g) and s.attacker != c.attacker
+                assert plan.notes[s.id]["compromised_in"] == specs[s.stage - 2].id
+                assert c.gateways[s.stage - 2] == g.id
+        if first_role != "recon":
+            assert c.mode == "external"
+        recon_net = ipaddress.IPv4Network(gws[0].subnet)
         if c.mode == "external":
-            assert specs[0].attacker == c.attacker and ipaddress.IPv4Address(c.attacker) not in ipaddress.IPv4Network("10.0.0.0/8")
+            assert ipaddress.IPv4Address(c.attacker) not in ipaddress.IPv4Network("10.0.0.0/8")
+            assert specs[0].attacker == c.attacker
         else:  # the later stages come from a device behind the recon's gateway
-            assert ipaddress.IPv4Address(c.attacker) in recon_net
-            assert c.attacker in _device_ips(by_id[c.gateways[0]])
+            assert ipaddress.IPv4Address(c.attacker) in recon_net and c.attacker in _device_ips(gws[0])
         if c.mode == "pivot":
             assert c.attacker in specs[0].victims  # the scan found the device it then took over
-            assert plan.notes[specs[2].id]["compromised_in"] == specs[0].id
+            assert plan.notes[specs[1].id]["compromised_in"] == specs[0].id
+    assert len(orders) > 1  # domain orders vary too
+
+
+def test_campaign_templates_need_two_gateways_of_a_domain():
+    lay, plan = _schedule(devices=60, gateways=3, campaigns=6)
+    assert "domain_then_jump" not in {c.template for c in plan.campaigns}
+    assert len({c.template for c in plan.campaigns}) == len(TEMPLATES) - 1
+
+
+def test_the_schedule_is_the_seeds():
+    (_, a), (_, b), (_, c) = (_schedule(campaigns=5, seed=s) for s in (3, 3, 4))
+    assert [x.to_dict() for x in a.campaigns] == [x.to_dict() for x in b.campaigns] and a.attacks == b.attacks
+    assert [x.to_dict() for x in a.campaigns] != [x.to_dict() for x in c.campaigns]
 
 
 def _device_ips(g) -> set[str]:
