@@ -113,7 +113,7 @@ def _status(sock: Path) -> dict | None:
         return None
 
 
-def run_one(rate: int, seconds: float, tmp: Path) -> dict:
+def run_one(rate: int, seconds: float, tmp: Path, budget: float | None = None) -> dict:
     import psutil
 
     import lab
@@ -125,6 +125,7 @@ def run_one(rate: int, seconds: float, tmp: Path) -> dict:
         cfg.write_text(
             f'[agent]\ngateway_id = "bench"\ninterface = "{the_lab.bridge}"\nstate_dir = "{tmp / "state"}"\n'
             f'control_socket = "{sock}"\n[enforce]\nnftables = "off"\n'
+            + (f"[budget]\ncpu_percent = {budget}\n" if budget is not None else "")
         )
         log = open(tmp / f"agent-{rate}.log", "w")
         agent = the_lab.popen(the_lab.gw, [sys.executable, "-m", "atlas.agent.cli", "run", "--config", str(cfg)],
@@ -170,6 +171,7 @@ def run_one(rate: int, seconds: float, tmp: Path) -> dict:
         "mqtt_slow_path": after.get("mqtt", {}).get("slow_path", 0) - before.get("mqtt", {}).get("slow_path", 0),
         "batches": after.get("pipeline", {}).get("batches", 0) - before.get("pipeline", {}).get("batches", 0),
         "load_avg_1m": round(os.getloadavg()[0], 2),
+        "budget": budget,
     }
 
 
@@ -183,6 +185,7 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--seconds", type=float, required=True)
     p.add_argument("--rates", default="5000,20000,50000")
     p.add_argument("--seconds", type=float, default=20.0)
+    p.add_argument("--budget", type=float, help="the agent's CPU budget in percent (100: never sheds; default: the agent's)")
     args = p.parse_args(argv)
     if args.cmd == "send":
         return send_main(args)
@@ -194,7 +197,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     with tempfile.TemporaryDirectory(prefix="atlas-live-") as tmp:
         for rate in (int(r) for r in args.rates.split(",")):
-            row = run_one(rate, min(args.seconds, MAX_SECONDS), Path(tmp))
+            row = run_one(rate, min(args.seconds, MAX_SECONDS), Path(tmp), args.budget)
             rows.append(row)
             print(json.dumps(row), flush=True)
     print("\n| offered pkt/s | captured | kernel drops | agent CPU (% of machine) | shedding | flood detected | other incidents | RSS MB |")
