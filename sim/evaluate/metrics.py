@@ -6,10 +6,13 @@ Definitions (the report repeats them):
   gateway, source address, kind, `detected_at` (when it was raised: the tick that confirmed it,
   plus any shipping delay for a baseline) and `last_seen` (its latest evidence).
 - A detection *matches* an attack step when it is on the step's gateway, its source is one of
-  the step's attackers, and its active span [detected_at, last_seen] overlaps the step's window
-  [start - SLACK_S, end + CLOSE_S] (start/end: the attacker's first/last packet; CLOSE_S is the
-  agent's incident close window). A detection that matches no step is a *false positive*,
-  whether its source is a benign device or an attacker's address outside its steps.
+  the step's attackers, and its evidence span [time, max(last_seen, detected_at)] overlaps the
+  step's window [start - SLACK_S, end + CLOSE_S] (start/end: the attacker's first/last packet;
+  CLOSE_S is the agent's incident close window). The span starts at the first evidence, not at
+  the raise, so a late detection of a real attack (a flow export shipped minutes after the
+  attack ended) counts as detected, with its true delay below. A detection that matches no
+  step is a *false positive*, whether its source is a benign device or an attacker's address
+  outside its steps.
 - *Time to detection* of a step: the earliest `detected_at` of its matching detections minus
   the step's first attack packet, floored at 0 (an attacker already flagged is detected at once).
 - The unit of precision, recall, F1 and accuracy is the *(gateway, source address, minute)*:
@@ -43,8 +46,14 @@ class Detection:
     kind: str
     detected_at: float
     last_seen: float
-    time: float = 0.0  # first triggering packet, when known
+    time: float = 0.0  # first triggering packet, when known (0: unknown, the raise stands for it)
     id: str = ""
+
+    @property
+    def evidence_span(self) -> tuple[float, float]:
+        """[first evidence, latest evidence or raise]: what the detection speaks about."""
+        first = min(self.time, self.detected_at) if self.time > 0 else self.detected_at
+        return first, max(self.last_seen, self.detected_at)
 
 
 @dataclass(frozen=True)
@@ -120,7 +129,7 @@ def overlaps(a0: float, a1: float, b0: float, b1: float) -> bool:
 def matches(d: Detection, s: Step, slack: float = SLACK_S, close: float = CLOSE_S) -> bool:
     if d.gateway and s.gateway and d.gateway != s.gateway:
         return False
-    return d.src_ip in s.attackers and overlaps(d.detected_at, d.last_seen, s.start - slack, s.end + close)
+    return d.src_ip in s.attackers and overlaps(*d.evidence_span, s.start - slack, s.end + close)
 
 
 @dataclass
@@ -158,7 +167,7 @@ def in_lookalike(d: Detection, events: Sequence[Lookalike], close: float = CLOSE
     overlapping the event), if any."""
     for e in events:
         if (not d.gateway or not e.gateway or d.gateway == e.gateway) and d.src_ip in e.hosts \
-                and overlaps(d.detected_at, d.last_seen, e.start, e.end + close):
+                and overlaps(*d.evidence_span, e.start, e.end + close):
             return e
     return None
 

@@ -16,6 +16,7 @@ import numpy as np
 
 from atlas.agent.alerts import CONFORMANCE_KINDS, KNOWN_KINDS
 from atlas.sim.evaluate import metrics as M
+from atlas.sim.evaluate.campaigns import run_correlation
 from atlas.sim.evaluate.agent import ANOMALY_EDGES, CLASSIFIER_EDGES, AgentRun, jobs_for, run_agent
 from atlas.sim.evaluate.city import City, load_city
 
@@ -124,6 +125,8 @@ def score_agent(city: City, agent: AgentRun) -> dict[str, Any]:
         "bytes_per_device_hour": tele_bytes / device_hours if device_hours else None,
     }
     scored["roc"] = roc_summary(agent)
+    # The hub's correlation on ATLAS's incidents: city-wide (the ATLAS column) and per domain.
+    scored["correlation"] = run_correlation(city, agent.incidents())
     return scored
 
 

@@ -8,6 +8,7 @@ from atlas.sim.city.schedule import ScheduleOptions
 from atlas.sim.evaluate.agent import jobs_for, run_agent
 from atlas.sim.evaluate.baselines import run_baselines
 from atlas.sim.evaluate.baselines.playbook import atlas_responses, city_inventory
+from atlas.sim.evaluate.campaigns import run_correlation
 from atlas.sim.evaluate.city import load_city
 from atlas.sim.evaluate.metrics import detection_of, match, step_of
 
@@ -59,15 +60,18 @@ def test_centralized_detects_at_export_times_and_measures_bytes(evaluated):
 
 
 def test_campaign_correlation_scores(evaluated):
-    city, _, results, _ = evaluated
+    city, agent, results, _ = evaluated
     res = results["per_domain"]
     assert any(s.campaign for s in city.steps)
-    hub, dom = res.atlas["campaign_scores"], res.atlas["per_domain_scores"]
+    corr = run_correlation(city, agent.incidents())  # what the harness's ATLAS path runs
+    hub, dom = corr["city"], corr["domain"]
     assert hub["campaigns"] == dom["campaigns"] == len({s.campaign for s in city.steps if s.campaign})
     # per-domain links are a subset of the city-wide ones: never more stages linked
     for c in hub["by_campaign"]:
         assert dom["by_campaign"][c]["stages_linked"] <= hub["by_campaign"][c]["stages_linked"]
-    assert res.metrics["campaigns_detected"] == dom["share_detected"]
+        assert hub["by_campaign"][c]["full_chain"] <= hub["by_campaign"][c]["two_or_more"]
+    assert res.metrics["campaigns_detected"] == dom["share_full_chain"]
+    assert res.metrics["campaigns_two_or_more_linked"] == dom["share_two_or_more"]
 
 
 def test_playbooks_on_the_city(evaluated):

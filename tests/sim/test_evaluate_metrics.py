@@ -34,6 +34,33 @@ def test_a_detection_matches_its_attacker_inside_the_window_only():
     assert M.matches(det("10.1.255.254", 120, gateway=""), s)  # a detection without a gateway: address and time decide
 
 
+def test_a_late_detection_of_real_evidence_matches_with_its_true_delay():
+    s = step(start=100.0, end=200.0)
+    # a 300 s flow export: evidence 110..190, raised at 600, long after the step and its close window
+    late = M.Detection(GW, "10.1.255.254", "port_scan", 600.0, 600.0, 110.0, "late")
+    assert late.evidence_span == (110.0, 600.0)
+    assert M.matches(late, s)
+    m = M.match([late], [s])
+    assert m.by_step == {"s1": [0]} and m.false_positives == []
+    assert M.time_to_detection(s, [late], m.by_step["s1"]) == pytest.approx(500.0)  # from the raise, not the evidence
+    # evidence that starts after the close window is about something else, however it is raised
+    assert not M.matches(M.Detection(GW, "10.1.255.254", "port_scan", 600.0, 600.0, 265.0), s)
+    # first evidence unknown (time 0): the raise stands for it, as before
+    assert not M.matches(M.Detection(GW, "10.1.255.254", "port_scan", 600.0, 600.0, 0.0), s)
+    assert M.Detection(GW, "x", "k", 50.0, 40.0, 0.0).evidence_span == (50.0, 50.0)
+
+
+def test_score_counts_a_late_detection_as_detected_not_as_a_false_positive():
+    s = step(start=100.0, end=200.0)
+    late = M.Detection(GW, "10.1.255.254", "port_scan", 600.0, 600.0, 110.0, "late")
+    active = {(GW, "10.1.255.254", m) for m in (1, 2, 3)}
+    r = M.score([late], [s], [], active, origin=0.0, duration_s=3600.0, devices=10)
+    assert r["overall"]["steps_detected"] == 1 and r["overall"]["ttd"]["median_s"] == pytest.approx(500.0)
+    assert r["false_positives"]["incidents"] == 0
+    # its minutes still come after the attack: the attack's minutes are misses, the late ones claims
+    assert (r["overall"]["units"]["tp"], r["overall"]["units"]["fn"], r["overall"]["units"]["fp"]) == (0, 3, 1)
+
+
 def test_match_splits_true_and_false_positives():
     steps = [step("a", start=100, end=200), step("b", kind="mqtt_flood", attackers=("10.1.255.247", "10.1.255.240"), start=300, end=320)]
     dets = [det("10.1.255.254", 101), det("10.1.255.240", 305), det("10.1.0.9", 150), det("10.1.255.254", 500)]

@@ -79,6 +79,12 @@ def test_agent_results_and_incident_files(city, report):
     assert 0 < a["cpu"]["share_one_core_mean"] < 1
     assert a["roc"]["classifier"]["positive_rows"] > 0 and a["roc"]["anomaly"]["negative_rows"] > 0
     assert a["campaigns"]["count"] == 1
+    # the hub's correlation on ATLAS's incidents is the harness's own: scored without any baseline
+    hub, dom = a["correlation"]["city"], a["correlation"]["domain"]
+    assert hub["campaigns"] == dom["campaigns"] == 1 and hub["full_chain"] <= hub["two_or_more"]
+    row = next(r for r in data["table"] if r["metric"] == "multi-stage cross-domain attacks detected")
+    assert row["atlas"].startswith(f"{100 * hub['share_full_chain']:.1f} % full chain linked ({hub['full_chain']}/1)")
+    assert "| campaign | template |" in (out / "report.md").read_text()
     # the agent ran as deployed: with its gateway's device inventory, so forged readings are named
     assert data["agent_run"]["conformance"] and sorted(p.name for p in (out / "inventory").iterdir()) == sorted(f"{g}.json" for g in c.gateway_ids)
     assert a["by_kind"]["false_data"]["steps_detected"] >= 1 and a["by_kind"]["false_data"]["named_right"] >= 1

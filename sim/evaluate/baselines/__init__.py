@@ -24,9 +24,9 @@ The contract between the harness (atlas.sim.evaluate) and the baseline modules:
   (atlas.sim.evaluate.metrics) and fills accuracy, precision, recall, f1,
   false_positive_rate, ttd_* that the baseline did not set itself.
 - `BaselineResult.atlas` optionally holds ATLAS-side figures that only this harness part can
-  measure (e.g. availability under ATLAS's responder next to the static playbook's, or
-  campaigns linked by the hub's correlator next to per-domain correlation); the report uses
-  them in the ATLAS column when the agent run alone cannot give them.
+  measure (availability under ATLAS's responder next to the static playbook's: both come out
+  of one decoding pass over the captures); the report uses them in the ATLAS column when the harness's own ATLAS path cannot give
+  them (campaigns are the harness's own: atlas.sim.evaluate.campaigns in run.score_agent).
 """
 from __future__ import annotations
 
@@ -47,7 +47,8 @@ METRIC_KEYS = (
     "ttd_p95_s",
     "ttd_novel_median_s",  # the same for the kinds the classifier never saw (mirai_scan, exfiltration, false_data)
     "ttd_novel_p95_s",
-    "campaigns_detected",  # fraction of multi-stage campaigns detected as one campaign
+    "campaigns_detected",  # fraction of multi-stage campaigns whose full chain was linked as one (atlas.sim.evaluate.campaigns)
+    "campaigns_two_or_more_linked",  # fraction with at least two of their stages linked as one
     "availability",  # fraction of critical-service time kept during mitigation
     "bandwidth_bytes_per_device_hour",  # bytes the gateways send to the monitor/hub
     "cpu_share_one_core",  # CPU seconds per second of traffic on the gateway

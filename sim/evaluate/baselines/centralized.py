@@ -247,8 +247,8 @@ def _result(name: str, city: Any, agent: Any, report_dir: Path, interval: float)
              f"of the export interval. Novel-kind steps detected {len(novel)}, missed {missed} "
              f"(false_data is invisible in flow records)")
     if novel:
-        # counted here with detections up to an interval + 60 s after the step's end, which the
-        # harness's matching (active span overlapping the step + 60 s) may not accept for long intervals
+        # counted here with detections up to an interval + 60 s after the step's end; the harness
+        # scores the same detections by their evidence span (atlas.sim.evaluate.metrics.matches)
         notes += f"; their detection delays: median {float(np.median(novel)):.1f} s, max {novel[-1]:.1f} s"
     notes += "."
     return BaselineResult(name, metrics=metrics, notes=notes, detections=detections)
