@@ -48,7 +48,6 @@ from __future__ import annotations
 import ipaddress
 import json
 import math
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
@@ -59,23 +58,14 @@ from atlas.agent.capture import FrameBatch
 from atlas.agent.decode import PUBLISH, TCP_ACK, TCP_RST, TCP_SYN
 from atlas.agent.decode.mqtt import parse_message
 from atlas.agent.decode.packets import IPV6_KEY_BASE
+from atlas.agent.detect.inventory import ENTRY_KEYS, InventoryError, read_inventory  # noqa: F401 (re-exported)
 
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - Python 3.10
-    import tomli as tomllib
-
-ENTRY_KEYS = ("address", "client_id", "gateway", "profile", "criticality")
 # Allowed to every device whatever its profile: what any IP device needs to get an address and
 # resolve its broker's name (as MUD managers allow them). Restricted by `peers` like the rest.
 INFRASTRUCTURE = (("udp", 67, "outbound", "dhcp"), ("udp", 53, "outbound", "dns"), ("tcp", 53, "outbound", "dns"))
 TCP, UDP = 6, 17
 MAX_JSON = 16384  # larger payloads are not readings (snapshots, firmware): not parsed
 _OUT, _IN = 0, 1  # rule roles: the remote's port (device connects out) / the device's own port
-
-
-class InventoryError(ValueError):
-    """A bad inventory file; the message names the file, the entry and the key."""
 
 
 @dataclass(frozen=True)
@@ -128,64 +118,21 @@ class DeviceInventory:
 
 
 def load_device_inventory(path: str | Path, profiles: Mapping[str, Any], *, gateway: str = "") -> DeviceInventory:
-    """Read and validate an inventory file; entries of other gateways are left out. Every
-    problem names the file, the entry and the key."""
-    path = Path(path)
-    try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        raise InventoryError(f"{path}: no such inventory file") from None
-    except OSError as exc:
-        raise InventoryError(f"{path}: cannot read: {exc.strerror or exc}") from None
-    try:
-        data = json.loads(raw.decode("utf-8")) if path.suffix.lower() == ".json" else tomllib.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError, tomllib.TOMLDecodeError) as exc:
-        raise InventoryError(f"{path}: cannot parse: {exc}") from None
-    if isinstance(data, dict):
-        extra = sorted(set(data) - {"device"})
-        if extra:
-            raise InventoryError(f"{path}: {extra[0]}: unknown key (the file holds [[device]] entries)")
-        data = data.get("device", [])
-    if not isinstance(data, list):
-        raise InventoryError(f"{path}: expected a list of devices")
+    """Read and validate an inventory file (atlas.agent.detect.inventory); entries of other
+    gateways are left out. Every problem names the file, the entry and the key."""
     out, seen_addr, seen_cid = [], {}, {}
-    for i, item in enumerate(data):
-        where = f"{path}: device[{i}]"
-        d = _entry(item, where, profiles)
-        if gateway and d.gateway and d.gateway != gateway:
+    for i, e in enumerate(read_inventory(path)):
+        if e.profile not in profiles:
+            raise InventoryError(f"{e.where}.profile: unknown profile {e.profile!r} (known: {', '.join(sorted(profiles))})")
+        if gateway and e.gateway and e.gateway != gateway:
             continue
-        for key, value, seen in (("address", d.address, seen_addr), ("client_id", d.client_id, seen_cid)):
+        for key, value, seen in (("address", e.address, seen_addr), ("client_id", e.client_id, seen_cid)):
             if value and value in seen:
-                raise InventoryError(f"{where}.{key}: {value} is also device[{seen[value]}]")
+                raise InventoryError(f"{e.where}.{key}: {value} is also device[{seen[value]}]")
             if value:
                 seen[value] = i
-        out.append(d)
+        out.append(InventoryDevice(e.address, e.client_id, e.profile, e.gateway))
     return DeviceInventory(out, str(path))
-
-
-def _entry(item: Any, where: str, profiles: Mapping[str, Any]) -> InventoryDevice:
-    if not isinstance(item, dict):
-        raise InventoryError(f"{where}: expected a table of {', '.join(ENTRY_KEYS)}")
-    unknown = sorted(set(item) - set(ENTRY_KEYS))
-    if unknown:
-        raise InventoryError(f"{where}.{unknown[0]}: unknown key (known: {', '.join(ENTRY_KEYS)})")
-    for key in ENTRY_KEYS:
-        if key in item and not isinstance(item[key], str):
-            raise InventoryError(f"{where}.{key}: expected a string, got {item[key]!r}")
-    address, client_id = item.get("address", "").strip(), item.get("client_id", "").strip()
-    if not address and not client_id:
-        raise InventoryError(f"{where}: needs an address or a client_id")
-    if address:
-        try:
-            address = str(ipaddress.ip_address(address))
-        except ValueError:
-            raise InventoryError(f"{where}.address: {address!r} is not an IP address") from None
-    profile = item.get("profile", "").strip()
-    if not profile:
-        raise InventoryError(f"{where}.profile: missing")
-    if profile not in profiles:
-        raise InventoryError(f"{where}.profile: unknown profile {profile!r} (known: {', '.join(sorted(profiles))})")
-    return InventoryDevice(address, client_id, profile, item.get("gateway", "").strip())
 
 
 def write_device_inventory(path: str | Path, devices: Iterable[Mapping[str, Any]], *, gateway: str = "") -> int:

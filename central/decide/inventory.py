@@ -19,26 +19,16 @@ for incidents from that gateway; an entry without one matches anywhere.
 """
 from __future__ import annotations
 
-import ipaddress
-import json
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover
-    import tomli as tomllib
+# The file format and the checks every entry needs are shared with the agent (a gateway must
+# not import the hub, so they live there); InventoryError and ENTRY_KEYS are re-exported.
+from atlas.agent.detect.inventory import ENTRY_KEYS, EntryFields, InventoryError, normal_address, read_inventory  # noqa: F401
 
 CRITICALITIES = ("life_safety", "essential", "ordinary")
 _RANK = {c: i for i, c in enumerate(reversed(CRITICALITIES))}  # ordinary 0 .. life_safety 2
-ENTRY_KEYS = ("address", "client_id", "gateway", "profile", "criticality")
-
-
-class InventoryError(ValueError):
-    """A bad inventory file; the message names the file, the entry and the key."""
-
 
 @dataclass(frozen=True)
 class ProfileInfo:
@@ -94,7 +84,7 @@ class Inventory:
         if client_id and client_id in self._by_client:
             return self._by_client[client_id]
         if address:
-            address = _normal_address(address) or address
+            address = normal_address(address) or address
             hit = self._by_gw_address.get((gateway, address))
             if hit is not None:
                 return hit
@@ -107,13 +97,6 @@ class Inventory:
         for gw in list(gateways) or [""]:
             best = more_critical(best, self.lookup(address, client_id, gw))
         return best
-
-
-def _normal_address(text: str) -> str | None:
-    try:
-        return str(ipaddress.ip_address(text))
-    except ValueError:
-        return None
 
 
 def profile_info(name: str, profile: Any) -> ProfileInfo:
@@ -151,67 +134,25 @@ def default_profiles() -> dict[str, ProfileInfo]:
 
 def load_inventory(path: str | Path,
                    profiles: Mapping[str, ProfileInfo] | None = None) -> Inventory:
-    """Read and validate an inventory file; every problem names the file, entry and key."""
-    path = Path(path)
+    """Read and validate an inventory file (the format the agent reads too:
+    atlas.agent.detect.inventory); every problem names the file, entry and key."""
+    entries = read_inventory(path)
     profiles = default_profiles() if profiles is None else profiles
-    try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        raise InventoryError(f"{path}: no such inventory file") from None
-    except OSError as exc:
-        raise InventoryError(f"{path}: cannot read: {exc.strerror or exc}") from None
-    try:
-        if path.suffix.lower() == ".json":
-            data = json.loads(raw.decode("utf-8"))
-        else:
-            data = tomllib.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError, tomllib.TOMLDecodeError) as exc:
-        raise InventoryError(f"{path}: cannot parse: {exc}") from None
-    if isinstance(data, dict):
-        extra = sorted(set(data) - {"device"})
-        if extra:
-            raise InventoryError(f"{path}: {extra[0]}: unknown key (the file holds [[device]] "
-                                 "entries)")
-        data = data.get("device", [])
-    if not isinstance(data, list):
-        raise InventoryError(f"{path}: expected a list of devices")
-    return Inventory(_entry(item, f"{path}: device[{i}]", profiles)
-                     for i, item in enumerate(data))
+    return Inventory(_entry(e, profiles) for e in entries)
 
 
-def _entry(item: Any, where: str, profiles: Mapping[str, ProfileInfo]) -> DeviceEntry:
-    if not isinstance(item, dict):
-        raise InventoryError(f"{where}: expected a table of {', '.join(ENTRY_KEYS)}")
-    unknown = sorted(set(item) - set(ENTRY_KEYS))
-    if unknown:
-        raise InventoryError(f"{where}.{unknown[0]}: unknown key")
-    for key in ENTRY_KEYS:
-        if key in item and not isinstance(item[key], str):
-            raise InventoryError(f"{where}.{key}: expected a string")
-    address = item.get("address", "").strip()
-    client_id = item.get("client_id", "").strip()
-    if not address and not client_id:
-        raise InventoryError(f"{where}: needs an address or a client_id")
-    if address:
-        normal = _normal_address(address)
-        if normal is None:
-            raise InventoryError(f"{where}.address: {address!r} is not an IP address")
-        address = normal
-    name = item.get("profile", "").strip()
-    if not name:
-        raise InventoryError(f"{where}.profile: missing")
-    profile = profiles.get(name)
-    criticality = item.get("criticality", "").strip() or (profile.criticality if profile else "")
+def _entry(e: EntryFields, profiles: Mapping[str, ProfileInfo]) -> DeviceEntry:
+    profile = profiles.get(e.profile)
+    criticality = e.criticality or (profile.criticality if profile else "")
     if not criticality:
         known = ", ".join(sorted(profiles)) or "none loaded"
-        raise InventoryError(f"{where}.profile: unknown profile {name!r} (known: {known}); "
+        raise InventoryError(f"{e.where}.profile: unknown profile {e.profile!r} (known: {known}); "
                              "give `criticality` to use it anyway")
     if criticality not in CRITICALITIES:
-        raise InventoryError(f"{where}.criticality: {criticality!r} is not one of "
+        raise InventoryError(f"{e.where}.criticality: {criticality!r} is not one of "
                              f"{', '.join(CRITICALITIES)}")
-    return DeviceEntry(address=address, client_id=client_id,
-                       gateway=item.get("gateway", "").strip(), profile=name,
-                       criticality=criticality,
+    return DeviceEntry(address=e.address, client_id=e.client_id, gateway=e.gateway,
+                       profile=e.profile, criticality=criticality,
                        acceptable=profile.acceptable if profile else None,
                        needs_fallback=profile.needs_fallback if profile else (),
                        fallback=profile.fallback if profile else "")
