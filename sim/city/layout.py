@@ -21,13 +21,19 @@ MAX_GATEWAYS = 255  # 10.<k+1>.0.0/16 for k < 255
 
 
 @dataclass
-class GatewaySpec:
+class GatewayPlace:
+    """Where a gateway sits in the city (the live run's gateways extend it too)."""
+
     index: int
     id: str
     district: str
     domain: str
     subnet: str
     broker: str
+
+
+@dataclass
+class GatewaySpec(GatewayPlace):
     counts: dict[str, int] = field(default_factory=dict)  # devices per class
 
     @property

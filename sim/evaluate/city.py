@@ -41,33 +41,13 @@ class City:
     benign: list[BenignEvent]
     gateway_ids: list[str] = field(default_factory=list)
 
-    @property
-    def seed(self) -> int:
-        return int(self.meta["seed"])
-
-    @property
-    def start(self) -> float:
-        return float(self.meta["start"])
-
-    @property
-    def end(self) -> float:
-        return float(self.meta["end"])
-
-    @property
-    def duration(self) -> float:
-        return float(self.meta["duration"])
-
-    @property
-    def gateways(self) -> list[dict[str, Any]]:
-        return self.meta["gateways"]
-
-    @property
-    def devices(self) -> list[dict[str, Any]]:
-        return self.meta["devices"]
-
-    @property
-    def command(self) -> str:
-        return str(self.meta.get("command", ""))
+    seed = property(lambda self: int(self.meta["seed"]), doc="city.json's seed")
+    start = property(lambda self: float(self.meta["start"]), doc="epoch seconds of the capture's start")
+    end = property(lambda self: float(self.meta["end"]))
+    duration = property(lambda self: float(self.meta["duration"]), doc="seconds of traffic per gateway")
+    gateways = property(lambda self: self.meta["gateways"], doc="city.json's gateway objects")
+    devices = property(lambda self: self.meta["devices"], doc="city.json's device objects")
+    command = property(lambda self: str(self.meta.get("command", "")), doc="the atlas-sim command that made it")
 
     def gateway(self, gw_id: str) -> dict[str, Any]:
         for g in self.gateways:
@@ -90,9 +70,6 @@ class City:
 
     def steps_of(self, gw_id: str) -> list[AttackStep]:
         return [s for s in self.steps if s.gateway == gw_id]
-
-    def benign_of(self, gw_id: str) -> list[BenignEvent]:
-        return [e for e in self.benign if e.gateway == gw_id]
 
     @property
     def device_count(self) -> int:

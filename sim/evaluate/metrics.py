@@ -91,16 +91,22 @@ class Confusion:
         return rates(self.tp, self.fp, self.fn, self.tn)
 
 
+def _getter(obj: Any):
+    """`get(key, default)` on a dict or on an object's attributes: the records scored here come
+    as dataclasses (a run in process) or as their JSON dicts (files on disk)."""
+    return obj.get if isinstance(obj, Mapping) else lambda k, d=None: getattr(obj, k, d)
+
+
 def step_of(s: Any) -> Step:
     """An AttackStep (or its dict) as a Step."""
-    get = s.get if isinstance(s, Mapping) else lambda k, d=None: getattr(s, k, d)
+    get = _getter(s)
     attackers = tuple(get("attackers") or ()) or (get("attacker"),)
     return Step(str(get("id")), str(get("kind")), str(get("gateway")), attackers, float(get("start")), float(get("end")),
                 str(get("campaign") or ""), int(get("stage") or 1))
 
 
 def lookalike_of(e: Any) -> Lookalike:
-    get = e.get if isinstance(e, Mapping) else lambda k, d=None: getattr(e, k, d)
+    get = _getter(e)
     return Lookalike(str(get("id")), str(get("kind")), str(get("gateway")), tuple(get("hosts") or ()),
                      float(get("start")), float(get("end")))
 
@@ -108,7 +114,7 @@ def lookalike_of(e: Any) -> Lookalike:
 def detection_of(inc: Any, gateway: str = "") -> Detection:
     """An Incident (or its dict, or a baseline's detection dict) as a Detection. An incident's
     raise time is `evidence["detected_at"]` (set by the harness); without it, `time`."""
-    get = inc.get if isinstance(inc, Mapping) else lambda k, d=None: getattr(inc, k, d)
+    get = _getter(inc)
     evidence = get("evidence") or {}
     t = float(get("time") or 0.0)
     detected = get("detected_at")

@@ -14,6 +14,7 @@ import numpy as np
 from atlas.firmware_profiles import DOMAINS, DeviceProfile, TopicSpec
 from atlas.sim.attacks import ATTACKS, AttackSpec
 from atlas.sim.attacks.base import COMMON_PASSWORDS, COMMON_PORTS, COMMON_USERS
+from atlas.sim.city.layout import GatewayPlace
 from atlas.sim.traffic.inventory import Inventory, build_inventory
 from atlas.sim.traffic.payloads import topic_payloads, topic_rng
 
@@ -41,13 +42,7 @@ EXFIL_PORTS = (443, 8443, 8080)
 
 
 @dataclass
-class LiveGateway:
-    index: int
-    id: str
-    district: str
-    domain: str
-    subnet: str
-    broker: str
+class LiveGateway(GatewayPlace):
     inventory: Inventory
 
     @property
