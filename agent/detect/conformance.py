@@ -13,10 +13,12 @@ client id and profile) this check flags:
   "talking": a device refusing a scanner's probe is not its fault.
 - `false_data`: an MQTT PUBLISH on a profile topic (`city/<district>/.../<client id>/...`) whose
   JSON values fall outside the field's physical [min, max] (or are not numbers). Message
-  headers are located vectorized; topics and JSON are read in Python, so they are sampled: one
-  PUBLISH per publisher per `conformance_interval_s`, at most `conformance_max_per_s` per
-  second of traffic overall, both divided by the governor's `dissect_every` when it sheds
-  deep dissection. The publisher may be anybody (a spoofer with stolen credentials is caught
+  headers are located vectorized; topics and JSON are read in Python, so they are sampled:
+  per publisher a token bucket of one read per `conformance_interval_s` (every message of a
+  publisher within that rate is read; above it, messages are drawn at random, so a forgery
+  sent right behind the device's own reading is not always the one skipped), at most
+  `conformance_max_per_s` per second of traffic overall, both divided by the governor's
+  `dissect_every` when it sheds deep dissection. The publisher may be anybody (a spoofer with stolen credentials is caught
   too); the device named is the one whose topic it is. Only PUBLISH messages that start and
   end in one segment are read (a device's readings are small).
 
@@ -64,6 +66,8 @@ from atlas.agent.detect.inventory import ENTRY_KEYS, InventoryError, read_invent
 # resolve its broker's name (as MUD managers allow them). Restricted by `peers` like the rest.
 INFRASTRUCTURE = (("udp", 67, "outbound", "dhcp"), ("udp", 53, "outbound", "dns"), ("tcp", 53, "outbound", "dns"))
 TCP, UDP = 6, 17
+CAP_BURST = 2  # PUBLISH reads a quiet publisher has in hand (its reading and one more)
+RATE_HALF_LIFE_PERIODS = 4  # a publisher's PUBLISH rate is measured over about this many periods
 MAX_JSON = 16384  # larger payloads are not readings (snapshots, firmware): not parsed
 _OUT, _IN = 0, 1  # rule roles: the remote's port (device connects out) / the device's own port
 
@@ -205,7 +209,10 @@ class ConformanceCheck:
         self._build_topic_rules(names)
         # Rate cap of payload checks, per publisher (host key, sorted).
         self._cap_keys = np.zeros(0, dtype=np.uint64)
-        self._cap_next = np.zeros(0, dtype=np.float64)  # time of the latest check, per publisher
+        self._cap_tokens = np.zeros(0, dtype=np.float64)  # reads in hand, per publisher
+        self._cap_ts = np.zeros(0, dtype=np.float64)  # ... as of this time
+        self._cap_seen = np.zeros(0, dtype=np.float64)  # decayed count of its PUBLISH candidates
+        self._rng = np.random.default_rng(0)  # sampling over budget; seeded: replays repeat
         self.checked = 0  # PUBLISH payloads decoded, in total
         self.skipped = 0  # PUBLISH candidates left out by the rate cap
         self._names: Callable[[int], str] = _name
@@ -434,37 +441,74 @@ class ConformanceCheck:
         return hit
 
     def _rate_cap(self, src: np.ndarray, ts: np.ndarray, every: int) -> np.ndarray:
-        """Indices (into src, in time order) of the PUBLISH candidates to decode: per publisher,
-        the first one of each period of interval_s x `every` seconds not checked before."""
+        """Indices (into src, in time order) of the PUBLISH candidates to decode.
+
+        Per publisher, a token bucket earning one read per interval_s x `every` seconds and
+        holding up to CAP_BURST: a publisher within that rate has every message read. Over it,
+        candidates are first drawn at random with probability budget / rate (the publisher's
+        decayed rate of candidates), then the bucket applies. The previous rule, the first
+        message of each fixed period, never read a forgery sent just after the device's own
+        reading, and reading the first message after each refill would not either.
+
+        The bucket without a loop: with e_k the whole reads earned by the k-th drawn candidate's
+        time (non-decreasing), reads after k candidates are r_k = min(r_(k-1) + 1, e_k)
+        = k + min(0, min_(j<=k) (e_j - j)); candidate k is read when r grows. Tokens are capped
+        between batches, not within one (a batch spans seconds at most)."""
         period = self.interval_s * every
-        bucket = np.floor(ts / period).astype(np.int64)
-        order = np.lexsort((ts, bucket, src))
-        s, b = src[order], bucket[order]
-        first = np.concatenate([[True], (s[1:] != s[:-1]) | (b[1:] != b[:-1])])
-        idx, s, b = order[first], s[first], b[first]
-        # Periods already checked in an earlier batch.
-        if self._cap_keys.size:
-            pos = np.minimum(np.searchsorted(self._cap_keys, s), self._cap_keys.size - 1)
-            known = self._cap_keys[pos] == s
-            keep = ~known
-            # Compared as periods of the current length (the governor may have changed it).
-            keep[known] = b[known] > np.floor(self._cap_next[pos[known]] / period)
-            idx, s, b = idx[keep], s[keep], b[keep]
-        if idx.size:
-            last = np.concatenate([s[1:] != s[:-1], [True]])  # each publisher's latest check
-            us, ub = s[last], ts[idx[last]]
-            keys, latest = self._cap_keys, self._cap_next
-            pos = np.minimum(np.searchsorted(keys, us), max(keys.size - 1, 0))
-            known = (keys[pos] == us) if keys.size else np.zeros(us.size, dtype=bool)
-            latest[pos[known]] = ub[known]
-            if (~known).any():
-                if keys.size + int((~known).sum()) > self.max_publishers:  # bounded: start over
-                    keys, latest = keys[:0], latest[:0]
-                k2 = np.concatenate([keys, us[~known]])
-                l2 = np.concatenate([latest, ub[~known]])
-                o = np.argsort(k2, kind="stable")
-                self._cap_keys, self._cap_next = k2[o], l2[o]
-        return np.sort(idx)
+        order = np.lexsort((ts, src))
+        s, t = src[order], ts[order]
+        if s.size == 0:
+            return order
+        starts = np.flatnonzero(np.r_[True, s[1:] != s[:-1]])
+        counts = np.diff(np.r_[starts, s.size])
+        last = np.r_[starts[1:] - 1, s.size - 1]
+        us, group = s[starts], np.repeat(np.arange(starts.size), counts)
+        tok0, t0, seen = np.full(us.size, float(CAP_BURST)), t[starts].copy(), np.zeros(us.size)
+        keys, known = self._cap_keys, np.zeros(us.size, dtype=bool)
+        if keys.size:
+            pos = np.minimum(np.searchsorted(keys, us), keys.size - 1)
+            known = keys[pos] == us
+            tok0[known], t0[known], seen[known] = (a[pos[known]] for a in (self._cap_tokens, self._cap_ts, self._cap_seen))
+        half_life = RATE_HALF_LIFE_PERIODS * period
+        seen = seen * np.exp2(-np.maximum(t[last] - t0, 0.0) / half_life) + counts
+        # Per second over the window (or over the batch, when it spans longer: replays); n
+        # messages span n - 1 gaps.
+        rate = np.maximum(seen - 1.0, 0.0) / np.maximum(half_life / np.log(2), t[last] - t[starts])
+        p = np.minimum(1.0, 1.0 / np.maximum(rate * period, 1e-12))
+        drawn = np.flatnonzero(self._rng.random(s.size) < p[group])
+        g = group[drawn]
+        earned = tok0[g] + np.maximum(t[drawn] - t0[g], 0.0) / period
+        take = np.zeros(drawn.size, dtype=bool)
+        if drawn.size:
+            gstart = np.flatnonzero(np.r_[True, g[1:] != g[:-1]])
+            k = np.arange(drawn.size) - np.repeat(gstart, np.diff(np.r_[gstart, drawn.size])) + 1
+            slack = np.floor(earned + 1e-9) - k
+            # Running minimum per publisher in one pass: each later publisher's values are
+            # shifted below every earlier one's, so minima never cross publishers.
+            shift = g * (float(slack.max() - slack.min()) + 1.0)
+            r = k + np.minimum(np.minimum.accumulate(slack - shift) + shift, 0.0)
+            prev = np.r_[0.0, r[:-1]]
+            prev[gstart] = 0.0
+            take = r > prev
+        reads = np.bincount(g[take], minlength=us.size)
+        left = np.minimum(tok0 + np.maximum(t[last] - t0, 0.0) / period - reads, float(CAP_BURST))
+        self._store_caps(us, known, left, t[last], seen)
+        return np.sort(order[drawn[take]])
+
+    def _store_caps(self, us: np.ndarray, known: np.ndarray, tokens: np.ndarray, ts: np.ndarray, seen: np.ndarray) -> None:
+        keys = self._cap_keys
+        if keys.size and known.any():
+            pos = np.minimum(np.searchsorted(keys, us[known]), keys.size - 1)
+            self._cap_tokens[pos], self._cap_ts[pos], self._cap_seen[pos] = tokens[known], ts[known], seen[known]
+        new = ~known
+        if new.any():
+            old = (self._cap_tokens, self._cap_ts, self._cap_seen)
+            if keys.size + int(new.sum()) > self.max_publishers:  # bounded: start over
+                keys, old = keys[:0], tuple(a[:0] for a in old)
+            k2 = np.concatenate([keys, us[new]])
+            o = np.argsort(k2, kind="stable")
+            self._cap_keys = k2[o]
+            self._cap_tokens, self._cap_ts, self._cap_seen = (np.concatenate([a, b[new]])[o] for a, b in zip(old, (tokens, ts, seen)))
 
     def _judge(self, hit: tuple, payload: bytes, ts: float, src_key: int, dst_key: int) -> Finding | None:
         """Compare one reading's numeric fields with the profile's physical ranges."""
