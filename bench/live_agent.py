@@ -20,6 +20,7 @@ import socket
 import struct
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -138,9 +139,25 @@ def run_one(rate: int, seconds: float, tmp: Path, budget: float | None = None) -
         proc = psutil.Process(agent.pid)
         before = _status(sock)
         cpu0, wall0 = sum(proc.cpu_times()[:2]), time.monotonic()
+        rss_during: list[int] = []  # sampled every second while traffic is offered
+        sending = threading.Event()
+        sending.set()
+
+        def sample_rss() -> None:
+            while sending.is_set():
+                try:
+                    rss_during.append(proc.memory_info().rss)
+                except psutil.Error:
+                    return
+                time.sleep(1.0)
+
+        sampler = threading.Thread(target=sample_rss, daemon=True)
+        sampler.start()
         sender = the_lab.run(dev.netns, [sys.executable, __file__, "send", "--iface", dev.veth_dev, "--dst", "10.79.0.2",
                                          "--rate", str(rate), "--seconds", str(seconds)], timeout=seconds * 3 + 30)
         cpu1, wall1 = sum(proc.cpu_times()[:2]), time.monotonic()
+        sending.clear()
+        sampler.join(timeout=5)
         time.sleep(2.5)  # let the last ticks close and be scored
         after = _status(sock) or {}
         rss = proc.memory_info().rss
@@ -165,7 +182,10 @@ def run_one(rate: int, seconds: float, tmp: Path, budget: float | None = None) -
         "flood_kinds": sorted({i["kind"] for i in flood}),
         "other_incidents": len(incidents) - len(flood),
         "other_incident_kinds": sorted({i["kind"] for i in incidents if i["src_ip"] != FLOOD_SRC}),
-        "rss_mb": round(rss / 2**20, 1),
+        "rss_mb": round(rss / 2**20, 1),  # after the traffic (and its last ticks)
+        "rss_mb_during_max": round(max(rss_during, default=0) / 2**20, 1),
+        "rss_mb_during_median": round(sorted(rss_during)[len(rss_during) // 2] / 2**20, 1) if rss_during else 0.0,
+        "rss_mb_last_minute_max": round(max(rss_during[-60:], default=0) / 2**20, 1),
         "capture_backend": after.get("capture", {}).get("backend"),
         "mqtt_fast_path": after.get("mqtt", {}).get("fast_path", 0) - before.get("mqtt", {}).get("fast_path", 0),
         "mqtt_slow_path": after.get("mqtt", {}).get("slow_path", 0) - before.get("mqtt", {}).get("slow_path", 0),
@@ -200,12 +220,12 @@ def main(argv: list[str] | None = None) -> int:
             row = run_one(rate, min(args.seconds, MAX_SECONDS), Path(tmp), args.budget)
             rows.append(row)
             print(json.dumps(row), flush=True)
-    print("\n| offered pkt/s | captured | kernel drops | agent CPU (% of machine) | shedding | flood detected | other incidents | RSS MB |")
-    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+    print("\n| offered pkt/s | captured | kernel drops | agent CPU (% of machine) | shedding | flood detected | other incidents | RSS MB after | RSS MB during (median / max) |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for r in rows:
         print(f"| {r['rate']:,} | {r['captured']:,}/{r['sent']:,} | {r['kernel_drops']} | {r['agent_cpu_percent_of_machine']} | "
               f"{r['shedding_level']} | {'yes (' + ', '.join(r['flood_kinds']) + ')' if r['flood_detected'] else 'NO'} | "
-              f"{r['other_incidents']} | {r['rss_mb']} |")
+              f"{r['other_incidents']} | {r['rss_mb']} | {r['rss_mb_during_median']} / {r['rss_mb_during_max']} |")
     return 0
 
 
