@@ -73,6 +73,8 @@ def send_main(args: argparse.Namespace) -> int:
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 8 << 20)
     send, pack_into = sock.send, struct.pack_into
     total = int(rate * seconds)
+    if args.ready_file:
+        Path(args.ready_file).touch()  # the frames are built: sending starts now
     per_tick = max(1, int(rate * 0.002))  # bursts paced every 2 ms
     start = time.monotonic()
     sent = k = 0
@@ -138,6 +140,16 @@ def run_one(rate: int, seconds: float, tmp: Path, budget: float | None = None) -
             time.sleep(0.2)
         proc = psutil.Process(agent.pid)
         before = _status(sock)
+        # The sender builds its frames first (tens of seconds for 18,000 devices): the agent's
+        # CPU and memory are measured from its first frame on, not over that set-up.
+        ready = tmp / f"sending-{rate}"
+        ready.unlink(missing_ok=True)
+        sender = the_lab.popen(dev.netns, [sys.executable, __file__, "send", "--iface", dev.veth_dev, "--dst", "10.79.0.2",
+                                           "--rate", str(rate), "--seconds", str(seconds), "--ready-file", str(ready)],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 600
+        while not ready.exists() and sender.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
         cpu0, wall0 = sum(proc.cpu_times()[:2]), time.monotonic()
         rss_during: list[int] = []  # sampled every second while traffic is offered
         sending = threading.Event()
@@ -153,8 +165,11 @@ def run_one(rate: int, seconds: float, tmp: Path, budget: float | None = None) -
 
         sampler = threading.Thread(target=sample_rss, daemon=True)
         sampler.start()
-        sender = the_lab.run(dev.netns, [sys.executable, __file__, "send", "--iface", dev.veth_dev, "--dst", "10.79.0.2",
-                                         "--rate", str(rate), "--seconds", str(seconds)], timeout=seconds * 3 + 30)
+        try:
+            out, _ = sender.communicate(timeout=seconds * 3 + 30)
+        except subprocess.TimeoutExpired:
+            sender.kill()
+            out, _ = sender.communicate()
         cpu1, wall1 = sum(proc.cpu_times()[:2]), time.monotonic()
         sending.clear()
         sampler.join(timeout=5)
@@ -164,7 +179,7 @@ def run_one(rate: int, seconds: float, tmp: Path, budget: float | None = None) -
         agent.terminate()
         agent.wait(timeout=30)
         log.close()
-    sent = json.loads(sender.stdout.strip().splitlines()[-1]) if sender.returncode == 0 else {"sent": 0, "seconds": 0}
+    sent = json.loads(out.strip().splitlines()[-1]) if sender.returncode == 0 and out.strip() else {"sent": 0, "seconds": 0}
     incidents = after.get("incidents", [])
     flood = [i for i in incidents if i["src_ip"] == FLOOD_SRC]
     frames = after.get("pipeline", {}).get("frames", 0) - before.get("pipeline", {}).get("frames", 0)
@@ -186,6 +201,7 @@ def run_one(rate: int, seconds: float, tmp: Path, budget: float | None = None) -
         "rss_mb_during_max": round(max(rss_during, default=0) / 2**20, 1),
         "rss_mb_during_median": round(sorted(rss_during)[len(rss_during) // 2] / 2**20, 1) if rss_during else 0.0,
         "rss_mb_last_minute_max": round(max(rss_during[-60:], default=0) / 2**20, 1),
+        "rss_mb_series": [round(r / 2**20) for r in rss_during],  # one a second
         "capture_backend": after.get("capture", {}).get("backend"),
         "mqtt_fast_path": after.get("mqtt", {}).get("fast_path", 0) - before.get("mqtt", {}).get("fast_path", 0),
         "mqtt_slow_path": after.get("mqtt", {}).get("slow_path", 0) - before.get("mqtt", {}).get("slow_path", 0),
@@ -203,6 +219,7 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--dst", required=True)
     s.add_argument("--rate", type=int, required=True)
     s.add_argument("--seconds", type=float, required=True)
+    s.add_argument("--ready-file", default="", help="touched when the frames are built and sending starts")
     p.add_argument("--rates", default="5000,20000,50000")
     p.add_argument("--seconds", type=float, default=20.0)
     p.add_argument("--budget", type=float, help="the agent's CPU budget in percent (100: never sheds; default: the agent's)")
