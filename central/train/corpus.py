@@ -29,8 +29,20 @@ PARAM_RANGES: dict[str, dict[str, tuple[float, float]]] = {
 INTEGER_PARAMS = {"ports", "hosts", "connections", "count", "filters"}
 
 
-def attack_specs(rng: np.random.Generator, duration: float, kinds=KNOWN_KINDS) -> list:
-    """One attack of each kind, in random order, in disjoint time slots after a benign warm-up."""
+# Share of the attacks run from one of the capture's own devices (compromised) rather than a
+# rogue host: such a device goes on with its usual traffic after the attack, so the models see
+# its rows while the damped windows still hold the attack (labelled benign once the short
+# window has let go, central/train/dataset.py AFTERMATH_S).
+COMPROMISED_SHARE = 0.5
+# Share of the connection DoS whose clients all publish to one fixed topic (not malaria's
+# per-client topics): the models must know the DoS by its connection churn.
+FIXED_TOPIC_SHARE = 0.5
+CORPUS_VERSION = 3  # in the captures' folder names: a change of the attack plan regenerates them
+
+
+def attack_specs(rng: np.random.Generator, duration: float, kinds=KNOWN_KINDS, devices: list[str] | None = None) -> list:
+    """One attack of each kind, in random order, in disjoint time slots after a benign warm-up;
+    with `devices` (addresses), about COMPROMISED_SHARE of them come from one of those devices."""
     from atlas.sim.attacks import AttackSpec
 
     kinds = list(kinds)
@@ -45,8 +57,23 @@ def attack_specs(rng: np.random.Generator, duration: float, kinds=KNOWN_KINDS) -
             params[name] = int(round(v)) if name in INTEGER_PARAMS else round(v, 2)
         length = float(rng.uniform(0.3, 0.6) * slot)
         start = warmup + i * slot + float(rng.uniform(0, max(slot - length - 5, 0.0)))
-        specs.append(AttackSpec(kind, start=round(start, 1), duration=round(length, 1), params=params))
+        if kind == "connection_dos" and rng.uniform() < FIXED_TOPIC_SHARE:
+            params["topic"] = f"city/d01/{rng.choice(['transport', 'energy', 'safety'])}/load-{int(rng.integers(1, 99))}"
+        attacker = None
+        if devices and rng.uniform() < COMPROMISED_SHARE:
+            attacker = devices[int(rng.integers(len(devices)))]
+        specs.append(AttackSpec(kind, start=round(start, 1), duration=round(length, 1), params=params, attacker=attacker))
     return specs
+
+
+def device_addresses(seed: int, devices: int) -> list[str]:
+    """The addresses of the devices `generate_capture` builds for this seed (same inventory draw)."""
+    from atlas.firmware_profiles import load_device_profiles
+    from atlas.sim.traffic.inventory import build_inventory
+    from atlas.sim.traffic.payloads import topic_rng
+
+    inv = build_inventory(load_device_profiles(None), devices, topic_rng(seed, "inventory"))
+    return [d.ip for d in inv.devices]
 
 
 def lookalike_specs(rng: np.random.Generator, duration: float) -> list:
@@ -64,7 +91,7 @@ def generate(work: Path, seed: int, *, devices: int = 40, duration: float = 900.
     from atlas.sim.traffic.benign import BenignOptions
     from atlas.sim.traffic.capture import generate_capture, read_ground_truth
 
-    out = work / f"seed-{seed}"
+    out = work / f"c{CORPUS_VERSION}-seed-{seed}"
     pcap, truth = out / "capture.pcap", out / "ground_truth.jsonl"
     if not (pcap.exists() and truth.exists()):
         out.mkdir(parents=True, exist_ok=True)
@@ -73,7 +100,7 @@ def generate(work: Path, seed: int, *, devices: int = 40, duration: float = 900.
             pcap,
             devices=devices,
             duration=duration,
-            attacks=attack_specs(rng, duration, kinds),
+            attacks=attack_specs(rng, duration, kinds, devices=device_addresses(seed, devices)),
             lookalikes=lookalike_specs(rng, duration),
             seed=seed,
             options=BenignOptions(preroll=seed % 2 == 0, reconnect_interval=RECONNECT_INTERVAL_S),

@@ -4,7 +4,9 @@ Each simulated client connects with a malaria-style id (`beem.loadr-<host>-<pid>
 publishes `messages` messages to `mqtt-malaria/<client>/data/<k>/<messages>` (QoS 1 by
 default, as the tool and MQTTset's capture do), disconnects, and a new one takes its place: the
 broker spends its time on handshakes and session setup. New connections arrive as a Poisson
-stream at `rate` per second.
+stream at `rate` per second. With `topic` set, every client publishes to that one topic instead
+(a home-made load script, or the live mode's paho attacker): the DoS is the connection churn,
+not the topics, and a detector must not learn it from malaria's topic names.
 """
 from __future__ import annotations
 
@@ -18,7 +20,8 @@ from atlas.sim.traffic.session import packet_ids, publish
 from atlas.sim.traffic.vec import Blobs
 
 
-@attack("connection_dos", {"hosts": 1, "rate": 60.0, "messages": 10, "interval_ms": 20.0, "size": 100, "qos": 1, "version": 0},
+@attack("connection_dos", {"hosts": 1, "rate": 60.0, "messages": 10, "interval_ms": 20.0, "size": 100, "qos": 1, "version": 0,
+                           "topic": ""},
         duration=60.0)
 def connection_dos(ctx: AttackContext, spec, rng: np.random.Generator) -> PlannedStep:
     """`rate` new connections/s spread over `hosts` hosts, each sending `messages` PUBLISH of
@@ -51,7 +54,8 @@ def connection_dos(ctx: AttackContext, spec, rng: np.random.Generator) -> Planne
     rep = np.repeat(np.arange(n), m)
     k = np.tile(np.arange(m), n)
     ts = readies[rep] + (k * float(p["interval_ms"]) * 1e6).astype(np.int64) + rng.integers(0, 500_000, rep.size)
-    topics = Blobs.from_list([f"mqtt-malaria/{cids[i]}/data/{j + 1}/{m}".encode() for i, j in zip(rep.tolist(), k.tolist())])
+    fixed = str(p["topic"]).encode()
+    topics = Blobs.from_list([fixed or f"mqtt-malaria/{cids[i]}/data/{j + 1}/{m}".encode() for i, j in zip(rep.tolist(), k.tolist())])
     qos = np.full(rep.size, min(int(p["qos"]), 1))
     pid = packet_ids(conns[rep], ts, qos > 0)
     size = max(1, int(p["size"]))
