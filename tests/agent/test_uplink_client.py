@@ -115,6 +115,9 @@ def test_submit_goes_on_while_the_hub_hangs(pki, tmp_path):
             pipeline.start()
             pipeline.join(30)
             assert not pipeline.is_alive() and seqs == list(range(seqs[0], seqs[0] + 500))
+            deadline = time.monotonic() + 10  # on a loaded machine the uplink thread may not have tried yet
+            while not up.counters_snapshot().get("connect_attempts") and time.monotonic() < deadline:
+                time.sleep(0.05)
             counters = up.counters_snapshot()
             assert counters["spool_depth"] == 500 and not up.connected
             assert counters["connect_attempts"] == 1 and counters.get("reconnects", 0) == 0  # still hanging
