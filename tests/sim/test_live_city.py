@@ -147,11 +147,15 @@ def test_ctrl_c_removes_namespaces_and_processes(tmp_path):
             mine = set(existing()) - before
             time.sleep(0.1)
         assert mine, "the run made no namespaces"
-        time.sleep(3)  # devices up, capture running
-        pids = set()
-        for name in mine:
-            out = subprocess.run(["ip", "netns", "pids", name], capture_output=True, text=True).stdout
-            pids |= {int(p) for p in out.split()}
+        pids: set[int] = set()
+        deadline = time.monotonic() + 30  # broker, capture and devices come up (slowly on a loaded machine)
+        while time.monotonic() < deadline and len(pids) < 2:
+            time.sleep(0.5)
+            mine = set(existing()) - before
+            pids = set()
+            for name in mine:
+                out = subprocess.run(["ip", "netns", "pids", name], capture_output=True, text=True).stdout
+                pids |= {int(p) for p in out.split()}
         assert pids, "nothing ran inside the namespaces"
         proc.send_signal(signal.SIGINT)
         _, err = proc.communicate(timeout=30)
