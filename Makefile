@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 DEBIAN_PACKAGES := python3-venv libpcap0.8 mosquitto mosquitto-clients nftables iproute2 tcpdump tshark systemd nmap
 APT := $(shell [ "$$(id -u)" = 0 ] && echo apt-get || echo sudo apt-get)
 
-.PHONY: demo test deps venv bench clean
+.PHONY: demo evaluation test deps venv bench clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -22,6 +22,11 @@ deps:
 
 demo: deps venv
 	$(PY) -m atlas.sim.demo
+
+# The full evaluation of issue 3: 5,000 devices, 50 gateways, an hour of traffic (3 GB of pcap
+# in out/city5k/city; about 10 minutes on 2 cores), report in out/city5k/report.
+evaluation: deps venv
+	$(PY) -m atlas.sim.demo --out out/city5k --devices 5000 --gateways 50 --duration 3600 --seed 7
 
 test: deps venv
 	$(PY) -m pytest -q
