@@ -8,7 +8,8 @@ receives over MQTT (topics with rates, payload fields with physically plausible 
 other protocols and ports it uses with which peers, and which responses ATLAS may apply to it.
 Where natural the fields follow the Manufacturer Usage Description (MUD, RFC 8520): a
 `[[protocols]]` entry is a MUD ACE (protocol, port, direction-initiated, the peer as a named
-controller). Importing a MUD file as a profile is not implemented yet.
+controller), `mud_url` keeps the MUD file's URL, and `atlas.firmware_profiles.mud` imports a MUD
+file as a profile (`atlas-sim profiles import-mud FILE.json`).
 
 Validation is strict: unknown keys are rejected and every error names the file and the key,
 e.g. ``traffic_signal_controller.toml: mqtt.topics[1].fields.phase.max: must be >= min``.
@@ -155,6 +156,7 @@ class DeviceProfile:
     peers: tuple[str, ...]
     responses: ResponsePolicy
     path: str = ""
+    mud_url: str = ""  # the MUD file this profile was imported from (RFC 8520 mud-url), if any
 
     @property
     def open_tcp_ports(self) -> tuple[int, ...]:
@@ -296,7 +298,7 @@ class _Parser:
 
     # -- sections ---------------------------------------------------------------------
     def profile(self, data: dict) -> DeviceProfile:
-        top = {"class", "domain", "criticality", "description", "weight", "hardware", "mqtt", "protocols", "peers", "responses"}
+        top = {"class", "domain", "criticality", "description", "weight", "hardware", "mqtt", "protocols", "peers", "responses", "mud_url"}
         self.table(data, "", top, {"class", "domain", "criticality", "hardware", "mqtt", "responses"})
         name = self.str_(data, "", "class")
         if name != self.path.stem:
@@ -320,6 +322,7 @@ class _Parser:
             peers=peers,
             responses=responses,
             path=str(self.path),
+            mud_url=self.str_(data, "", "mud_url", default=""),
         )
 
     def hardware(self, data: Any) -> HardwareSpec:
