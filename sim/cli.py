@@ -4,6 +4,7 @@
         --attack mqtt_flood@120:30,rate=3000 --attack port_scan --lookalike power_cut@300
     atlas-sim generate --devices 60 --duration 900 --seed 7 --out out/s7 --all-attacks --all-lookalikes
     atlas-sim profiles            # validate the device profiles and list them
+    atlas-sim profiles import-mud pole.json --class smart_pole --domain energy --criticality essential --out DIR
     atlas-sim attacks             # attack and look-alike kinds with their parameters
     atlas-sim city --devices 5000 --gateways 50 --duration 3600 --seed 7 --out DIR   # the whole city
     atlas-sim evaluate DIR --out REPORT_DIR   # run ATLAS and the baselines on a city, score, report
@@ -122,6 +123,16 @@ def build_parser() -> argparse.ArgumentParser:
     pr = sub.add_parser("profiles", help="validate the device profiles and list them")
     pr.add_argument("--dir", type=Path, default=None)
     pr.add_argument("--json", action="store_true")
+    prs = pr.add_subparsers(dest="profiles_cmd")  # optional: plain `profiles` still lists
+    im = prs.add_parser("import-mud", help="write a device profile from a MUD file (RFC 8520 JSON); "
+                        "MQTT topics, hardware and responses are marked placeholders to edit")
+    im.add_argument("file", type=Path, help="the MUD file (JSON)")
+    im.add_argument("--class", dest="cls", required=True, help="the device class: the profile's name and file stem")
+    im.add_argument("--domain", required=True, choices=("transportation", "energy", "public_safety"))
+    im.add_argument("--criticality", required=True, choices=("life_safety", "essential", "ordinary"))
+    im.add_argument("--out", type=Path, default=Path("."), help="folder to write <class>.toml into (default: .)")
+    im.add_argument("--client-prefix", default=None, help="MQTT client id prefix (default: the class)")
+    im.add_argument("--force", action="store_true", help="overwrite an existing <class>.toml")
 
     sub.add_parser("attacks", help="attack and look-alike kinds with their default parameters")
     return p
@@ -253,6 +264,9 @@ def _live(args) -> int:
 def _profiles(args) -> int:
     from atlas.firmware_profiles import load_device_profiles
 
+    if getattr(args, "profiles_cmd", None) == "import-mud":
+        return _import_mud(args)
+
     profiles = load_device_profiles(args.dir)
     if args.json:
         from dataclasses import asdict
@@ -264,6 +278,18 @@ def _profiles(args) -> int:
         print(f"{name:26s} {p.domain:15s} {p.criticality:12s} {rate * 60:7.2f} msg/min  "
               f"ok: {','.join(p.responses.acceptable)}  with fallback: {','.join(p.responses.needs_fallback) or '-'}")
     print(f"{len(profiles)} profiles valid")
+    return 0
+
+
+def _import_mud(args) -> int:
+    from atlas.firmware_profiles.mud import import_mud_file
+
+    out, pol = import_mud_file(args.file, args.out, cls=args.cls, domain=args.domain, criticality=args.criticality,
+                               overwrite=args.force, client_prefix=args.client_prefix)
+    print(f"wrote {out}: {len(pol.protocols)} protocols, peers {', '.join(pol.peers)}")
+    for note in pol.notes:
+        print(f"  dropped: {note}")
+    print("  edit the PLACEHOLDER sections ([hardware], [mqtt], [responses]): MUD does not describe them")
     return 0
 
 
