@@ -27,7 +27,7 @@ from atlas.agent.detect.update import running_versions
 from atlas.agent.governor import LEVEL_NAMES, CpuGovernor
 from atlas.agent.pipeline import AgentPipeline
 from atlas.agent.uplink import DeviceSummary, GatewayInfo, Health, TelemetryBatch
-from atlas.agent.uplink.summaries import DeviceSummaries
+from atlas.agent.uplink.summaries import DeviceSummaries, SummaryBlock
 
 log = logging.getLogger("atlas.agent")
 
@@ -69,7 +69,7 @@ class AgentDaemon:
         self.errors: deque[str] = deque(maxlen=20)
         self._changed: dict[str, Incident] = {}  # incidents to report at the next interval
         self._summaries = DeviceSummaries(self.pipeline.book.name, SUMMARY_INTERVAL_S)
-        self._closed_summaries: list[DeviceSummary] = []
+        self._closed_summaries: list[SummaryBlock] = []  # made into DeviceSummary objects only to send
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._last_report = self._last_health = time.monotonic()
@@ -202,7 +202,9 @@ class AgentDaemon:
         log.warning("incident %s %s from %s (score %.2f)", inc.state, inc.kind, inc.src_ip, inc.score)
 
     def _rows(self, rows) -> None:
-        self._closed_summaries += self._summaries.add(rows.tick_end, rows.devices, rows.X, rows.packets)
+        block = self._summaries.fold(rows.tick_end, rows.devices, rows.X, rows.packets)
+        if block is not None:
+            self._closed_summaries.append(block)
 
     def _report(self, final: bool = False) -> None:
         now_m = time.monotonic()
@@ -218,9 +220,13 @@ class AgentDaemon:
         with self._lock:
             incidents = list(self._changed.values())
             self._changed.clear()
-        devices, self._closed_summaries = self._closed_summaries, []
+        blocks, self._closed_summaries = self._closed_summaries, []
         if final:
-            devices += self._summaries.flush()
+            blocks.append(self._summaries.flush_block())
+        devices: list[DeviceSummary] = []
+        if self.uplink is not None:  # without a hub nobody reads them: no objects
+            devices = [s for b in blocks if b is not None for s in b.summaries(self.pipeline.book.name)]
+        del blocks
         self._update_metrics()
         health_due = now_m - self._last_health >= HEALTH_INTERVAL_S
         if self.uplink is not None and (incidents or devices or final or health_due):
