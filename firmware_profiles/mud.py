@@ -36,11 +36,17 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
-from atlas.firmware_profiles import DOMAIN_TOPIC_ROOT, ProfileError, ProtocolSpec, load_device_profile
+from atlas.firmware_profiles import (
+    DOMAIN_TOPIC_ROOT,
+    ProfileError,
+    ProtocolSpec,
+    load_device_profile,
+)
 
 MUD = "ietf-mud:mud"
 ACLS = "ietf-access-control-list:acls"
@@ -228,6 +234,9 @@ def _ace(ace: Any, path: str, from_device: bool) -> tuple[_Flow | None, str]:
     # The peer: the remote side's name (destination for from-device ACEs, source for to-device).
     dns_key = "ietf-acldns:dst-dnsname" if from_device else "ietf-acldns:src-dnsname"
     dns = _get(l3, l3p, dns_key, str, required=False)
+    wrong_side = "ietf-acldns:src-dnsname" if from_device else "ietf-acldns:dst-dnsname"
+    if wrong_side in l3:
+        return None, f"{path} ({name}): {wrong_side} names the device's own side; a profile names the remote peer"
     mud = _get(matches, mp, MUD, dict, required=False)
     if dns is not None and mud is not None:
         return None, f"{path} ({name}): both a DNS name and a MUD class as the peer; a profile names one"
