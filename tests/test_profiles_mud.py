@@ -256,3 +256,56 @@ def test_cli_import_mud_writes_a_loadable_profile(tmp_path, capsys):
                  "--criticality", "ordinary"]) == 2
     assert "missing.json: cannot read" in capsys.readouterr().err
     assert main(["profiles"]) == 0 and f"{len(load_device_profiles())} profiles valid" in capsys.readouterr().out
+
+
+def test_the_agent_checks_traffic_against_an_imported_profile(tmp_path):
+    """End to end: the imported profile drives the agent's conformance check (pcap only, no sending)."""
+    from atlas.agent.capture.pcapfile import read_capture
+    from atlas.agent.decode.packets import AddressBook, decode_packets
+    from atlas.agent.detect.conformance import (
+        ConformanceCheck,
+        load_device_inventory,
+        parse_peers,
+    )
+    from scapy.layers.inet import IP, TCP, UDP
+    from scapy.layers.l2 import Ether
+    from scapy.utils import wrpcap
+
+    profiles = {"smart_pole": load_device_profile(_write(tmp_path, profile_from_mud(
+        _fixture(), cls="smart_pole", domain="energy", criticality="essential"), "smart_pole"))}
+    inv_path = tmp_path / "devices.json"
+    inv_path.write_text(json.dumps({"device": [{"address": "10.20.1.7", "client_id": "smart_pole-d01-0001", "profile": "smart_pole"}]}))
+    inv = load_device_inventory(inv_path, profiles)
+    dev = "10.20.1.7"
+    pkts = {
+        "mqtts": Ether() / IP(src=dev, dst="10.20.0.1") / TCP(sport=40000, dport=8883, flags="S"),
+        "ntp": Ether() / IP(src=dev, dst="10.20.0.5") / UDP(sport=40001, dport=123),
+        "https": Ether() / IP(src=dev, dst="10.30.0.9") / TCP(sport=40002, dport=443, flags="S"),
+        "ssh_answer": Ether() / IP(src=dev, dst="10.20.9.9") / TCP(sport=22, dport=50000, flags="SA"),
+        "telnet_out": Ether() / IP(src=dev, dst="10.30.0.9") / TCP(sport=40003, dport=23, flags="S"),  # a drop ACE
+        "syslog": Ether() / IP(src=dev, dst="10.20.0.1") / UDP(sport=40004, dport=5141),  # the dropped range
+    }
+
+    def flagged(which, peers=None):
+        wrpcap(str(tmp_path / "t.pcap"), [pkts[k] for k in which])
+        chk = ConformanceCheck(inv, profiles, peers=parse_peers(peers or {}))
+        return [(f.evidence["proto"], f.evidence["port"]) for b in read_capture(tmp_path / "t.pcap")
+                for f in chk.check(b, decode_packets(b, AddressBook()))]
+
+    assert flagged(["mqtts", "ntp", "https", "ssh_answer"]) == []
+    assert flagged(["telnet_out"]) == [("tcp", 23)]
+    assert flagged(["syslog"]) == [("udp", 5141)]
+    # The MUD file's DNS name is the peer's name in [detect] peers: NTP to another host is flagged.
+    assert flagged(["ntp"], {"ntp.citynet.example": ["10.20.0.5"]}) == []
+    assert flagged(["ntp"], {"ntp.citynet.example": ["10.20.0.6"]}) == [("udp", 123)]
+
+
+def test_the_simulator_generates_devices_of_an_imported_profile(tmp_path):
+    from atlas.sim.traffic.capture import generate_capture
+
+    import_mud_file(FIXTURE, tmp_path / "p", cls="smart_pole", domain="energy", criticality="essential")
+    gt = generate_capture(tmp_path / "t.pcap", devices=3, duration=130.0, seed=1, profiles_dir=tmp_path / "p")
+    assert {d.cls for d in gt.inventory.devices} == {"smart_pole"} and len(gt.inventory.devices) == 3
+    raw = (tmp_path / "t.pcap").read_bytes()
+    for d in gt.inventory.devices:  # the placeholder status topic, published by each device
+        assert f"city/d01/energy/smart_pole/{d.client_id}/status".encode() in raw
