@@ -451,20 +451,31 @@ def import_mud_file(path: str | Path, out_dir: str | Path, *, cls: str, domain: 
     out = Path(out_dir) / f"{cls}.toml"
     if out.exists() and not overwrite:
         raise MudError(f"{out}: already exists (pass overwrite=True, or --force, to replace it)")
-    _check(text, cls)  # never write a profile the loader refuses
+    prefix = _check(text, cls)  # never write a profile the loader refuses
+    # load_device_profiles() refuses a folder where two classes share a client prefix.
+    for other in sorted(Path(out_dir).glob("*.toml")) if Path(out_dir).is_dir() else ():
+        if other.name != out.name and _client_prefix(other) == prefix:
+            raise MudError(f"mqtt.client_prefix: {prefix!r} is already used by {other.name} in {out_dir}")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(text, encoding="utf-8")
     return out, pol
 
 
-def _check(text: str, cls: str) -> None:
-    """Load the text under its final name (the loader checks class == file stem)."""
+def _check(text: str, cls: str) -> str:
+    """Load the text under its final name (the loader checks class == file stem); its client prefix."""
     import tempfile
 
     with tempfile.TemporaryDirectory() as d:
         probe = Path(d) / f"{cls}.toml"
         probe.write_text(text, encoding="utf-8")
-        load_device_profile(probe)
+        return load_device_profile(probe).mqtt.client_prefix
+
+
+def _client_prefix(path: Path) -> str | None:
+    try:
+        return load_device_profile(path).mqtt.client_prefix
+    except ProfileError:
+        return None  # not ours to judge here: `atlas-sim profiles` names it
 
 
 __all__ = ["MudError", "MudPolicy", "import_mud_file", "load_mud_file", "placeholder_mqtt", "profile_from_mud", "read_mud"]

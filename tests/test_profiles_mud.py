@@ -252,6 +252,11 @@ def test_cli_import_mud_writes_a_loadable_profile(tmp_path, capsys):
     assert "already exists" in capsys.readouterr().err and (out / "smart_pole.toml").read_text() == before
     assert main(args[:-2] + ["--force"]) == 0
     assert load_device_profile(out / "smart_pole.toml").mqtt.client_prefix == "smart_pole"
+    # A class whose default client prefix is already taken in that folder is refused, nothing written.
+    (out / "pole_b.toml").write_text((out / "smart_pole.toml").read_text().replace('class = "smart_pole"', 'class = "pole_b"'))
+    assert main(args[:-4] + ["--out", str(out), "--class", "pole_c", "--client-prefix", "smart_pole"]) == 2
+    assert "mqtt.client_prefix: 'smart_pole' is already used by " in capsys.readouterr().err
+    assert not (out / "pole_c.toml").exists()
     assert main(["profiles", "import-mud", str(tmp_path / "missing.json"), "--class", "x", "--domain", "energy",
                  "--criticality", "ordinary"]) == 2
     assert "missing.json: cannot read" in capsys.readouterr().err
