@@ -187,7 +187,12 @@ def test_push_to_active_over_the_wire(benchmark, tmp_path):
 
     try:
         model_s, rule_s = benchmark.pedantic(run, rounds=1, iterations=1)
-        acked = [s for s in hub.store.model_status("gw-1") if s.state == "applied"]
+        deadline = time.monotonic() + 10  # the last swap fires before its ack has reached the hub's store
+        while True:
+            acked = [s for s in hub.store.model_status("gw-1") if s.state == "applied"]
+            if len(acked) >= PUSHES or time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
     finally:
         up.stop()
         server.stop(0)
