@@ -7,7 +7,7 @@ import time
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from atlas.agent.enforce import Rule
+from atlas.agent.enforce import ACTIONS, Rule
 from atlas.agent.uplink import SignedRule
 from atlas.agent.uplink.signing import RuleSigner, RuleVerifier, model_canonical_bytes, rule_canonical_bytes
 from atlas.agent.uplink.vocabulary import RuleRejected, validate_rule
@@ -97,12 +97,18 @@ def test_keys_load_from_pki_files(tmp_path):
 
 # --- the closed vocabulary ------------------------------------------------------------------
 
+VALID_OF_EACH_ACTION = [
+    rule(),
+    rule(action="quarantine", target="2001:db8::7", params={}),
+    rule(action="rate_limit", params={"pps": 50}),
+    rule(action="revoke_mqtt", target="sensor-42@city", params={}),
+]
+
+
 def test_valid_rules_of_every_action_pass():
-    # validate_rule raises RuleRejected on any problem: each call below fails the test if it does
-    validate_rule(rule(), NOW)
-    validate_rule(rule(action="quarantine", target="2001:db8::7", params={}), NOW)
-    validate_rule(rule(action="rate_limit", params={"pps": 50}), NOW)
-    validate_rule(rule(action="revoke_mqtt", target="sensor-42@city", params={}), NOW)
+    assert {r.action for r in VALID_OF_EACH_ACTION} == set(ACTIONS)  # a new action needs a valid example here
+    for r in VALID_OF_EACH_ACTION:
+        validate_rule(r, NOW)  # raises RuleRejected on any problem
 
 
 @pytest.mark.parametrize("change, field, words", [
