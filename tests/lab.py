@@ -181,6 +181,27 @@ def wait_for(pred: Callable[[], Any], timeout: float, step: float = 0.2) -> Any:
     return None
 
 
+def write_agent_toml(path: Path, *, gateway: str, interface: str, hub_port: int, tls: Any, signing_pub: Any,
+                     extra: str = "") -> Path:
+    """An agent config connected to a hub on the gateway's loopback over mTLS, with its state
+    and control socket next to `path`; `extra` is appended (more sections, e.g. [enforce])."""
+    path.write_text(f"""
+[agent]
+gateway_id = "{gateway}"
+interface = "{interface}"
+mqtt_ports = [1883]
+state_dir = "{path.parent / 'agent-state'}"
+control_socket = "{path.parent / 'agent.sock'}"
+[hub]
+address = "127.0.0.1:{hub_port}"
+ca = "{tls.ca}"
+cert = "{tls.cert}"
+key = "{tls.key}"
+signing_key = "{signing_pub}"
+{extra}""")
+    return path
+
+
 def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket() as s:
         s.bind((host, 0))

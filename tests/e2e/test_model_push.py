@@ -117,19 +117,8 @@ database = "central.db"
 pki = "pki"
 operator_poll = 0.1
 """)
-        (tmp_path / "agent.toml").write_text(f"""
-[agent]
-gateway_id = "{GATEWAY}"
-interface = "{the_lab.bridge}"
-state_dir = "{tmp_path / 'agent-state'}"
-control_socket = "{tmp_path / 'agent.sock'}"
-[hub]
-address = "127.0.0.1:{HUB_PORT}"
-ca = "{tls.ca}"
-cert = "{tls.cert}"
-key = "{tls.key}"
-signing_key = "{PkiDir(pki.root).signing_pub}"
-""")
+        lab.write_agent_toml(tmp_path / "agent.toml", gateway=GATEWAY, interface=the_lab.bridge, hub_port=HUB_PORT, tls=tls,
+                             signing_pub=PkiDir(pki.root).signing_pub)
         hub = the_lab.popen(the_lab.gw, [sys.executable, "-m", "atlas.central.cli", "serve", "--config", str(tmp_path / "central.toml")],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         the_loop = Loop(the_lab, tmp_path)
