@@ -1,11 +1,13 @@
 """Per-device features over damped sliding windows, computed per tick and vectorized.
 
 Packets and MQTT messages are attributed to a *device*: the client side of the conversation
-(the MQTT client, the TCP initiator). Within a tick (default 1 s of capture time) their counts
-are aggregated per device with `np.bincount`; when the tick closes, each active device's
-damped sums decay by the time since its last update and absorb the tick's counts, and one
-feature row per active device leaves the stage. There is no Python work per packet; Python
-loops run over distinct (device, port/host/topic) pairs only, for novelty.
+(the MQTT client, the TCP initiator). Each batch is added into the open tick's per-device
+counts (default tick: 1 s of capture time) with `np.bincount`, so a tick keeps no rows. A
+device's damped sums decay to the tick's end when the tick first sees it (the end is known
+then) and absorb each batch's counts as it comes; the tick keeps only a few totals per device,
+the distinct (device, port/host/topic/peer) pairs it saw (for novelty, counted at the close),
+and the outgoing packets' times (for inter-arrival). When the tick closes, one feature row per
+active device leaves the stage. There is no Python work per packet.
 """
 from __future__ import annotations
 
@@ -27,14 +29,13 @@ from atlas.agent.decode import (
 from atlas.agent.features.schema import C, COUNTERS, HALF_LIVES, LONG_COUNTERS, N_FEATURES
 
 _LONG_IDX = np.array([C[n] for n in LONG_COUNTERS])
+_LONG_OF = {n: i for i, n in enumerate(LONG_COUNTERS)}
 _N_SHORT, _N_LONG = len(COUNTERS), len(LONG_COUNTERS)
 
-# The compact per-packet projection buffered while a tick is open.
+# The per-packet projection of a batch: who the device is, and which way the packet went.
 _PKT = np.dtype([("ts", "f8"), ("dev", "u8"), ("peer", "u8"), ("out", "?"), ("len", "u4"), ("flags", "u1"), ("dport", "u2")])
-# The MQTT_DTYPE fields the tick close reads (44 of MQTT_DTYPE's 68 bytes a message): at 50k
-# packets/s and 4 s ticks (shedding level 3) a tick holds some 100k messages.
-_MQ_FIELDS = ("ts", "client", "broker", "topic_hash", "payload_len", "keepalive", "to_broker", "mtype", "error",
-              "return_code", "wildcard", "sys_topic")
+# Before a tick added up per batch, it buffered its rows: at 50k packets/s and 4 s ticks
+# (shedding level 3) some 11 MB of rows, and the close's row-sized temporaries on top.
 
 
 @dataclass
@@ -132,6 +133,55 @@ def _pair_hash(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return h ^ (h >> np.uint64(31))
 
 
+class _PairTally:
+    """The open tick's distinct (slot, thing) pairs, each with per-pair counts (k columns).
+
+    Batches are merged as they arrive, so the tick holds each pair about once (a device seen
+    in every batch of a 4 s tick is one pair, not one row per packet).
+    """
+
+    def __init__(self, k: int) -> None:
+        self.k = k
+        self._parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+        self._rows = 0
+        self._merged = 0  # pairs after the last merge
+
+    def add(self, slot: np.ndarray, thing: np.ndarray, counts: np.ndarray) -> None:
+        """Rows of (slot, thing) with their counts ([n, k] integers)."""
+        if len(slot):
+            part = _tally(slot, thing, counts)
+            self._parts.append(part)
+            self._rows += len(part[0])
+            if self._rows > 2 * max(self._merged, 4096):
+                self._merge()
+
+    def take(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The tick's distinct pairs, sorted by (slot, thing), and their counts; empties the tally."""
+        self._merge()
+        out = self._parts[0] if self._parts else (np.zeros(0, np.int64), np.zeros(0, np.uint64), np.zeros((0, self.k), np.int64))
+        self._parts, self._rows, self._merged = [], 0, 0
+        return out
+
+    def _merge(self) -> None:
+        if len(self._parts) > 1:
+            self._parts = [_tally(*(np.concatenate(c) for c in zip(*self._parts)))]
+        self._rows = self._merged = len(self._parts[0][0]) if self._parts else 0
+
+
+def _tally(a: np.ndarray, b: np.ndarray, counts: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Distinct (a, b) pairs sorted by (a, b), with the counts of their rows summed."""
+    a = a.astype(np.int64, copy=False)
+    b = b.astype(np.uint64, copy=False)
+    order = np.lexsort((b, a))
+    a, b = a[order], b[order]
+    first = np.empty(len(a), dtype=bool)
+    first[:1] = True
+    first[1:] = (a[1:] != a[:-1]) | (b[1:] != b[:-1])
+    starts = np.flatnonzero(first)
+    summed = np.add.reduceat(counts[order], starts, axis=0) if counts.shape[1] else counts[starts]
+    return a[first], b[first], summed
+
+
 class FeatureExtractor:
     """Turns batches of decoded packets and MQTT messages into per-device feature rows."""
 
@@ -147,7 +197,7 @@ class FeatureExtractor:
         self.tick_s = float(tick_s)
         self.max_devices = int(max_devices)
         self.stats = ExtractorStats()
-        # Device -> slot: sorted host keys and their slots, searched once per tick.
+        # Device -> slot: sorted host keys and their slots, searched once per batch.
         self._slot = np.zeros(0, dtype=np.uint64)
         self._slot_of = np.zeros(0, dtype=np.int64)
         self._short = np.zeros((0, _N_SHORT))
@@ -160,9 +210,18 @@ class FeatureExtractor:
         self._hosts = _Novelty(novelty_horizon_s, max_novelty_keys)
         self._topics = _Novelty(novelty_horizon_s, max_novelty_keys)
         self._tick_end: float | None = None
-        self._pkts: list[np.ndarray] = []
-        self._mqtt: list[np.ndarray] = []
-        self._mq_dtype: np.dtype | None = None  # the compact MQTT projection (from the first rows)
+        # The open tick's totals per slot (besides its counts, added to the damped sums) ...
+        self._t_seen = np.zeros(0, dtype=bool)  # the slot's sums are decayed to the tick's end
+        self._t_first = np.zeros(0)  # first packet or message
+        self._t_packets = np.zeros(0, dtype=np.int64)
+        self._t_keepalive = np.zeros(0)  # sum over CONNECTs
+        self._t_connects = np.zeros(0, dtype=np.int64)
+        self._t_broker = np.zeros(0, dtype=np.uint64)  # the broker of its last MQTT message
+        # ... its distinct pairs, and its outgoing packets' (slot, time) for inter-arrival.
+        self._t_ports = _PairTally(0)  # (slot, probed port)
+        self._t_peers = _PairTally(2)  # (slot, peer): packets, outgoing packets
+        self._t_topics = _PairTally(2)  # (slot, topic hash): PUBLISH, PUBLISH or SUBSCRIBE with a topic
+        self._t_out: list[tuple[np.ndarray, np.ndarray]] = []
 
     # ---- input ------------------------------------------------------------------------------
 
@@ -173,37 +232,28 @@ class FeatureExtractor:
         self.stats.non_ip += len(packets) - len(ip)
         self.stats.packets += len(ip)
         pk = self._project(ip)
-        mq = self._project_mqtt(mqtt)
+        mq = mqtt
         if self._tick_end is None:
-            first = [a["ts"].min() for a in (pk, mq) if len(a)]
+            first = [a["ts"].min() for a in (pk, mq) if a is not None and len(a)]
             if not first:
                 return out
             self._tick_end = self._end_of(min(first))
         # Each row belongs to the tick its timestamp falls in; late rows join the open tick.
         pk, p_end = self._by_tick(pk)
-        mq, m_end = self._by_tick(mq)
+        if mq is not None:
+            mq, m_end = self._by_tick(mq)
+        else:
+            m_end = np.zeros(0)
         for end in np.unique(np.concatenate([p_end, m_end])).tolist():
             if end > self._tick_end:
                 rows = self._close_tick()
                 if rows is not None:
                     out.append(rows)
                 self._tick_end = end
-            for rows_, ends, buf in ((pk, p_end, self._pkts), (mq, m_end, self._mqtt)):
-                lo, hi = np.searchsorted(ends, end, "left"), np.searchsorted(ends, end, "right")
-                if hi > lo:
-                    buf.append(rows_[lo:hi])
+            p_lo, p_hi = np.searchsorted(p_end, end, "left"), np.searchsorted(p_end, end, "right")
+            m_lo, m_hi = np.searchsorted(m_end, end, "left"), np.searchsorted(m_end, end, "right")
+            self._absorb(pk[p_lo:p_hi], mq[m_lo:m_hi] if mq is not None else None)
         return out
-
-    def _project_mqtt(self, mqtt: np.ndarray | None) -> np.ndarray:
-        """The MQTT rows' fields the tick close reads, compactly (values unchanged)."""
-        if mqtt is None:
-            return np.zeros(0, dtype=self._mq_dtype if self._mq_dtype is not None else [("ts", "f8")])
-        if self._mq_dtype is None:
-            self._mq_dtype = np.dtype([(f, mqtt.dtype[f]) for f in _MQ_FIELDS])
-        mq = np.empty(len(mqtt), dtype=self._mq_dtype)
-        for f in _MQ_FIELDS:
-            mq[f] = mqtt[f]
-        return mq
 
     def _end_of(self, ts: float) -> float:
         return float((np.floor(ts / self.tick_s) + 1) * self.tick_s)
@@ -259,36 +309,36 @@ class FeatureExtractor:
         r["dport"] = np.where(out, dport, sport)
         return r
 
-    # ---- tick close ---------------------------------------------------------------------------
+    # ---- a batch into the open tick -----------------------------------------------------------
 
-    def _close_tick(self) -> FeatureRows | None:
-        pk = np.concatenate(self._pkts) if self._pkts else np.zeros(0, dtype=_PKT)
-        mq = np.concatenate(self._mqtt) if self._mqtt else None
-        self._pkts, self._mqtt = [], []
-        now = float(self._tick_end)
-        self.stats.ticks += 1
+    def _absorb(self, pk: np.ndarray, mq: np.ndarray | None) -> None:
+        """Add one batch's rows of the open tick into its per-device totals and pairs."""
         devs = pk["dev"] if mq is None else np.concatenate([pk["dev"], mq["client"]])
         if not len(devs):
-            return None
+            return
         keys, inv = np.unique(devs, return_inverse=True)
-        del devs  # 8 bytes a row: not kept through the close
-        n = len(keys)
-        pinv, minv = inv[: len(pk)], inv[len(pk) :]
-        counts = np.zeros((n, _N_SHORT))
-        self._packet_counts(pk, pinv, keys, counts, now)
-        shape = np.zeros((n, 9))
-        if mq is not None and len(mq):
-            self._mqtt_counts(mq, minv, keys, counts, shape, now)
-        self._packet_shape(pk, pinv, n, counts, shape)
+        now = float(self._tick_end)
         slots = self._slots_for(keys, now)
-        X = self._decay_and_emit(slots, counts, shape, now)
-        first_ts, packets, top_peer = self._device_summary(pk, pinv, n, mq, minv)
-        for nov in (self._ports, self._hosts, self._topics):
-            self.stats.novelty_resets += nov.prune(now)
-        return FeatureRows(now, keys, first_ts, packets, top_peer, X)
+        counts = np.zeros((len(keys), _N_SHORT))
+        pinv = inv[: len(pk)]
+        self._packet_counts(pk, pinv, slots, counts)
+        if mq is not None and len(mq):
+            self._mqtt_counts(mq, inv[len(pk):], slots, counts)
+        fresh = slots[~self._t_seen[slots]]
+        if len(fresh):
+            self._decay_to(fresh, now)
+        # Integer-valued counts added batch by batch: the same sums as one tick-sized add, up
+        # to float64 rounding order.
+        self._short[slots] += counts
+        self._long[slots] += counts[:, _LONG_IDX]
+        self._t_packets[slots] += np.bincount(pinv, minlength=len(keys))
+        np.minimum.at(self._t_first, slots[pinv], pk["ts"])  # (a minimum: the same in any order)
+        out = pk["out"]
+        if out.any():
+            self._t_out.append((slots[pinv[out]], pk["ts"][out]))
 
-    def _packet_counts(self, pk: np.ndarray, inv: np.ndarray, keys: np.ndarray, counts: np.ndarray, now: float) -> None:
-        n = len(keys)
+    def _packet_counts(self, pk: np.ndarray, inv: np.ndarray, slots: np.ndarray, counts: np.ndarray) -> None:
+        n = len(counts)
         out = pk["out"]
         f = pk["flags"]
         syn_only = (f & TCP_SYN != 0) & (f & TCP_ACK == 0)
@@ -307,22 +357,16 @@ class FeatureExtractor:
         add("synack_in", ~out & syn_ack)
         add("rst_in", ~out & rst)
         add("rst_out", out & rst)
-        # Novelty of destination ports (connection attempts) and hosts (anything sent).
+        # Novelty (at the close) of destination ports (connection attempts) and hosts (anything
+        # sent); the peers also give each device's top peer.
         probe = out & (syn_only | (f == 0))
         if probe.any():
-            self._count_new(self._ports, inv[probe], pk["dport"][probe], keys, counts[:, C["new_dports"]], now)
-        if out.any():
-            self._count_new(self._hosts, inv[out], pk["peer"][out], keys, counts[:, C["new_dhosts"]], now)
+            self._t_ports.add(slots[inv[probe]], pk["dport"][probe], np.zeros((int(probe.sum()), 0), np.int64))
+        if len(pk):
+            self._t_peers.add(slots[inv], pk["peer"], np.stack([np.ones(len(pk), np.int64), out.astype(np.int64)], axis=1))
 
-    @staticmethod
-    def _count_new(nov: _Novelty, inv: np.ndarray, what: np.ndarray, keys: np.ndarray, into: np.ndarray, now: float) -> None:
-        """Add to `into` (per device) the number of distinct `what` new for that device."""
-        dev, things, _ = _unique_pairs(inv, what)
-        new = nov.count_new(keys[dev], things, now)
-        into += np.bincount(dev[new], minlength=len(into))
-
-    def _mqtt_counts(self, mq: np.ndarray, inv: np.ndarray, keys: np.ndarray, counts: np.ndarray, shape: np.ndarray, now: float) -> None:
-        n = len(keys)
+    def _mqtt_counts(self, mq: np.ndarray, inv: np.ndarray, slots: np.ndarray, counts: np.ndarray) -> None:
+        n = len(counts)
         t = mq["mtype"]
         up = mq["to_broker"] == 1
         ok = mq["error"] == 0
@@ -345,24 +389,112 @@ class FeatureExtractor:
         add("mqtt_ping", up & ok & (t == PINGREQ))
         add("mqtt_msgs_out", up)
         topical = (publish | subscribe) & (mq["topic_hash"] != 0)
-        if topical.any():
-            self._count_new(self._topics, inv[topical], mq["topic_hash"][topical], keys, counts[:, C["mqtt_new_topics"]], now)
-        if publish.any():
-            # Shannon entropy of each device's PUBLISH topics in the tick.
-            dev, _, c = _unique_pairs(inv[publish], mq["topic_hash"][publish])
-            p = c / np.bincount(dev, weights=c, minlength=n)[dev]
-            shape[:, 5] = np.bincount(dev, weights=-p * np.log2(p), minlength=n)
+        either = publish | topical
+        if either.any():
+            per = np.stack([publish[either], topical[either]], axis=1).astype(np.int64)
+            self._t_topics.add(slots[inv[either]], mq["topic_hash"][either], per)
         if connect.any():
-            ka = np.bincount(inv[connect], weights=mq["keepalive"][connect].astype(np.float64), minlength=n)
-            nc = np.bincount(inv[connect], minlength=n)
-            shape[:, 6] = np.log2(1.0 + np.divide(ka, nc, out=np.zeros(n), where=nc > 0))
+            s = slots[inv[connect]]
+            np.add.at(self._t_keepalive, s, mq["keepalive"][connect].astype(np.float64))
+            np.add.at(self._t_connects, s, 1)
+        ms = slots[inv]
+        np.minimum.at(self._t_first, ms, mq["ts"])
+        self._t_broker[ms] = mq["broker"]  # the last message's broker, as the rows came
 
-    def _packet_shape(self, pk: np.ndarray, inv: np.ndarray, n: int, counts: np.ndarray, shape: np.ndarray) -> None:
+    # ---- tick close ---------------------------------------------------------------------------
+
+    def _close_tick(self) -> FeatureRows | None:
+        now = float(self._tick_end)
+        self.stats.ticks += 1
+        slots = np.flatnonzero(self._t_seen)
+        if not len(slots):
+            return None
+        keys = self._keys[slots]
+        order = np.argsort(keys)
+        slots, keys = slots[order], keys[order]
+        n = len(keys)
+        # Pairs and times are kept by slot; the row order (and every per-device sum) is by key.
+        rank = np.zeros(len(self._keys), dtype=np.int64)
+        rank[slots] = np.arange(n)
+        shape = np.zeros((n, 9))
+        top_peer = self._peers_at_close(rank, slots, now)
+        self._topics_at_close(rank, slots, shape, now)
+        self._ports_at_close(rank, slots, now)
+        self._packet_shape(rank, n, shape)
+        nc = self._t_connects[slots]
+        if nc.any():
+            ka = self._t_keepalive[slots]
+            shape[:, 6] = np.log2(1.0 + np.divide(ka, nc, out=np.zeros(n), where=nc > 0))
+        first_ts, packets = self._t_first[slots], self._t_packets[slots]
+        no_peer = top_peer == 0  # devices seen only through MQTT rows: the broker is the peer
+        top_peer[no_peer] = self._t_broker[slots][no_peer]
+        self._reset_tick(slots)
+        X = self._emit(slots, shape)
+        for nov in (self._ports, self._hosts, self._topics):
+            self.stats.novelty_resets += nov.prune(now)
+        return FeatureRows(now, keys, first_ts, packets, top_peer, X)
+
+    def _reset_tick(self, slots: np.ndarray) -> None:
+        self._t_seen[slots] = False
+        self._t_first[slots] = np.inf
+        self._t_packets[slots] = 0
+        self._t_keepalive[slots] = 0.0
+        self._t_connects[slots] = 0
+        self._t_broker[slots] = 0
+        self._t_out = []
+
+    def _add_count(self, slots: np.ndarray, name: str, per_device: np.ndarray) -> None:
+        """Counts found at the close (novelty) into the damped sums of the tick's devices."""
+        self._short[slots, C[name]] += per_device
+        if name in _LONG_OF:
+            self._long[slots, _LONG_OF[name]] += per_device
+
+    def _peers_at_close(self, rank: np.ndarray, slots: np.ndarray, now: float) -> np.ndarray:
+        """New destination hosts into the sums; returns each device's top peer (0: none)."""
+        s, peer, c = self._t_peers.take()
+        dev, peer, c = _by_device(rank[s], peer, c)
+        keys = self._keys[slots]
+        out = c[:, 1] > 0
+        if out.any():
+            new = self._hosts.count_new(keys[dev[out]], peer[out], now)
+            self._add_count(slots, "new_dhosts", np.bincount(dev[out][new], minlength=len(keys)))
+        top_peer = np.zeros(len(keys), dtype=np.uint64)
+        if len(dev):
+            order = np.lexsort((c[:, 0], dev))  # per device, the most frequent peer comes last
+            d, p = dev[order], peer[order]
+            last = np.r_[d[1:] != d[:-1], True]
+            top_peer[d[last]] = p[last]
+        return top_peer
+
+    def _topics_at_close(self, rank: np.ndarray, slots: np.ndarray, shape: np.ndarray, now: float) -> None:
+        """New topics into the sums, and the Shannon entropy of each device's PUBLISH topics."""
+        s, topic, c = self._t_topics.take()
+        dev, topic, c = _by_device(rank[s], topic, c)
+        n = len(slots)
+        topical = c[:, 1] > 0
+        if topical.any():
+            new = self._topics.count_new(self._keys[slots][dev[topical]], topic[topical], now)
+            self._add_count(slots, "mqtt_new_topics", np.bincount(dev[topical][new], minlength=n))
+        pub = c[:, 0] > 0
+        if pub.any():
+            d, k = dev[pub], c[pub, 0]
+            p = k / np.bincount(d, weights=k, minlength=n)[d]
+            shape[:, 5] = np.bincount(d, weights=-p * np.log2(p), minlength=n)
+
+    def _ports_at_close(self, rank: np.ndarray, slots: np.ndarray, now: float) -> None:
+        s, port, _ = self._t_ports.take()
+        if len(s):
+            dev, port, _ = _by_device(rank[s], port, np.zeros((len(s), 0), np.int64))
+            new = self._ports.count_new(self._keys[slots][dev], port, now)
+            self._add_count(slots, "new_dports", np.bincount(dev[new], minlength=len(slots)))
+
+    def _packet_shape(self, rank: np.ndarray, n: int, shape: np.ndarray) -> None:
         """Inter-arrival statistics of each device's outgoing packets within the tick."""
-        out = pk["out"]
-        if out.sum() < 2:
+        if sum(len(s) for s, _ in self._t_out) < 2:
             return
-        d, ts = inv[out], pk["ts"][out]
+        d = rank[np.concatenate([s for s, _ in self._t_out])]
+        ts = np.concatenate([t for _, t in self._t_out])
+        self._t_out = []
         order = np.lexsort((ts, d))
         d, ts = d[order], ts[order]
         same = d[1:] == d[:-1]
@@ -392,11 +524,13 @@ class FeatureExtractor:
             slots[new] = self._new_slots(keys[new], now, slots[slots >= 0])
         return slots
 
-    def _new_slots(self, keys: np.ndarray, now: float, keep: np.ndarray) -> np.ndarray:
+    def _new_slots(self, keys: np.ndarray, now: float, known: np.ndarray) -> np.ndarray:
         """Slots for devices not in the table (sorted keys), evicting if it is full (never the
-        devices in `keep`, this tick's known ones)."""
-        while len(self._slot) + len(keys) > self.max_devices and len(self._slot) > len(keep):
-            self._evict(now, keep)
+        devices of the open tick, nor those in `known`: the batch's known ones)."""
+        if len(self._slot) + len(keys) > self.max_devices:
+            keep = np.union1d(known, np.flatnonzero(self._t_seen))
+            while len(self._slot) + len(keys) > self.max_devices and len(self._slot) > len(keep):
+                self._evict(now, keep)
         # (More devices in one tick than the table holds: it runs over until the next tick.)
         take = min(len(keys), len(self._free))
         slots = np.concatenate([self._free[len(self._free) - take:][::-1], np.arange(self._used, self._used + len(keys) - take)])
@@ -417,10 +551,13 @@ class FeatureExtractor:
     def _grow(self, need: int) -> None:
         cap = max(64, need, len(self._keys) * 3 // 2)  # 1.5x: the arrays are most of a device's memory
         extra = cap - len(self._keys)
-        self._short = np.concatenate([self._short, np.zeros((extra, _N_SHORT))])
-        self._long = np.concatenate([self._long, np.zeros((extra, _N_LONG))])
-        self._updated = np.concatenate([self._updated, np.zeros(extra)])
-        self._keys = np.concatenate([self._keys, np.zeros(extra, dtype=np.uint64)])
+        grow = lambda a, fill: np.concatenate([a, np.full((extra,) + a.shape[1:], fill, dtype=a.dtype)])  # noqa: E731
+        self._short, self._long = grow(self._short, 0.0), grow(self._long, 0.0)
+        self._updated, self._keys = grow(self._updated, 0.0), grow(self._keys, 0)
+        self._t_seen = grow(self._t_seen, False)
+        self._t_first, self._t_packets = grow(self._t_first, np.inf), grow(self._t_packets, 0)
+        self._t_keepalive, self._t_connects = grow(self._t_keepalive, 0.0), grow(self._t_connects, 0)
+        self._t_broker = grow(self._t_broker, 0)
 
     def _evict(self, now: float, keep: np.ndarray) -> None:
         """Forget the least recently updated tenth of the devices (a bounded table)."""
@@ -438,17 +575,22 @@ class FeatureExtractor:
         self._slot, self._slot_of = self._slot[~gone], self._slot_of[~gone]
         self.stats.evicted_devices += k
 
-    def _decay_and_emit(self, slots: np.ndarray, counts: np.ndarray, shape: np.ndarray, now: float) -> np.ndarray:
-        # In place where it changes no value: over 18,000 devices each [n, 41] float64
-        # temporary is 6 MB, and the tick close's peak is what the agent's RSS follows.
+    def _decay_to(self, slots: np.ndarray, now: float) -> None:
+        """Decay these devices' damped sums to `now` (the open tick's end)."""
         dt = np.maximum(now - self._updated[slots], 0.0)[:, None]
         short = self._short[slots]
         short *= np.exp2(-dt / HALF_LIVES[0])
-        short += counts
         long_ = self._long[slots]
         long_ *= np.exp2(-dt / HALF_LIVES[1])
-        long_ += counts[:, _LONG_IDX]
         self._short[slots], self._long[slots], self._updated[slots] = short, long_, now
+        self._t_seen[slots] = True
+
+    def _emit(self, slots: np.ndarray, shape: np.ndarray) -> np.ndarray:
+        """The feature rows of these devices (sorted by key) from their damped sums."""
+        # In place where it changes no value: over 18,000 devices each [n, 41] float64
+        # temporary is 6 MB, and the tick close's peak is what the agent's RSS follows.
+        short = self._short[slots]
+        long_ = self._long[slots]
         s = lambda name: short[:, C[name]]  # noqa: E731
         shape[:, 0] = np.divide(s("bytes_out"), s("pkts_out"), out=np.zeros(len(slots)), where=s("pkts_out") > 0)
         shape[:, 1] = np.divide(
@@ -471,36 +613,8 @@ class FeatureExtractor:
         X[:, _N_SHORT + _N_LONG :] = shape
         return X
 
-    def _device_summary(self, pk: np.ndarray, pinv: np.ndarray, n: int, mq: np.ndarray | None, minv: np.ndarray):
-        first_ts = np.full(n, np.inf)
-        np.minimum.at(first_ts, pinv, pk["ts"])  # (a minimum: the same in any order, no concatenation)
-        if mq is not None:
-            np.minimum.at(first_ts, minv, mq["ts"])
-        packets = np.bincount(pinv, minlength=n).astype(np.int64)
-        top_peer = np.zeros(n, dtype=np.uint64)
-        if len(pk):
-            dev, peer, cnt = _unique_pairs(pinv, pk["peer"])
-            order = np.lexsort((cnt, dev))  # per device, the most frequent peer comes last
-            dev, peer = dev[order], peer[order]
-            last = np.r_[dev[1:] != dev[:-1], True]
-            top_peer[dev[last]] = peer[last]
-        if mq is not None and len(mq):  # devices seen only through MQTT rows: the broker is the peer
-            no_peer = top_peer == 0
-            if no_peer.any():
-                brokers = np.zeros(n, dtype=np.uint64)
-                brokers[minv] = mq["broker"]
-                top_peer[no_peer] = brokers[no_peer]
-        return first_ts, packets, top_peer
 
-
-def _unique_pairs(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Distinct (a, b) pairs with their counts: a as int64 (group index), b as uint64."""
-    a = a.astype(np.int64, copy=False)
-    b = b.astype(np.uint64, copy=False)
-    order = np.lexsort((b, a))
-    a, b = a[order], b[order]
-    first = np.empty(len(a), dtype=bool)
-    first[:1] = True
-    first[1:] = (a[1:] != a[:-1]) | (b[1:] != b[:-1])
-    starts = np.flatnonzero(first)
-    return a[first], b[first], np.diff(np.r_[starts, len(a)])
+def _by_device(dev: np.ndarray, thing: np.ndarray, counts: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Pairs re-sorted by (device row, thing) after slots became rows (still distinct)."""
+    order = np.lexsort((thing, dev))
+    return dev[order], thing[order], counts[order]

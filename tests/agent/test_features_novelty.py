@@ -70,10 +70,11 @@ def test_device_slots_are_distinct_even_when_a_tick_overflows_the_table():
     fx = windows.FeatureExtractor(max_devices=32)
     first = 0x0B000000 + np.arange(20, dtype=np.uint64)
     _tick(fx, 100.0, first)
-    # 37 devices in one tick, 12 known: only the 8 others can go, the table runs over.
+    # 37 devices in one tick, 12 known: only the 8 others can go, the table runs over (slots
+    # are given as the tick's batches come).
     rows = _tick(fx, 101.5, np.concatenate([first[:12], 0x0C000000 + np.arange(25, dtype=np.uint64)]))
-    rows += _tick(fx, 102.5, np.array([0x0D000000], dtype=np.uint64))  # closes the tick of 37
     assert len(fx._slot) == 37 and fx.stats.evicted_devices == 8
+    rows += _tick(fx, 102.5, np.array([0x0D000000], dtype=np.uint64))  # closes the tick of 37
     # The next new device brings it back under its bound, least recently updated first.
     rows += fx.flush()
     assert len(np.unique(fx._slot_of)) == len(fx._slot_of)  # no two devices share a slot
