@@ -69,7 +69,7 @@ class DeviceSummaries:
         self._sorted = np.zeros(0, dtype=np.uint64)  # host keys of the rows, sorted
         self._sorted_row = np.zeros(0, dtype=np.int64)
         self._keys = np.zeros(0, dtype=np.uint64)  # host key of each row
-        self._sums = np.zeros((0, 0))
+        self._sums = np.zeros((0, 0), dtype=np.float32)
         self._counts = np.zeros((0, 3), dtype=np.int64)  # rows, packets, bytes
 
     def add(self, tick_end: float, devices: np.ndarray, X: np.ndarray, packets: np.ndarray,
@@ -112,7 +112,9 @@ class DeviceSummaries:
         need = start + len(keys)
         if need > len(self._keys) or self._sums.shape[1] != width:
             cap = max(need, 2 * len(self._keys), 64)
-            sums = np.zeros((cap, width))
+            # float32, as the rows and the wire are: at most a few hundred rows an interval
+            # (relative error ~1e-5 at worst), half the memory (18,000 devices: 2.9 MB less).
+            sums = np.zeros((cap, width), dtype=np.float32)
             sums[:start] = self._sums[:start] if self._sums.shape[1] == width else 0.0
             counts = np.zeros((cap, 3), dtype=np.int64)
             counts[:start] = self._counts[:start]
