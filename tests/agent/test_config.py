@@ -24,6 +24,8 @@ def test_defaults_and_overrides(tmp_path):
         ("[budget]\ncpu_percent = 0\n", "budget.cpu_percent"),
         ("[budget]\ncpu_percent = 'high'\n", "budget.cpu_percent: expected float"),
         ("[agent]\ncapture_backend = 'pcap'\n", "agent.capture_backend"),
+        ("[agent]\ncapture_ring_mb = 1\n", "agent.capture_ring_mb: must be an integer in [2, 1024]"),
+        ("[agent]\ncapture_ring_mb = 8.5\n", "agent.capture_ring_mb"),
         ("[agent]\nmqtt_ports = [0]\n", "agent.mqtt_ports"),
         ("[detect]\ntick_seconds = 0\n", "detect.tick_seconds"),
         ("[hub]\naddress = 'hub:7443'\n", "hub: address is set"),
