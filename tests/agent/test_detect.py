@@ -67,6 +67,20 @@ def test_batches_larger_than_the_interpreter_batch(detector, scan_rows):
     assert detector.score(X[:0]).kind.shape == (0,)
 
 
+def test_a_tick_of_many_devices_is_scored_in_chunks_row_for_row(detector, scan_rows, monkeypatch):
+    import atlas.agent.detect as detect
+
+    rows, _ = scan_rows
+    X = np.concatenate([r.X for r in rows])
+    X = np.concatenate([X] * (1000 // len(X) + 1))[:1000]
+    whole = detector.score(X)
+    monkeypatch.setattr(detect, "SCORE_CHUNK", 96)  # 11 chunks, the last one short
+    chunked = detector.score(X)
+    assert (whole.kind != "").any() and (whole.kind == "").any()
+    for f in ("kind", "score", "p_attack", "anomaly"):
+        assert np.array_equal(getattr(whole, f), getattr(chunked, f)), f
+
+
 def test_wrong_schema_is_refused(tmp_path):
     shutil.copytree(packaged_models_dir(), tmp_path / "m")
     meta = json.loads((tmp_path / "m" / "meta.json").read_text())

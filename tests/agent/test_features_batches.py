@@ -38,8 +38,11 @@ def _rows(path, batch_size: int, tick: float):
 
 
 @pytest.mark.parametrize("tick", [1.0, 4.0])
-def test_rows_do_not_depend_on_batch_boundaries(capture, tick):
+def test_rows_do_not_depend_on_batch_boundaries(capture, tick, monkeypatch):
+    from atlas.agent.features import windows
+
     whole = _rows(capture, 1 << 20, tick)  # the capture in one batch: every tick in one piece
+    monkeypatch.setattr(windows, "_EMIT_CHUNK", 5)  # and the close makes its rows 5 devices at a time
     cut = _rows(capture, 7, tick)  # a tick in hundreds of pieces
     assert len(whole) == len(cut) >= 40 / tick
     assert sum(len(r) for r in whole) > 100
