@@ -137,31 +137,60 @@ def _pair_hash(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 class _PairTally:
     """The open tick's distinct (slot, thing) pairs, each with per-pair counts (k columns).
 
-    Batches are merged as they arrive, so the tick holds each pair about once (a device seen
-    in every batch of a 4 s tick is one pair, not one row per packet).
+    Most devices show one thing in a tick (they talk to their broker, publish to their topic),
+    so the first thing a slot shows is counted in per-slot arrays; only other pairs are
+    sorted, per batch, and merged as batches arrive (the tick holds each pair about once).
     """
 
     def __init__(self, k: int) -> None:
         self.k = k
+        self._has = np.zeros(0, dtype=bool)  # the slot has its first thing in this tick
+        self._first = np.zeros(0, dtype=np.uint64)
+        self._first_counts = [np.zeros(0, dtype=np.int64) for _ in range(k)]
+        self._with_first: list[np.ndarray] = []  # the slots that got one, batch by batch
         self._parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
         self._rows = 0
         self._merged = 0  # pairs after the last merge
 
+    def grow(self, cap: int) -> None:
+        extra = cap - len(self._has)
+        self._has = np.concatenate([self._has, np.zeros(extra, dtype=bool)])
+        self._first = np.concatenate([self._first, np.zeros(extra, dtype=np.uint64)])
+        self._first_counts = [np.concatenate([c, np.zeros(extra, dtype=np.int64)]) for c in self._first_counts]
+
     def add(self, slot: np.ndarray, thing: np.ndarray, counts: np.ndarray) -> None:
         """Rows of (slot, thing) with their counts ([n, k] integers)."""
-        if len(slot):
-            part = _tally(slot, thing, counts)
+        if not len(slot):
+            return
+        thing = thing.astype(np.uint64, copy=False)
+        new = ~self._has[slot]
+        if new.any():
+            got, at = np.unique(slot[new], return_index=True)
+            self._has[got] = True
+            self._first[got] = thing[new][at]
+            self._with_first.append(got)
+        first = self._first[slot] == thing
+        for c in range(self.k):
+            np.add.at(self._first_counts[c], slot[first], counts[first, c])
+        if not first.all():
+            part = _tally(slot[~first], thing[~first], counts[~first])
             self._parts.append(part)
             self._rows += len(part[0])
             if self._rows > 2 * max(self._merged, 4096):
                 self._merge()
 
     def take(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """The tick's distinct pairs, sorted by (slot, thing), and their counts; empties the tally."""
+        """The tick's distinct pairs (in no particular order) and their counts; empties the tally."""
         self._merge()
-        out = self._parts[0] if self._parts else (np.zeros(0, np.int64), np.zeros(0, np.uint64), np.zeros((0, self.k), np.int64))
-        self._parts, self._rows, self._merged = [], 0, 0
-        return out
+        firsts = np.concatenate(self._with_first) if self._with_first else np.zeros(0, dtype=np.int64)
+        pairs = [(firsts, self._first[firsts], np.stack([c[firsts] for c in self._first_counts], axis=1)
+                  if self.k else np.zeros((len(firsts), 0), dtype=np.int64))]
+        pairs += self._parts  # (never a slot's first thing: those were counted above)
+        self._has[firsts] = False
+        for c in self._first_counts:
+            c[firsts] = 0
+        self._with_first, self._parts, self._rows, self._merged = [], [], 0, 0
+        return tuple(np.concatenate(col) for col in zip(*pairs))  # type: ignore[return-value]
 
     def _merge(self) -> None:
         if len(self._parts) > 1:
@@ -559,6 +588,8 @@ class FeatureExtractor:
         self._t_first, self._t_packets = grow(self._t_first, np.inf), grow(self._t_packets, 0)
         self._t_keepalive, self._t_connects = grow(self._t_keepalive, 0.0), grow(self._t_connects, 0)
         self._t_broker = grow(self._t_broker, 0)
+        for tally in (self._t_ports, self._t_peers, self._t_topics):
+            tally.grow(cap)
 
     def _evict(self, now: float, keep: np.ndarray) -> None:
         """Forget the least recently updated tenth of the devices (a bounded table)."""
