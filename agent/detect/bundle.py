@@ -23,7 +23,6 @@ and score a probe row): a bad bundle is refused and the running model keeps runn
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -50,6 +49,14 @@ _SAFE_VERSION = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,99}")
 _HEADER_LEN = struct.Struct(">I")
 
 
+def _sha256(data: bytes):
+    """hashlib, imported when a bundle arrives: it maps OpenSSL's libcrypto (3.5 MB resident)
+    into an agent that may never receive one."""
+    import hashlib
+
+    return hashlib.sha256(data)
+
+
 class BundleError(ValueError):
     """A bundle that must not be used; `field` names the check that failed."""
 
@@ -69,11 +76,11 @@ class Bundle:
 
     @property
     def sha256(self) -> str:
-        return hashlib.sha256(pack_bundle(self)).hexdigest()
+        return _sha256(pack_bundle(self)).hexdigest()
 
     def manifest(self) -> dict:
         return {"format": FORMAT, "version": self.version,
-                "files": [{"name": n, "size": len(b), "sha256": hashlib.sha256(b).hexdigest()}
+                "files": [{"name": n, "size": len(b), "sha256": _sha256(b).hexdigest()}
                           for n, b in sorted(self.files.items())]}
 
 
@@ -177,7 +184,7 @@ def unpack_bundle(data: bytes, max_bytes: int = MAX_BUNDLE_BYTES) -> Bundle:
             raise BundleError("format", f"{name}: {length} bytes do not fit (truncated bundle)")
         body = data[pos:pos + length]
         pos += length
-        if hashlib.sha256(body).hexdigest() != digest:
+        if _sha256(body).hexdigest() != digest:
             raise BundleError("sha256", f"{name}: content does not match its SHA-256 (damaged or tampered)")
         files[name] = body
     if pos != len(data):
@@ -253,7 +260,7 @@ class ModelDir:
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise BundleError("installed", f"{folder}: unreadable ({exc})") from None
         for entry in manifest["files"]:
-            if hashlib.sha256(files[entry["name"]]).hexdigest() != entry["sha256"]:
+            if _sha256(files[entry["name"]]).hexdigest() != entry["sha256"]:
                 raise BundleError("sha256", f"{folder / entry['name']}: changed on disk since it was installed")
         return _bundle_from_files(files)
 
