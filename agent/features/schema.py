@@ -5,7 +5,7 @@ models record the version they were trained on and the detector refuses a mismat
 """
 from __future__ import annotations
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: refused_ratio and unanswered_syn_ratio are 0 below 0.5 events in the short window
 
 # Per-tick counters accumulated for each device (the MQTT client side / the initiator).
 COUNTERS = (

@@ -31,6 +31,7 @@ from atlas.agent.features.schema import C, COUNTERS, HALF_LIVES, LONG_COUNTERS, 
 _LONG_IDX = np.array([C[n] for n in LONG_COUNTERS])
 _LONG_OF = {n: i for i, n in enumerate(LONG_COUNTERS)}
 _EMIT_CHUNK = 4096  # devices whose rows are made at a time at the tick close
+RATIO_MIN_EVENTS = 0.5  # decayed events in the short window below which a ratio feature is 0
 _N_SHORT, _N_LONG = len(COUNTERS), len(LONG_COUNTERS)
 
 # The per-packet projection of a batch: who the device is, and which way the packet went.
@@ -635,11 +636,18 @@ class FeatureExtractor:
         shape[:, 1] = np.divide(
             s("mqtt_publish_bytes"), s("mqtt_publish_out"), out=np.zeros(len(slots)), where=s("mqtt_publish_out") > 0
         )
+        # Ratios of two decayed sums keep an attack's value after both sums have faded (a scan's
+        # 0.99 unanswered for minutes): 0 once the short window holds under RATIO_MIN_EVENTS.
         answered = s("mqtt_connect")
-        shape[:, 2] = np.clip(np.divide(s("mqtt_refused"), answered, out=np.zeros(len(slots)), where=answered > 0), 0, 1)
+        shape[:, 2] = np.clip(
+            np.divide(s("mqtt_refused"), answered, out=np.zeros(len(slots)), where=answered >= RATIO_MIN_EVENTS), 0, 1
+        )
         shape[:, 3] = np.divide(s("syn_out"), s("pkts_out"), out=np.zeros(len(slots)), where=s("pkts_out") > 0)
-        shape[:, 4] = np.clip(
-            1.0 - np.divide(s("synack_in"), s("syn_out"), out=np.ones(len(slots)), where=s("syn_out") > 0), 0, 1
+        syns = s("syn_out")
+        shape[:, 4] = np.where(
+            syns >= RATIO_MIN_EVENTS,
+            np.clip(1.0 - np.divide(s("synack_in"), syns, out=np.ones(len(slots)), where=syns > 0), 0, 1),
+            0.0,
         )
         shape[:, 0] = np.log1p(shape[:, 0])
         shape[:, 1] = np.log1p(shape[:, 1])

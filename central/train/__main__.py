@@ -53,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     mqttset = mqttset_captures(args.mqttset) if str(args.mqttset) != "none" and args.mqttset.is_dir() else []
     log(f"corpus: {len(train_caps)} training and {len(test_caps)} test captures, {len(mqttset)} MQTTset captures ({time.time() - t0:.0f}s)")
 
-    train = Rows.concat([cached_rows(c, args.work) for c in train_caps + mqttset])
+    train = with_scan_aftermath(Rows.concat([cached_rows(c, args.work) for c in train_caps + mqttset]), args.seed)
     log(f"rows: {len(train)} ({', '.join(f'{k} {v}' for k, v in class_counts(train).items())})")
     fitted = fit(train, version=args.version, seed=args.seed)
     detector = write_models(fitted, args.out)
@@ -106,8 +106,10 @@ def _only(cap: LabeledCapture, kind: str) -> LabeledCapture:
 
 def cached_rows(cap: LabeledCapture, work: Path) -> Rows:
     from atlas.agent.features.schema import SCHEMA_VERSION
+    from atlas.central.train.dataset import LABELLING
 
-    cache = work / "rows" / f"{cap.source.replace('/', '_')}.v{SCHEMA_VERSION}.npz"
+    # Keyed by the capture's folder (the attack plan), the feature schema and the labelling rules.
+    cache = work / "rows" / f"{cap.source.replace('/', '_')}.{cap.path.parent.name}.v{SCHEMA_VERSION}.{LABELLING}.npz"
     stamp = cap.path.stat().st_mtime
     if cache.exists():
         z = np.load(cache, allow_pickle=True)
@@ -117,6 +119,13 @@ def cached_rows(cap: LabeledCapture, work: Path) -> Rows:
     cache.parent.mkdir(parents=True, exist_ok=True)
     np.savez(cache, stamp=stamp, **{f: getattr(rows, f) for f in FIELDS})
     return rows
+
+
+def with_scan_aftermath(rows: Rows, seed: int) -> Rows:
+    """The rows and benign rows of devices after a scan (central/train/aftermath.py)."""
+    from atlas.central.train import aftermath
+
+    return Rows.concat([rows, aftermath.scan_aftermath_rows(rows, aftermath.ROWS, seed=seed)])
 
 
 def class_counts(rows: Rows) -> dict[str, int]:

@@ -2,8 +2,9 @@
 
 A capture comes with the attacks it contains (attacker address, kind, time span). A feature
 row of the attacker inside the span (plus the damped windows' tail) is labelled with the
-kind; rows of every other device are benign; rows of the attacker long after its attack are
-left out (neither clean benign nor attack).
+kind; rows of every other device are benign; rows of a rogue attacker outside its attack are
+left out (neither clean benign nor attack); a compromised device's rows before its attack and
+from AFTERMATH_S after it are benign, those in between left out.
 """
 from __future__ import annotations
 
@@ -16,11 +17,21 @@ import numpy as np
 from atlas.agent.config import AgentConfig
 from atlas.agent.decode.packets import AddressBook
 from atlas.agent.detect import BENIGN
-from atlas.agent.features.schema import N_FEATURES
+from atlas.agent.features.schema import FEATURE_NAMES, N_FEATURES
 from atlas.agent.pipeline import AgentPipeline
 from atlas.agent.capture.pcapfile import read_capture
 
 TAIL_S = 5.0  # attack rows may still be labelled attack this long after the last attack packet
+# A compromised device's rows from this long after its attack are benign: the short window
+# (half-life 2 s) has let go of the attack, the long one (30 s) still holds its residue, and
+# the device's ordinary traffic must not be flagged for it.
+AFTERMATH_S = 20.0
+# Benign rows whose short window holds a CONNECT (>= 0.5 decayed: a device booting or
+# reconnecting) count as hard negatives too: a few dozen per capture, each outweighed ~400 to 1
+# by a row of the rare attack classes, so the classifier gave a booting device's first row
+# (SYN, CONNECT, nothing else yet) to `malformed`, whose first rows differ by one message.
+HARD_CONNECT = True
+LABELLING = f"t{TAIL_S:g}-a{AFTERMATH_S:g}{'-hc' if HARD_CONNECT else ''}"  # in the row caches' names
 
 
 @dataclass
@@ -29,6 +40,7 @@ class AttackLabel:
     kind: str
     start: float = -np.inf
     end: float = np.inf
+    compromised: bool = False  # one of the capture's own devices: its usual traffic goes on
 
 
 @dataclass
@@ -84,11 +96,18 @@ def capture_rows(cap: LabeledCapture, cfg: AgentConfig | None = None) -> Rows:
         mine = names == a.attacker
         during = mine & (times >= a.start) & (times <= a.end + TAIL_S + 1.0)
         y[during] = a.kind
-        keep &= ~(mine & ~during & (y == BENIGN))  # the attacker outside its attack: ambiguous
+        if a.compromised:  # its own traffic before the attack and after the aftermath is benign
+            unclear = mine & ~during & (times > a.end) & (times < a.end + AFTERMATH_S)
+        else:  # a rogue host outside its attack: ambiguous
+            unclear = mine & ~during
+        keep &= ~(unclear & (y == BENIGN))
+    X = np.concatenate(X)
     hard = np.zeros(len(names), dtype=bool)
     for start, end in cap.lookalikes:
         hard |= (y == BENIGN) & (times >= start) & (times <= end + TAIL_S + 1.0)
-    rows = Rows(np.concatenate(X), y, names, times, np.full(len(names), cap.source, dtype=object), hard)
+    if HARD_CONNECT:
+        hard |= (y == BENIGN) & (X[:, FEATURE_NAMES.index("mqtt_connect@2s")] >= np.log1p(0.5))
+    rows = Rows(X, y, names, times, np.full(len(names), cap.source, dtype=object), hard)
     return rows.take(keep)
 
 

@@ -29,8 +29,9 @@ def write_model_card(path: Path, meta: dict, report: dict) -> None:
         "## Training data",
         "",
         f"{t['rows']} feature rows from: {', '.join(t['sources'])}. Benign rows during benign look-alikes "
-        f"(firmware update bursts, rush hour, reconnect storms after a power cut; {t.get('hard_negative_rows', 0)} rows) "
-        "weigh 20x in the classifier's loss, as hard negatives.",
+        "(firmware update bursts, rush hour, reconnect storms after a power cut) and benign rows of a device "
+        f"connecting (a CONNECT in the short window; {t.get('hard_negative_rows', 0)} rows in all) "
+        "weigh 20x in the classifier's loss, as hard negatives. " + _corpus_plan(),
         "",
         "| class | rows |",
         "| --- | --- |",
@@ -107,3 +108,16 @@ def _realism(r: dict) -> list[str]:
         *_table(r),
         f"False incidents by capture: {fp}.",
     ]
+
+
+def _corpus_plan() -> str:
+    from atlas.central.train import aftermath, corpus, dataset
+
+    return (
+        f"Attacks of {', '.join(corpus.COMPROMISED_KINDS)} run from one of the capture's own devices "
+        f"(compromised) with probability {corpus.COMPROMISED_SHARE:g}, and such a device's rows from "
+        f"{dataset.AFTERMATH_S:g} s after its attack are benign; {aftermath.ROWS} `synthetic/scan-aftermath` rows "
+        "are benign rows with a past scan's residue added to their damped windows (central/train/aftermath.py); "
+        f"connection DoS clients publish to one fixed topic with probability {corpus.FIXED_TOPIC_SHARE:g} "
+        "(otherwise MQTT-malaria's per-client topics)."
+    )

@@ -17,7 +17,7 @@ import sys
 import time
 from pathlib import Path
 
-from atlas.central.train.__main__ import DEFAULT_MQTTSET, cached_rows, log, seeds
+from atlas.central.train.__main__ import DEFAULT_MQTTSET, cached_rows, log, seeds, with_scan_aftermath
 from atlas.central.train.corpus import generate
 from atlas.central.train.dataset import Rows, mqttset_captures
 from atlas.central.train.evaluate import evaluate_capture, summarize
@@ -32,7 +32,7 @@ def realism_check(work: Path, mqttset: Path, *, train_seeds: list[int], devices:
     if not real:
         raise FileNotFoundError(f"{mqttset}: no MQTTset captures there (the realism check needs them)")
     sim = [generate(work, s, devices=devices, duration=duration) for s in train_seeds]
-    rows = Rows.concat([cached_rows(c, work) for c in sim])
+    rows = with_scan_aftermath(Rows.concat([cached_rows(c, work) for c in sim]), seed)
     fitted = fit(rows, version="sim-only", seed=seed)
     detector = write_models(fitted, work / "sim-only")
     results = [evaluate_capture(c, detector) for c in real]

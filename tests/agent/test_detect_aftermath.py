@@ -3,9 +3,10 @@ over, the agent must not raise new incidents on the device's later, ordinary tra
 
 In the 5,000-device city every false incident was of this kind (52 to 176 s after a Mirai-style
 scan), from two causes: ratio features of decayed sums that kept the scan's 99 % unanswered
-SYNs for minutes, and models that had never seen a device's benign rows while its 30 s window
-still held an attack. The fixes tried are in bench/RESULTS.md "Detection quality"; until models
-that pass every check ship, these tests are expected failures (strict: they flag the fix).
+SYNs for minutes (feature schema 2: 0 below 0.5 events in the short window), and models that
+had never seen a device's benign rows while its 30 s window still held an attack (training now
+has compromised devices' rows after their scans, and scan aftermath rows; central/train/
+aftermath.py). See bench/RESULTS.md "Detection quality".
 """
 from __future__ import annotations
 
@@ -34,11 +35,6 @@ def _ratio(rows, name):
     return float(rows.X[int(np.flatnonzero(rows.devices == SCANNER)[0]), FEATURE_NAMES.index(name)])
 
 
-PENDING = ("known, fix prepared but not shipped: ratios of the short window's decayed sums need a floor "
-           "(RATIO_MIN_EVENTS) and the models retrained on it; see bench/RESULTS.md 'Detection quality'")
-
-
-@pytest.mark.xfail(strict=True, reason=PENDING)
 def test_unanswered_syn_ratio_describes_recent_syns_only():
     fx = FeatureExtractor()
     # 60 s of unanswered SYNs to random hosts, 100 per second
@@ -76,12 +72,9 @@ def scan_then_mqtt(tmp_path_factory):
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="known: the shipped models never saw a device's own traffic while its 30 s "
-                   "window held an attack; training on compromised-device attacks fixed it but cost false incidents "
-                   "elsewhere (bench/RESULTS.md 'Detection quality'), so the shipped models are unchanged")
 def test_no_known_kind_incident_on_a_compromised_device_after_its_scan(scan_then_mqtt):
     """The city's false `connection_dos` incidents: the classifier had never seen a device's
-    own traffic while its 30 s window held an attack (training now labels those rows benign)."""
+    own traffic while its 30 s window held an attack (training now has such rows, benign)."""
     step, mine = scan_then_mqtt
     assert any(i.time <= step.end for i in mine), "the scan itself must still be detected"
     late = [(i.kind, round(i.time - step.end, 1)) for i in mine if i.time > step.end + AFTER_S and i.kind != "anomaly"]
@@ -89,9 +82,6 @@ def test_no_known_kind_incident_on_a_compromised_device_after_its_scan(scan_then
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="known: the anomaly model flags the 30 s window's residue of a 7,200-probe "
-                   "scan for minutes; synthetic aftermath rows in its training fixed it but cost zero-day mqtt_flood "
-                   "detection (5/5 -> 1-2/5), see bench/RESULTS.md 'Detection quality'")
 def test_no_anomaly_incident_on_a_compromised_device_after_its_scan(scan_then_mqtt):
     step, mine = scan_then_mqtt
     late = [(i.kind, round(i.time - step.end, 1)) for i in mine if i.time > step.end + AFTER_S]

@@ -3,7 +3,8 @@
 Live (`atlas-sim live`, paho clients publishing to one city topic) the agent named it
 `malformed`: the models had learned it from MQTT-malaria's per-client topic names
 (mqtt-malaria/<client>/data/<k>/<n>: topic novelty and entropy), which a home-made load script
-does not use. The simulator can now generate both (sim/attacks/dos.py `topic`).
+does not use. The simulator generates both (sim/attacks/dos.py `topic`), and half the training
+corpus's connection DoS publish to one fixed topic (central/train/corpus.py FIXED_TOPIC_SHARE).
 """
 from __future__ import annotations
 
@@ -17,12 +18,7 @@ from atlas.sim.traffic.capture import generate_capture
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("topic", [
-    pytest.param("city/d01/energy/malaria", marks=pytest.mark.xfail(
-        strict=True, reason="known: the shipped models learned the DoS from malaria's topic names; training on fixed "
-        "topics too (central/train/corpus.py FIXED_TOPIC_SHARE) fixed it, models not shipped (bench/RESULTS.md)")),
-    "",
-])
+@pytest.mark.parametrize("topic", ["city/d01/energy/malaria", ""])
 def test_connection_dos_is_named_whatever_its_topics(tmp_path, topic):
     pcap = tmp_path / "dos.pcap"
     gt = generate_capture(pcap, devices=12, duration=60.0, seed=31,
