@@ -48,9 +48,10 @@ COALESCE_S = 0.5
 TRIM_INTERVAL_S = 1.0
 # Arrays from this size up get their own mapping, given back the moment they are freed. glibc
 # raises its threshold (up to 32 MiB) after the first large free, and then a tick close's
-# multi-megabyte temporaries stay on the heap until the next trim: peaks 10 MB higher at 50k
-# packets/s. Since the tick adds up per batch, few arrays are this large: no CPU cost measured.
-MMAP_THRESHOLD = 1 << 20
+# multi-megabyte temporaries stay on the heap until the next trim. 2 MiB, not less: the
+# capture's 1 MiB block copies stay on the heap, reused without page faults (1 MiB cost about
+# 0.4 % of the machine at 50k packets/s; bench/RESULTS.md).
+MMAP_THRESHOLD = 2 << 20
 _M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter
 
 
