@@ -36,8 +36,6 @@ _N_SHORT, _N_LONG = len(COUNTERS), len(LONG_COUNTERS)
 
 # The per-packet projection of a batch: who the device is, and which way the packet went.
 _PKT = np.dtype([("ts", "f8"), ("dev", "u8"), ("peer", "u8"), ("out", "?"), ("len", "u4"), ("flags", "u1"), ("dport", "u2")])
-# Before a tick added up per batch, it buffered its rows: at 50k packets/s and 4 s ticks
-# (shedding level 3) some 11 MB of rows, and the close's row-sized temporaries on top.
 
 
 @dataclass
@@ -263,7 +261,7 @@ class FeatureExtractor:
         self.stats.non_ip += len(packets) - len(ip)
         self.stats.packets += len(ip)
         pk = self._project(ip)
-        mq = mqtt
+        mq = mqtt  # None: no MQTT rows in this batch
         if self._tick_end is None:
             first = [a["ts"].min() for a in (pk, mq) if a is not None and len(a)]
             if not first:
