@@ -12,6 +12,7 @@ active device leaves the stage. There is no Python work per packet.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 
@@ -367,16 +368,13 @@ class FeatureExtractor:
             self._t_out.append((slots[pinv[out]], pk["ts"][out]))
 
     def _packet_counts(self, pk: np.ndarray, inv: np.ndarray, slots: np.ndarray, counts: np.ndarray) -> None:
-        n = len(counts)
         out = pk["out"]
         f = pk["flags"]
         syn_only = (f & TCP_SYN != 0) & (f & TCP_ACK == 0)
         syn_ack = (f & TCP_SYN != 0) & (f & TCP_ACK != 0)
         rst = f & TCP_RST != 0
         w = pk["len"].astype(np.float64)
-
-        def add(name: str, mask: np.ndarray, weights: np.ndarray | None = None) -> None:
-            counts[:, C[name]] += np.bincount(inv[mask], None if weights is None else weights[mask], minlength=n)
+        add = partial(_count_into, counts, inv)
 
         add("pkts_out", out)
         add("pkts_in", ~out)
@@ -395,13 +393,10 @@ class FeatureExtractor:
             self._t_peers.add(slots[inv], pk["peer"], np.stack([np.ones(len(pk), np.int64), out.astype(np.int64)], axis=1))
 
     def _mqtt_counts(self, mq: np.ndarray, inv: np.ndarray, slots: np.ndarray, counts: np.ndarray) -> None:
-        n = len(counts)
         t = mq["mtype"]
         up = mq["to_broker"] == 1
         ok = mq["error"] == 0
-
-        def add(name: str, mask: np.ndarray, weights: np.ndarray | None = None) -> None:
-            counts[:, C[name]] += np.bincount(inv[mask], None if weights is None else weights[mask], minlength=n)
+        add = partial(_count_into, counts, inv)
 
         connect = up & ok & (t == CONNECT)
         publish = up & ok & (t == PUBLISH)
@@ -655,6 +650,11 @@ class FeatureExtractor:
         np.log1p(long_, out=long_)
         X[:, _N_SHORT : _N_SHORT + _N_LONG] = long_
         X[:, _N_SHORT + _N_LONG :] = shape
+
+
+def _count_into(counts: np.ndarray, inv: np.ndarray, name: str, mask: np.ndarray, weights: np.ndarray | None = None) -> None:
+    """Add to counter `name` of each device (row of `counts`) its rows in `mask`, or their weights."""
+    counts[:, C[name]] += np.bincount(inv[mask], None if weights is None else weights[mask], minlength=len(counts))
 
 
 def _by_device(dev: np.ndarray, thing: np.ndarray, counts: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
