@@ -52,7 +52,7 @@ class DetectSection:
     inventory: str = ""  # the gateway's devices: [[device]] address, client_id, gateway, profile
     peers: dict = field(default_factory=dict)  # peer name -> addresses/networks, e.g. { broker = ["10.20.0.1"] }
     conformance_interval_s: float = 5.0  # read one PUBLISH payload per publisher per this many seconds
-    conformance_max_per_s: float = 100.0  # PUBLISH payloads read per second of traffic, at most (CPU: bench/test_bench_conformance.py)
+    conformance_max_per_s: float = 50.0  # PUBLISH payloads read per second of traffic, at most (CPU: bench/test_bench_conformance.py)
 
 
 @dataclass

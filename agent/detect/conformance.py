@@ -194,7 +194,7 @@ class ConformanceCheck:
 
     def __init__(self, inventory: DeviceInventory, profiles: Mapping[str, Any], *, mqtt_ports: Iterable[int] = (1883, 8883),
                  peers: Mapping[str, list[tuple[int, int]]] | None = None, interval_s: float = 5.0,
-                 max_per_s: float = 100.0, max_publishers: int = 65536) -> None:
+                 max_per_s: float = 50.0, max_publishers: int = 65536) -> None:
         self.inv = inventory
         self.profiles = profiles
         self.mqtt_ports = np.array(sorted(set(int(p) for p in mqtt_ports)), dtype=np.int64)
