@@ -95,7 +95,7 @@ def format_bench(r: dict) -> str:
 
 def _generate(path: Path, devices: int, seconds: float, seed: int) -> Path:
     from atlas.sim.attacks import AttackSpec
-    from atlas.sim.traffic.capture import generate_capture
+    from atlas.sim.capture import generate_capture
 
     attacks = [AttackSpec("mqtt_flood", start=seconds * 0.3, duration=seconds * 0.2), AttackSpec("port_scan", start=seconds * 0.6, duration=seconds * 0.2)]
     generate_capture(path, devices=devices, duration=seconds, attacks=attacks, seed=seed)

@@ -15,8 +15,8 @@ import logging
 import sys
 from pathlib import Path
 
-from atlas.agent import __version__
-from atlas.agent.alerts import Incident
+from atlas.link import __version__
+from atlas.link.incidents import Incident
 from atlas.agent.config import AgentConfig, ConfigError, load_config
 
 EXIT_USAGE = 2
@@ -150,7 +150,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from atlas.agent.control import DaemonNotRunning, query
+    from atlas.link.control import DaemonNotRunning, query
 
     path = args.socket or (load_config(args.config).agent.control_socket if args.config else AgentConfig().agent.control_socket)
     try:

@@ -18,15 +18,15 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from atlas.agent import __version__
-from atlas.agent.alerts import Incident
+from atlas.link import __version__
+from atlas.link.incidents import Incident
 from atlas.agent.capture import FrameBatch
 from atlas.agent.config import AgentConfig
 from atlas.agent.detect import Detector
 from atlas.agent.detect.update import running_versions
 from atlas.agent.governor import LEVEL_NAMES, CpuGovernor
 from atlas.agent.pipeline import AgentPipeline
-from atlas.agent.uplink import DeviceSummary, GatewayInfo, Health, TelemetryBatch
+from atlas.link.wire import DeviceSummary, GatewayInfo, Health, TelemetryBatch
 from atlas.agent.uplink.summaries import DeviceSummaries, SummaryBlock
 
 log = logging.getLogger("atlas.agent")
@@ -95,9 +95,9 @@ class AgentDaemon:
     # ---- lifecycle ----------------------------------------------------------------------------
 
     def run(self) -> int:
-        from atlas.agent import notify
+        from atlas.link import notify
         from atlas.agent.capture.live import LiveCapture
-        from atlas.agent.control import serve
+        from atlas.link.control import serve
 
         cfg = self.cfg
         notifier = notify.Notifier.from_env()
@@ -173,7 +173,7 @@ class AgentDaemon:
         if not h.address:
             return
         from atlas.agent.uplink.client import Uplink
-        from atlas.agent.uplink.tls import TlsFiles
+        from atlas.link.tls import TlsFiles
 
         info = GatewayInfo(self.cfg.agent.gateway_id, __version__, self.models.versions, self._capabilities(), self.board.name)
         self.uplink = Uplink(

@@ -13,7 +13,8 @@ from typing import Callable, Iterator
 
 import numpy as np
 
-from atlas.agent.alerts import Incident, IncidentTracker
+from atlas.link.incidents import Incident
+from atlas.agent.alerts import IncidentTracker
 from atlas.agent.capture import FrameBatch
 from atlas.agent.capture.pcapfile import read_capture
 from atlas.agent.config import AgentConfig

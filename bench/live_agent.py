@@ -108,7 +108,7 @@ def send_main(args: argparse.Namespace) -> int:
 
 
 def _status(sock: Path) -> dict | None:
-    from atlas.agent.control import ControlError, query
+    from atlas.link.control import ControlError, query
 
     try:
         return query(sock, "status", timeout=5)

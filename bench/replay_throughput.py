@@ -20,8 +20,8 @@ def make_capture(path: Path, devices: int, seconds: float, seed: int = 11) -> Pa
     """A gateway's traffic with one of each attack kind, from the simulator."""
     import numpy as np
 
-    from atlas.central.train.corpus import attack_specs
-    from atlas.sim.traffic.capture import generate_capture
+    from atlas.train.corpus import attack_specs
+    from atlas.sim.capture import generate_capture
 
     if not path.exists():
         rng = np.random.default_rng([seed, 7331])

@@ -30,7 +30,7 @@ from atlas.agent.detect import Detector
 from atlas.agent.detect.conformance import write_device_inventory
 from atlas.agent.pipeline import AgentPipeline
 from atlas.sim.attacks import AttackSpec
-from atlas.sim.traffic.capture import generate_capture
+from atlas.sim.capture import generate_capture
 
 DEVICES = int(os.environ.get("ATLAS_BENCH_CONF_DEVICES", "2000"))
 SECONDS = float(os.environ.get("ATLAS_BENCH_CONF_SECONDS", "120"))

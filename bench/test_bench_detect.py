@@ -27,7 +27,7 @@ from atlas.agent.detect import Detector
 from atlas.agent.features.schema import N_FEATURES
 from atlas.agent.features.windows import FeatureExtractor
 from atlas.sim.attacks import AttackSpec
-from atlas.sim.traffic.capture import generate_capture
+from atlas.sim.capture import generate_capture
 
 INFERENCE_GOAL = 5.0  # a batch of 256 vs 256 single-row invokes
 

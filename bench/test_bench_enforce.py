@@ -27,11 +27,11 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 import lab  # noqa: E402
 
-from atlas.agent.enforce import Rule  # noqa: E402
+from atlas.link.rules import Rule  # noqa: E402
 from atlas.agent.enforce.enforcer import Enforcer  # noqa: E402
 from atlas.agent.enforce.nft import Nft, NftBackend  # noqa: E402
-from atlas.agent.enforce.validate import Allowlist  # noqa: E402
-from atlas.agent.uplink import RuleChange, SignedRule  # noqa: E402
+from atlas.link.rules import Allowlist  # noqa: E402
+from atlas.link.wire import RuleChange, SignedRule  # noqa: E402
 
 REASON = lab.netns_unavailable_reason()
 pytestmark = [pytest.mark.netns, pytest.mark.skipif(bool(REASON), reason=REASON or "ok")]

@@ -27,9 +27,10 @@ import time
 from pathlib import Path
 
 
-from atlas.agent.alerts import KNOWN_KINDS
+from atlas.link.incidents import KNOWN_KINDS
 from atlas.sim.attacks import AttackSpec
-from atlas.sim.traffic import LookalikeSpec, generate_capture
+from atlas.sim.traffic import LookalikeSpec
+from atlas.sim.capture import generate_capture
 
 DEVICES = int(os.environ.get("ATLAS_BENCH_GEN_DEVICES", "100"))
 SECONDS = float(os.environ.get("ATLAS_BENCH_GEN_SECONDS", "90"))

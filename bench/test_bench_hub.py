@@ -20,9 +20,9 @@ import time
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from atlas.agent.alerts import Incident
-from atlas.agent.uplink import TelemetryBatch
-from atlas.agent.uplink.signing import RuleSigner
+from atlas.link.incidents import Incident
+from atlas.link.wire import TelemetryBatch
+from atlas.link.signing import RuleSigner
 from atlas.central.decide.playbook import Playbook
 from atlas.central.hub import Hub
 from atlas.central.ingest.testing import MemoryHub, make_pki

@@ -26,11 +26,11 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 import lab  # noqa: E402
 
-from atlas.agent.alerts import Incident  # noqa: E402
+from atlas.link.incidents import Incident  # noqa: E402
 from atlas.agent.enforce.enforcer import Enforcer  # noqa: E402
 from atlas.agent.enforce.nft import NftBackend  # noqa: E402
-from atlas.agent.enforce.validate import Allowlist  # noqa: E402
-from atlas.agent.uplink import Health, TelemetryBatch  # noqa: E402
+from atlas.link.rules import Allowlist  # noqa: E402
+from atlas.link.wire import Health, TelemetryBatch  # noqa: E402
 from atlas.agent.uplink.client import Uplink  # noqa: E402
 from atlas.central.pki import PkiDir, init_pki, issue_gateway  # noqa: E402
 

@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from replay_throughput import make_capture  # noqa: E402
 
 from atlas.agent.detect import Detector, packaged_models_dir  # noqa: E402
-from atlas.agent.detect.bundle import META, Bundle, pack_bundle, read_bundle_dir  # noqa: E402
+from atlas.link.bundle import META, Bundle, pack_bundle, read_bundle_dir  # noqa: E402
 
 DEVICES, SECONDS = 200, 240  # a few hundred thousand packets with one of each attack kind
 SWAPS = 6  # bundles pushed during the replay
@@ -99,7 +99,7 @@ def replay(path: Path, state_dir: Path | None, signer=None) -> dict:
 def test_swap_loses_no_packet_and_no_incident(benchmark, capture, tmp_path):
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-    from atlas.agent.uplink.signing import RuleSigner
+    from atlas.link.signing import RuleSigner
 
     signer = RuleSigner(Ed25519PrivateKey.generate())
     replay(capture, None)  # warm-up: page cache, interpreter, allocations
@@ -126,10 +126,10 @@ def test_swap_loses_no_packet_and_no_incident(benchmark, capture, tmp_path):
 @pytest.mark.slow
 def test_push_to_active_over_the_wire(benchmark, tmp_path):
     from atlas.agent.detect.update import ModelUpdater
-    from atlas.agent.enforce import Rule
-    from atlas.agent.uplink import RuleAck, RuleChange
+    from atlas.link.rules import Rule
+    from atlas.link.wire import RuleAck, RuleChange
     from atlas.agent.uplink.client import Uplink
-    from atlas.agent.uplink.signing import RuleSigner
+    from atlas.link.signing import RuleSigner
     from atlas.central.decide.playbook import Playbook
     from atlas.central.hub import Hub
     from atlas.central.ingest import serve

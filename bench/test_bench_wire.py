@@ -31,8 +31,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from atlas.agent.uplink import DeviceSummary, Health, TelemetryBatch
-from atlas.agent.uplink import serde
+from atlas.link.wire import DeviceSummary, Health, TelemetryBatch
+from atlas.link import serde
 from atlas.central.ingest import serve
 from atlas.central.ingest.testing import MemoryHub, make_pki
 
@@ -133,7 +133,7 @@ def cpu_seconds_to_compress(batches: list[TelemetryBatch], how: str, repeat: int
 @pytest.fixture(scope="module")
 def capture(tmp_path_factory):
     try:
-        from atlas.sim.traffic.capture import generate_capture
+        from atlas.sim.capture import generate_capture
     except ImportError as err:
         pytest.skip(f"the simulator (atlas.sim.traffic) cannot make the capture: {err}")
     from atlas.agent.capture.pcapfile import read_capture
@@ -390,7 +390,7 @@ def test_hub_ingest_capacity_with_the_real_hub(benchmark, tmp_path, pki):
     """The same load into atlas.central.hub.Hub on SQLite: decode + store (devices upserted,
     batches recorded). Reported next to the wire-only figure; the store's share is the hub core's."""
     hub_mod = pytest.importorskip("atlas.central.hub", reason="the hub core is not there")
-    from atlas.agent.uplink.signing import RuleSigner
+    from atlas.link.signing import RuleSigner
     from atlas.central.decide.playbook import Playbook
     from atlas.central.store import open_store
 

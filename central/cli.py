@@ -43,7 +43,7 @@ import time
 from pathlib import Path
 from typing import Any, Sequence
 
-from atlas.agent import __version__
+from atlas.link import __version__
 from atlas.central.config import DEFAULT_CONFIG_PATH, ConfigError, HubConfig, load_config
 from atlas.central.store import Store, StoreError, open_store
 
@@ -387,7 +387,7 @@ def cmd_rules(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from atlas.agent.control import ControlError, query
+    from atlas.link.control import ControlError, query
     from atlas.central.hub import HubView
 
     config = _config(args, required=False)
@@ -542,7 +542,7 @@ def cmd_models_push(args: argparse.Namespace) -> int:
 
 
 def _check_gateways(gateways: list[str], reader: Store) -> None:
-    from atlas.agent.uplink.tls import check_gateway_id
+    from atlas.link.tls import check_gateway_id
 
     for gateway in gateways:
         try:

@@ -24,12 +24,11 @@ import time
 from collections import deque
 from typing import Any, Callable, Iterable, Protocol
 
-from atlas.agent.alerts import Incident
-from atlas.agent.enforce import Rule
-from atlas.agent.detect.bundle import BUNDLE_NAME
-from atlas.agent.uplink import (GatewayInfo, ModelAck, ModelUpdate, RuleAck, RuleChange, SignedRule,
-                                TelemetryBatch)
-from atlas.agent.uplink.tls import check_gateway_id
+from atlas.link.incidents import Incident
+from atlas.link.rules import Rule
+from atlas.link.bundle import BUNDLE_NAME
+from atlas.link.wire import GatewayInfo, ModelAck, ModelUpdate, RuleAck, RuleChange, SignedRule, TelemetryBatch
+from atlas.link.tls import check_gateway_id
 from atlas.central.audit import AuditLog
 from atlas.central.decide import (NO_ACTION, Allowlist, Decision, DecisionContext, Policy,
                                   shield)
@@ -207,7 +206,7 @@ class Hub(HubView):
         self.policy = policy
         self.signer = signer
         self.inventory = inventory or Inventory()
-        self.allowlist = Allowlist(allowlist)
+        self.allowlist = Allowlist.parse(allowlist)
         self.merge_window = float(merge_window)
         self.operator_poll = float(operator_poll)
         self.telemetry_retention = float(telemetry_retention)  # seconds; 0 keeps everything

@@ -1,6 +1,6 @@
 """Model bundles at the hub: read what an operator uploads, summarise it for the store.
 
-The bundle format and its checks are the agent's (atlas.agent.detect.bundle): the hub stores
+The bundle format and its checks are the contract's (atlas.link.bundle): the hub stores
 and signs exactly the bytes a gateway will check, and refuses at upload what every gateway
 would refuse anyway (damaged, wrong file set, no version). Whether the models load and fit a
 gateway's feature schema is for each gateway to say: its ack, refused with the reason, is
@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-from atlas.agent.detect.bundle import Bundle, BundleError, pack_bundle, read_bundle_dir, unpack_bundle
+from atlas.link.bundle import Bundle, BundleError, pack_bundle, read_bundle_dir, unpack_bundle
 from atlas.central.store import ModelBundleRecord
 
 # meta.json fields worth showing an operator (mean/std are long and say nothing at a glance)

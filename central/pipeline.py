@@ -12,8 +12,8 @@ import time
 from pathlib import Path
 from typing import IO, Callable
 
-from atlas.agent import __version__, notify
-from atlas.agent.control import serve as serve_control
+from atlas.link import __version__, notify
+from atlas.link.control import serve as serve_control
 from atlas.central.config import ConfigError, HubConfig, require_files
 from atlas.central.decide.inventory import Inventory, InventoryError, load_inventory
 from atlas.central.decide.playbook import Playbook
@@ -25,7 +25,7 @@ MAINTENANCE_STALL_SECONDS = 10.0
 
 
 def load_signer(config: HubConfig) -> RuleSigner:
-    from atlas.agent.uplink.signing import RuleSigner as Ed25519Signer
+    from atlas.link.signing import RuleSigner as Ed25519Signer
 
     source = str(config.path or "<config>")
     if config.signing_key is None:
@@ -121,7 +121,7 @@ class LiveStatus:
         return out
 
     def start_metrics(self, port: int):
-        from atlas.agent.metrics import CentralMetrics
+        from atlas.central.metrics import CentralMetrics
 
         self.metrics = CentralMetrics(__version__)
         self.metrics_server = self.metrics.serve(port)
@@ -145,7 +145,7 @@ class LiveStatus:
 def serve(config: HubConfig, stop: threading.Event | None = None,
           on_ready: Callable[[int], None] | None = None) -> int:
     """Run the hub until SIGTERM/SIGINT (or `stop` is set). Returns the exit code."""
-    from atlas.agent.uplink.tls import TlsFiles
+    from atlas.link.tls import TlsFiles
     from atlas.central.ingest.server import serve as serve_ingest
 
     require_files(config, for_serving=True)

@@ -27,7 +27,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from atlas.agent.uplink.tls import GATEWAY_URI_PREFIX, TlsFiles, check_gateway_id
+from atlas.link.tls import GATEWAY_URI_PREFIX, TlsFiles, check_gateway_id
 
 CA_DAYS = 3650
 LEAF_DAYS = 825

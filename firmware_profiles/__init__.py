@@ -27,7 +27,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - exercised on 3.10 only
     import tomli as tomllib
 
-from atlas.agent.enforce import ACTIONS
+from atlas.link.rules import ACTIONS
 
 DEVICES_DIR = Path(__file__).resolve().parent / "devices"
 
@@ -127,7 +127,7 @@ class HardwareSpec:
 
 @dataclass(frozen=True)
 class ResponsePolicy:
-    """Which enforcement actions (atlas.agent.enforce.ACTIONS) fit this device.
+    """Which enforcement actions (atlas.link.rules.ACTIONS) fit this device.
 
     `acceptable` may be applied directly; `needs_fallback` only once the `fallback` is in place
     (e.g. a traffic signal in all-red flash before it is quarantined). Actions in neither list

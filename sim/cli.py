@@ -151,7 +151,8 @@ def main(argv: list[str] | None = None) -> int:
 
 def _generate(args) -> int:
     from atlas.sim.attacks import AttackSpec
-    from atlas.sim.traffic import DEFAULT_START, BenignOptions, LookalikeSpec, generate_capture
+    from atlas.sim.traffic import BenignOptions, LookalikeSpec
+    from atlas.sim.capture import DEFAULT_START, generate_capture
 
     attacks = []
     for text in args.attack:
@@ -194,7 +195,8 @@ def _generate(args) -> int:
 
 def _city(args) -> int:
     from atlas.sim.city import ScheduleOptions, build_city
-    from atlas.sim.traffic import DEFAULT_START, BenignOptions
+    from atlas.sim.traffic import BenignOptions
+    from atlas.sim.capture import DEFAULT_START
 
     if args.no_attacks:
         sched = ScheduleOptions.none()

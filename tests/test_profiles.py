@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from atlas.agent.enforce import ACTIONS
+from atlas.link.rules import ACTIONS
 from atlas.firmware_profiles import DEVICES_DIR, DOMAINS, ProfileError, load_device_profile, load_device_profiles
 
 REQUIRED = {

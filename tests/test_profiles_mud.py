@@ -306,7 +306,7 @@ def test_the_agent_checks_traffic_against_an_imported_profile(tmp_path):
 
 
 def test_the_simulator_generates_devices_of_an_imported_profile(tmp_path):
-    from atlas.sim.traffic.capture import generate_capture
+    from atlas.sim.capture import generate_capture
 
     import_mud_file(FIXTURE, tmp_path / "p", cls="smart_pole", domain="energy", criticality="essential")
     gt = generate_capture(tmp_path / "t.pcap", devices=3, duration=130.0, seed=1, profiles_dir=tmp_path / "p")

@@ -2,47 +2,10 @@
 from __future__ import annotations
 
 from collections import deque
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
-# The attack kinds the classifier knows, plus `anomaly` for what only the anomaly model flags
-# (attacks never seen in training), `volumetric` for what the cheap counters flag while
-# inference is shed, and the profile-conformance check's two (agent/detect/conformance.py):
-# `false_data` (a reading outside the profile's physical range) and `profile_violation`
-# (traffic on ports, transports or peers the device's profile does not allow).
-KNOWN_KINDS = (
-    "port_scan",
-    "mqtt_bruteforce",
-    "mqtt_flood",
-    "connection_dos",
-    "slowite",
-    "malformed",
-    "topic_scan",
-)
-CONFORMANCE_KINDS = ("false_data", "profile_violation")
-KINDS = KNOWN_KINDS + ("anomaly", "volumetric") + CONFORMANCE_KINDS
-
-
-@dataclass
-class Incident:
-    """An attack by one source of one kind, from first to last triggering evidence."""
-
-    id: str  # stable for the incident's life: "<gateway>/<src_ip>/<kind>/<first ms>"
-    kind: str  # one of KINDS
-    src_ip: str  # the attacker's address
-    dst_ip: str  # the main target (most packets), "" if none
-    device: str  # the attacking device's identity: MQTT client id if known, else its address
-    gateway: str
-    time: float  # epoch seconds of the first triggering packet
-    last_seen: float  # epoch seconds of the latest triggering evidence
-    score: float  # highest detector score seen, 0..1 for the classifier, >1 above threshold for anomaly
-    model_version: str
-    packets: int = 0  # packets from src_ip while the incident was open
-    state: str = "open"  # open | closed
-    evidence: dict[str, Any] = field(default_factory=dict)  # counters and a few decoded packets
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+from atlas.link.incidents import Incident
 
 
 @dataclass

@@ -6,7 +6,7 @@
 
 `Detector.score(X)` takes rows in the feature schema's order and returns, per row, the kind
 (a known kind, "anomaly", or "" when benign) and a score. The models, their standardisation
-and thresholds come from one folder with a `meta.json` (see central/train).
+and thresholds come from one folder with a `meta.json` (see train).
 """
 from __future__ import annotations
 
@@ -57,7 +57,7 @@ class Detector:
         if meta.get("schema_version") != SCHEMA_VERSION or tuple(meta.get("feature_names", ())) != FEATURE_NAMES:
             raise ModelError(
                 f"{meta_path}: models were trained on feature schema {meta.get('schema_version')}, "
-                f"this agent computes schema {SCHEMA_VERSION}: retrain (central/train)"
+                f"this agent computes schema {SCHEMA_VERSION}: retrain (train)"
             )
         self.mean = np.asarray(meta["mean"], dtype=np.float32)
         self.std = np.asarray(meta["std"], dtype=np.float32)

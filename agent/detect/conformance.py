@@ -60,7 +60,7 @@ from atlas.agent.capture import FrameBatch
 from atlas.agent.decode import PUBLISH, TCP_ACK, TCP_RST, TCP_SYN
 from atlas.agent.decode.mqtt import parse_message
 from atlas.agent.decode.packets import IPV6_KEY_BASE
-from atlas.agent.detect.inventory import ENTRY_KEYS, InventoryError, read_inventory  # noqa: F401 (re-exported)
+from atlas.link.inventory import ENTRY_KEYS, InventoryError, read_inventory  # noqa: F401 (re-exported)
 
 # Allowed to every device whatever its profile: what any IP device needs to get an address and
 # resolve its broker's name (as MUD managers allow them). Restricted by `peers` like the rest.
@@ -122,7 +122,7 @@ class DeviceInventory:
 
 
 def load_device_inventory(path: str | Path, profiles: Mapping[str, Any], *, gateway: str = "") -> DeviceInventory:
-    """Read and validate an inventory file (atlas.agent.detect.inventory); entries of other
+    """Read and validate an inventory file (atlas.link.inventory); entries of other
     gateways are left out. Every problem names the file, the entry and the key."""
     out, seen_addr, seen_cid = [], {}, {}
     for i, e in enumerate(read_inventory(path)):

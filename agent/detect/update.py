@@ -18,8 +18,9 @@ from pathlib import Path
 from typing import Callable
 
 from atlas.agent.detect import Detector
-from atlas.agent.detect.bundle import BUNDLE_NAME, BundleError, ModelDir, check_compatible, unpack_bundle
-from atlas.agent.uplink import ModelAck, ModelUpdate
+from atlas.link.bundle import BUNDLE_NAME, BundleError, unpack_bundle
+from atlas.agent.detect.bundle import ModelDir, check_compatible
+from atlas.link.wire import ModelAck, ModelUpdate
 
 log = logging.getLogger("atlas.agent.models")
 

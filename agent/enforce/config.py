@@ -15,7 +15,7 @@ from atlas.agent.enforce.backend import Backend
 from atlas.agent.enforce.dryrun import DryRunBackend
 from atlas.agent.enforce.enforcer import Enforcer
 from atlas.agent.enforce.nft import DEFAULT_PRIORITY, Nft, NftBackend
-from atlas.agent.enforce.validate import DEFAULT_MAX_TTL, Allowlist
+from atlas.link.rules import DEFAULT_MAX_TTL, Allowlist
 
 log = logging.getLogger(__name__)
 

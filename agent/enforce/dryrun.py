@@ -9,7 +9,7 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Iterable, Mapping
 
-from atlas.agent.enforce import ACTIONS
+from atlas.link.rules import ACTIONS
 from atlas.agent.enforce.backend import Backend, Element, diff
 
 

@@ -20,12 +20,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from atlas.agent.enforce import Rule
+from atlas.link.rules import Rule
 from atlas.agent.enforce.backend import Backend, BackendError, Element
 from atlas.agent.enforce.dryrun import DryRunBackend
 from atlas.agent.enforce.state import EnforceState, StateError, load_state, save_state
-from atlas.agent.enforce.validate import DEFAULT_MAX_TTL, Allowlist, RuleRejected, validate_rule
-from atlas.agent.uplink import RuleAck, RuleChange
+from atlas.link.rules import DEFAULT_MAX_TTL, Allowlist, RuleRejected
+from atlas.agent.enforce.validate import rule_element
+from atlas.link.wire import RuleAck, RuleChange
 
 log = logging.getLogger(__name__)
 
@@ -196,10 +197,10 @@ class Enforcer:
 
     def _check(self, rule: Any, now: float) -> Element:
         if not isinstance(rule, Rule):
-            raise RuleRejected(f"rule: expected a Rule, got {type(rule).__name__}")
-        element = validate_rule(rule, now, self.allowlist, self.max_ttl)
+            raise RuleRejected("?", "rule", f"expected a Rule, got {type(rule).__name__}")
+        element = rule_element(rule, now, self.allowlist, self.max_ttl)
         if not rule.shadow and rule.action not in self.route:
-            raise RuleRejected(f"action: {rule.action} is not available on this gateway (no backend configured for it)")
+            raise RuleRejected(rule.id, "action", f"{rule.action} is not available on this gateway (no backend configured for it)")
         return element
 
     def _backend_of(self, rule: Rule) -> Backend:

@@ -28,7 +28,7 @@ import time
 from typing import Any, Iterable, Mapping, Sequence
 
 from atlas.agent.enforce.backend import Backend, BackendError, Counter, Counters, Element, ReconcileReport, diff
-from atlas.agent.enforce.validate import Allowlist
+from atlas.link.rules import Allowlist
 
 FAMILY = "inet"
 TABLE = "atlas"

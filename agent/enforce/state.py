@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from atlas.agent.enforce import Rule
+from atlas.link.rules import Rule
 from atlas.agent.enforce.backend import Element
 
 VERSION = 1

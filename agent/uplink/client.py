@@ -25,14 +25,14 @@ from typing import Callable, Iterator
 
 import grpc
 
-from atlas.agent import __version__
-from atlas.agent.uplink import GatewayInfo, ModelAck, ModelUpdate, RuleAck, RuleChange, TelemetryBatch
-from atlas.agent.uplink import serde
-from atlas.agent.uplink.counters import Counters
-from atlas.agent.uplink.signing import RuleVerifier
+from atlas.link import __version__
+from atlas.link.wire import GatewayInfo, ModelAck, ModelUpdate, RuleAck, RuleChange, TelemetryBatch
+from atlas.link import serde
+from atlas.link.counters import Counters
+from atlas.link.signing import RuleVerifier
 from atlas.agent.uplink.spool import Spool
-from atlas.agent.uplink.tls import TlsFiles, check_gateway_id
-from atlas.agent.uplink.vocabulary import SAFE_ID, RuleRejected, validate_rule
+from atlas.link.tls import TlsFiles, check_gateway_id
+from atlas.link.rules import SAFE_ID, RuleRejected, validate_rule
 from atlas.v1 import link_pb2, link_pb2_grpc, rules_pb2, telemetry_pb2
 
 log = logging.getLogger(__name__)
@@ -286,7 +286,7 @@ class Uplink:
             except RuleRejected as err:
                 self.counters.add("rules_refused")
                 self.counters.add(f"rules_refused_{err.field.split('.')[0]}")
-                log.error("uplink: refused %s", err)
+                log.error("uplink: refused rule %r: %s", err.rule_id, err)
                 acks.append(RuleAck(rule_id=str(signed.rule.id)[:128], applied=False, error=str(err)))
                 continue
             accepted.append(signed)

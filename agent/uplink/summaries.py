@@ -14,7 +14,7 @@ from typing import Callable, Mapping
 
 import numpy as np
 
-from atlas.agent.uplink import DeviceSummary
+from atlas.link.wire import DeviceSummary
 
 REPORT_INTERVAL = 300.0
 

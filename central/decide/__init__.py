@@ -15,12 +15,11 @@ from __future__ import annotations
 
 import abc
 import dataclasses
-import ipaddress
 from dataclasses import dataclass, field
-from typing import Any, Iterable
+from typing import Any
 
-from atlas.agent.alerts import Incident
-from atlas.agent.enforce import ACTIONS, Rule
+from atlas.link.incidents import Incident
+from atlas.link.rules import ACTIONS, Allowlist, Rule, RuleRejected, validate_rule
 from atlas.central.decide.inventory import CRITICALITIES, DeviceEntry
 from atlas.central.store import DecisionRecord, HubIncident
 
@@ -59,7 +58,7 @@ class DecisionContext:
     gateways: list[str]  # where the attacker was seen, first reporter first
     attacker: DeviceEntry | None  # the attacker's inventory entry; None = an outside host
     victim: DeviceEntry | None
-    allowlist: "Allowlist"
+    allowlist: Allowlist
     previous: list[DecisionRecord] = field(default_factory=list)  # earlier, same incident
     report: Incident | None = None  # the agent report that led here
 
@@ -75,34 +74,6 @@ class Policy(abc.ABC):
 
     @abc.abstractmethod
     def decide(self, incident: HubIncident, context: DecisionContext) -> list[Decision]: ...
-
-
-class Allowlist:
-    """Addresses, networks and MQTT identities that no rule may ever target."""
-
-    def __init__(self, entries: Iterable[str] = ()):
-        self.entries = tuple(entries)
-        self._networks = []
-        self._names = set()
-        for entry in self.entries:
-            try:
-                self._networks.append(ipaddress.ip_network(entry, strict=False))
-            except ValueError:
-                self._names.add(entry)
-
-    def matches(self, identity: str) -> bool:
-        if not identity:
-            return False
-        if identity in self._names:
-            return True
-        try:
-            address = ipaddress.ip_address(identity)
-        except ValueError:
-            return False
-        return any(address in net for net in self._networks if net.version == address.version)
-
-    def __bool__(self) -> bool:
-        return bool(self.entries)
 
 
 def _identities(incident: HubIncident, context: DecisionContext) -> set[str]:
@@ -163,8 +134,6 @@ def _suppress(decision: Decision, why: str) -> Decision:
 
 def rule_problem(decision: Decision, now: float) -> str | None:
     """Why the gateways would refuse rules for this decision, or None if they would accept."""
-    from atlas.agent.uplink.vocabulary import RuleRejected, validate_rule
-
     if not (isinstance(decision.ttl, (int, float)) and 0 < decision.ttl <= MAX_TTL):
         return f"ttl {decision.ttl!r} is not in (0, {MAX_TTL:g}] seconds"
     probe = Rule(id="r-probe", action=decision.action, target=decision.target,

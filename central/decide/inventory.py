@@ -25,7 +25,7 @@ from typing import Any, Iterable, Mapping
 
 # The file format and the checks every entry needs are shared with the agent (a gateway must
 # not import the hub, so they live there); InventoryError and ENTRY_KEYS are re-exported.
-from atlas.agent.detect.inventory import ENTRY_KEYS, EntryFields, InventoryError, normal_address, read_inventory  # noqa: F401
+from atlas.link.inventory import ENTRY_KEYS, EntryFields, InventoryError, normal_address, read_inventory  # noqa: F401
 
 CRITICALITIES = ("life_safety", "essential", "ordinary")
 _RANK = {c: i for i, c in enumerate(reversed(CRITICALITIES))}  # ordinary 0 .. life_safety 2
@@ -135,7 +135,7 @@ def default_profiles() -> dict[str, ProfileInfo]:
 def load_inventory(path: str | Path,
                    profiles: Mapping[str, ProfileInfo] | None = None) -> Inventory:
     """Read and validate an inventory file (the format the agent reads too:
-    atlas.agent.detect.inventory); every problem names the file, entry and key."""
+    atlas.link.inventory); every problem names the file, entry and key."""
     entries = read_inventory(path)
     profiles = default_profiles() if profiles is None else profiles
     return Inventory(_entry(e, profiles) for e in entries)

@@ -22,9 +22,9 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
-from atlas.agent.alerts import KINDS
-from atlas.agent.enforce import ACTIONS
-from atlas.agent.uplink.vocabulary import ACTION_PARAMS, MAX_PPS, PROTOCOLS
+from atlas.link.incidents import KINDS
+from atlas.link.rules import ACTIONS
+from atlas.link.rules import ACTION_PARAMS, MAX_PPS, PROTOCOLS
 from atlas.central.decide import (ATTACKER_CLASSES, DISRUPTION, MAX_TTL,
                                   NEEDS_APPROVAL_FOR_LIFE_SAFETY, NO_ACTION, Decision,
                                   DecisionContext, Policy, profile_verdict)

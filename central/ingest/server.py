@@ -6,8 +6,8 @@ from concurrent import futures
 
 import grpc
 
-from atlas.agent.uplink.serde import DEFAULT_MAX_RAW_BYTES
-from atlas.agent.uplink.tls import TlsFiles
+from atlas.link.serde import DEFAULT_MAX_RAW_BYTES
+from atlas.link.tls import TlsFiles
 from atlas.central.ingest.servicer import GatewayLinkServicer, HubLike
 from atlas.v1 import link_pb2
 

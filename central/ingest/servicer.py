@@ -16,9 +16,9 @@ from typing import Iterator, Protocol
 
 import grpc
 
-from atlas.agent.uplink import GatewayInfo, ModelAck, ModelUpdate, RuleAck, RuleChange, SignedRule, TelemetryBatch
-from atlas.agent.uplink import serde
-from atlas.agent.uplink.counters import Counters
+from atlas.link.wire import GatewayInfo, ModelAck, ModelUpdate, RuleAck, RuleChange, SignedRule, TelemetryBatch
+from atlas.link import serde
+from atlas.link.counters import Counters
 from atlas.central.pki import gateway_id_of
 from atlas.v1 import link_pb2, link_pb2_grpc
 

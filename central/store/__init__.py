@@ -16,8 +16,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
-from atlas.agent.enforce import Rule
-from atlas.agent.uplink import DeviceSummary, GatewayInfo, Health
+from atlas.link.rules import Rule
+from atlas.link.wire import DeviceSummary, GatewayInfo, Health
 
 
 class StoreError(RuntimeError):
@@ -149,7 +149,7 @@ class OperatorCommand:
 
 @dataclass
 class ModelBundleRecord:
-    """A model bundle an operator uploaded (atlas.agent.detect.bundle), and its signature."""
+    """A model bundle an operator uploaded (atlas.link.bundle), and its signature."""
 
     version: str
     sha256: str
@@ -230,7 +230,7 @@ class Store(abc.ABC):
     def store_devices(self, gateway_id: str, seq: int, time: float, received_at: float,
                       devices: Sequence[DeviceSummary]) -> None:
         """Keep one batch's device summaries (one row per batch). `devices` may be the wire's
-        PackedDevices (atlas.agent.uplink.serde), kept as received without decoding."""
+        PackedDevices (atlas.link.serde), kept as received without decoding."""
 
     @abc.abstractmethod
     def device_summaries(self, gateway_id: str | None = None, since: float = 0.0

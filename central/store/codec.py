@@ -28,8 +28,8 @@ from array import array
 
 import zstandard
 
-from atlas.agent.uplink import DeviceSummary
-from atlas.agent.uplink.serde import PackedDevices, WireError, devices_from_payload
+from atlas.link.wire import DeviceSummary
+from atlas.link.serde import PackedDevices, WireError, devices_from_payload
 
 MAGIC = b"D"
 WIRE_MAGIC = b"W"

@@ -156,7 +156,7 @@ SQLITE_MIGRATIONS: tuple[Migration, ...] = (
             stopped_at REAL)""",
     )),
     Migration(4, "model bundles, each gateway's desired bundle, and what gateways answered", (
-        # content: atlas.agent.detect.bundle's bytes, exactly what is signed and sent
+        # content: atlas.link.bundle's bytes, exactly what is signed and sent
         """CREATE TABLE model_bundles (
             version TEXT PRIMARY KEY,
             sha256 TEXT NOT NULL,

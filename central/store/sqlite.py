@@ -16,8 +16,8 @@ import time
 from pathlib import Path
 from typing import Any, Iterator
 
-from atlas.agent.enforce import Rule
-from atlas.agent.uplink import DeviceSummary, GatewayInfo, Health
+from atlas.link.rules import Rule
+from atlas.link.wire import DeviceSummary, GatewayInfo, Health
 from atlas.central.store import (AuditRow, DecisionRecord, GatewayRecord, HubIncident, HubState,
                                  IncidentReport, ModelBundleRecord, ModelStatus, OperatorCommand,
                                  RuleRecord, Store, StoreError)

@@ -18,7 +18,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from atlas.agent.alerts import KNOWN_KINDS
+from atlas.link.incidents import KNOWN_KINDS
 from atlas.sim.attacks.base import AttackContext, PlannedStep
 
 

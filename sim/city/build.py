@@ -39,7 +39,7 @@ from atlas.firmware_profiles import load_device_profiles
 from atlas.sim.city.layout import CityLayout, GatewaySpec, plan_layout
 from atlas.sim.city.schedule import CitySchedule, ScheduleOptions, plan_schedule
 from atlas.sim.traffic.benign import BenignOptions
-from atlas.sim.traffic.capture import DEFAULT_START, generate_capture
+from atlas.sim.capture import DEFAULT_START, generate_capture
 
 
 @dataclass

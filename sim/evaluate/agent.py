@@ -5,7 +5,7 @@ Per gateway, in its own process (`workers` at a time): the agent's pipeline
 (atlas.agent.pipeline.AgentPipeline with the shipped models, fresh state per gateway) over the
 capture, plus the telemetry the daemon would send the hub for it: new and changed incidents
 every second, per-device summaries every 300 s, health every 60 s, each batch encoded with the
-real wire encoding (atlas.agent.uplink.serde: protobuf, zstd) inside its AgentMessage.
+real wire encoding (atlas.link.serde: protobuf, zstd) inside its AgentMessage.
 
 The agent's CPU time is the worker's process CPU time for all of that (reading the pcap,
 decoding, features, inference, incident tracking, summaries, encoding); the harness's own
@@ -23,7 +23,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from atlas.agent.alerts import Incident
+from atlas.link.incidents import Incident
 
 # Score histograms for the ROC curves: fixed bins, summed over gateways.
 CLASSIFIER_EDGES = np.linspace(0.0, 1.0, 1001)
@@ -129,8 +129,8 @@ class _Telemetry:
             self.send(now, incidents, devices)
 
     def send(self, now: float, incidents: list[Incident], devices: list) -> None:
-        from atlas.agent.uplink import Health, TelemetryBatch
-        from atlas.agent.uplink.serde import telemetry_to_envelope
+        from atlas.link.wire import Health, TelemetryBatch
+        from atlas.link.serde import telemetry_to_envelope
         from atlas.v1 import link_pb2
 
         self.seq += 1

@@ -14,7 +14,7 @@ from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from atlas.sim.traffic.capture import AttackStep
+from atlas.sim.capture import AttackStep
 from atlas.sim.traffic.lookalikes import BenignEvent
 
 CITY_FIELDS = ("seed", "start", "end", "duration", "gateways", "devices")

@@ -17,7 +17,7 @@ from typing import Sequence
 import numpy as np
 
 from atlas.firmware_profiles import load_device_profiles
-from atlas.sim.traffic.capture import DEFAULT_START, write_ground_truth
+from atlas.sim.capture import DEFAULT_START, write_ground_truth
 
 DOMAINS = ("transportation", "energy", "public_safety")
 ABBREV = {"transportation": "tra", "energy": "ene", "public_safety": "pub"}
@@ -48,7 +48,8 @@ def build_city(out: str | Path, *, devices: int = 60, gateways: int = 3, duratio
     """Write a city folder (city.json, gateways/<id>/traffic.pcap, ground_truth.jsonl,
     benign_events.jsonl) and return its path. Same arguments: same bytes."""
     from atlas.sim.attacks import ATTACKS, AttackSpec
-    from atlas.sim.traffic import BenignOptions, LookalikeSpec, generate_capture
+    from atlas.sim.traffic import BenignOptions, LookalikeSpec
+    from atlas.sim.capture import generate_capture
     from atlas.sim.traffic.lookalikes import LOOKALIKE_KINDS
 
     out = Path(out)

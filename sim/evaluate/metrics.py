@@ -58,7 +58,7 @@ class Detection:
 
 @dataclass(frozen=True)
 class Step:
-    """An attack step as scoring sees it (atlas.sim.traffic.capture.AttackStep has more)."""
+    """An attack step as scoring sees it (atlas.sim.capture.AttackStep has more)."""
 
     id: str
     kind: str

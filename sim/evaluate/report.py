@@ -218,7 +218,7 @@ DEFINITIONS = {
     "zero-day": "attack kinds outside the classifier's training set (atlas.agent.alerts.KNOWN_KINDS): the agent can only "
                 "catch them with its anomaly model, counters and profile checks.",
     "bandwidth": "bytes on the wire to the hub per device-hour, with the agent's real telemetry encoding "
-                 "(atlas.agent.uplink.serde, zstd) and the daemon's reporting intervals.",
+                 "(atlas.link.serde, zstd) and the daemon's reporting intervals.",
     "CPU": "the agent's process CPU time for the replay divided by the seconds of traffic: the share of one core a gateway "
            "needs to keep up in real time, on this machine (not a gateway board).",
 }

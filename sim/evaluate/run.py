@@ -14,7 +14,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from atlas.agent.alerts import CONFORMANCE_KINDS, KNOWN_KINDS
+from atlas.link.incidents import CONFORMANCE_KINDS, KNOWN_KINDS
 from atlas.sim.evaluate import metrics as M
 from atlas.sim.evaluate.campaigns import run_correlation
 from atlas.sim.evaluate.agent import ANOMALY_EDGES, CLASSIFIER_EDGES, AgentRun, jobs_for, run_agent
@@ -62,7 +62,7 @@ def evaluate(city_dir: str | Path, report_dir: str | Path, *, workers: int | Non
 
 def write_incidents(agent: AgentRun, folder: Path) -> None:
     """incidents/<gateway>.jsonl: Incident.to_dict() per line (evidence["detected_at"] = raise time)."""
-    from atlas.agent.uplink.serde import _json_default
+    from atlas.link.serde import _json_default
 
     folder.mkdir(parents=True, exist_ok=True)
     for gw, run in agent.gateways.items():

@@ -34,7 +34,7 @@ from atlas.sim.live.netns import Netns, reap_stale, unavailable_reason
 from atlas.sim.live.pcapscan import index_pcap
 from atlas.sim.live.plan import (OUTSIDE_NETS, LiveGateway, LiveStep, accounts, backend_addresses, fleet_plan, forged_payloads, gateway_layout,
                                  plan_steps)
-from atlas.sim.traffic.capture import AttackStep, write_ground_truth
+from atlas.sim.capture import AttackStep, write_ground_truth
 
 BRIDGE = "br0"
 BACKEND_NET = "172.16.0.0/16"  # the domain back-ends (inventory.BACKENDS) sit here
@@ -303,7 +303,7 @@ def _readline(proc: subprocess.Popen, timeout: float) -> str:
 
 
 def _start_agent(ns: Netns, node: _Gateway, work: Path) -> tuple[subprocess.Popen, Path]:
-    from atlas.agent.control import ControlError, query
+    from atlas.link.control import ControlError, query
     from atlas.agent.detect.conformance import write_device_inventory
 
     sock = work / f"agent-{node.gw.index}.sock"
@@ -332,7 +332,7 @@ def _start_agent(ns: Netns, node: _Gateway, work: Path) -> tuple[subprocess.Pope
 
 def _agent_incidents(ns: Netns, node: _Gateway) -> list[dict]:
     """Every incident the live agent raised (open and closed), then stop it."""
-    from atlas.agent.control import ControlError, query
+    from atlas.link.control import ControlError, query
 
     time.sleep(1.5)  # its last capture block and tick
     try:

@@ -3,9 +3,10 @@ look-alikes and attacks, written as pcap with ground truth.
 
 Stages (one module each): inventory (who is on the network) -> schedule (when) -> payloads
 (what) -> session / benign / lookalikes (MQTT conversations) -> wire (TCP/IP numbering,
-ACKs, checksums, frames) -> capture (the entry point, pcap and ground truth).
+ACKs, checksums, frames). atlas.sim.capture puts them together with the attacks (pcap and
+ground truth).
 
-    from atlas.sim.traffic import generate_capture
+    from atlas.sim.capture import generate_capture
     from atlas.sim.attacks import AttackSpec
     gt = generate_capture("cap.pcap", devices=200, duration=600, seed=1,
                           attacks=[AttackSpec("mqtt_flood", start=120, duration=30)])
@@ -14,10 +15,8 @@ ACKs, checksums, frames) -> capture (the entry point, pcap and ground truth).
 from __future__ import annotations
 
 from atlas.sim.traffic.benign import BenignOptions
-from atlas.sim.traffic.capture import DEFAULT_START, AttackStep, GroundTruth, generate_capture, read_ground_truth, write_ground_truth
 from atlas.sim.traffic.lookalikes import LOOKALIKE_KINDS, BenignEvent, LookalikeSpec
 
 __all__ = [
-    "AttackStep", "BenignEvent", "BenignOptions", "DEFAULT_START", "GroundTruth", "LOOKALIKE_KINDS", "LookalikeSpec",
-    "generate_capture", "read_ground_truth", "write_ground_truth",
+    "BenignEvent", "BenignOptions", "LOOKALIKE_KINDS", "LookalikeSpec",
 ]

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from atlas.sim.attacks import AttackSpec
-from atlas.sim.traffic.capture import generate_capture
+from atlas.sim.capture import generate_capture
 
 
 def cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:

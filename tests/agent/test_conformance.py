@@ -16,7 +16,8 @@ from atlas.agent.detect.conformance import (CAP_BURST, ConformanceCheck, Invento
 from atlas.agent.pipeline import AgentPipeline, replay
 from atlas.firmware_profiles import load_device_profiles
 from atlas.sim.attacks import AttackSpec
-from atlas.sim.traffic import LookalikeSpec, generate_capture
+from atlas.sim.traffic import LookalikeSpec
+from atlas.sim.capture import generate_capture
 
 CONFORMANCE = {"false_data", "profile_violation"}
 PROFILES = load_device_profiles()

@@ -14,7 +14,7 @@ from atlas.agent.detect.runtime import Int8Model
 from atlas.agent.features.schema import N_FEATURES
 from atlas.agent.pipeline import AgentPipeline
 from atlas.sim.attacks import AttackSpec
-from atlas.sim.traffic.capture import generate_capture
+from atlas.sim.capture import generate_capture
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,7 @@ In the 5,000-device city every false incident was of this kind (52 to 176 s afte
 scan), from two causes: ratio features of decayed sums that kept the scan's 99 % unanswered
 SYNs for minutes (feature schema 2: 0 below 0.5 events in the short window), and models that
 had never seen a device's benign rows while its 30 s window still held an attack (training now
-has compromised devices' rows after their scans, and scan aftermath rows; central/train/
+has compromised devices' rows after their scans, and scan aftermath rows; train/
 aftermath.py). See bench/RESULTS.md "Detection quality".
 """
 from __future__ import annotations
@@ -58,9 +58,9 @@ def test_unanswered_syn_ratio_describes_recent_syns_only():
 @pytest.fixture(scope="module")
 def scan_then_mqtt(tmp_path_factory):
     """A device of a small gateway runs a Mirai-style scan for 60 s, then only its MQTT."""
-    from atlas.central.train.corpus import device_addresses
+    from atlas.train.corpus import device_addresses
     from atlas.sim.attacks import AttackSpec
-    from atlas.sim.traffic.capture import generate_capture
+    from atlas.sim.capture import generate_capture
 
     seed, devices = 11, 12
     attacker = device_addresses(seed, devices)[3]

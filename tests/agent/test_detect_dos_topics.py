@@ -4,7 +4,7 @@ Live (`atlas-sim live`, paho clients publishing to one city topic) the agent nam
 `malformed`: the models had learned it from MQTT-malaria's per-client topic names
 (mqtt-malaria/<client>/data/<k>/<n>: topic novelty and entropy), which a home-made load script
 does not use. The simulator generates both (sim/attacks/dos.py `topic`), and half the training
-corpus's connection DoS publish to one fixed topic (central/train/corpus.py FIXED_TOPIC_SHARE).
+corpus's connection DoS publish to one fixed topic (train/corpus.py FIXED_TOPIC_SHARE).
 """
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from atlas.agent.config import AgentConfig
 from atlas.agent.detect import Detector
 from atlas.agent.pipeline import replay
 from atlas.sim.attacks import AttackSpec
-from atlas.sim.traffic.capture import generate_capture
+from atlas.sim.capture import generate_capture
 
 
 @pytest.mark.slow

@@ -9,13 +9,13 @@ import json
 
 import pytest
 
-from atlas.agent.enforce import Rule
+from atlas.link.rules import Rule
 from atlas.agent.enforce.backend import Element
 from atlas.agent.enforce.dryrun import DryRunBackend
 from atlas.agent.enforce.enforcer import Enforcer
 from atlas.agent.enforce.nft import NftBackend
-from atlas.agent.enforce.validate import Allowlist
-from atlas.agent.uplink import RuleAck, RuleChange, SignedRule
+from atlas.link.rules import Allowlist
+from atlas.link.wire import RuleAck, RuleChange, SignedRule
 
 
 class Clock:

@@ -21,12 +21,12 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import lab  # noqa: E402  (tests/lab.py: the shared namespace lab)
 
-from atlas.agent.enforce import Rule  # noqa: E402
+from atlas.link.rules import Rule  # noqa: E402
 from atlas.agent.enforce.backend import Element  # noqa: E402
 from atlas.agent.enforce.enforcer import Enforcer  # noqa: E402
 from atlas.agent.enforce.nft import Nft, NftBackend  # noqa: E402
-from atlas.agent.enforce.validate import Allowlist  # noqa: E402
-from atlas.agent.uplink import RuleChange, SignedRule  # noqa: E402
+from atlas.link.rules import Allowlist  # noqa: E402
+from atlas.link.wire import RuleChange, SignedRule  # noqa: E402
 
 REASON = lab.netns_unavailable_reason()
 pytestmark = [pytest.mark.netns, pytest.mark.skipif(bool(REASON), reason=REASON or "ok")]
@@ -256,11 +256,11 @@ def test_allowlist_is_refused_and_accepted_ahead_of_every_drop(net):
 
 AGENT = """
 import json, sys, time
-from atlas.agent.enforce import Rule
+from atlas.link.rules import Rule
 from atlas.agent.enforce.enforcer import Enforcer
 from atlas.agent.enforce.nft import NftBackend
-from atlas.agent.enforce.validate import Allowlist
-from atlas.agent.uplink import RuleChange, SignedRule
+from atlas.link.rules import Allowlist
+from atlas.link.wire import RuleChange, SignedRule
 netns, state, rules, allow = sys.argv[1:5]
 allowlist = Allowlist.build(json.loads(allow))
 enf = Enforcer([NftBackend(allowlist, netns=netns)], state, allowlist)

@@ -3,9 +3,10 @@ from __future__ import annotations
 
 import pytest
 
-from atlas.agent.enforce import Rule
+from atlas.link.rules import Rule
 from atlas.agent.enforce.backend import Element
-from atlas.agent.enforce.validate import Allowlist, RuleRejected, validate_rule
+from atlas.link.rules import Allowlist, RuleRejected
+from atlas.agent.enforce.validate import rule_element
 
 NOW = 1_000_000.0
 ALLOW = Allowlist.build(["10.77.0.1", "192.0.2.0/24", "fd00::1"], ["atlas-admin"])
@@ -28,7 +29,7 @@ def rule(**kw) -> Rule:
     ],
 )
 def test_valid_rules_map_to_normalized_elements(kw, element):
-    assert validate_rule(rule(**kw), NOW, ALLOW) == element
+    assert rule_element(rule(**kw), NOW, ALLOW) == element
 
 
 @pytest.mark.parametrize(
@@ -64,7 +65,7 @@ def test_valid_rules_map_to_normalized_elements(kw, element):
 )
 def test_bad_rules_are_rejected_naming_the_field(kw, field, words):
     with pytest.raises(RuleRejected) as exc:
-        validate_rule(rule(**kw), NOW, ALLOW)
+        rule_element(rule(**kw), NOW, ALLOW)
     assert str(exc.value).startswith(field)
     assert words in str(exc.value)
 
@@ -73,12 +74,12 @@ def test_bad_rules_are_rejected_naming_the_field(kw, field, words):
 def test_allowlisted_addresses_are_never_blocked(target):
     for action, params in (("quarantine", {}), ("filter", {"port": 80, "proto": "tcp"}), ("rate_limit", {"pps": 5})):
         with pytest.raises(RuleRejected, match="allowlisted"):
-            validate_rule(rule(action=action, target=target, params=params), NOW, ALLOW)
+            rule_element(rule(action=action, target=target, params=params), NOW, ALLOW)
 
 
 def test_allowlisted_mqtt_user_is_never_revoked():
     with pytest.raises(RuleRejected, match="allowlisted"):
-        validate_rule(rule(action="revoke_mqtt", target="atlas-admin"), NOW, ALLOW)
+        rule_element(rule(action="revoke_mqtt", target="atlas-admin"), NOW, ALLOW)
 
 
 def test_allowlist_entries_are_checked():

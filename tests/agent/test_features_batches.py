@@ -13,9 +13,9 @@ from atlas.agent.pipeline import AgentPipeline
 @pytest.fixture(scope="module")
 def capture(tmp_path_factory):
     """A small gateway with a scan, a brute force and a flood: ports, hosts, topics, refusals."""
-    from atlas.central.train.corpus import device_addresses
+    from atlas.train.corpus import device_addresses
     from atlas.sim.attacks import AttackSpec
-    from atlas.sim.traffic.capture import generate_capture
+    from atlas.sim.capture import generate_capture
 
     seed, devices = 5, 30
     rogue = device_addresses(seed, devices)[4]

@@ -9,10 +9,10 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from atlas.agent.detect import Detector, packaged_models_dir
-from atlas.agent.detect.bundle import (META, Bundle, BundleError, ModelDir, check_compatible, pack_bundle,
-                                       read_bundle_dir, unpack_bundle)
+from atlas.link.bundle import META, Bundle, BundleError, pack_bundle, read_bundle_dir, unpack_bundle
+from atlas.agent.detect.bundle import ModelDir, check_compatible
 from atlas.agent.detect.update import ModelUpdater, load_installed
-from atlas.agent.uplink.signing import RuleSigner, RuleVerifier
+from atlas.link.signing import RuleSigner, RuleVerifier
 
 
 def variant(version: str, **meta_changes) -> Bundle:
@@ -125,7 +125,7 @@ def test_same_version_other_content_is_refused(tmp_path):
 
 
 def test_uplink_refuses_a_bad_signature_before_the_updater_sees_it(tmp_path, monkeypatch):
-    from atlas.agent.uplink import serde
+    from atlas.link import serde
     from atlas.agent.uplink.client import Uplink
 
     signer = RuleSigner(Ed25519PrivateKey.generate())
@@ -133,7 +133,7 @@ def test_uplink_refuses_a_bad_signature_before_the_updater_sees_it(tmp_path, mon
     pub.write_bytes(signer.public_key_pem())
     seen = []
     up = Uplink.__new__(Uplink)  # only the model path: no channel, no spool
-    from atlas.agent.uplink.counters import Counters
+    from atlas.link.counters import Counters
     up.verifier, up.counters = RuleVerifier.from_pem_file(pub), Counters()
     up.on_model = lambda u: seen.append(u) or ModelUpdater(tmp_path, Detector(), swap=lambda d: None).handle(u)
     good = update_of(variant("v2"), signer)

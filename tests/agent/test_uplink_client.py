@@ -7,11 +7,11 @@ import time
 
 import pytest
 
-from atlas.agent.enforce import Rule
-from atlas.agent.uplink import GatewayInfo, RuleAck, RuleChange, TelemetryBatch
-from atlas.agent.uplink import serde
+from atlas.link.rules import Rule
+from atlas.link.wire import GatewayInfo, RuleAck, RuleChange, TelemetryBatch
+from atlas.link import serde
 from atlas.agent.uplink.client import Uplink, backoff_delay
-from atlas.agent.uplink.signing import RuleSigner
+from atlas.link.signing import RuleSigner
 from atlas.central.ingest.testing import make_pki
 from atlas.v1 import rules_pb2
 
@@ -60,7 +60,7 @@ def test_an_unknown_action_is_refused_before_enforcement(pki, tmp_path):
     assert [s.rule.id for s in seen[0].rules] == ["r-1"]
     refused = [a for a in acks if not a.applied]
     assert len(refused) == 1 and refused[0].rule_id == "r-2"
-    assert "action: unknown action 'unknown(99)'" in refused[0].error
+    assert "action: 'unknown(99)' is not one of" in refused[0].error
     assert up.counters["rules_refused_action"] == 1
 
 

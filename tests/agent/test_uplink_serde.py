@@ -8,19 +8,10 @@ import zstandard
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from atlas.agent.alerts import KINDS, Incident
-from atlas.agent.enforce import ACTIONS, Rule
-from atlas.agent.uplink import (
-    DeviceSummary,
-    GatewayInfo,
-    Health,
-    ModelUpdate,
-    RuleAck,
-    RuleChange,
-    SignedRule,
-    TelemetryBatch,
-)
-from atlas.agent.uplink import serde
+from atlas.link.incidents import KINDS, Incident
+from atlas.link.rules import ACTIONS, Rule
+from atlas.link.wire import DeviceSummary, GatewayInfo, Health, ModelUpdate, RuleAck, RuleChange, SignedRule, TelemetryBatch
+from atlas.link import serde
 from atlas.v1 import rules_pb2, telemetry_pb2
 
 text = st.text(max_size=40)

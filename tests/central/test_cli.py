@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from atlas.agent.alerts import Incident
-from atlas.agent.uplink import GatewayInfo, Health, TelemetryBatch
+from atlas.link.incidents import Incident
+from atlas.link.wire import GatewayInfo, Health, TelemetryBatch
 from atlas.central.config import load_config
 from atlas.central.pipeline import build_hub
 from atlas.central.pki import init_pki

@@ -3,7 +3,7 @@ scopes (gateway < domain < city), the hierarchy, and bad input."""
 from __future__ import annotations
 
 import pytest
-from atlas.agent.alerts import Incident
+from atlas.link.incidents import Incident
 from atlas.central.correlate import (
     Event,
     GatewayInfo,

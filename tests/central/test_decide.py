@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from atlas.agent.alerts import KINDS
+from atlas.link.incidents import KINDS
 from atlas.central.config import ConfigError, parse_config
 from atlas.central.decide import (ATTACKER_CLASSES, NO_ACTION, Allowlist, Decision,
                                   DecisionContext, shield)
@@ -32,7 +32,7 @@ def entry(criticality="ordinary", profile="smart_meter", client_id="", address=A
 
 def context(attacker=None, allow=(), now=1000.0) -> DecisionContext:
     return DecisionContext(now=now, gateways=["gw1"], attacker=attacker, victim=None,
-                           allowlist=Allowlist(allow))
+                           allowlist=Allowlist.parse(allow))
 
 
 def decide(policy, inc, ctx):
@@ -179,7 +179,7 @@ def test_allowlisted_address_network_and_identity_are_never_targeted():
 
 
 def test_allowlist_ipv6_and_version_mismatch():
-    allow = Allowlist(["2001:db8::/32", "10.0.0.0/8"])
+    allow = Allowlist.parse(["2001:db8::/32", "10.0.0.0/8"])
     assert allow.matches("2001:db8::7")
     assert not allow.matches("2001:db9::7")
     assert allow.matches("10.1.2.3") and not allow.matches("11.1.2.3")

@@ -9,9 +9,9 @@ import time
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from atlas.agent.alerts import Incident
-from atlas.agent.uplink import DeviceSummary, GatewayInfo, Health, RuleAck, TelemetryBatch
-from atlas.agent.uplink.signing import RuleSigner, RuleVerifier
+from atlas.link.incidents import Incident
+from atlas.link.wire import DeviceSummary, GatewayInfo, Health, RuleAck, TelemetryBatch
+from atlas.link.signing import RuleSigner, RuleVerifier
 from atlas.central.decide.inventory import DeviceEntry, Inventory
 from atlas.central.decide.playbook import Playbook
 from atlas.central.hub import Hub, OperatorError

@@ -16,12 +16,12 @@ import zstandard
 from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
-from atlas.agent.alerts import Incident
-from atlas.agent.enforce import Rule
-from atlas.agent.uplink import DeviceSummary, Health, ModelAck, RuleAck, RuleChange, SignedRule, TelemetryBatch
-from atlas.agent.uplink import serde
+from atlas.link.incidents import Incident
+from atlas.link.rules import Rule
+from atlas.link.wire import DeviceSummary, Health, ModelAck, RuleAck, RuleChange, SignedRule, TelemetryBatch
+from atlas.link import serde
 from atlas.agent.uplink.client import Uplink
-from atlas.agent.uplink.signing import RuleSigner
+from atlas.link.signing import RuleSigner
 from atlas.central import pki as pki_mod
 from atlas.central.ingest import serve
 from atlas.central.ingest.testing import MemoryHub, MemoryStore, make_pki
@@ -370,10 +370,10 @@ def test_hub_killed_mid_stream_loses_no_incident(pki, tmp_path, make_uplink):
 
 AGENT = """
 import sys, time
-from atlas.agent.uplink import TelemetryBatch
-from atlas.agent.alerts import Incident
+from atlas.link.wire import TelemetryBatch
+from atlas.link.incidents import Incident
 from atlas.agent.uplink.client import Uplink
-from atlas.agent.uplink.tls import TlsFiles
+from atlas.link.tls import TlsFiles
 from pathlib import Path
 d = Path(sys.argv[1])
 up = Uplink(sys.argv[2], "gw-1", TlsFiles(d / "gateways/gw-1.crt", d / "gateways/gw-1.key", d / "ca.crt"),

@@ -7,10 +7,10 @@ import time
 
 import pytest
 
-from atlas.agent.alerts import Incident
-from atlas.agent.uplink import RuleAck, RuleChange, TelemetryBatch
+from atlas.link.incidents import Incident
+from atlas.link.wire import RuleAck, RuleChange, TelemetryBatch
 from atlas.agent.uplink.client import Uplink
-from atlas.agent.uplink.signing import RuleSigner
+from atlas.link.signing import RuleSigner
 from atlas.central.ingest import serve
 from atlas.central.ingest.testing import make_pki
 

@@ -13,9 +13,9 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from atlas.agent.detect import packaged_models_dir
-from atlas.agent.detect.bundle import BundleError, read_bundle_dir, unpack_bundle
-from atlas.agent.uplink import GatewayInfo, ModelAck, ModelUpdate, RuleChange
-from atlas.agent.uplink.signing import RuleSigner, RuleVerifier
+from atlas.link.bundle import BundleError, read_bundle_dir, unpack_bundle
+from atlas.link.wire import GatewayInfo, ModelAck, ModelUpdate, RuleChange
+from atlas.link.signing import RuleSigner, RuleVerifier
 from atlas.central.audit import AuditLog
 from atlas.central.decide.playbook import Playbook
 from atlas.central.hub import Hub, OperatorError
@@ -128,7 +128,7 @@ def test_a_gateway_that_was_away_gets_the_desired_model_after_its_rules(hub):
 
 
 def test_health_reports_the_running_model(hub):
-    from atlas.agent.uplink import Health, TelemetryBatch
+    from atlas.link.wire import Health, TelemetryBatch
 
     connect(hub, "gw-1")
     hub.telemetry("gw-1", TelemetryBatch(1, time.time(), health=Health(time.time(), model_versions={"bundle": "v7"})))
@@ -149,7 +149,7 @@ def test_store_refuses_a_known_version_with_other_content(hub):
 
 
 def test_load_bundle_from_a_folder_or_a_file_with_clear_errors(tmp_path):
-    from atlas.agent.detect.bundle import pack_bundle
+    from atlas.link.bundle import pack_bundle
 
     assert load_bundle(packaged_models_dir()).files == SHIPPED.files
     (tmp_path / "b.bundle").write_bytes(pack_bundle(SHIPPED))
@@ -201,7 +201,7 @@ def test_cli_push_and_list(tmp_path, key):
         meta = other.meta
         meta["clip"] = 1.0
         other.files["meta.json"] = json.dumps(meta).encode()
-        from atlas.agent.detect.bundle import pack_bundle
+        from atlas.link.bundle import pack_bundle
         (tmp_path / "other.bundle").write_bytes(pack_bundle(other))
         clash = run("models", "push", tmp_path / "other.bundle", "--db", db)
         assert clash.returncode == 2 and "already stored with other content" in clash.stderr

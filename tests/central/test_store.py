@@ -6,8 +6,8 @@ import threading
 
 import pytest
 
-from atlas.agent.enforce import Rule
-from atlas.agent.uplink import DeviceSummary, GatewayInfo, Health
+from atlas.link.rules import Rule
+from atlas.link.wire import DeviceSummary, GatewayInfo, Health
 from atlas.central.store import (DecisionRecord, HubIncident, RuleRecord, StoreError,
                                  open_store)
 from atlas.central.store.migrations import LATEST_VERSION, SQLITE_MIGRATIONS
@@ -268,7 +268,8 @@ def test_reader_is_not_blocked_by_a_writer_transaction(tmp_path):
 def test_wire_summaries_are_stored_as_received_and_read_back(tmp_path, compress):
     """Ingest hands the store the gateway's payload (PackedDevices): kept byte for byte, never
     decoded on the way in, and read back as the same summaries a full decode gives."""
-    from atlas.agent.uplink import TelemetryBatch, serde
+    from atlas.link.wire import TelemetryBatch
+    from atlas.link import serde
     from atlas.central.store.codec import CodecError, unpack_devices
 
     devices = [DeviceSummary(f"cam-é{i}", f"10.0.0.{i}", 1.5, 2.5, i, 10 * i, [0.1 * i, -3.0, 7.25])

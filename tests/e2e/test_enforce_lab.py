@@ -18,12 +18,12 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import lab  # noqa: E402
 
-from atlas.agent.enforce import Rule  # noqa: E402
+from atlas.link.rules import Rule  # noqa: E402
 from atlas.agent.enforce.backend import Element  # noqa: E402
 from atlas.agent.enforce.enforcer import Enforcer  # noqa: E402
 from atlas.agent.enforce.nft import NftBackend  # noqa: E402
-from atlas.agent.enforce.validate import Allowlist  # noqa: E402
-from atlas.agent.uplink import RuleChange, SignedRule  # noqa: E402
+from atlas.link.rules import Allowlist  # noqa: E402
+from atlas.link.wire import RuleChange, SignedRule  # noqa: E402
 
 REASON = lab.netns_unavailable_reason() or lab.mosquitto_unavailable_reason()
 pytestmark = [pytest.mark.netns, pytest.mark.slow, pytest.mark.skipif(bool(REASON), reason=REASON or "ok")]

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from atlas.agent.alerts import Incident
-from atlas.agent.uplink import GatewayInfo, RuleAck, RuleChange, TelemetryBatch
+from atlas.link.incidents import Incident
+from atlas.link.wire import GatewayInfo, RuleAck, RuleChange, TelemetryBatch
 from atlas.agent.uplink.client import Uplink
 from atlas.central.pki import PkiDir, init_pki, issue_gateway
 

@@ -27,8 +27,8 @@ import lab  # noqa: E402
 from lab import wait_for  # noqa: E402
 
 from atlas.agent.detect import packaged_models_dir  # noqa: E402
-from atlas.agent.detect.bundle import Bundle, pack_bundle, read_bundle_dir  # noqa: E402
-from atlas.agent.uplink.signing import RuleSigner  # noqa: E402
+from atlas.link.bundle import Bundle, pack_bundle, read_bundle_dir  # noqa: E402
+from atlas.link.signing import RuleSigner  # noqa: E402
 from atlas.central.models import bundle_record  # noqa: E402
 from atlas.central.pki import PkiDir, init_pki, issue_gateway  # noqa: E402
 from atlas.central.store import open_store  # noqa: E402

@@ -13,7 +13,7 @@ import time
 import numpy as np
 import pytest
 
-from atlas.agent import control
+from atlas.link import control
 
 
 def _status() -> dict:

@@ -10,6 +10,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from atlas.agent import metrics
+from atlas.central.metrics import CentralMetrics
 
 
 def _scrape(url: str) -> dict[tuple[str, tuple], float]:
@@ -102,7 +103,7 @@ def test_unknown_hub_state_is_refused_by_name():
 
 
 def test_central_metrics_scraped_over_http():
-    m = metrics.CentralMetrics(version="0.1.0")
+    m = CentralMetrics(version="0.1.0")
     server = m.serve(port=0)
     try:
         m.observe_telemetry(1000)

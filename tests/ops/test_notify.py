@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from atlas.agent import notify
+from atlas.link import notify
 
 
 def _listener(path: Path | str) -> socket.socket:
@@ -105,7 +105,7 @@ def test_tick_pings_at_most_once_per_interval(short_tmp):
 # `hang` appears the loop gets stuck inside its work (as a deadlocked capture read would).
 DAEMON = textwrap.dedent("""
     import os, sys, time
-    from atlas.agent import notify
+    from atlas.link import notify
     hang = sys.argv[1]
     notify.ready("test daemon up")
     wd = notify.watchdog()

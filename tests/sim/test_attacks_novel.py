@@ -18,7 +18,7 @@ from sim_pcap import ACK, RST, SYN, checksums_ok, mqtt_messages, read_frames, st
 from atlas.firmware_profiles import load_device_profiles  # noqa: E402
 from atlas.sim.attacks import ATTACKS, NOVEL_KINDS, AttackSpec  # noqa: E402
 from atlas.sim.attacks.mirai import MIRAI_CREDENTIALS  # noqa: E402
-from atlas.sim.traffic import generate_capture  # noqa: E402
+from atlas.sim.capture import generate_capture  # noqa: E402
 
 SUBNET = ipaddress.ip_network("10.20.0.0/16")
 COMPROMISED = "10.20.1.7"

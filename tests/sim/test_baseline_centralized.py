@@ -19,8 +19,8 @@ from atlas.sim.evaluate.baselines.centralized import (
 )
 from atlas.sim.evaluate.baselines.decoded import PACKETS, DecodedCapture, decode_capture
 from atlas.sim.evaluate.baselines.signature import run_rules
-from atlas.sim.traffic import generate_capture
-from atlas.sim.traffic.capture import AttackStep
+from atlas.sim.capture import generate_capture
+from atlas.sim.capture import AttackStep
 
 T0 = 1_767_254_400.0
 HOME = ["10.20.0.0/16"]

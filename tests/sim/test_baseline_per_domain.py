@@ -6,7 +6,7 @@ from types import SimpleNamespace
 
 from atlas.central.correlate import Topology, correlate
 from atlas.sim.evaluate.campaigns import city_events, run_correlation, score_campaigns
-from atlas.sim.traffic.capture import AttackStep
+from atlas.sim.capture import AttackStep
 
 T0 = 1_767_254_400.0
 EXT = "203.0.113.10"

@@ -6,7 +6,7 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
-from atlas.agent.alerts import Incident
+from atlas.link.incidents import Incident
 from atlas.agent.decode import PUBLISH, TCP_ACK, TCP_SYN
 from atlas.agent.decode.mqtt import topic_hash
 from atlas.agent.decode.packets import AddressBook
@@ -20,7 +20,7 @@ from atlas.sim.evaluate.baselines.playbook import (
     raised_at,
     static_responses,
 )
-from atlas.sim.traffic.capture import AttackStep
+from atlas.sim.capture import AttackStep
 
 T0 = 1_767_254_400.0
 GW = "gw-d01-tra"
@@ -56,7 +56,7 @@ def test_atlas_uses_the_hub_decision_step_with_the_profiles():
     assert (rs["10.1.1.2"].action, rs["10.1.1.2"].target) == ("revoke_mqtt", "pk-d01-0002")
     assert rs["10.1.1.3"].action == "rate_limit"
     # an allowlisted address gets nothing
-    assert atlas_responses({GW: [incident("203.0.113.9")]}, inv, allowlist=Allowlist(["203.0.113.0/24"])) == []
+    assert atlas_responses({GW: [incident("203.0.113.9")]}, inv, allowlist=Allowlist.parse(["203.0.113.0/24"])) == []
 
 
 def test_a_pivot_device_is_known_on_other_gateways_unless_the_inventory_is_per_gateway():

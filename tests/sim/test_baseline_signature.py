@@ -39,7 +39,8 @@ from atlas.sim.evaluate.baselines.signature import (
     run_rules,
 )
 from atlas.sim.evaluate.baselines.windows import crossings, episodes
-from atlas.sim.traffic import LookalikeSpec, generate_capture
+from atlas.sim.traffic import LookalikeSpec
+from atlas.sim.capture import generate_capture
 
 HOME = ["10.20.0.0/16"]
 T0 = 1_767_254_400.0

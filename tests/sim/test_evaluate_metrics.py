@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from atlas.agent.alerts import Incident
+from atlas.link.incidents import Incident
 from atlas.sim.evaluate import metrics as M
 
 GW = "gw-d01-tra"

@@ -8,7 +8,7 @@ import shutil
 
 import pytest
 
-from atlas.agent.alerts import Incident
+from atlas.link.incidents import Incident
 from atlas.sim.cli import main
 from atlas.sim.evaluate.baselines import BASELINES, BaselineResult, load_all
 from atlas.sim.evaluate.city import CityError, load_city

@@ -80,7 +80,7 @@ def test_ground_truth_windows_hold_the_attacker_packets(run):
     [start, end], the first and last are its ends, and the tool's own times agree."""
     from scapy.all import IP, PcapReader
 
-    from atlas.sim.traffic.capture import read_ground_truth
+    from atlas.sim.capture import read_ground_truth
 
     steps = read_ground_truth(run.out / "ground_truth.jsonl")
     assert sorted(s.kind for s in steps) == sorted(s.kind for s in run.steps)

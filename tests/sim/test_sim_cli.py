@@ -81,7 +81,7 @@ def test_module_runs_as_a_program():
 
 
 def test_all_attacks_and_lookalikes_in_disjoint_slots(tmp_path):
-    from atlas.agent.alerts import KNOWN_KINDS
+    from atlas.link.incidents import KNOWN_KINDS
 
     out = tmp_path / "all"
     assert main(["generate", "--devices", "8", "--duration", "240", "--seed", "5", "--out", str(out),

@@ -15,10 +15,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # tests/sim/sim_pcap.p
 
 from sim_pcap import ACK, FIN, RST, SYN, checksums_ok, mqtt_messages, read_frames, streams, timed_messages, tshark_fields  # noqa: E402
 
-from atlas.agent.alerts import KNOWN_KINDS  # noqa: E402
+from atlas.link.incidents import KNOWN_KINDS  # noqa: E402
 from atlas.firmware_profiles import load_device_profiles  # noqa: E402
 from atlas.sim.attacks import AttackSpec  # noqa: E402
-from atlas.sim.traffic import BenignOptions, LookalikeSpec, generate_capture  # noqa: E402
+from atlas.sim.traffic import BenignOptions, LookalikeSpec
+from atlas.sim.capture import generate_capture  # noqa: E402
 
 BROKER = "10.20.0.1"
 ATTACKS = [

@@ -276,7 +276,7 @@ def policy_responses(city: Any, incidents: Mapping[str, Iterable[Any]], *, stati
                      dispatch_s: float = DISPATCH_S) -> dict[str, list[Response]]:
     """{"atlas": the hub's decision step's rules, "static": the static playbook's} for the incidents."""
     incidents = {gw: list(v) for gw, v in incidents.items()}
-    brokers = Allowlist(g.get("broker", "") for g in city.gateways if g.get("broker"))
+    brokers = Allowlist.parse(g.get("broker", "") for g in city.gateways if g.get("broker"))
     return {"atlas": atlas_responses(incidents, city_inventory(city), allowlist=brokers, dispatch_s=dispatch_s),
             "static": static_responses(incidents, ttl=static_ttl, dispatch_s=dispatch_s)}
 

@@ -1,6 +1,6 @@
 """Train the agent's models, evaluate them, write the model folder and its model card.
 
-    python -m atlas.central.train --out agent/detect/models [--zero-day]
+    python -m atlas.train --out agent/detect/models [--zero-day]
 
 Reproducible: the corpus is generated from fixed seeds (training and test seeds disjoint),
 training is seeded, and the MQTTset captures are read from ../shared/data/mqttset when present.
@@ -15,24 +15,19 @@ from pathlib import Path
 
 import numpy as np
 
-from atlas.agent.alerts import KNOWN_KINDS
+from atlas.link.incidents import KNOWN_KINDS
 from atlas.agent.detect import BENIGN
-from atlas.central.train.corpus import generate
-from atlas.central.train.dataset import FIELDS, LabeledCapture, Rows, capture_rows, mqttset_captures
-from atlas.central.train.evaluate import evaluate_capture, summarize
-from atlas.central.train.fit import fit, write_models
-from atlas.central.train.modelcard import write_model_card
+from atlas.train.corpus import generate
+from atlas.train.dataset import LabeledCapture, Rows, mqttset_captures
+from atlas.train.evaluate import evaluate_capture, summarize
+from atlas.train.fit import fit, write_models
+from atlas.train.modelcard import write_model_card
+from atlas.train.recipe import DEFAULT_MQTTSET, cached_rows, log, seeds, with_scan_aftermath
 
-DEFAULT_MQTTSET = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "mqttset"
-
-
-def seeds(text: str) -> list[int]:
-    lo, _, hi = text.partition("-")
-    return list(range(int(lo), int(hi or lo) + 1))
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m atlas.central.train", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="python -m atlas.train", description=__doc__.splitlines()[0])
     p.add_argument("--out", type=Path, default=Path("agent/detect/models"), help="model folder to write")
     p.add_argument("--work", type=Path, default=Path(".train-work"), help="generated captures and caches")
     p.add_argument("--train-seeds", type=seeds, default=seeds("1-8"))
@@ -60,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     log(f"models written to {args.out} ({time.time() - t0:.0f}s)")
 
     report = {
-        "command": "python -m atlas.central.train " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "command": "python -m atlas.train " + " ".join(argv if argv is not None else sys.argv[1:]),
         "split": "training seeds %s, test seeds %s (disjoint captures, devices, addresses and attack draws); "
         "MQTTset captures are in training, so their figures are in-sample" % (args.train_seeds, args.test_seeds),
         "test": summarize([evaluate_capture(c, detector) for c in test_caps]),
@@ -69,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.zero_day:
         report["zero_day"] = zero_day(train, test_caps, mqttset, args)
     if args.realism and mqttset:
-        from atlas.central.train.realism import realism_check
+        from atlas.train.realism import realism_check
 
         report["realism"] = realism_check(args.work, args.mqttset, train_seeds=args.train_seeds, devices=args.devices,
                                           duration=args.duration, seed=args.seed)
@@ -104,37 +99,9 @@ def _only(cap: LabeledCapture, kind: str) -> LabeledCapture:
     return LabeledCapture(cap.path, cap.source, [a for a in cap.attacks if a.kind == kind], cap.lookalikes)
 
 
-def cached_rows(cap: LabeledCapture, work: Path) -> Rows:
-    from atlas.agent.features.schema import SCHEMA_VERSION
-    from atlas.central.train.dataset import LABELLING
-
-    # Keyed by the capture's folder (the attack plan), the feature schema and the labelling rules.
-    cache = work / "rows" / f"{cap.source.replace('/', '_')}.{cap.path.parent.name}.v{SCHEMA_VERSION}.{LABELLING}.npz"
-    stamp = cap.path.stat().st_mtime
-    if cache.exists():
-        z = np.load(cache, allow_pickle=True)
-        if float(z["stamp"]) == stamp and all(f in z for f in FIELDS):
-            return Rows(*(z[f] for f in FIELDS))
-    rows = capture_rows(cap)
-    cache.parent.mkdir(parents=True, exist_ok=True)
-    np.savez(cache, stamp=stamp, **{f: getattr(rows, f) for f in FIELDS})
-    return rows
-
-
-def with_scan_aftermath(rows: Rows, seed: int) -> Rows:
-    """The rows and benign rows of devices after a scan (central/train/aftermath.py)."""
-    from atlas.central.train import aftermath
-
-    return Rows.concat([rows, aftermath.scan_aftermath_rows(rows, aftermath.ROWS, seed=seed)])
-
-
 def class_counts(rows: Rows) -> dict[str, int]:
     names, counts = np.unique(rows.y.astype(str), return_counts=True)
     return {BENIGN: int(counts[names == BENIGN].sum())} | {n: int(c) for n, c in zip(names, counts) if n != BENIGN}
-
-
-def log(msg: str) -> None:
-    print(f"[train] {msg}", file=sys.stderr, flush=True)
 
 
 if __name__ == "__main__":

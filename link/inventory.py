@@ -5,7 +5,7 @@ tolerated responses) and each gateway's profile-conformance check
 (atlas.agent.detect.conformance: profile, address, client id). This module reads the file and
 validates what every entry has in common; each side then looks the profile up its own way
 (the hub accepts an unknown profile with an explicit `criticality`, the agent cannot check a
-profile it does not have). It lives in the agent because a gateway must not import the hub.
+profile it does not have). It is part of the contract package because both sides read it.
 
     [[device]]
     address = "10.20.1.5"        # IPv4/IPv6; optional if client_id is given

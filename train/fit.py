@@ -11,8 +11,8 @@ import numpy as np
 from atlas.agent.detect import BENIGN, Detector
 from atlas.agent.detect.runtime import Int8Model
 from atlas.agent.features.schema import FEATURE_NAMES, SCHEMA_VERSION
-from atlas.central.train.dataset import Rows
-from atlas.central.train.models import to_int8_tflite, train_autoencoder, train_classifier
+from atlas.train.dataset import Rows
+from atlas.train.models import to_int8_tflite, train_autoencoder, train_classifier
 
 STD_FLOOR = 0.5  # features are on log scales: one unit (a count x2.7) is at most 2 sigma, so a
 # feature that is near-constant in benign training data (a device connecting) cannot explode

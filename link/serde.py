@@ -1,7 +1,7 @@
 """Serde: the one place where ATLAS domain types meet the generated protobuf code (atlas.v1).
 
 Pairs of `x_to_proto` / `x_from_proto`, tested as round trips. Everything else in ATLAS deals
-in the dataclasses of atlas.agent.uplink, atlas.agent.alerts and atlas.agent.enforce.
+in the dataclasses of atlas.link.wire, atlas.link.incidents and atlas.link.rules.
 `x_from_proto` raises WireError, naming the field, for data that cannot be a valid `x`.
 Telemetry travels inside an envelope whose payload is the serialized batch, zstd-compressed.
 """
@@ -15,19 +15,9 @@ from typing import Any, Iterator
 
 import zstandard
 
-from atlas.agent.alerts import Incident
-from atlas.agent.enforce import ACTIONS, Rule
-from atlas.agent.uplink import (
-    DeviceSummary,
-    GatewayInfo,
-    Health,
-    ModelAck,
-    ModelUpdate,
-    RuleAck,
-    RuleChange,
-    SignedRule,
-    TelemetryBatch,
-)
+from atlas.link.incidents import Incident
+from atlas.link.rules import ACTIONS, Rule
+from atlas.link.wire import DeviceSummary, GatewayInfo, Health, ModelAck, ModelUpdate, RuleAck, RuleChange, SignedRule, TelemetryBatch
 from atlas.v1 import rules_pb2, telemetry_pb2
 
 PROTOCOL_VERSION = 1

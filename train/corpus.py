@@ -12,8 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
-from atlas.agent.alerts import KNOWN_KINDS
-from atlas.central.train.dataset import AttackLabel, LabeledCapture
+from atlas.link.incidents import KNOWN_KINDS
+from atlas.train.dataset import AttackLabel, LabeledCapture
 
 # Intensity ranges drawn per capture (uniform in log space between the bounds): from barely
 # above benign to blatant, so the models learn the kind rather than one intensity.
@@ -31,7 +31,7 @@ INTEGER_PARAMS = {"ports", "hosts", "connections", "count", "filters"}
 
 # Share of the port scans run from one of the capture's own devices (compromised, as Mirai
 # bots scan: its usual traffic goes on after the scan, and its rows from AFTERMATH_S after it
-# are benign, central/train/dataset.py) rather than a rogue host, and share of the connection
+# are benign, train/dataset.py) rather than a rogue host, and share of the connection
 # DoS whose clients all publish to one fixed topic (not malaria's per-client topics: the DoS
 # must be known by its connection churn). Compromised devices running every kind (share 0.5,
 # bench/RESULTS.md "Detection quality", candidate A) cost 17 false `topic_scan` incidents on a
@@ -100,7 +100,7 @@ def generate(work: Path, seed: int, *, devices: int = 40, duration: float = 900.
     """Generate (or reuse, if already there) the capture of one seed. Odd seeds start with
     every device booting (connecting inside the capture), even seeds with sessions up."""
     from atlas.sim.traffic.benign import BenignOptions
-    from atlas.sim.traffic.capture import generate_capture, read_ground_truth
+    from atlas.sim.capture import generate_capture, read_ground_truth
 
     out = work / f"{corpus_name()}seed-{seed}"  # cached captures: the name changes with the attack plan
     pcap, truth = out / "capture.pcap", out / "ground_truth.jsonl"

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from atlas.agent.detect import inventory as shared
+from atlas.link import inventory as shared
 from atlas.agent.detect.conformance import load_device_inventory
 from atlas.firmware_profiles import load_device_profiles
 

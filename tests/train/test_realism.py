@@ -9,8 +9,8 @@ import pytest
 
 pytest.importorskip("tensorflow", reason="training needs the `train` extra (TensorFlow)")
 
-from atlas.central.train.__main__ import DEFAULT_MQTTSET  # noqa: E402
-from atlas.central.train.realism import main, realism_check, record  # noqa: E402
+from atlas.train.recipe import DEFAULT_MQTTSET  # noqa: E402
+from atlas.train.realism import main, realism_check, record  # noqa: E402
 
 pytestmark = [pytest.mark.train, pytest.mark.slow]
 MODELS = Path(__file__).resolve().parents[2] / "agent" / "detect" / "models"

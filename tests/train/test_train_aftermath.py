@@ -9,8 +9,8 @@ from atlas.agent.decode import PACKET_DTYPE, TCP_ACK, TCP_SYN
 from atlas.agent.detect import BENIGN
 from atlas.agent.features.schema import FEATURE_NAMES, HALF_LIVES
 from atlas.agent.features.windows import FeatureExtractor
-from atlas.central.train.aftermath import add_scan_residue, scan_aftermath_rows
-from atlas.central.train.dataset import AFTERMATH_S, TAIL_S, AttackLabel, LabeledCapture, Rows, capture_rows
+from atlas.train.aftermath import add_scan_residue, scan_aftermath_rows
+from atlas.train.dataset import AFTERMATH_S, TAIL_S, AttackLabel, LabeledCapture, Rows, capture_rows
 
 DEVICE, BROKER = 0x0A000005, 0x0A000002
 
@@ -73,9 +73,9 @@ def test_synthetic_aftermath_rows_are_benign_and_carry_a_residue():
 
 @pytest.fixture(scope="module")
 def compromised_scan(tmp_path_factory):
-    from atlas.central.train.corpus import device_addresses
+    from atlas.train.corpus import device_addresses
     from atlas.sim.attacks import AttackSpec
-    from atlas.sim.traffic.capture import generate_capture
+    from atlas.sim.capture import generate_capture
 
     seed, devices = 11, 12
     attacker = device_addresses(seed, devices)[3]  # publishes every few seconds

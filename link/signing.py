@@ -28,9 +28,9 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from atlas.agent.enforce import Rule
-from atlas.agent.uplink import ModelUpdate, SignedRule
-from atlas.agent.uplink.vocabulary import RuleRejected
+from atlas.link.rules import Rule
+from atlas.link.wire import ModelUpdate, SignedRule
+from atlas.link.rules import RuleRejected
 
 RULE_TAG = b"atlas.v1.Rule\x00"
 MODEL_TAG = b"atlas.v1.ModelUpdate\x00"

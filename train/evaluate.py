@@ -9,7 +9,7 @@ from atlas.agent.capture.pcapfile import read_capture
 from atlas.agent.config import AgentConfig
 from atlas.agent.detect import Detector
 from atlas.agent.pipeline import AgentPipeline
-from atlas.central.train.dataset import LabeledCapture
+from atlas.train.dataset import LabeledCapture
 
 MATCH_SLACK_S = 30.0  # an incident counts for an attack if it starts at most this long after it
 

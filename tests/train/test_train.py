@@ -9,10 +9,10 @@ import pytest
 pytest.importorskip("tensorflow", reason="training needs the `train` extra (TensorFlow)")
 
 from atlas.agent.detect import BENIGN, Detector  # noqa: E402
-from atlas.central.train.corpus import generate  # noqa: E402
-from atlas.central.train.dataset import Rows, capture_rows  # noqa: E402
-from atlas.central.train.evaluate import evaluate_capture, summarize  # noqa: E402
-from atlas.central.train.fit import fit, write_models  # noqa: E402
+from atlas.train.corpus import generate  # noqa: E402
+from atlas.train.dataset import Rows, capture_rows  # noqa: E402
+from atlas.train.evaluate import evaluate_capture, summarize  # noqa: E402
+from atlas.train.fit import fit, write_models  # noqa: E402
 
 pytestmark = [pytest.mark.train, pytest.mark.slow]
 

@@ -111,13 +111,13 @@ def _realism(r: dict) -> list[str]:
 
 
 def _corpus_plan() -> str:
-    from atlas.central.train import aftermath, corpus, dataset
+    from atlas.train import aftermath, corpus, dataset
 
     return (
         f"Attacks of {', '.join(corpus.COMPROMISED_KINDS)} run from one of the capture's own devices "
         f"(compromised) with probability {corpus.COMPROMISED_SHARE:g}, and such a device's rows from "
         f"{dataset.AFTERMATH_S:g} s after its attack are benign; {aftermath.ROWS} `synthetic/scan-aftermath` rows "
-        "are benign rows with a past scan's residue added to their damped windows (central/train/aftermath.py); "
+        "are benign rows with a past scan's residue added to their damped windows (train/aftermath.py); "
         f"connection DoS clients publish to one fixed topic with probability {corpus.FIXED_TOPIC_SHARE:g} "
         "(otherwise MQTT-malaria's per-client topics)."
     )

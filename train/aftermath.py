@@ -19,7 +19,7 @@ import numpy as np
 from atlas.agent.detect import BENIGN
 from atlas.agent.features.schema import FEATURE_NAMES, HALF_LIVES
 from atlas.agent.features.windows import RATIO_MIN_EVENTS
-from atlas.central.train.dataset import Rows
+from atlas.train.dataset import Rows
 
 ROWS = 2000  # synthetic rows added to the training rows (~3 % of the benign ones)
 AFTER_S = (20.0, 300.0)  # time since the scan's last probe, uniform

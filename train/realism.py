@@ -1,6 +1,6 @@
 """Realism check: models trained on simulated traffic only, tested on the real MQTTset captures.
 
-    python -m atlas.central.train.realism --work .train-work --models agent/detect/models
+    python -m atlas.train.realism --work .train-work --models agent/detect/models
 
 The shipped models have MQTTset in their training data, so their MQTTset figures are
 in-sample. This check answers the question the simulator has to pass: does a detector that
@@ -17,12 +17,12 @@ import sys
 import time
 from pathlib import Path
 
-from atlas.central.train.__main__ import DEFAULT_MQTTSET, cached_rows, log, seeds, with_scan_aftermath
-from atlas.central.train.corpus import generate
-from atlas.central.train.dataset import Rows, mqttset_captures
-from atlas.central.train.evaluate import evaluate_capture, summarize
-from atlas.central.train.fit import fit, write_models
-from atlas.central.train.modelcard import write_model_card
+from atlas.train.recipe import DEFAULT_MQTTSET, cached_rows, log, seeds, with_scan_aftermath
+from atlas.train.corpus import generate
+from atlas.train.dataset import Rows, mqttset_captures
+from atlas.train.evaluate import evaluate_capture, summarize
+from atlas.train.fit import fit, write_models
+from atlas.train.modelcard import write_model_card
 
 
 def realism_check(work: Path, mqttset: Path, *, train_seeds: list[int], devices: int, duration: float,
@@ -53,7 +53,7 @@ def realism_check(work: Path, mqttset: Path, *, train_seeds: list[int], devices:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m atlas.central.train.realism", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="python -m atlas.train.realism", description=__doc__.splitlines()[0])
     p.add_argument("--work", type=Path, default=Path(".train-work"), help="generated captures and caches")
     p.add_argument("--models", type=Path, default=Path("agent/detect/models"),
                    help="model folder whose evaluation.json and MODEL_CARD.md get the result")
@@ -70,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     except FileNotFoundError as e:
         print(f"realism: {e}", file=sys.stderr)
         return 2
-    report["command"] = "python -m atlas.central.train.realism " + " ".join(argv if argv is not None else sys.argv[1:])
+    report["command"] = "python -m atlas.train.realism " + " ".join(argv if argv is not None else sys.argv[1:])
     record(args.models, report)
     log(f"realism: {report['detected']}/{report['attacks']} real attacks detected by sim-only models, "
         f"{report['false_incidents']} false incidents on {report['benign_device_days']} benign device-days "
