@@ -23,7 +23,7 @@ deps:
 demo: deps venv
 	$(PY) -m atlas.sim.demo
 
-# The full evaluation of issue 3: 5,000 devices, 50 gateways, an hour of traffic (3 GB of pcap
+# The full evaluation: 5,000 devices, 50 gateways, an hour of traffic (3 GB of pcap
 # in out/city5k/city; about 10 minutes on 2 cores), report in out/city5k/report.
 evaluation: deps venv
 	$(PY) -m atlas.sim.demo --out out/city5k --devices 5000 --gateways 50 --duration 3600 --seed 7

@@ -71,13 +71,6 @@ class GatewayProfile:
         cores = self.cores or (self.hardware.cores if self.hardware else 1)
         return max(10, round(self.cpu_budget_percent * cores * headroom))
 
-    def as_dict(self) -> dict[str, Any]:
-        data = dataclasses.asdict(self)
-        data["detectors"] = list(self.detectors)
-        data["match"] = list(self.match)
-        return data
-
-
 _FILE_KEYS = {f.name for f in dataclasses.fields(GatewayProfile)} - {"source", "hardware"}
 
 

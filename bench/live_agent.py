@@ -1,6 +1,6 @@
 """The whole agent live: CPU share, kernel drops and flood detection at offered packet rates.
 
-    python bench/live_agent.py --rates 5000,20000,50000 --seconds 20      # issue 2's live figure
+    python bench/live_agent.py --rates 5000,20000,50000 --seconds 20      # the live figures in RESULTS
     python bench/live_agent.py --rates 5000 --seconds 600                 # memory after 10 minutes
 
 For each rate it builds a lab (tests/lab.py: a gateway namespace with a bridge, a device

@@ -1,4 +1,4 @@
-"""The hub core's share of issue 4's goals, as ratios measured in the same run:
+"""The hub core's goals, as ratios measured in the same run:
 
 1. Ingest with the real store: telemetry records/s through the mTLS servicer AND the real Hub
    (SQLite, group commit, fsync per commit), 8 gateways streaming 250- and 1000-device batches

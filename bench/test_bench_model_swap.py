@@ -1,4 +1,4 @@
-"""Model hot swap on the gateway, measured (issue 4, model updates):
+"""Model hot swap on the gateway, measured:
 
 1. Nothing lost: a simulated gateway capture with attacks replayed through the agent's pipeline
    twice in the same run, once with no update and once while bundles are pushed (checked,

@@ -1,4 +1,4 @@
-"""The wire's two goals, measured (issue 4):
+"""The wire's two goals, measured:
 
 1. Telemetry bytes per device-hour: ATLAS (zstd-compressed protobuf batches of per-device
    feature summaries and health) against uncompressed protobuf, gzip (gRPC's own compression)

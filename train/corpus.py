@@ -33,9 +33,9 @@ INTEGER_PARAMS = {"ports", "hosts", "connections", "count", "filters"}
 # bots scan: its usual traffic goes on after the scan, and its rows from AFTERMATH_S after it
 # are benign, train/dataset.py) rather than a rogue host, and share of the connection
 # DoS whose clients all publish to one fixed topic (not malaria's per-client topics: the DoS
-# must be known by its connection churn). Compromised devices running every kind (share 0.5,
-# bench/RESULTS.md "Detection quality", candidate A) cost 17 false `topic_scan` incidents on a
-# city back-end; the other kinds stay with rogue hosts. The draws are skipped at 0.
+# must be known by its connection churn). Only port scans come from compromised devices: with
+# every kind from them, benign devices' rows after an attack were learned as attack rows (false
+# `topic_scan` incidents; bench/RESULTS.md "Detection quality"). The draws are skipped at 0.
 COMPROMISED_SHARE = 0.5
 COMPROMISED_KINDS: tuple[str, ...] = ("port_scan",)  # the kinds a compromised device runs
 FIXED_TOPIC_SHARE = 0.5

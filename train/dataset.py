@@ -8,7 +8,6 @@ from AFTERMATH_S after it are benign, those in between left out.
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -109,16 +108,6 @@ def capture_rows(cap: LabeledCapture, cfg: AgentConfig | None = None) -> Rows:
         hard |= (y == BENIGN) & (X[:, FEATURE_NAMES.index("mqtt_connect@2s")] >= np.log1p(0.5))
     rows = Rows(X, y, names, times, np.full(len(names), cap.source, dtype=object), hard)
     return rows.take(keep)
-
-
-def ground_truth_labels(path: Path) -> list[AttackLabel]:
-    """Attack labels from a simulator ground_truth.jsonl."""
-    labels = []
-    for line in Path(path).read_text().splitlines():
-        if line.strip():
-            g = json.loads(line)
-            labels.append(AttackLabel(g["attacker"], g["kind"], float(g["start"]), float(g["end"])))
-    return labels
 
 
 # The MQTTset captures in ../shared/data/mqttset: one attack class per file, one attacker.

@@ -172,9 +172,6 @@ class FlowTable:
         s = np.flatnonzero(rows["used"] & (rows["last"] < before))
         return s[np.argsort(rows["last"][s], kind="stable")]
 
-    def used_slots(self) -> np.ndarray:
-        return np.flatnonzero(self.rows["used"])
-
     def _grow(self) -> None:
         cap = len(self.rows)
         rows = np.zeros(2 * cap, dtype=ROW_DTYPE)

@@ -48,10 +48,6 @@ _V6_MAX_EXT = 8
 IPV6_KEY_BASE = 1 << 32  # host keys >= this are interned IPv6 addresses
 
 
-def is_ipv6_key(key: int) -> bool:
-    return key >= IPV6_KEY_BASE
-
-
 class AddressBook:
     """Host keys: an IPv4 address is its 32-bit value; an IPv6 address gets an interned id above
     2**32. Bounded: past `capacity` IPv6 addresses the least recently seen is evicted (counted in

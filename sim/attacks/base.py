@@ -111,10 +111,6 @@ class AttackContext:
         return conn, ready, t_ca
 
 
-def pick_version(rng: np.random.Generator, p5: float = 0.3) -> int:
-    return 5 if rng.random() < p5 else 4
-
-
 def client_id(rng: np.random.Generator, prefix: str) -> str:
     return f"{prefix}{rng.bytes(4).hex()}"
 

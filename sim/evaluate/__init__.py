@@ -1,4 +1,4 @@
-"""The measuring stick (issue 3): `atlas-sim evaluate DIR --out REPORT_DIR`.
+"""The measuring stick: `atlas-sim evaluate DIR --out REPORT_DIR`.
 
 Runs the ATLAS agent on every gateway's capture of a city (atlas.sim.evaluate.agent), scores
 its incidents against the ground truth (atlas.sim.evaluate.metrics), runs the baselines on the

@@ -58,9 +58,6 @@ class City:
     def pcap(self, gw_id: str) -> Path:
         return self.dir / self.gateway(gw_id)["pcap"]
 
-    def domain_of(self, gw_id: str) -> str:
-        return str(self.gateway(gw_id)["domain"])
-
     def devices_of(self, gw_id: str) -> int:
         """Devices behind a gateway (city.json's count, else the device list's)."""
         g = self.gateway(gw_id)

@@ -119,11 +119,6 @@ def unsubscribe(packet_id: int, filters: list[str], *, version: int = 4) -> byte
     return packet(UNSUBSCRIBE, 0x02, body)
 
 
-def puback(packet_id: int) -> bytes:
-    # Reason code and properties may be omitted in 5.0 when the reason is Success.
-    return packet(PUBACK, 0, struct.pack(">H", packet_id))
-
-
 def pingreq() -> bytes:
     return b"\xc0\x00"
 

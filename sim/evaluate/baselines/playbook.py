@@ -312,13 +312,6 @@ def summarize(policies: Mapping[str, Sequence[Response]],
     return totals
 
 
-def compare(city: Any, incidents: Mapping[str, Iterable[Any]], *, static_ttl: float = STATIC_TTL_S,
-            dispatch_s: float = DISPATCH_S) -> dict[str, dict[str, Any]]:
-    """ATLAS's responses and the static playbook's on every gateway, summed over the city."""
-    policies = policy_responses(city, incidents, static_ttl=static_ttl, dispatch_s=dispatch_s)
-    return summarize(policies, (gateway_outcome(city, gw, None, policies) for gw in city.gateway_ids))
-
-
 def _describe(t: dict[str, Any]) -> str:
     av = f"{100 * t['availability']:.2f} %" if t["availability"] is not None else "n/a"
     stop = f"{100 * t['attacks_stopped']:.1f} %" if t["attacks_stopped"] is not None else "n/a"
