@@ -16,7 +16,7 @@ import numpy as np
 
 from atlas.firmware_profiles import load_device_profiles
 from atlas.sim.traffic.benign import BenignOptions, generate_benign
-from atlas.sim.traffic.inventory import Inventory, build_inventory, ip_int, ip_str
+from atlas.sim.traffic.population import Population, build_population, ip_int, ip_str
 from atlas.sim.traffic.lookalikes import BenignEvent, LookalikeSpec
 from atlas.sim.traffic.payloads import topic_rng
 from atlas.sim.traffic.schedule import NS
@@ -53,7 +53,7 @@ class AttackStep:
 class GroundTruth:
     steps: list[AttackStep]
     benign_events: list[BenignEvent]
-    inventory: Inventory
+    inventory: Population
     seed: int
     start: float
     end: float
@@ -112,7 +112,7 @@ def generate_capture(
     if ip_int(broker) & 0xFF == 0:
         raise ValueError(f"broker: {broker} is a network address")
     profiles = load_device_profiles(profiles_dir)
-    inv = build_inventory(profiles, devices, topic_rng(seed, "inventory"), subnet=subnet, broker=broker,
+    inv = build_population(profiles, devices, topic_rng(seed, "inventory"), subnet=subnet, broker=broker,
                           district=district, gateway=gateway, classes=classes, counts=counts)
     t0 = int(round(start_time * NS))
     t1 = t0 + int(round(duration * NS))

@@ -80,10 +80,10 @@ def attack_specs(rng: np.random.Generator, duration: float, kinds=KNOWN_KINDS, d
 def device_addresses(seed: int, devices: int) -> list[str]:
     """The addresses of the devices `generate_capture` builds for this seed (same inventory draw)."""
     from atlas.firmware_profiles import load_device_profiles
-    from atlas.sim.traffic.inventory import build_inventory
+    from atlas.sim.traffic.population import build_population
     from atlas.sim.traffic.payloads import topic_rng
 
-    inv = build_inventory(load_device_profiles(None), devices, topic_rng(seed, "inventory"))
+    inv = build_population(load_device_profiles(None), devices, topic_rng(seed, "inventory"))
     return [d.ip for d in inv.devices]
 
 

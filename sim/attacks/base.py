@@ -8,7 +8,7 @@ import numpy as np
 
 from atlas.sim.traffic import mqtt
 from atlas.sim.traffic.benign import BenignTraffic
-from atlas.sim.traffic.inventory import Inventory, ip_int
+from atlas.sim.traffic.population import Population, ip_int
 from atlas.sim.traffic.session import BROKER_PORT, open_sessions
 from atlas.sim.traffic.vec import Blobs
 from atlas.sim.traffic.wire import Wire
@@ -42,7 +42,7 @@ class PlannedStep:
 
 
 class AttackContext:
-    def __init__(self, wire: Wire, inv: Inventory, benign: BenignTraffic, t0: int, t1: int, gateway: str):
+    def __init__(self, wire: Wire, inv: Population, benign: BenignTraffic, t0: int, t1: int, gateway: str):
         self.wire, self.inv, self.benign, self.t0, self.t1, self.gateway = wire, inv, benign, t0, t1, gateway
         self.start = t0
         self.dur = 0

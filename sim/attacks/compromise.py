@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from atlas.sim.attacks.base import AttackContext
-from atlas.sim.traffic.inventory import UPLINK_ROUTER_MAC, ip_int
+from atlas.sim.traffic.population import UPLINK_ROUTER_MAC, ip_int
 from atlas.sim.traffic.vec import Blobs
 
 # Ranges a scanner skips or that are not routable on the Internet (RFC 6890 and Mirai's own

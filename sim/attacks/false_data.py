@@ -18,7 +18,7 @@ from atlas.firmware_profiles import FieldSpec, TopicSpec
 from atlas.sim.attacks import attack
 from atlas.sim.attacks.base import NS, AttackContext, PlannedStep, client_id, disconnect_and_close
 from atlas.sim.traffic import mqtt
-from atlas.sim.traffic.inventory import Device
+from atlas.sim.traffic.population import Device
 from atlas.sim.traffic.payloads import json_payloads
 from atlas.sim.traffic.schedule import periodic, poisson
 from atlas.sim.traffic.session import packet_ids, publish

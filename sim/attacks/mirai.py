@@ -16,7 +16,7 @@ import numpy as np
 from atlas.sim.attacks import attack
 from atlas.sim.attacks.base import NS, AttackContext, PlannedStep
 from atlas.sim.attacks.compromise import compromised_device, exchange, inside_host, outside_hosts, public_addresses, twin_host
-from atlas.sim.traffic.inventory import ip_int, ip_str
+from atlas.sim.traffic.population import ip_int, ip_str
 from atlas.sim.traffic.vec import Blobs
 from atlas.sim.traffic.wire import ACK, RST, SYN
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from atlas.firmware_profiles import DOMAINS, DeviceProfile
-from atlas.sim.traffic.inventory import class_counts
+from atlas.sim.traffic.population import class_counts
 
 DOMAIN_ABBREV = {"transportation": "tra", "energy": "ene", "public_safety": "pub"}
 MAX_GATEWAYS = 255  # 10.<k+1>.0.0/16 for k < 255

@@ -31,7 +31,7 @@ import numpy as np
 from atlas.firmware_profiles import DeviceProfile
 from atlas.sim.attacks import ATTACKS, AttackSpec
 from atlas.sim.city.layout import CityLayout, GatewaySpec
-from atlas.sim.traffic.inventory import device_address
+from atlas.sim.traffic.population import device_address
 from atlas.sim.traffic.lookalikes import DEFAULTS as LOOK_DEFAULTS
 from atlas.sim.traffic.lookalikes import LookalikeSpec
 from atlas.sim.traffic.payloads import topic_rng

@@ -162,7 +162,7 @@ class _Recorder:
         self.cpu = 0.0
 
     def attach(self, book) -> None:
-        from atlas.sim.traffic.inventory import ip_int
+        from atlas.sim.traffic.population import ip_int
 
         self.book = book
         for attacker, start, end in self.job.attack_windows:

@@ -15,7 +15,7 @@ from atlas.firmware_profiles import DOMAINS, DeviceProfile, TopicSpec
 from atlas.sim.attacks import ATTACKS, AttackSpec
 from atlas.sim.attacks.base import COMMON_PASSWORDS, COMMON_PORTS, COMMON_USERS
 from atlas.sim.city.layout import GatewayPlace
-from atlas.sim.traffic.inventory import Inventory, build_inventory
+from atlas.sim.traffic.population import Population, build_population
 from atlas.sim.traffic.payloads import topic_payloads, topic_rng
 
 # Attack kinds the live mode runs, and with what (the ground truth records it).
@@ -43,7 +43,7 @@ EXFIL_PORTS = (443, 8443, 8080)
 
 @dataclass
 class LiveGateway(GatewayPlace):
-    inventory: Inventory
+    inventory: Population
 
     @property
     def prefixlen(self) -> int:
@@ -86,7 +86,7 @@ def gateway_layout(devices: int, gateways: int, seed: int, profiles: dict[str, D
     layout = plan_layout({c: p for c, p in profiles.items() if p.domain in domains}, devices, gateways)
     out = []
     for g in layout.gateways:
-        inv = build_inventory(profiles, g.devices, topic_rng(gateway_seed(seed, g.id), "inventory"), subnet=g.subnet, broker=g.broker,
+        inv = build_population(profiles, g.devices, topic_rng(gateway_seed(seed, g.id), "inventory"), subnet=g.subnet, broker=g.broker,
                               district=g.district, gateway=g.id, counts=g.counts)
         out.append(LiveGateway(g.index, g.id, g.district, g.domain, g.subnet, g.broker, inv))
     return out

@@ -1,7 +1,7 @@
 """Traffic generation: the devices behind one gateway, their MQTT sessions over TCP, benign
 look-alikes and attacks, written as pcap with ground truth.
 
-Stages (one module each): inventory (who is on the network) -> schedule (when) -> payloads
+Stages (one module each): population (who is on the network) -> schedule (when) -> payloads
 (what) -> session / benign / lookalikes (MQTT conversations) -> wire (TCP/IP numbering,
 ACKs, checksums, frames). atlas.sim.capture puts them together with the attacks (pcap and
 ground truth).

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from atlas.sim.traffic import mqtt
-from atlas.sim.traffic.inventory import GATEWAY_MAC, OTA_SERVER, UPLINK_ROUTER_MAC, Inventory, ip_int
+from atlas.sim.traffic.population import GATEWAY_MAC, OTA_SERVER, UPLINK_ROUTER_MAC, Population, ip_int
 from atlas.sim.traffic.lookalikes import BenignEvent, LookalikeSpec
 from atlas.sim.traffic.payloads import random_payloads, topic_payloads, topic_rng
 from atlas.sim.traffic.schedule import NS, Peak, periodic, ping_times, poisson
@@ -83,7 +83,7 @@ class _Break:
     fw: tuple | None = None  # firmware download planned in the session this break ends
 
 
-def generate_benign(wire: Wire, inv: Inventory, t0: int, t1: int, seed: int, *,
+def generate_benign(wire: Wire, inv: Population, t0: int, t1: int, seed: int, *,
                     lookalikes: list[tuple[LookalikeSpec, int]] = (), options: BenignOptions | None = None) -> BenignTraffic:
     """Add the benign traffic of `inv` in [t0, t1) to `wire`. `lookalikes` pairs each
     look-alike with the owner tag its packets get."""
@@ -238,7 +238,7 @@ def _client_ports(s: Sessions, rng) -> np.ndarray:
 
 
 # -- traffic --------------------------------------------------------------------------------
-def _open_all(wire: Wire, inv: Inventory, s: Sessions, setup_owner: np.ndarray, infra, rng) -> None:
+def _open_all(wire: Wire, inv: Population, s: Sessions, setup_owner: np.ndarray, infra, rng) -> None:
     connects, connacks, subs, subacks = [], [], [], []
     first_seen: set[int] = set()
     for i in range(len(s.client)):
@@ -278,7 +278,7 @@ def _session_of(s: Sessions, client: np.ndarray, ts: np.ndarray) -> np.ndarray:
     return np.where(ok, row, -1)
 
 
-def _topic_table(inv: Inventory, devs: list, template: str) -> list[bytes]:
+def _topic_table(inv: Population, devs: list, template: str) -> list[bytes]:
     return [template.format(district=inv.district, id=d.client_id).encode() for d in devs]
 
 

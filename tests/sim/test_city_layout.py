@@ -11,7 +11,7 @@ from atlas.firmware_profiles import DOMAINS, load_device_profiles
 from atlas.sim.attacks import ATTACKS
 from atlas.sim.city import ScheduleOptions, plan_layout, plan_schedule
 from atlas.sim.city.schedule import TEMPLATES
-from atlas.sim.traffic.inventory import class_counts, device_address
+from atlas.sim.traffic.population import class_counts, device_address
 
 PROFILES = load_device_profiles()
 

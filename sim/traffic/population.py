@@ -67,7 +67,7 @@ class Backend:
 
 
 @dataclass
-class Inventory:
+class Population:
     district: str
     broker: str
     subnet: str
@@ -123,7 +123,7 @@ def device_address(subnet: str, i: int) -> str:
     return ip_str(addr)
 
 
-def build_inventory(
+def build_population(
     profiles: dict[str, DeviceProfile],
     n_devices: int,
     rng: np.random.Generator,
@@ -134,7 +134,7 @@ def build_inventory(
     gateway: str = "gw-d01",
     classes: list[str] | None = None,
     counts: dict[str, int] | None = None,
-) -> Inventory:
+) -> Population:
     """`counts` (devices per class, e.g. a city's share for this gateway) overrides the split
     of `n_devices` by profile weight; its classes must exist and add up to `n_devices`."""
     if n_devices < 1:
@@ -169,7 +169,7 @@ def build_inventory(
                 keepalive=prof.mqtt.keepalive, version=MQTT_VERSIONS[vers[picks[j]]],
                 rtt_ns=int(rtt[j] * MS), clean_session=prof.mqtt.clean_session,
             ))
-    inv = Inventory(district, broker, subnet, gateway, devices, use)
+    inv = Population(district, broker, subnet, gateway, devices, use)
     for dom in sorted({d.domain for d in devices}):
         cid, ip, ver = BACKENDS[dom]
         inv.backends[dom] = Backend(dom, cid, ip, ver, f"city/{district}/{DOMAIN_TOPIC_ROOT[dom]}/#")
