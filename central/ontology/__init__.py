@@ -18,7 +18,14 @@ class OntologyUnavailable(RuntimeError):
 def missing(*modules: str) -> list[str]:
     """The PyPI names of the given modules (default: all of the extra) that cannot be imported."""
     names = modules or tuple(EXTRA_MODULES)
-    return [EXTRA_MODULES.get(m, m) for m in names if importlib.util.find_spec(m) is None]
+    return [EXTRA_MODULES.get(m, m) for m in names if not _importable(m)]
+
+
+def _importable(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):  # ValueError: blocked in sys.modules (set to None)
+        return False
 
 
 def require(*modules: str) -> None:
