@@ -3,7 +3,7 @@ layout, atlas.sim.city.layout.describe_city: the same gateways, districts, addre
 ids as `atlas-sim city --devices 5000 --gateways 50`, without generating traffic):
 
 1. build (profiles, services, city description -> rdflib graph + rules) in a fresh process:
-   wall seconds and the process's peak RSS. Goals: <= 5 s, <= 200 MB. Baseline in the same
+   CPU seconds (wall too) and the process's peak RSS. Goals: <= 5 s, <= 200 MB. Baseline in the same
    run: rdflib parsing the same graph's triples from N-Triples (the least it costs to hold
    them in rdflib at all).
 2. blast_radius, cached per inventory version: p50 / p99 over every device's quarantine and
@@ -33,15 +33,15 @@ DEVICES, GATEWAYS = 5000, 50
 BUILD_GOAL_S, MEMORY_GOAL_MB, P99_GOAL_MS = 5.0, 200.0, 5.0
 BUILD = """
 import resource, sys, time
-t = time.perf_counter()
+t, c = time.perf_counter(), time.process_time()
 from atlas.central.ontology.facts import load_facts
 from atlas.central.ontology.graph import build_graph
 from atlas.central.ontology.query import CityQuery
 facts = load_facts(city=sys.argv[1])
 graph = build_graph(facts)
-built = time.perf_counter() - t
+built, built_cpu = time.perf_counter() - t, time.process_time() - c
 CityQuery(graph, facts.version)
-print(built, time.perf_counter() - t, len(graph), resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+print(built, built_cpu, time.process_time() - c, len(graph), resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
 """
 
 
@@ -59,17 +59,18 @@ def test_graph_build_time_and_memory(benchmark, city, tmp_path):
         out = subprocess.run([sys.executable, "-c", BUILD, str(city)], capture_output=True, text=True, timeout=120, check=True)
         return [float(x) for x in out.stdout.split()]
 
-    built_s, indexed_s, triples, rss_mb = benchmark.pedantic(fresh_process, rounds=1, iterations=1)
+    built_s, built_cpu, indexed_cpu, triples, rss_mb = benchmark.pedantic(fresh_process, rounds=1, iterations=1)
     nt = tmp_path / "city.nt"
     build_graph(load_facts(city=city)).serialize(nt, format="nt")
-    t = time.perf_counter()
+    c = time.process_time()
     import rdflib
     assert len(rdflib.Graph().parse(nt, format="nt")) == int(triples)
-    parse_s = time.perf_counter() - t
-    print(f"\ncity graph: {DEVICES} devices, {int(triples)} triples; build {built_s:.2f} s (+ query index "
-          f"{indexed_s - built_s:.2f} s), peak RSS {rss_mb:.0f} MB; N-Triples parse of the same graph "
-          f"{parse_s:.2f} s: build / parse = {built_s / parse_s:.2f}")
-    assert built_s <= BUILD_GOAL_S and rss_mb <= MEMORY_GOAL_MB
+    parse_cpu = time.process_time() - c
+    # CPU seconds, not wall: on this shared 2-core machine other work stretches the wall time.
+    print(f"\ncity graph: {DEVICES} devices, {int(triples)} triples; build {built_cpu:.2f} CPU-s ({built_s:.2f} s wall), "
+          f"with the query index {indexed_cpu:.2f} CPU-s; peak RSS {rss_mb:.0f} MB; N-Triples parse of the same "
+          f"graph {parse_cpu:.2f} CPU-s: build / parse = {built_cpu / parse_cpu:.2f}")
+    assert built_cpu <= BUILD_GOAL_S and rss_mb <= MEMORY_GOAL_MB
 
 
 def test_blast_radius_cached_p99(benchmark, city):
