@@ -287,6 +287,10 @@ def cmd_check(args: argparse.Namespace) -> int:
           f"{report['inventory_devices']} inventory devices, "
           f"shadow {'on' if report['shadow'] else 'off'}, "
           f"allowlist {', '.join(report['allowlist']) or '(empty)'}")
+    graph = report["graph"]
+    print(f"  graph check: {graph['warnings']} warnings" if graph["checked"] else f"  graph check skipped: {graph['why']}")
+    for finding in graph["findings"]:
+        print(f"    {finding}")
     rows = []
     for kind, cells in report["playbook"].items():
         for cls, cell in cells.items():

@@ -190,17 +190,19 @@ def _sosa_type(profile) -> URIRef:
 
 def service_scopes(facts: CityFacts, service: str) -> list[str]:
     """The instances of a service: for scope "district", one per district that has a device of
-    a class it depends on (a district without the domain's gateway has no such service); else,
-    or when no district is known, one city-wide."""
+    a class it depends on; for scope "city" (or when no district is known), one city-wide if
+    any such device exists. A city without traffic signals has no traffic control to lose."""
     spec = facts.services[service]
-    if spec.scope != "district":
-        return [CITY_SCOPE]
     classes = {d.name for d in spec.of_kind("class")}
-    district_of = {gw.id: gw.district for gw in facts.gateways}
-    districts = sorted({district_of.get(d.gateway, "") for d in facts.devices if d.profile in classes} - {""})
-    if not classes:  # only explicit dependencies: every district
+    if not classes:  # only explicit dependencies: the declaration itself says it exists
         districts = sorted({gw.district for gw in facts.gateways if gw.district})
-    return districts or [CITY_SCOPE]
+        return districts if spec.scope == "district" and districts else [CITY_SCOPE]
+    district_of = {gw.id: gw.district for gw in facts.gateways}
+    fed = [district_of.get(d.gateway, "") for d in facts.devices if d.profile in classes]
+    if not fed:
+        return []
+    districts = sorted(set(fed) - {""})
+    return districts if spec.scope == "district" and districts else [CITY_SCOPE]
 
 
 def _services(g: Graph, facts: CityFacts, keys: list[str]) -> None:
@@ -244,7 +246,7 @@ def _dependency(node: URIRef, dep, scope: str, facts: CityFacts, by_class) -> li
         scopes = service_scopes(facts, dep.name)
         # A district's instance depends on the same district's instance, else on the city's.
         target = scope if scope in scopes else scopes[0] if len(scopes) == 1 else None
-        targets = [target] if target is not None else scopes
+        targets = [target] if target is not None else scopes  # [] when the city has no such service
         return [(node, ATLAS.dependsOnService, service_iri(dep.name, t)) for t in targets]
     if dep.kind == "device":
         # The device is named as the inventory names it (client id or address); the shapes

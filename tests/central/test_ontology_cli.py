@@ -141,3 +141,22 @@ def test_without_the_extra_the_hub_runs_and_graph_commands_say_what_to_install(h
         assert r.returncode == 1 and r.stdout == ""
         assert r.stderr.startswith("atlas-central: the city graph needs the ontology extra (missing: ")
         assert "pip install 'atlas-iot[ontology]'" in r.stderr and r.stderr.count("\n") == 1
+
+
+def test_hub_check_runs_the_graph_check_and_fails_on_an_error(tmp_path, capsys):
+    from atlas.central.pki import init_pki
+
+    init_pki(tmp_path / "pki")
+    (tmp_path / "central.toml").write_text('[hub]\ndatabase = "central.db"\npki = "pki"\ninventory = "inventory.toml"\n')
+    inv = tmp_path / "inventory.toml"
+    inv.write_text('[[device]]\naddress = "10.0.0.5"\nclient_id = "ecb-1"\nprofile = "emergency_call_box"\n')
+    code, out, _ = run(capsys, "check", "--config", tmp_path / "central.toml")
+    assert code == 0 and "graph check: 2 warnings" in out
+    assert "service emergency_response/city needs acoustic_gunshot_sensor: depends_on.class" in out
+    inv.write_text('[[device]]\naddress = "10.0.0.5"\nclient_id = "aq-1"\nprofile = "air_quality_sensor"\n'
+                   'criticality = "life_safety"\n')
+    code, out, err = run(capsys, "check", "--config", tmp_path / "central.toml")
+    assert code == 2 and out == ""
+    assert err == (f"atlas-central: {tmp_path / 'central.toml'}: hub.inventory: graph check: error: device aq-1 "
+                   f"({inv}: device[0]): criticality: a life-safety device needs a fallback before it may be cut off, "
+                   "and its profile gives none ([responses] fallback)\n")
