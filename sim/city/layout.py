@@ -121,9 +121,9 @@ def _deal(classes: list[str], per_class: dict[str, int], gws: list[GatewaySpec])
 
 def describe_city(layout: CityLayout, profiles: dict[str, DeviceProfile]) -> dict:
     """The city's gateways and devices in city.json's shape, without generating any traffic
-    (device addresses and MQTT ids as atlas.sim.traffic.inventory assigns them): what the
+    (device addresses and MQTT ids as atlas.sim.traffic.population assigns them): what the
     hub's city graph needs, made in milliseconds for a city of any size."""
-    from atlas.sim.traffic.inventory import device_address
+    from atlas.sim.traffic.population import device_address
 
     gateways, devices = [], []
     for g in layout.gateways:

@@ -143,3 +143,21 @@ def test_explain_names_assets_services_technique_and_countermeasures(city):
     text = explanation_text(e)
     assert "T0856 Spoof Reporting Message" in text and "Network Isolation (D3-NI)" in text
     assert "traffic_control/d01 failed" in text
+
+
+def test_described_city_names_devices_as_the_generated_city_does(tmp_path):
+    """The graph's fixture and bench city (describe_city: no traffic) has the same devices,
+    addresses and MQTT ids as `atlas-sim city` for the same size, and so builds the same graph."""
+    from atlas.sim.city.build import build_city
+    from atlas.sim.city.schedule import ScheduleOptions
+
+    build_city(tmp_path / "c", devices=60, gateways=3, duration=5, seed=3, workers=1,
+               schedule=ScheduleOptions(attacks_per_gateway=0, campaigns=0, lookalike_share=0))
+    made = json.loads((tmp_path / "c" / "city.json").read_text())
+    profiles = load_device_profiles()
+    described = describe_city(plan_layout(profiles, 60, 3), profiles)
+    fields = ("id", "ip", "class", "gateway", "client_id", "username")
+    assert sorted(tuple(d[k] for k in fields) for d in described["devices"]) == sorted(
+        tuple(d[k] for k in fields) for d in made["devices"])
+    assert [{k: g[k] for k in ("id", "district", "domain", "subnet", "broker")} for g in described["gateways"]] == [
+        {k: g[k] for k in ("id", "district", "domain", "subnet", "broker")} for g in made["gateways"]]
