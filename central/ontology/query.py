@@ -2,7 +2,8 @@
 
     q = CityQuery(graph, version)
     q.blast_radius("quarantine", "10.1.1.7", gateway="gw-d01-tra")   # what a response costs
-    q.relations("tsc-d01-0001", "ecb-d01-0003")                       # link evidence
+    q.relations("tsc-d01-0001", "ecb-d01-0003")                       # how two assets relate
+    q.incident_relations(incident_a, incident_b)                      # the correlator's link evidence
     q.explain(incident)                                              # in plain words
 
 Nobody else writes SPARQL against the graph: this module reads it once into plain indexes
@@ -78,9 +79,10 @@ class BlastRadius:
 class Relation:
     kind: str  # one of RELATIONS
     detail: str
+    between: str = ""  # for incidents: whose assets, "attacker/target" (the first's, the second's)
 
     def to_dict(self) -> dict[str, str]:
-        return {"kind": self.kind, "detail": self.detail}
+        return {"kind": self.kind, "detail": self.detail, "between": self.between}
 
 
 @dataclass
@@ -303,6 +305,30 @@ class CityQuery:
             for b in b_devices:
                 out += self._pair(self.devices[a], self.devices[b])
         return sorted(set(out), key=lambda r: (RELATIONS.index(r.kind), r.detail))
+
+    def incident_relations(self, first: Any, second: Any) -> list[Relation]:
+        """How two incidents' assets (each one's attacker and target, HubIncident or agent
+        Incident or their dicts) are related: the correlator's link evidence and features."""
+        out: list[Relation] = []
+        for role_a, name_a, gws_a in self._incident_assets(first):
+            for role_b, name_b, gws_b in self._incident_assets(second):
+                for gw_a in gws_a:
+                    for gw_b in gws_b:
+                        out += [Relation(r.kind, r.detail, f"{role_a}/{role_b}")
+                                for r in self.relations(name_a, name_b, gw_a, gw_b)]
+        return sorted(set(out), key=lambda r: (RELATIONS.index(r.kind), r.between, r.detail))
+
+    def _incident_assets(self, incident: Any) -> list[tuple[str, str, list[str]]]:
+        get = incident.get if isinstance(incident, dict) else (lambda k, d=None: getattr(incident, k, d))
+        gateways = list(get("gateways", None) or ([get("gateway")] if get("gateway") else [])) or [""]
+        out = []
+        attacker = str(get("device") or get("src_ip") or "")
+        if attacker and normal_address(attacker) not in self._by_broker:
+            out.append(("attacker", attacker, gateways))
+        target = str(get("dst_ip") or "")
+        if target and normal_address(target) not in self._by_broker:  # a broker stands for its gateway's devices: too wide
+            out.append(("target", target, gateways))
+        return out
 
     def _pair(self, a: _Device, b: _Device) -> list[Relation]:
         if a.key == b.key:

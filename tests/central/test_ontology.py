@@ -161,3 +161,19 @@ def test_described_city_names_devices_as_the_generated_city_does(tmp_path):
         tuple(d[k] for k in fields) for d in made["devices"])
     assert [{k: g[k] for k in ("id", "district", "domain", "subnet", "broker")} for g in described["gateways"]] == [
         {k: g[k] for k in ("id", "district", "domain", "subnet", "broker")} for g in made["gateways"]]
+
+
+def test_incident_relations_link_two_incidents_through_their_assets(city):
+    data, _, _, q = city
+    tsc = first(data, "traffic_signal_controller")[0]
+    det = first(data, "vehicle_detector")[0]
+    ecb = first(data, "emergency_call_box")[0]
+    scan = {"kind": "port_scan", "src_ip": "203.0.113.9", "dst_ip": det["ip"], "device": "", "gateway": det["gateway"]}
+    spoof = {"kind": "false_data", "src_ip": tsc["ip"], "dst_ip": "", "device": tsc["client_id"], "gateway": tsc["gateway"]}
+    rels = q.incident_relations(scan, spoof)
+    assert ("same_gateway", "target/attacker") in {(r.kind, r.between) for r in rels}
+    assert ("same_service", "traffic_control/d01") in {(r.kind, r.detail) for r in rels}
+    call = {"kind": "mqtt_flood", "src_ip": "198.51.100.4", "dst_ip": ecb["ip"], "device": "", "gateways": [ecb["gateway"]]}
+    assert [(r.kind, r.between) for r in q.incident_relations(spoof, call)] == [("upstream", "attacker/target")]
+    outside = {"kind": "port_scan", "src_ip": "198.51.100.7", "dst_ip": "", "device": ""}
+    assert q.incident_relations(scan, outside) == []
