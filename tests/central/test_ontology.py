@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-pytest.importorskip("rdflib", reason="the ontology extra (make test installs it)")
+rdflib = pytest.importorskip("rdflib", reason="the ontology extra (make test installs it)")
 
 from atlas.central.ontology.facts import load_facts  # noqa: E402
 from atlas.central.ontology.graph import build_graph, device_iri, gateway_iri  # noqa: E402
@@ -33,6 +33,19 @@ def city(tmp_path_factory):
 
 def first(data, cls, district="d01"):
     return [d for d in data["devices"] if d["class"] == cls and d["district"] == district]
+
+
+def test_devices_in_saref_and_sosa_terms_with_their_source(city):
+    from rdflib.namespace import PROV, SOSA
+
+    from atlas.central.ontology.vocab import SAREF
+
+    data, facts, g, _ = city
+    assert len(set(g.subjects(rdflib.RDF.type, SAREF.Device))) == len(data["devices"])
+    tsc, aq = first(data, "traffic_signal_controller")[0], data["devices"][0]
+    assert (device_iri(tsc["client_id"]), rdflib.RDF.type, SOSA.Actuator) in g  # it takes timing-plan commands
+    source = g.value(device_iri(aq["client_id"]), PROV.wasDerivedFrom)
+    assert str(facts.sources["city"]) in str(g.value(source, rdflib.RDFS.label))
 
 
 def test_rules_infer_broker_credential_links_and_transitive_dependencies(city):
