@@ -8,6 +8,9 @@
   atlas-central status [--json]
   atlas-central models push DIR_OR_BUNDLE_OR_VERSION [--gateway ID ...] | models list [--json]
   atlas-central pki init | pki issue          (certificates and the rule-signing key)
+  atlas-central graph query 'SPARQL' [--json] | graph export --format ttl|jsonld [--out FILE]
+  atlas-central graph explain INCIDENT_ID | graph check      (the city graph: ontology extra)
+  atlas-central export stix [--since T] [--out FILE]         (STIX 2.1 bundle: ontology extra)
 
 Every command finds the database through --config (default $ATLAS_CENTRAL_CONFIG, else
 /etc/atlas/central.toml) or --db.
@@ -176,6 +179,7 @@ def build_parser() -> argparse.ArgumentParser:
     mlist.set_defaults(func=cmd_models_list)
     models.set_defaults(func=lambda a: _usage(models))
 
+    _add_graph_commands(sub, where, as_json)
     try:
         from atlas.central.pki import add_pki_commands
     except ImportError as exc:  # pragma: no cover - the pki module ships with the hub
@@ -283,6 +287,10 @@ def cmd_check(args: argparse.Namespace) -> int:
           f"{report['inventory_devices']} inventory devices, "
           f"shadow {'on' if report['shadow'] else 'off'}, "
           f"allowlist {', '.join(report['allowlist']) or '(empty)'}")
+    graph = report["graph"]
+    print(f"  graph check: {graph['warnings']} warnings" if graph["checked"] else f"  graph check skipped: {graph['why']}")
+    for finding in graph["findings"]:
+        print(f"    {finding}")
     rows = []
     for kind, cells in report["playbook"].items():
         for cls, cell in cells.items():
@@ -708,3 +716,206 @@ def _params_text(params: dict[str, Any]) -> str:
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())
+
+
+# ---- the city graph and STIX (atlas.central.ontology; needs the `ontology` extra) ---------
+
+def _add_graph_commands(sub: Any, where: argparse.ArgumentParser, as_json: argparse.ArgumentParser) -> None:
+    city = argparse.ArgumentParser(add_help=False)
+    city.add_argument("--inventory", type=Path, help="inventory file (default: the config's [hub] inventory)")
+    city.add_argument("--city", type=Path, help="city description with the gateways' districts, domains, subnets "
+                      "and brokers (atlas-sim's city.json)")
+    city.add_argument("--services", type=Path, help="folder of critical-service declarations (default: packaged)")
+    city.add_argument("--profiles", type=Path, help="folder of device profiles (default: packaged)")
+    graph = sub.add_parser("graph", help="the city graph: devices, services, threats, countermeasures")
+    graph_sub = graph.add_subparsers(dest="graph_command", metavar="{query,export,explain,check}")
+    query = graph_sub.add_parser("query", parents=[where, as_json, city], help="run a SPARQL query on the graph")
+    query.add_argument("sparql", metavar="SPARQL", help="the query (prefixes atlas:, city:, saref:, sosa:, prov:, d3f: are bound)")
+    query.set_defaults(func=cmd_graph_query)
+    export = graph_sub.add_parser("export", parents=[where, city], help="write the graph as Turtle or JSON-LD")
+    export.add_argument("--format", choices=("ttl", "jsonld"), default="ttl")
+    export.add_argument("--out", type=Path, help="file to write (default: standard output)")
+    export.set_defaults(func=cmd_graph_export)
+    explain = graph_sub.add_parser("explain", parents=[where, as_json, city],
+                                   help="an incident's assets, services at risk, technique and countermeasures")
+    explain.add_argument("incident_id", metavar="INCIDENT_ID")
+    explain.set_defaults(func=cmd_graph_explain)
+    check = graph_sub.add_parser("check", parents=[where, as_json, city],
+                                 help="SHACL report on the inventory and the service declarations")
+    check.set_defaults(func=cmd_graph_check)
+    graph.set_defaults(func=lambda a: _usage(graph))
+
+    export_top = sub.add_parser("export", help="export the hub's knowledge for other tools")
+    export_sub = export_top.add_subparsers(dest="export_command", metavar="{stix}")
+    stix = export_sub.add_parser("stix", parents=[where, city],
+                                 help="incidents, campaigns and responses as a STIX 2.1 bundle")
+    stix.add_argument("--since", type=_since, default=0.0,
+                      help="only incidents first seen at or after T (epoch seconds or ISO 8601, UTC if no zone)")
+    stix.add_argument("--out", type=Path, help="file to write (default: standard output)")
+    stix.set_defaults(func=cmd_export_stix)
+    export_top.set_defaults(func=lambda a: _usage(export_top))
+
+
+def _since(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    try:
+        when = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is neither epoch seconds nor an ISO 8601 time") from None
+    return (when if when.tzinfo else when.replace(tzinfo=dt.timezone.utc)).timestamp()
+
+
+def _ontology(*modules: str) -> None:
+    from atlas.central.ontology import OntologyUnavailable, require
+
+    try:
+        require(*modules)
+    except OntologyUnavailable as exc:
+        raise CliFailure(str(exc)) from None
+
+
+def _city_facts(args: argparse.Namespace, store: Store | None = None) -> Any:
+    """The graph's inputs: --inventory (else the config's), --city, and the gateways the hub
+    knows (the store's registry) when a database is at hand."""
+    from atlas.central.ontology.facts import FactsError, load_facts
+
+    inventory = args.inventory
+    if inventory is None and not args.db:
+        config = _config(args, required=False)
+        inventory = config.inventory if config is not None else None
+    if inventory is None and args.city is None:
+        raise CliError("the graph needs devices: give --inventory FILE or --city city.json "
+                       "(or a --config whose [hub] inventory is set)")
+    gateways = [g.id for g in store.list_gateways()] if store is not None else []
+    try:
+        return load_facts(inventory=inventory, city=args.city, services_dir=args.services,
+                          profiles_dir=args.profiles, gateway_ids=gateways)
+    except FactsError as exc:
+        raise CliError(str(exc)) from None
+
+
+def _optional_reader(args: argparse.Namespace) -> Store | None:
+    try:
+        return _reader(args)
+    except CliError:
+        return None
+
+
+def _city_graph(args: argparse.Namespace) -> tuple[Any, Any]:
+    from atlas.central.ontology.graph import build_graph
+
+    facts = _city_facts(args, _optional_reader(args) if (args.db or args.config) else None)
+    return facts, build_graph(facts)
+
+
+def cmd_graph_query(args: argparse.Namespace) -> int:
+    _ontology("rdflib")
+    _facts, graph = _city_graph(args)
+    try:
+        result = graph.query(args.sparql)
+    except Exception as exc:  # noqa: BLE001 - pyparsing and rdflib raise many kinds; say it in one line
+        raise CliError(f"SPARQL: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
+    if result.type == "ASK":
+        _emit(args, {"ask": bool(result.askAnswer)}, "yes" if result.askAnswer else "no")
+        return 0
+    if result.type == "CONSTRUCT" or result.type == "DESCRIBE":
+        sys.stdout.write(result.graph.serialize(format="json-ld" if args.json else "turtle"))
+        return 0
+    names = [str(v) for v in result.vars]
+    rows = [["" if row[i] is None else str(row[i]) for i in range(len(names))] for row in result]
+    if args.json:
+        _print_json([dict(zip(names, r)) for r in rows])
+    else:
+        _print_table([n.upper() for n in names], rows, empty="no results")
+    return 0
+
+
+def cmd_graph_export(args: argparse.Namespace) -> int:
+    _ontology("rdflib")
+    _facts, graph = _city_graph(args)
+    text = graph.serialize(format="turtle" if args.format == "ttl" else "json-ld")
+    _write_out(args.out, text)
+    return 0
+
+
+def cmd_graph_explain(args: argparse.Namespace) -> int:
+    _ontology("rdflib")
+    from atlas.central.ontology.query import explanation_text, query_for
+
+    store = _reader(args)
+    incident = store.get_incident(args.incident_id)
+    if incident is None:
+        raise CliError(f"no incident {args.incident_id!r} (see `atlas-central incidents`)")
+    incident.gateways = incident.gateways or store.incident_gateways(incident.id)
+    facts = _city_facts(args, store)
+    actions = [(d.action, d.target) for d in store.decisions_for_incident(incident.id) if d.action != "none"]
+    explained = query_for(facts).explain(incident, actions)
+    _emit(args, explained, explanation_text(explained))
+    return 0
+
+
+def cmd_graph_check(args: argparse.Namespace) -> int:
+    _ontology("rdflib", "pyshacl")
+    from atlas.central.ontology.shapes import check
+
+    facts, graph = _city_graph(args)
+    findings = check(graph, facts)
+    errors = sum(f.severity == "error" for f in findings)
+    if args.json:
+        _print_json({"errors": errors, "warnings": len(findings) - errors,
+                     "findings": [dataclasses.asdict(f) for f in findings]})
+    else:
+        for f in findings:
+            print(f)
+        print(f"{len(facts.devices)} devices, {len(facts.gateways)} gateways, {len(facts.services)} services: "
+              f"{errors} errors, {len(findings) - errors} warnings")
+    return EXIT_FAILED if errors else 0
+
+
+def cmd_export_stix(args: argparse.Namespace) -> int:
+    _ontology("stix2", "stix2validator")
+    from atlas.central.correlate import Topology, correlate, event_of
+    from atlas.central.ontology import stix
+
+    store = _reader(args)
+    incidents = [i for i in store.list_incidents(limit=1_000_000) if i.first_seen >= args.since]
+    for i in incidents:
+        i.gateways = i.gateways or store.incident_gateways(i.id)
+    chosen = {i.id for i in incidents}
+    decisions = [d for d in store.list_decisions(limit=1_000_000) if d.incident in chosen]
+    devices: dict[str, dict[str, str]] = {}
+    topology = Topology([])
+    if args.inventory or args.city or (args.config and _config(args).inventory):
+        facts = _city_facts(args, store)
+        from atlas.central.correlate import GatewayInfo
+
+        topology = Topology(GatewayInfo(g.id, g.domain, g.district, g.subnet, g.broker) for g in facts.gateways)
+        for d in facts.devices:
+            info = {"class": d.profile, "gateway": d.gateway}
+            for name in (d.client_id, d.address):
+                if name:
+                    devices[name] = info
+    events = [event_of(i, topology, i.gateways[0] if i.gateways else "") for i in incidents]
+    campaigns = correlate(events, topology) if events else []
+    text = stix.serialize(stix.bundle(incidents, decisions, campaigns, devices=devices))
+    errors = stix.validate(text)
+    if errors:
+        raise CliFailure(f"the STIX bundle does not validate: {errors[0]}")
+    _write_out(args.out, text)
+    if args.out:
+        print(f"{args.out}: {len(incidents)} incidents, {len(decisions)} decisions, "
+              f"{sum(len(c.events) > 1 for c in campaigns)} campaigns")
+    return 0
+
+
+def _write_out(path: Path | None, text: str) -> None:
+    if path is None:
+        sys.stdout.write(text)
+        return
+    try:
+        path.write_text(text)
+    except OSError as exc:
+        raise CliError(f"--out: cannot write {path}: {exc.strerror or exc}") from None

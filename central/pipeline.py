@@ -75,7 +75,33 @@ def check(config: HubConfig) -> dict:
     return {"config": str(config.path), "database": str(config.database),
             "listen": config.listen, "inventory_devices": len(inventory),
             "allowlist": list(config.decide.allowlist), "shadow": config.decide.shadow,
-            "playbook": policy.table()}
+            "playbook": policy.table(), "graph": check_graph(config)}
+
+
+def check_graph(config: HubConfig) -> dict:
+    """The SHACL check of the inventory and the service declarations (the ontology extra);
+    an error fails the check with the finding that names the device and the field."""
+    from atlas.central.ontology import missing
+
+    gone = missing("rdflib", "pyshacl")
+    if config.inventory is None or gone:
+        why = "no [hub] inventory" if config.inventory is None else f"ontology extra not installed ({', '.join(gone)})"
+        return {"checked": False, "why": why, "errors": 0, "warnings": 0, "findings": []}
+    from atlas.central.ontology.facts import FactsError, load_facts
+    from atlas.central.ontology.graph import build_graph
+    from atlas.central.ontology.shapes import check
+
+    try:
+        facts = load_facts(inventory=config.inventory)
+    except FactsError as exc:
+        raise ConfigError(f"{config.path or '<config>'}: hub.inventory: {exc}") from None
+    findings = check(build_graph(facts), facts)
+    errors = [f for f in findings if f.severity == "error"]
+    if errors:
+        raise ConfigError(f"{config.path or '<config>'}: hub.inventory: graph check: {errors[0]}"
+                          + (f" (and {len(errors) - 1} more: atlas-central graph check)" if len(errors) > 1 else ""))
+    return {"checked": True, "why": "", "errors": 0, "warnings": len(findings),
+            "findings": [str(f) for f in findings]}
 
 
 def lock_database(database: Path) -> IO[bytes]:

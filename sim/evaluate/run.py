@@ -26,6 +26,7 @@ def evaluate(city_dir: str | Path, report_dir: str | Path, *, workers: int | Non
              conformance: bool = True, command: str | None = None, progress: Callable[[str], None] | None = None):
     """Evaluate ATLAS (and the baselines: all registered, or the names listed) on a city folder;
     write the report into report_dir. Returns the Report (atlas.sim.evaluate.report)."""
+    from atlas.sim.evaluate.knowledge import write_city_knowledge
     from atlas.sim.evaluate.report import Report
 
     say = progress or (lambda msg: None)
@@ -39,6 +40,7 @@ def evaluate(city_dir: str | Path, report_dir: str | Path, *, workers: int | Non
                       progress=lambda r: say(f"  agent on {r.gateway}: {r.frames} packets, {len(r.incidents)} incidents, "
                                              f"{r.cpu_s:.2f} CPU-s"))
     write_incidents(agent, out / "incidents")
+    write_city_knowledge(city.dir, agent.incidents(), out, say)
     agent.conformance = conformance
     agent.metrics = score_agent(city, agent)
     base: dict[str, Any] = {}

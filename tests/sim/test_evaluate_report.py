@@ -180,3 +180,24 @@ def test_demo_runs_city_then_evaluate(tmp_path, capsys):
     data = json.loads((tmp_path / "report" / "report.json").read_text())
     assert data["city"]["devices"] == 24 and data["city"]["seed"] == 2
     assert set(data["baselines"]) >= {"signature", "centralized"}  # the demo runs the baselines too
+
+
+@pytest.mark.slow
+def test_city_graph_and_stix_bundle_beside_the_report(city, report):
+    """Issue 13: city.ttl (the hub's graph of the evaluated city) and stix-bundle.json (the run's
+    incidents and campaigns) that stix2-validator accepts and stix2.parse reads back whole."""
+    rdflib = pytest.importorskip("rdflib", reason="the ontology extra")
+    stix2 = pytest.importorskip("stix2", reason="the ontology extra")
+    from stix2validator import ValidationOptions, validate_string
+
+    out, _ = report
+    graph = rdflib.Graph().parse(out / "city.ttl", format="turtle")
+    devices = set(graph.subjects(rdflib.RDF.type, rdflib.URIRef("https://w3id.org/atlas-iot/ns#Device")))
+    assert len(devices) == json.loads((city / "city.json").read_text())["devices_total"]
+    text = (out / "stix-bundle.json").read_text()
+    result = validate_string(text, ValidationOptions(version="2.1"))
+    assert result.is_valid and not result.errors
+    raw = json.loads(text)["objects"]
+    incidents = sum(1 for f in (out / "incidents").glob("*.jsonl") for line in f.read_text().splitlines() if line)
+    assert incidents > 0 and sum(o["type"] == "indicator" for o in raw) == incidents
+    assert sorted(o.id for o in stix2.parse(text, allow_custom=True).objects) == sorted(o["id"] for o in raw)
