@@ -43,15 +43,12 @@ Example::
 from __future__ import annotations
 
 import ipaddress
-import sys
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - Python 3.10
-    import tomli as tomllib
+from atlas.link.textfile import TextFileError, read_toml
 
 DEFAULT_CONFIG_PATH = Path("/etc/atlas/central.toml")
 
@@ -120,6 +117,8 @@ class _Table:
             raise self.error(name, f"expected {_type_names(types)}, got a boolean")
         if not isinstance(value, types):
             raise self.error(name, f"expected {_type_names(types)}, got {type(value).__name__}")
+        if isinstance(value, float) and not math.isfinite(value):
+            raise self.error(name, f"must be a finite number, got {value!r}")
         return value
 
     def table(self, name: str) -> _Table | None:
@@ -279,17 +278,9 @@ def load_config(path: str | Path) -> HubConfig:
     """Read and validate central.toml; every problem is a ConfigError naming file and key."""
     path = Path(path)
     try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: no such configuration file") from None
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read: {exc.strerror or exc}") from None
-    try:
-        data = tomllib.loads(raw.decode("utf-8"))
-    except UnicodeDecodeError as exc:
-        raise ConfigError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: invalid TOML: {exc}") from None
+        data = read_toml(path, "configuration file")
+    except TextFileError as exc:
+        raise ConfigError(str(exc)) from None
     return parse_config(data, source=str(path), base=path.resolve().parent, path=path)
 
 
