@@ -229,6 +229,17 @@ def _cmd_issue(args: argparse.Namespace) -> int:
     return 0
 
 
+def _days(text: str) -> int:
+    """--days: a leaf certificate lives 1 day at least, and no longer than the CA that signs it."""
+    try:
+        days = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of days") from None
+    if not 1 <= days <= CA_DAYS:
+        raise argparse.ArgumentTypeError(f"{days} is not in [1, {CA_DAYS}] (the CA itself is valid {CA_DAYS} days)")
+    return days
+
+
 def _run(func, args: argparse.Namespace) -> int:
     try:
         return func(args)
@@ -248,13 +259,13 @@ def add_pki_commands(subparsers: argparse._SubParsersAction) -> argparse.Argumen
     init.add_argument("--dir", required=True, type=Path, help="where to write them (created 0700)")
     init.add_argument("--name", action="append", default=[], metavar="HOST",
                       help="another DNS name or IP address of the hub for its certificate (repeatable)")
-    init.add_argument("--days", type=int, default=LEAF_DAYS, help="validity of the hub certificate (days)")
+    init.add_argument("--days", type=_days, default=LEAF_DAYS, help=f"validity of the hub certificate (days, 1..{CA_DAYS})")
     init.add_argument("--force", action="store_true", help="replace an existing CA (invalidates every gateway certificate)")
     init.set_defaults(func=lambda a: _run(_cmd_init, a))
     issue = sub.add_parser("issue", help="make a gateway's key and certificate")
     issue.add_argument("gateway_id")
     issue.add_argument("--dir", required=True, type=Path, help="the directory given to `pki init`")
-    issue.add_argument("--days", type=int, default=LEAF_DAYS, help="validity of the certificate (days)")
+    issue.add_argument("--days", type=_days, default=LEAF_DAYS, help=f"validity of the certificate (days, 1..{CA_DAYS})")
     issue.add_argument("--force", action="store_true", help="replace the gateway's existing key and certificate")
     issue.set_defaults(func=lambda a: _run(_cmd_issue, a))
     return pki
