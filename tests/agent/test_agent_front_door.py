@@ -3,7 +3,6 @@ a non-zero exit and no traceback; whatever `run --check` accepts starts."""
 from __future__ import annotations
 
 import json
-import os
 import signal
 import socket
 import subprocess
@@ -15,6 +14,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import lab  # noqa: E402
+from frontdoor import bad_files, one_line_error  # noqa: E402
 
 AGENT = str(Path(sys.executable).parent / "atlas-agent")
 DEFAULT_SOCKET = "/run/atlas/agent/control.sock"
@@ -22,18 +22,6 @@ DEFAULT_SOCKET = "/run/atlas/agent/control.sock"
 
 def agent(*args: str, timeout: float = 60, **kw) -> subprocess.CompletedProcess:
     return subprocess.run([AGENT, *args], capture_output=True, text=True, timeout=timeout, **kw)
-
-
-def one_line_error(r: subprocess.CompletedProcess, *needles: str, code: int = 2) -> str:
-    """The run failed with `code`, said so on exactly one stderr line containing every needle."""
-    assert "Traceback" not in r.stderr, r.stderr[-3000:]
-    assert r.returncode == code, (r.returncode, r.stderr[-2000:])
-    lines = [line for line in r.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1, r.stderr[-2000:]
-    assert len(lines[0]) < 400, lines[0][:400]
-    for needle in needles:
-        assert needle in lines[0], lines[0]
-    return lines[0]
 
 
 def base(tmp_path: Path, interface: str = "lo") -> str:
@@ -125,41 +113,8 @@ def test_missing_interface_and_busy_metrics_port_also_stop_run_in_one_line(tmp_p
 
 # ---- config files that are not config files -------------------------------------------------
 
-def unreadable_file(tmp_path: Path) -> tuple[Path, list[str]]:
-    """A file its reader may not read, and the argv prefix that runs a command as that reader:
-    root reads everything, so as root the command runs without the capabilities that let it."""
-    p = tmp_path / "unreadable.toml"
-    p.write_text("[agent]\n")
-    p.chmod(0)
-    return p, ["setpriv", "--bounding-set=-dac_override,-dac_read_search"] if os.geteuid() == 0 else []
-
-
-def bad_files(tmp_path: Path) -> list[tuple[str, Path, list[str], str]]:
-    """(id, path, argv prefix, what the line says) of files no config loader may choke on."""
-    nonutf8 = tmp_path / "latin1.toml"
-    nonutf8.write_bytes(b"# caf\xe9 config\n[agent]\n")
-    deep = tmp_path / "deep.toml"
-    deep.write_text("x = " + "[" * 5000 + "]" * 5000 + "\n")
-    fifo = tmp_path / "fifo.toml"
-    os.mkfifo(fifo)
-    folder = tmp_path / "folder.toml"
-    folder.mkdir()
-    big = tmp_path / "big.toml"
-    big.write_bytes(b"# " + b"x" * (9 << 20) + b"\n")
-    unreadable, without_dac = unreadable_file(tmp_path)
-    return [
-        ("not UTF-8", nonutf8, [], "not UTF-8 text (byte 0xe9 on line 1)"),
-        ("a directory", folder, [], "is a directory"),
-        ("unreadable", unreadable, without_dac, "Permission denied"),
-        ("/dev/zero", Path("/dev/zero"), [], "not a regular file (a character device)"),
-        ("too large", big, [], "larger than 8 MiB"),
-        ("nested 5000 deep", deep, [], "nested too deeply"),
-        ("a FIFO", fifo, [], "not a regular file (a FIFO)"),
-    ]
-
-
 def test_config_files_that_are_not_config_files(tmp_path):
-    for name, path, prefix, says in bad_files(tmp_path):
+    for name, path, prefix, says in bad_files(tmp_path, "[agent]\n"):
         t0 = time.monotonic()
         r = subprocess.run([*prefix, AGENT, "run", "--config", str(path), "--check"], capture_output=True, text=True, timeout=30)
         one_line_error(r, str(path), says)
