@@ -93,13 +93,17 @@ class HubConfig:
 class _Table:
     """One TOML table being read: remembers which keys were used, so leftovers are errors."""
 
-    def __init__(self, data: Any, where: str, source: str):
+    def __init__(self, data: Any, where: str, source: str, asked: dict[str, set[str]] | None = None):
         if not isinstance(data, dict):
             raise ConfigError(f"{source}: {where}: expected a table, got {type(data).__name__}")
         self.data = data
         self.where = where
         self.source = source
         self.used: set[str] = set()
+        # every key the loader asked for, by table, shared by a document's tables: what the
+        # loader accepts, for the test that the template documents every key
+        self.asked = {} if asked is None else asked
+        self.asked.setdefault(where, self.used)
 
     def key(self, name: str) -> str:
         return f"{self.where}.{name}" if self.where else name
@@ -125,7 +129,7 @@ class _Table:
         self.used.add(name)
         if name not in self.data:
             return None
-        return _Table(self.data[name], self.key(name), self.source)
+        return _Table(self.data[name], self.key(name), self.source, self.asked)
 
     def finish(self) -> None:
         unknown = sorted(set(self.data) - self.used)
@@ -223,10 +227,11 @@ def _decide(table: _Table | None) -> DecideConfig:
 
 
 def parse_config(data: dict[str, Any], source: str = "<config>", base: Path | None = None,
-                 path: Path | None = None) -> HubConfig:
-    """Validate an already-parsed TOML document into a HubConfig."""
+                 path: Path | None = None, asked: dict[str, set[str]] | None = None) -> HubConfig:
+    """Validate an already-parsed TOML document into a HubConfig. `asked`, if given, is filled
+    with the keys the loader asked for in each table it read ("" is the top level)."""
     base = base or Path.cwd()
-    root = _Table(data, "", source)
+    root = _Table(data, "", source, asked)
     hub = root.table("hub") or _Table({}, "hub", source)
     database = _path(hub, "database", base, required=True)
     cfg_listen = _listen(hub)
