@@ -70,7 +70,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="atlas-sim", description="ATLAS simulator: traffic, attacks, ground truth")
     sub = p.add_subparsers(dest="cmd", required=True)
 
-    g = sub.add_parser("generate", help="one gateway's capture with attacks and ground truth")
+    g = sub.add_parser("generate", help="one gateway's capture with attacks and ground truth: OUT/traffic.pcap, "
+                       "ground_truth.jsonl, benign_events.jsonl, gateway.json, inventory.json, agent.toml")
     _common(g)
     g.add_argument("--attack", action="append", default=[], metavar="KIND[@START[:DURATION]][,k=v]",
                    help="an attack step (repeatable); kinds: see `atlas-sim attacks`")
@@ -152,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
 def _generate(args) -> int:
     from atlas.sim.attacks import AttackSpec
     from atlas.sim.traffic import BenignOptions, LookalikeSpec
-    from atlas.sim.capture import DEFAULT_START, generate_capture
+    from atlas.sim.capture import DEFAULT_START, PCAP_FILE, generate_capture
 
     attacks = []
     for text in args.attack:
@@ -174,7 +175,7 @@ def _generate(args) -> int:
         if args.all_lookalikes:
             looks += [LookalikeSpec(k, start=float(rng.uniform(0.1, 0.8) * args.duration)) for k in LOOKALIKE_KINDS]
     args.out.mkdir(parents=True, exist_ok=True)
-    pcap = args.out / "capture.pcap"
+    pcap = args.out / PCAP_FILE
     t = time.perf_counter()
     gt = generate_capture(
         pcap, devices=args.devices, duration=args.duration, attacks=attacks, seed=args.seed,

@@ -31,15 +31,18 @@ def test_generate_writes_capture_and_ground_truth(tmp_path, capsys):
                "--lookalike", "power_cut@45:3"])
     assert rc == 0
     assert "2 attack steps" in capsys.readouterr().out
-    pcap = (out / "capture.pcap").read_bytes()
+    pcap = (out / "traffic.pcap").read_bytes()
     assert pcap[:4] == b"\x4d\x3c\xb2\xa1" and len(pcap) > 10_000  # nanosecond pcap
     steps = [json.loads(line) for line in (out / "ground_truth.jsonl").read_text().splitlines()]
     assert [s["kind"] for s in steps] == ["mqtt_bruteforce", "port_scan"]
     for s in steps:
         assert GT_KEYS <= set(s)
         assert s["gateway"] == "gw-d01" and s["victims"] and s["start"] <= s["end"]
-    inv = json.loads((out / "inventory.json").read_text())
+    inv = json.loads((out / "gateway.json").read_text())
     assert len(inv["devices"]) == 15 and inv["seed"] == 3
+    devices = json.loads((out / "inventory.json").read_text())["device"]  # the format the agent reads
+    assert [d["address"] for d in devices] == [d["ip"] for d in inv["devices"]]
+    assert (out / "agent.toml").read_text().count('inventory = "inventory.json"') == 1
     events = [json.loads(line) for line in (out / "benign_events.jsonl").read_text().splitlines()]
     assert [e["kind"] for e in events] == ["power_cut"] and events[0]["benign"] is True
 
