@@ -115,6 +115,8 @@ def cmd_replay(args: argparse.Namespace) -> int:
     for c in args.captures:
         if Path(c).is_dir():
             raise CliError(f"{c}: is a directory, not a capture file")
+        if Path(c).exists() and not Path(c).is_file():  # a FIFO would block the reader, a device never end
+            raise CliError(f"{c}: not a regular file; give a pcap or pcapng file")
         if not Path(c).is_file():
             raise CliError(f"{c}: no such capture file")
     detector = _detector(cfg, args.models)
@@ -184,6 +186,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     try:
         return run_daemon(cfg, detector)
     except (OSError, ValueError, RuntimeError) as exc:  # the machine changed since the checks
+        if args.verbose:  # the whole story, for a bug report
+            raise
         raise CliError(f"{cfg.source}: cannot start: {exc}") from None
 
 

@@ -3,6 +3,7 @@ a non-zero exit and no traceback; whatever `run --check` accepts starts."""
 from __future__ import annotations
 
 import json
+import os
 import signal
 import socket
 import subprocess
@@ -238,8 +239,11 @@ def test_replay_without_incidents_ends_with_a_summary(quiet_capture):
     assert j.stderr.strip().startswith(lines[0].split(" (analysed")[0]), j.stderr
 
 
-def test_replay_of_a_directory_says_so(tmp_path):
+def test_replay_of_a_directory_or_a_fifo_says_so(tmp_path):
     one_line_error(agent("replay", str(tmp_path)), str(tmp_path), "is a directory")
+    fifo = tmp_path / "live.pcap"
+    os.mkfifo(fifo)
+    one_line_error(agent("replay", str(fifo), timeout=30), str(fifo), "not a regular file")
 
 
 def test_a_truncated_capture_is_warned_about_once_without_a_source_line(quiet_capture, tmp_path):

@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -58,6 +59,16 @@ def test_generate_errors_are_clear(tmp_path, capsys, extra, words):
     rc = main(["generate", "--devices", "5", "--duration", "10", "--seed", "1", "--out", str(tmp_path / "x")] + extra)
     assert rc == 2
     assert words in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("value", ["nan", "inf"])
+def test_a_duration_must_be_finite(tmp_path, value):
+    r = subprocess.run([str(Path(sys.executable).parent / "atlas-sim"), "generate", "--devices", "5", "--duration", value,
+                        "--seed", "1", "--out", str(tmp_path / "x")], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert [line for line in r.stderr.splitlines() if "error:" in line] == [
+        f"atlas-sim generate: error: argument --duration: {value} is not a finite number"]
+    assert not (tmp_path / "x").exists()
 
 
 def test_profiles_and_attacks_listings(tmp_path, capsys):
