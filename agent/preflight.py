@@ -24,15 +24,32 @@ class StartError(RuntimeError):
 
 def preflight(cfg: AgentConfig) -> None:
     """Raise StartError for the first thing that would stop the daemon from starting."""
+    _board(cfg)
     _capture(cfg)
     _metrics_port(cfg)
     _hub_files(cfg)
     _enforce(cfg)
     _writable_folder("agent.state_dir", Path(cfg.agent.state_dir), cfg.source)
+    if cfg.hub.address:
+        _writable_folder("hub.spool_dir", Path(cfg.hub.spool_dir or Path(cfg.agent.state_dir) / "spool"), cfg.source)
+    # The enforcer sets an unreadable state file aside by renaming it: never let that be a folder.
+    state = Path(cfg.enforce.state_file or Path(cfg.agent.state_dir) / "enforce.json")
+    if state.exists() and not state.is_file():
+        raise StartError(f"{cfg.source}: enforce.state_file: {state} exists and is not a regular file")
+    _writable_folder("enforce.state_file", state.parent, cfg.source)
     sock = Path(cfg.agent.control_socket)
     if len(os.fsencode(sock)) > SUN_PATH_MAX:
         raise StartError(f"{cfg.source}: agent.control_socket: longer than {SUN_PATH_MAX} bytes (a Unix socket path)")
     _writable_folder("agent.control_socket", sock.parent, cfg.source)
+
+
+def _board(cfg: AgentConfig) -> None:
+    from atlas.agent.board import BoardError, detect_board
+
+    try:
+        detect_board(cfg.agent.board)
+    except (BoardError, OSError) as exc:
+        raise StartError(f"{cfg.source}: agent.board: {exc}") from None
 
 
 def _capture(cfg: AgentConfig) -> None:

@@ -94,6 +94,21 @@ def test_check_refuses_a_models_dir_that_is_a_file(tmp_path):
     one_line_error(agent("run", "--config", str(cfg), "--check"), "detect.models_dir", "is a file")
 
 
+def test_check_refuses_unknown_boards_and_state_paths_that_are_not_what_they_say(tmp_path):
+    cfg = tmp_path / "agent.toml"
+    cfg.write_text(base(tmp_path).replace("[agent]\n", '[agent]\nboard = "nosuch"\n'))
+    one_line_error(agent("run", "--config", str(cfg), "--check"), "agent.board", "nosuch")
+    folder = tmp_path / "keep"
+    folder.mkdir()
+    (folder / "precious").write_text("x")
+    cfg.write_text(base(tmp_path) + f'[enforce]\nnftables = "off"\nstate_file = "{folder}"\n')
+    for args in (("--check",), ()):  # the enforcer would set an unreadable state aside: never a folder
+        one_line_error(agent("run", "--config", str(cfg), *args), "enforce.state_file", "not a regular file")
+    assert (folder / "precious").read_text() == "x"
+    cfg.write_text(base(tmp_path).replace(str(tmp_path / "state"), str(cfg)))
+    one_line_error(agent("run", "--config", str(cfg), "--check"), "agent.state_dir", "is not a folder")
+
+
 def test_a_10_MB_gateway_id_is_refused_in_one_short_line(tmp_path):
     cfg = tmp_path / "agent.toml"
     cfg.write_text(base(tmp_path).replace("[agent]\n", '[agent]\ngateway_id = "' + "g" * 10_000_000 + '"\n'))
