@@ -76,8 +76,8 @@ class GroundTruth:
         write_gateway_files(out, self.inventory, {"seed": self.seed, "start": self.start, "end": self.end, "packets": self.packets})
 
 
-def write_gateway_files(out_dir: str | Path, inventory: Inventory, meta: dict[str, Any]) -> None:
-    """gateway.json (the inventory's record and `meta`), inventory.json (its devices in the
+def write_gateway_files(out_dir: str | Path, population: Population, meta: dict[str, Any]) -> None:
+    """gateway.json (the population's record and `meta`), inventory.json (its devices in the
     inventory format of atlas.link.inventory) and agent.toml, so that
 
         atlas-agent replay traffic.pcap --config agent.toml
@@ -86,14 +86,14 @@ def write_gateway_files(out_dir: str | Path, inventory: Inventory, meta: dict[st
     from atlas.agent.detect.conformance import write_device_inventory
 
     out = Path(out_dir)
-    (out / GATEWAY_FILE).write_text(json.dumps(inventory.to_dict() | meta, indent=1, sort_keys=True) + "\n")
-    devices = [{"ip": d.ip, "class": d.cls, "client_id": d.client_id, "criticality": inventory.profiles[d.cls].criticality}
-               for d in inventory.devices]
-    write_device_inventory(out / INVENTORY_FILE, devices, gateway=inventory.gateway)
+    (out / GATEWAY_FILE).write_text(json.dumps(population.to_dict() | meta, indent=1, sort_keys=True) + "\n")
+    devices = [{"ip": d.ip, "class": d.cls, "client_id": d.client_id, "criticality": population.profiles[d.cls].criticality}
+               for d in population.devices]
+    write_device_inventory(out / INVENTORY_FILE, devices, gateway=population.gateway)
     (out / AGENT_CONFIG_FILE).write_text(
         "# The agent as `atlas-sim evaluate` runs it on this gateway's traffic (`--no-conformance`: without\n"
         f"# [detect] inventory):  atlas-agent replay {PCAP_FILE} --config {AGENT_CONFIG_FILE}\n"
-        f'[agent]\ngateway_id = "{inventory.gateway}"\n\n[detect]\ninventory = "{INVENTORY_FILE}"   # relative to this file\n')
+        f'[agent]\ngateway_id = "{population.gateway}"\n\n[detect]\ninventory = "{INVENTORY_FILE}"   # relative to this file\n')
 
 
 def write_ground_truth(steps: Sequence[AttackStep], path: str | Path) -> None:
