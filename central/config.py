@@ -304,6 +304,8 @@ def require_files(config: HubConfig, for_serving: bool = True) -> None:
         needed += [("tls.ca", config.tls.ca), ("tls.cert", config.tls.cert),
                    ("tls.key", config.tls.key)]
     for key, path in needed:
+        if path is not None and path.exists() and not path.is_file():
+            raise ConfigError(f"{source}: {key}: {str(path)!r} is not a regular file")
         if path is not None and not path.is_file():
             raise ConfigError(f"{source}: {key}: no such file {str(path)!r}")
     parent = config.database.parent

@@ -16,6 +16,7 @@ import argparse
 import datetime as dt
 import ipaddress
 import os
+import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -240,6 +241,21 @@ def _days(text: str) -> int:
     return days
 
 
+_DNS_LABEL = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)")
+
+
+def _host_name(text: str) -> str:
+    """--name: an IP address or a DNS name (labels of letters, digits and '-'), as the agents dial."""
+    try:
+        return str(ipaddress.ip_address(text))
+    except ValueError:
+        pass
+    labels = text.rstrip(".").split(".")
+    if len(text) > 253 or not all(_DNS_LABEL.fullmatch(label) for label in labels):
+        raise argparse.ArgumentTypeError(f"{ascii(text)[:80]} is neither an IP address nor a DNS name")
+    return text.rstrip(".")
+
+
 def _run(func, args: argparse.Namespace) -> int:
     try:
         return func(args)
@@ -257,7 +273,7 @@ def add_pki_commands(subparsers: argparse._SubParsersAction) -> argparse.Argumen
     sub = pki.add_subparsers(dest="pki_command", required=True, metavar="{init,issue}")
     init = sub.add_parser("init", help="make the CA, the hub's key and certificate, and the rule-signing key")
     init.add_argument("--dir", required=True, type=Path, help="where to write them (created 0700)")
-    init.add_argument("--name", action="append", default=[], metavar="HOST",
+    init.add_argument("--name", action="append", default=[], metavar="HOST", type=_host_name,
                       help="another DNS name or IP address of the hub for its certificate (repeatable)")
     init.add_argument("--days", type=_days, default=LEAF_DAYS, help=f"validity of the hub certificate (days, 1..{CA_DAYS})")
     init.add_argument("--force", action="store_true", help="replace an existing CA (invalidates every gateway certificate)")

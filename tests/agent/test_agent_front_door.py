@@ -109,6 +109,14 @@ def test_check_refuses_unknown_boards_and_state_paths_that_are_not_what_they_say
     one_line_error(agent("run", "--config", str(cfg), "--check"), "agent.state_dir", "is not a folder")
 
 
+def test_check_refuses_an_inventory_that_is_a_fifo(tmp_path):
+    fifo = tmp_path / "devices.toml"
+    os.mkfifo(fifo)
+    cfg = tmp_path / "agent.toml"
+    cfg.write_text(base(tmp_path) + f'[detect]\ninventory = "{fifo}"\n')
+    one_line_error(agent("run", "--config", str(cfg), "--check", timeout=30), "detect.inventory", "not a regular file (a FIFO)")
+
+
 def test_a_10_MB_gateway_id_is_refused_in_one_short_line(tmp_path):
     cfg = tmp_path / "agent.toml"
     cfg.write_text(base(tmp_path).replace("[agent]\n", '[agent]\ngateway_id = "' + "g" * 10_000_000 + '"\n'))

@@ -2,6 +2,7 @@
 naming the problem, a non-zero exit and no traceback."""
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import time
@@ -70,6 +71,21 @@ def test_a_rule_id_that_is_not_text(config):
 ])
 def test_numbers_out_of_range(config, args, needles):
     usage_error(central(*args, "--config", str(config)), *needles)
+
+
+def test_pki_names_must_be_addresses_or_dns_names(tmp_path):
+    usage_error(central("pki", "init", "--dir", str(tmp_path / "pki"), "--name", "bad name!"),
+                "--name", "neither an IP address nor a DNS name")
+    assert central("pki", "init", "--dir", str(tmp_path / "pki"), "--name", "hub-1.city.example", "--name", "10.0.0.5").returncode == 0
+
+
+def test_an_inventory_that_is_not_a_file(tmp_path, config):
+    fifo = tmp_path / "inventory.toml"
+    os.mkfifo(fifo)
+    cfg = config.parent / "with-inventory.toml"  # next to the hub's pki
+    for inventory in (fifo, Path("/dev/zero")):
+        cfg.write_text(config.read_text() + f'inventory = "{inventory}"\n')
+        one_line_error(central("check", "--config", str(cfg), timeout=30), "hub.inventory", str(inventory), "not a regular file")
 
 
 @pytest.mark.parametrize("days", ["-10", "0", "99999999"])
