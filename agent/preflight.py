@@ -59,6 +59,11 @@ def _capture(cfg: AgentConfig) -> None:
         linktype = interface_linktype(cfg.agent.interface)
     except ValueError as exc:
         raise StartError(f"{cfg.source}: agent.interface: {exc}") from None
+    try:  # the capture socket: a packet socket needs CAP_NET_RAW (the unit grants it)
+        socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0).close()
+    except PermissionError:
+        raise StartError(f"{cfg.source}: agent.interface: capturing on {cfg.agent.interface} needs root or "
+                         "CAP_NET_RAW (the atlas-agent unit grants it)") from None
     if cfg.agent.bpf:
         try:
             compile_bpf(cfg.agent.bpf, linktype, cfg.agent.snaplen)

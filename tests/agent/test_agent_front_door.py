@@ -109,6 +109,16 @@ def test_check_refuses_unknown_boards_and_state_paths_that_are_not_what_they_say
     one_line_error(agent("run", "--config", str(cfg), "--check"), "agent.state_dir", "is not a folder")
 
 
+def test_check_refuses_to_capture_without_the_right_to(tmp_path):
+    if os.geteuid() != 0:
+        pytest.skip("needs root to drop CAP_NET_RAW from a command")
+    cfg = tmp_path / "agent.toml"
+    cfg.write_text(base(tmp_path))
+    r = subprocess.run(["setpriv", "--bounding-set=-net_raw", AGENT, "run", "--config", str(cfg), "--check"],
+                       capture_output=True, text=True, timeout=60)
+    one_line_error(r, "agent.interface", "CAP_NET_RAW")
+
+
 def test_check_refuses_an_inventory_that_is_a_fifo(tmp_path):
     fifo = tmp_path / "devices.toml"
     os.mkfifo(fifo)
