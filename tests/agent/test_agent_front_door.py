@@ -172,6 +172,7 @@ def good_configs(tmp_path: Path, files, signing_pub, metrics_port: int) -> dict[
 
 
 @pytest.mark.netns
+@pytest.mark.slow
 def test_every_config_check_accepts_starts_and_stops(tmp_path, pki):
     reason = lab.netns_unavailable_reason()
     if reason:

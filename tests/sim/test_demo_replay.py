@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 BIN = Path(sys.executable).parent
+pytestmark = pytest.mark.slow  # a tiny city and its evaluation: about 10 s
 GATEWAY_FILES = {"traffic.pcap", "gateway.json", "inventory.json", "agent.toml"}
 
 
