@@ -29,18 +29,7 @@ def preflight(cfg: AgentConfig) -> None:
     _metrics_port(cfg)
     _hub_files(cfg)
     _enforce(cfg)
-    _writable_folder("agent.state_dir", Path(cfg.agent.state_dir), cfg.source)
-    if cfg.hub.address:
-        _writable_folder("hub.spool_dir", Path(cfg.hub.spool_dir or Path(cfg.agent.state_dir) / "spool"), cfg.source)
-    # The enforcer sets an unreadable state file aside by renaming it: never let that be a folder.
-    state = Path(cfg.enforce.state_file or Path(cfg.agent.state_dir) / "enforce.json")
-    if state.exists() and not state.is_file():
-        raise StartError(f"{cfg.source}: enforce.state_file: {state} exists and is not a regular file")
-    _writable_folder("enforce.state_file", state.parent, cfg.source)
-    sock = Path(cfg.agent.control_socket)
-    if len(os.fsencode(sock)) > SUN_PATH_MAX:
-        raise StartError(f"{cfg.source}: agent.control_socket: longer than {SUN_PATH_MAX} bytes (a Unix socket path)")
-    _writable_folder("agent.control_socket", sock.parent, cfg.source)
+    _folders(cfg)
 
 
 def _board(cfg: AgentConfig) -> None:
@@ -133,6 +122,22 @@ def _enforce(cfg: AgentConfig) -> None:
                              f"{exc.strerror or exc}") from None
     if e.mqtt_host and e.mqtt_tls_ca and not Path(e.mqtt_tls_ca).is_file():
         raise StartError(f"{cfg.source}: enforce.mqtt_tls_ca: no such file {e.mqtt_tls_ca}")
+
+
+def _folders(cfg: AgentConfig) -> None:
+    """The state, spool and control-socket paths can be made and written."""
+    _writable_folder("agent.state_dir", Path(cfg.agent.state_dir), cfg.source)
+    if cfg.hub.address:
+        _writable_folder("hub.spool_dir", Path(cfg.hub.spool_dir or Path(cfg.agent.state_dir) / "spool"), cfg.source)
+    # The enforcer sets an unreadable state file aside by renaming it: never let that be a folder.
+    state = Path(cfg.enforce.state_file or Path(cfg.agent.state_dir) / "enforce.json")
+    if state.exists() and not state.is_file():
+        raise StartError(f"{cfg.source}: enforce.state_file: {state} exists and is not a regular file")
+    _writable_folder("enforce.state_file", state.parent, cfg.source)
+    sock = Path(cfg.agent.control_socket)
+    if len(os.fsencode(sock)) > SUN_PATH_MAX:
+        raise StartError(f"{cfg.source}: agent.control_socket: longer than {SUN_PATH_MAX} bytes (a Unix socket path)")
+    _writable_folder("agent.control_socket", sock.parent, cfg.source)
 
 
 def _writable_folder(key: str, folder: Path, source: str) -> None:
