@@ -12,14 +12,18 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
+import os
 import sys
+import warnings
 from pathlib import Path
 
 from atlas.link import __version__
 from atlas.link.incidents import Incident
-from atlas.agent.config import AgentConfig, ConfigError, load_config
+from atlas.agent.config import AgentConfig, AgentSection, ConfigError, load_config
 
 EXIT_USAGE = 2
+DEFAULT_SOCKET = AgentSection().control_socket
 
 
 class CliError(Exception):
@@ -30,6 +34,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if getattr(args, "verbose", False) else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    # A library's warning is shown once, as one line, without the Python source line under it.
+    warnings.formatwarning = lambda message, category, *_a, **_k: f"atlas-agent: warning: {message}\n"
     if not getattr(args, "func", None):
         parser.print_help()
         return EXIT_USAGE
@@ -38,8 +44,24 @@ def main(argv: list[str] | None = None) -> int:
     except (CliError, ConfigError) as exc:
         print(f"atlas-agent: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    except BrokenPipeError:  # `atlas-agent status --json | head`: the reader has gone
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
+        return 0
     except KeyboardInterrupt:
         return 130
+
+
+def bounded(kind: type, low: float, high: float):
+    """An argparse type: a finite number of `kind` in [low, high]."""
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a {'whole ' if kind is int else ''}number") from None
+        if not (math.isfinite(value) and low <= value <= high):
+            raise argparse.ArgumentTypeError(f"{text} is not in [{low:g}, {high:g}]")
+        return value
+    return parse
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -64,13 +86,13 @@ def build_parser() -> argparse.ArgumentParser:
     st = sub.add_parser("status", help="state of the running daemon")
     st.add_argument("--json", action="store_true")
     st.add_argument("--config", "-c", help="agent.toml (for the control socket path)")
-    st.add_argument("--socket", help="control socket (default: from config, else /run/atlas/agent.sock)")
+    st.add_argument("--socket", help=f"control socket (default: from --config, else {DEFAULT_SOCKET})")
     st.set_defaults(func=cmd_status)
 
     b = sub.add_parser("bench", help="measure this gateway: packets per CPU-second, inference, memory")
     b.add_argument("--json", action="store_true")
-    b.add_argument("--devices", type=int, default=300, help="devices in the generated traffic")
-    b.add_argument("--seconds", type=float, default=60.0, help="seconds of generated traffic")
+    b.add_argument("--devices", type=bounded(int, 1, 20000), default=300, help="devices in the generated traffic (1..20000)")
+    b.add_argument("--seconds", type=bounded(float, 1, 3600), default=60.0, help="seconds of generated traffic (1..3600)")
     b.set_defaults(func=cmd_bench)
 
     ins = sub.add_parser("install", help="install the systemd service (user, directories, config, unit)")
@@ -86,19 +108,30 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
-    from atlas.agent.capture.pcapfile import CaptureError
-    from atlas.agent.pipeline import replay
+    from atlas.agent.capture.pcapfile import CaptureError, CaptureWarning
+    from atlas.agent.pipeline import ReplaySummary, replay
 
     cfg = load_config(args.config)
     for c in args.captures:
+        if Path(c).is_dir():
+            raise CliError(f"{c}: is a directory, not a capture file")
+        if Path(c).exists() and not Path(c).is_file():  # a FIFO would block the reader, a device never end
+            raise CliError(f"{c}: not a regular file; give a pcap or pcapng file")
         if not Path(c).is_file():
             raise CliError(f"{c}: no such capture file")
     detector = _detector(cfg, args.models)
-    try:
-        for inc in replay(args.captures, cfg, detector):
-            print(json.dumps(incident_json(inc), sort_keys=True) if args.json else format_incident(inc), flush=True)
-    except CaptureError as exc:
-        raise CliError(str(exc)) from exc
+    summary = ReplaySummary()
+    with warnings.catch_warnings():
+        # The capture reader logs its warnings (a truncated capture, ...) once; the copy it
+        # also raises as a Python warning would print the same thing a second time.
+        warnings.simplefilter("ignore", CaptureWarning)
+        try:
+            for inc in replay(args.captures, cfg, detector, summary):
+                print(json.dumps(incident_json(inc), sort_keys=True) if args.json else format_incident(inc), flush=True)
+        except CaptureError as exc:
+            raise CliError(str(exc)) from exc
+    # The summary goes to stderr with --json, so stdout stays one JSON object per line.
+    print(summary.line(), file=sys.stderr if args.json else sys.stdout)
     return 0
 
 
@@ -134,29 +167,46 @@ def _detector(cfg: AgentConfig, models: str | None):
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from atlas.agent.preflight import StartError, preflight
+
     cfg = load_config(args.config)
     if not cfg.agent.interface:
         raise CliError(f"{cfg.source}: agent.interface: required for `run` (the capture interface)")
     detector = _detector(cfg, None)
+    try:
+        preflight(cfg)  # the same checks for --check and for a start: what --check accepts starts
+    except StartError as exc:
+        raise CliError(str(exc)) from None
     if args.check:
-        print(f"config {cfg.source} OK; models {detector.version}; budget {cfg.budget.cpu_percent}% of the machine")
+        print(f"config {cfg.source} OK; interface {cfg.agent.interface}; models {detector.version}; "
+              f"budget {cfg.budget.cpu_percent}% of the machine")
         return 0
     from atlas.agent.daemon import run_daemon
 
-    return run_daemon(cfg, detector)
+    try:
+        return run_daemon(cfg, detector)
+    except (OSError, ValueError, RuntimeError) as exc:  # the machine changed since the checks
+        if args.verbose:  # the whole story, for a bug report
+            raise
+        raise CliError(f"{cfg.source}: cannot start: {exc}") from None
 
 
 # ---- status ---------------------------------------------------------------------------------------
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from atlas.link.control import DaemonNotRunning, query
+    from atlas.link.control import ControlError, DaemonNotRunning, query
 
-    path = args.socket or (load_config(args.config).agent.control_socket if args.config else AgentConfig().agent.control_socket)
+    path = args.socket or (load_config(args.config).agent.control_socket if args.config else DEFAULT_SOCKET)
     try:
         status = query(path, "status", timeout=3.0)
-    except DaemonNotRunning as exc:
-        raise CliError(f"no agent is running (control socket {path}: {exc})") from exc
+    except DaemonNotRunning:
+        if args.json:
+            print(json.dumps({"running": False, "socket": path, "error": "no agent is running: nothing listens on the socket"}))
+            return EXIT_USAGE
+        raise CliError(f"no agent is running: nothing listens on {path} (systemctl status atlas-agent)") from None
+    except (ControlError, PermissionError) as exc:
+        raise CliError(str(exc)) from None
     if args.json:
         print(json.dumps(status, indent=1, sort_keys=True))
     else:

@@ -4,21 +4,22 @@ Unknown sections and keys are errors (a typo must not silently fall back to a de
 """
 from __future__ import annotations
 
-import sys
+import math
+import typing
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 from atlas.agent.enforce.config import EnforceSection, check_enforce
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - Python 3.10 (JetPack 6)
-    import tomli as tomllib
+from atlas.link.textfile import TextFileError, read_toml
+from atlas.link.tls import check_gateway_id
 
 
 class ConfigError(ValueError):
     """A configuration problem; the message names the file and the key."""
+
+
+MAX_DEVICES = 1 << 24  # the feature table's arrays grow to this; far beyond any gateway
 
 
 @dataclass
@@ -99,13 +100,10 @@ def load_config(path: str | Path | None) -> AgentConfig:
     """Read and validate a TOML config; `None` gives the defaults."""
     if path is None:
         return AgentConfig()
-    path = Path(path)
     try:
-        raw = tomllib.loads(path.read_text())
-    except FileNotFoundError as exc:
-        raise ConfigError(f"{path}: no such config file") from exc
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
+        raw = read_toml(path, "config file")
+    except TextFileError as exc:
+        raise ConfigError(str(exc)) from None
     return parse_config(raw, str(path))
 
 
@@ -124,22 +122,45 @@ def parse_config(raw: dict[str, Any], source: str = "<config>") -> AgentConfig:
 
 def _section(default: Any, values: dict[str, Any], where: str) -> Any:
     known = {f.name: f for f in fields(default)}
+    hints = typing.get_type_hints(type(default))
     for key, value in values.items():
         if key not in known:
             raise ConfigError(f"{where}.{key}: unknown key (known: {', '.join(known)})")
         want = type(getattr(default, key))
         if want is float and isinstance(value, int) and not isinstance(value, bool):
             value = float(value)
-        if not isinstance(value, want) or isinstance(value, bool) != (want is bool):
-            raise ConfigError(f"{where}.{key}: expected {want.__name__}, got {type(value).__name__} {value!r}")
+        if not _is(value, want):
+            raise ConfigError(f"{where}.{key}: expected {want.__name__}, got {type(value).__name__} {_short(value)}")
+        if want is float and not math.isfinite(value):
+            raise ConfigError(f"{where}.{key}: must be a finite number, got {value!r}")
+        item = typing.get_args(hints[key])[0] if want is list else None  # list[int] -> int
+        for i, v in enumerate(value if item else ()):
+            if not _is(v, item):
+                raise ConfigError(f"{where}.{key}[{i}]: expected {item.__name__}, got {type(v).__name__} {_short(v)}")
         setattr(default, key, value)
     return default
+
+
+def _is(value: Any, want: type) -> bool:
+    """isinstance, except that a boolean is never a number (TOML's true is not 1)."""
+    return isinstance(value, want) and isinstance(value, bool) == (want is bool)
+
+
+def _short(value: Any, limit: int = 60) -> str:
+    """A value for an error message: one line, however long the value."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text):,} characters)"
 
 
 def _check(cfg: AgentConfig) -> None:
     def bad(key: str, why: str) -> None:
         raise ConfigError(f"{cfg.source}: {key}: {why}")
 
+    try:
+        check_gateway_id(cfg.agent.gateway_id)
+    except ValueError:
+        bad("agent.gateway_id", f"{_short(cfg.agent.gateway_id)}: use 1..63 letters, digits, '.', '_' or '-', "
+            "starting with a letter or digit (it names files and the gateway's certificate)")
     if not 0 < cfg.budget.cpu_percent <= 100:
         bad("budget.cpu_percent", f"must be in (0, 100], got {cfg.budget.cpu_percent}")
     if cfg.agent.capture_backend not in ("ring", "socket"):
@@ -154,19 +175,33 @@ def _check(cfg: AgentConfig) -> None:
         bad("detect.tick_seconds", f"must be in [0.05, 60], got {cfg.detect.tick_seconds}")
     if not 1 <= cfg.detect.batch <= 65536:
         bad("detect.batch", f"must be in [1, 65536], got {cfg.detect.batch}")
-    if cfg.detect.max_devices < 16:
-        bad("detect.max_devices", f"must be at least 16, got {cfg.detect.max_devices}")
+    if not 16 <= cfg.detect.max_devices <= MAX_DEVICES:
+        bad("detect.max_devices", f"must be in [16, {MAX_DEVICES}], got {cfg.detect.max_devices}")
+    if cfg.detect.models_dir and not Path(cfg.detect.models_dir).is_dir():
+        what = "a file" if Path(cfg.detect.models_dir).exists() else "missing"
+        bad("detect.models_dir", f"{cfg.detect.models_dir!r} is {what}; expected the folder with meta.json and the .tflite models")
     _check_conformance(cfg, bad)
-    if cfg.alerts.confirm_hits < 1:
-        bad("alerts.confirm_hits", f"must be at least 1, got {cfg.alerts.confirm_hits}")
+    _check_alerts(cfg.alerts, bad)
     if not 0 <= cfg.metrics.port < 65536:
         bad("metrics.port", f"must be a port number, got {cfg.metrics.port}")
+    if not 0.01 <= cfg.hub.spool_max_mb <= 1 << 20:
+        bad("hub.spool_max_mb", f"must be in [0.01, {1 << 20}] MiB, got {cfg.hub.spool_max_mb}")
     if cfg.hub.address and not (cfg.hub.ca and cfg.hub.cert and cfg.hub.key and cfg.hub.signing_key):
         bad("hub", "address is set, so ca, cert, key (mutual TLS) and signing_key (rule signatures) are required")
     try:
         check_enforce(cfg.enforce, cfg.source)
     except ValueError as exc:
         raise ConfigError(str(exc)) from exc
+
+
+def _check_alerts(a: AlertsSection, bad) -> None:
+    if not 1 <= a.confirm_hits <= 1000:
+        bad("alerts.confirm_hits", f"must be in [1, 1000], got {a.confirm_hits}")
+    if not 0 < a.strong_score <= 1:
+        bad("alerts.strong_score", f"must be in (0, 1] (a classifier probability), got {a.strong_score}")
+    for key in ("confirm_window_s", "strong_anomaly", "close_after_s", "volumetric_pps", "volumetric_syn_pps"):
+        if not getattr(a, key) > 0:
+            bad(f"alerts.{key}", f"must be > 0, got {getattr(a, key)}")
 
 
 def _check_conformance(cfg: AgentConfig, bad) -> None:

@@ -194,7 +194,10 @@ class AgentDaemon:
         from atlas.agent.metrics import AgentMetrics
 
         self.metrics = AgentMetrics(__version__)
-        self._metrics_server = self.metrics.serve(self.cfg.metrics.port)
+        try:
+            self._metrics_server = self.metrics.serve(self.cfg.metrics.port)
+        except OSError as exc:  # taken since `run` checked it
+            raise OSError(exc.errno, f"metrics.port: 127.0.0.1:{self.cfg.metrics.port}: {exc.strerror}") from None
 
     def _capabilities(self) -> list[str]:
         """What this gateway can enforce with: its enforcement backends' names."""

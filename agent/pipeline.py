@@ -44,7 +44,9 @@ class PipelineCounters:
     detector_errors: int = 0
     inference_s: float = 0.0  # wall time spent in the models, in total
     started: float = field(default_factory=time.time)
+    first_packet_ts: float = 0.0
     last_packet_ts: float = 0.0
+    mqtt_messages: int = 0
 
 
 class AgentPipeline:
@@ -97,7 +99,9 @@ class AgentPipeline:
         packets = decode_packets(batch, self.book)
         mqtt = self.streams.feed(batch, packets)
         self._batch, self._packets = batch, packets
+        self.counters.mqtt_messages += len(mqtt)
         if len(packets):
+            self.counters.first_packet_ts = self.counters.first_packet_ts or float(packets["ts"][0])
             self.counters.last_packet_ts = float(packets["ts"][-1])
         if self.conformance is not None:
             self._check_conformance(batch, packets)
@@ -114,6 +118,7 @@ class AgentPipeline:
     def finish(self) -> list[Incident]:
         """End of input: close the open tick; returns every incident, in order."""
         tail = self.streams.flush()
+        self.counters.mqtt_messages += len(tail)
         if len(tail):
             for rows in self.features.update(np.zeros(0, dtype=PACKET_DTYPE), tail):
                 self._on_rows(rows)
@@ -239,13 +244,45 @@ def _top_features(x: np.ndarray, k: int = 5) -> dict[str, float]:
     return {FEATURE_NAMES[j]: round(float(x[j]), 3) for j in order if x[j] != 0}
 
 
-def replay(paths: list[str | Path], cfg: AgentConfig, detector: Detector | None) -> Iterator[Incident]:
-    """Run captures through the pipeline (each with fresh state); yields every incident."""
+@dataclass
+class ReplaySummary:
+    """What a replay went through, for the line that ends `atlas-agent replay`."""
+
+    packets: int = 0
+    mqtt_messages: int = 0
+    devices: int = 0  # hosts that got feature rows, summed over the captures
+    incidents: int = 0
+    capture_seconds: float = 0.0  # first to last packet, summed over the captures
+    wall_seconds: float = 0.0
+
+    def add(self, pipe: AgentPipeline, incidents: int) -> None:
+        c = pipe.counters
+        self.packets += c.frames
+        self.mqtt_messages += c.mqtt_messages
+        self.devices += pipe.features.stats.devices
+        self.incidents += incidents
+        self.capture_seconds += max(0.0, c.last_packet_ts - c.first_packet_ts)
+
+    def line(self) -> str:
+        return (f"{self.packets:,} packets, {self.mqtt_messages:,} MQTT messages, {self.devices:,} devices, "
+                f"{self.incidents:,} incidents in {self.capture_seconds:,.0f} s of traffic "
+                f"(analysed in {self.wall_seconds:.1f} s)")
+
+
+def replay(paths: list[str | Path], cfg: AgentConfig, detector: Detector | None,
+           summary: ReplaySummary | None = None) -> Iterator[Incident]:
+    """Run captures through the pipeline (each with fresh state); yields every incident.
+    `summary`, if given, is filled in as the captures are read."""
+    t0 = time.perf_counter()
     for path in paths:
         pipe = AgentPipeline(cfg, detector)
         for batch in read_capture(path):
             pipe.process(batch)
-        yield from pipe.finish()
+        incidents = pipe.finish()
+        if summary is not None:
+            summary.add(pipe, len(incidents))
+            summary.wall_seconds = time.perf_counter() - t0
+        yield from incidents
 
 
 def extract_rows(path: str | Path, cfg: AgentConfig | None = None) -> Iterator[FeatureRows]:

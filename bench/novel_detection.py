@@ -62,7 +62,6 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--duration", type=float, default=900.0)
     p.add_argument("--out", type=Path, default=None, help="folder for the captures and the JSON (default: a temp folder)")
     args = p.parse_args(argv)
-    from atlas.agent.detect.conformance import write_device_inventory
 
     root = args.out or Path(tempfile.mkdtemp(prefix="atlas-novel-"))
     results = []
@@ -70,9 +69,8 @@ def main(argv: list[str] | None = None) -> int:
         d = root / f"s{seed}"
         generate(d, seed, args.devices, args.duration)
         pcap = next(d.glob("*.pcap"))
-        inv = json.loads((d / "inventory.json").read_text())
-        write_device_inventory(d / "devices.json", inv["devices"], gateway=inv["gateway"])
-        (d / "agent.toml").write_text(f'[agent]\ngateway_id = "{inv["gateway"]}"\n[detect]\ninventory = "devices.json"\n'
+        inv = json.loads((d / "gateway.json").read_text())
+        (d / "agent.toml").write_text(f'[agent]\ngateway_id = "{inv["gateway"]}"\n[detect]\ninventory = "inventory.json"\n'
                                       f'peers = {{ broker = ["{inv["broker"]}"] }}\n')
         steps = [json.loads(line) for line in (d / "ground_truth.jsonl").read_text().splitlines() if line.strip()]
         res = {"seed": seed, "devices": args.devices, "duration": args.duration}

@@ -27,7 +27,6 @@ from atlas.agent.capture import FrameBatch
 from atlas.agent.capture.pcapfile import read_capture
 from atlas.agent.config import AgentConfig, parse_config
 from atlas.agent.detect import Detector
-from atlas.agent.detect.conformance import write_device_inventory
 from atlas.agent.pipeline import AgentPipeline
 from atlas.sim.attacks import AttackSpec
 from atlas.sim.capture import generate_capture
@@ -47,10 +46,9 @@ def gateway(tmp_path_factory) -> tuple[Path, AgentConfig]:
         AttackSpec("false_data", start=0.5 * s, duration=0.4 * s, params={"mode": "spoof"}),
     ])
     gt.write(out)
-    inv = json.loads((out / "inventory.json").read_text())
-    write_device_inventory(out / "devices.json", inv["devices"], gateway=inv["gateway"])
+    inv = json.loads((out / "gateway.json").read_text())
     cfg = parse_config({"agent": {"gateway_id": inv["gateway"]},
-                        "detect": {"inventory": str(out / "devices.json"), "peers": {"broker": [inv["broker"]]}}})
+                        "detect": {"inventory": str(out / "inventory.json"), "peers": {"broker": [inv["broker"]]}}})
     return out / "gw.pcap", cfg
 
 

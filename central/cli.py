@@ -85,7 +85,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except sqlite3.Error as exc:
         print(f"atlas-central: database error: {exc}", file=sys.stderr)
         return EXIT_FAILED
-    except BrokenPipeError:  # `atlas-central rules | head`
+    except BrokenPipeError:  # `atlas-central rules | head`: the reader has gone
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
         return 0
     except KeyboardInterrupt:
         return 130
@@ -138,10 +139,10 @@ def build_parser() -> argparse.ArgumentParser:
                             ("reject", "decision_id", "refuse a decision waiting for approval"),
                             ("revoke", "rule_id", "withdraw a rule from its gateway now")):
         cmd = sub.add_parser(name, parents=[where, as_json], help=text)
-        cmd.add_argument(arg, metavar=arg.upper())
-        cmd.add_argument("--operator", default=_operator(),
+        cmd.add_argument(arg, metavar=arg.upper(), type=_identifier)
+        cmd.add_argument("--operator", default=_operator(), type=_identifier,
                          help="who is asking (default: the login name)")
-        cmd.add_argument("--wait", type=float, default=DEFAULT_WAIT,
+        cmd.add_argument("--wait", type=_wait_seconds, default=DEFAULT_WAIT,
                          help=f"seconds to wait for the hub's answer (default {DEFAULT_WAIT:g})")
         cmd.set_defaults(func=cmd_operator, kind=name, argument_name=arg)
 
@@ -167,11 +168,11 @@ def build_parser() -> argparse.ArgumentParser:
     push.add_argument("path", metavar="DIR_OR_BUNDLE",
                       help="a models folder (meta.json + the two .tflite files), a bundle file, "
                       "or the version of a bundle already stored (to roll back to it)")
-    push.add_argument("--gateway", "-g", action="append", default=[], metavar="ID",
+    push.add_argument("--gateway", "-g", action="append", default=[], metavar="ID", type=_identifier,
                       help="only this gateway (repeatable; default: every gateway)")
-    push.add_argument("--operator", default=_operator(),
+    push.add_argument("--operator", default=_operator(), type=_identifier,
                       help="who is asking (default: the login name)")
-    push.add_argument("--wait", type=float, default=DEFAULT_WAIT,
+    push.add_argument("--wait", type=_wait_seconds, default=DEFAULT_WAIT,
                       help=f"seconds to wait for the hub's answer (default {DEFAULT_WAIT:g})")
     push.set_defaults(func=cmd_models_push)
     mlist = models_sub.add_parser("list", parents=[where, as_json],
@@ -194,14 +195,38 @@ def _usage(parser: argparse.ArgumentParser) -> int:
     return EXIT_USAGE
 
 
+MAX_LIMIT = 1_000_000_000  # rows a report may ask for; SQLite's integers end at 2**63
+
+
 def _positive_int(text: str) -> int:
     try:
         value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"{value} is not positive")
+    if not 0 < value <= MAX_LIMIT:
+        raise argparse.ArgumentTypeError(f"{value} is not in [1, {MAX_LIMIT:,}]")
     return value
+
+
+def _wait_seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not 0 <= value <= 3600:  # NaN fails too
+        raise argparse.ArgumentTypeError(f"{text} is not in [0, 3600] seconds")
+    return value
+
+
+MAX_ID = 200
+
+
+def _identifier(text: str) -> str:
+    """A decision, rule, gateway or operator name as typed: printable text (a byte that is not
+    UTF-8 reaches Python as an unprintable surrogate and could never match or be stored)."""
+    if not text or len(text) > MAX_ID or not text.isprintable():
+        raise argparse.ArgumentTypeError(f"{ascii(text)[:80]} is not an id (1..{MAX_ID} printable characters)")
+    return text
 
 
 def _anchor(text: str) -> tuple[int, str]:

@@ -43,15 +43,12 @@ Example::
 from __future__ import annotations
 
 import ipaddress
-import sys
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - Python 3.10
-    import tomli as tomllib
+from atlas.link.textfile import TextFileError, read_toml
 
 DEFAULT_CONFIG_PATH = Path("/etc/atlas/central.toml")
 
@@ -96,13 +93,17 @@ class HubConfig:
 class _Table:
     """One TOML table being read: remembers which keys were used, so leftovers are errors."""
 
-    def __init__(self, data: Any, where: str, source: str):
+    def __init__(self, data: Any, where: str, source: str, asked: dict[str, set[str]] | None = None):
         if not isinstance(data, dict):
             raise ConfigError(f"{source}: {where}: expected a table, got {type(data).__name__}")
         self.data = data
         self.where = where
         self.source = source
         self.used: set[str] = set()
+        # every key the loader asked for, by table, shared by a document's tables: what the
+        # loader accepts, for the test that the template documents every key
+        self.asked = {} if asked is None else asked
+        self.asked.setdefault(where, self.used)
 
     def key(self, name: str) -> str:
         return f"{self.where}.{name}" if self.where else name
@@ -120,13 +121,15 @@ class _Table:
             raise self.error(name, f"expected {_type_names(types)}, got a boolean")
         if not isinstance(value, types):
             raise self.error(name, f"expected {_type_names(types)}, got {type(value).__name__}")
+        if isinstance(value, float) and not math.isfinite(value):
+            raise self.error(name, f"must be a finite number, got {value!r}")
         return value
 
     def table(self, name: str) -> _Table | None:
         self.used.add(name)
         if name not in self.data:
             return None
-        return _Table(self.data[name], self.key(name), self.source)
+        return _Table(self.data[name], self.key(name), self.source, self.asked)
 
     def finish(self) -> None:
         unknown = sorted(set(self.data) - self.used)
@@ -224,10 +227,11 @@ def _decide(table: _Table | None) -> DecideConfig:
 
 
 def parse_config(data: dict[str, Any], source: str = "<config>", base: Path | None = None,
-                 path: Path | None = None) -> HubConfig:
-    """Validate an already-parsed TOML document into a HubConfig."""
+                 path: Path | None = None, asked: dict[str, set[str]] | None = None) -> HubConfig:
+    """Validate an already-parsed TOML document into a HubConfig. `asked`, if given, is filled
+    with the keys the loader asked for in each table it read ("" is the top level)."""
     base = base or Path.cwd()
-    root = _Table(data, "", source)
+    root = _Table(data, "", source, asked)
     hub = root.table("hub") or _Table({}, "hub", source)
     database = _path(hub, "database", base, required=True)
     cfg_listen = _listen(hub)
@@ -279,17 +283,9 @@ def load_config(path: str | Path) -> HubConfig:
     """Read and validate central.toml; every problem is a ConfigError naming file and key."""
     path = Path(path)
     try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: no such configuration file") from None
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read: {exc.strerror or exc}") from None
-    try:
-        data = tomllib.loads(raw.decode("utf-8"))
-    except UnicodeDecodeError as exc:
-        raise ConfigError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: invalid TOML: {exc}") from None
+        data = read_toml(path, "configuration file")
+    except TextFileError as exc:
+        raise ConfigError(str(exc)) from None
     return parse_config(data, source=str(path), base=path.resolve().parent, path=path)
 
 
@@ -308,6 +304,8 @@ def require_files(config: HubConfig, for_serving: bool = True) -> None:
         needed += [("tls.ca", config.tls.ca), ("tls.cert", config.tls.cert),
                    ("tls.key", config.tls.key)]
     for key, path in needed:
+        if path is not None and path.exists() and not path.is_file():
+            raise ConfigError(f"{source}: {key}: {str(path)!r} is not a regular file")
         if path is not None and not path.is_file():
             raise ConfigError(f"{source}: {key}: no such file {str(path)!r}")
     parent = config.database.parent

@@ -16,6 +16,7 @@ import argparse
 import datetime as dt
 import ipaddress
 import os
+import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -229,6 +230,32 @@ def _cmd_issue(args: argparse.Namespace) -> int:
     return 0
 
 
+def _days(text: str) -> int:
+    """--days: a leaf certificate lives 1 day at least, and no longer than the CA that signs it."""
+    try:
+        days = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of days") from None
+    if not 1 <= days <= CA_DAYS:
+        raise argparse.ArgumentTypeError(f"{days} is not in [1, {CA_DAYS}] (the CA itself is valid {CA_DAYS} days)")
+    return days
+
+
+_DNS_LABEL = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)")
+
+
+def _host_name(text: str) -> str:
+    """--name: an IP address or a DNS name (labels of letters, digits and '-'), as the agents dial."""
+    try:
+        return str(ipaddress.ip_address(text))
+    except ValueError:
+        pass
+    labels = text.rstrip(".").split(".")
+    if len(text) > 253 or not all(_DNS_LABEL.fullmatch(label) for label in labels):
+        raise argparse.ArgumentTypeError(f"{ascii(text)[:80]} is neither an IP address nor a DNS name")
+    return text.rstrip(".")
+
+
 def _run(func, args: argparse.Namespace) -> int:
     try:
         return func(args)
@@ -246,15 +273,15 @@ def add_pki_commands(subparsers: argparse._SubParsersAction) -> argparse.Argumen
     sub = pki.add_subparsers(dest="pki_command", required=True, metavar="{init,issue}")
     init = sub.add_parser("init", help="make the CA, the hub's key and certificate, and the rule-signing key")
     init.add_argument("--dir", required=True, type=Path, help="where to write them (created 0700)")
-    init.add_argument("--name", action="append", default=[], metavar="HOST",
+    init.add_argument("--name", action="append", default=[], metavar="HOST", type=_host_name,
                       help="another DNS name or IP address of the hub for its certificate (repeatable)")
-    init.add_argument("--days", type=int, default=LEAF_DAYS, help="validity of the hub certificate (days)")
+    init.add_argument("--days", type=_days, default=LEAF_DAYS, help=f"validity of the hub certificate (days, 1..{CA_DAYS})")
     init.add_argument("--force", action="store_true", help="replace an existing CA (invalidates every gateway certificate)")
     init.set_defaults(func=lambda a: _run(_cmd_init, a))
     issue = sub.add_parser("issue", help="make a gateway's key and certificate")
     issue.add_argument("gateway_id")
     issue.add_argument("--dir", required=True, type=Path, help="the directory given to `pki init`")
-    issue.add_argument("--days", type=int, default=LEAF_DAYS, help="validity of the certificate (days)")
+    issue.add_argument("--days", type=_days, default=LEAF_DAYS, help=f"validity of the certificate (days, 1..{CA_DAYS})")
     issue.add_argument("--force", action="store_true", help="replace the gateway's existing key and certificate")
     issue.set_defaults(func=lambda a: _run(_cmd_issue, a))
     return pki

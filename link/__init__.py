@@ -7,6 +7,7 @@ signing    Ed25519 over canonical bytes        bundle     the model-bundle forma
 inventory  the device inventory file format    tls        TLS files and gateway identity
 control    the daemons' control socket         notify     systemd's notify protocol
 metrics    what both daemons export            counters   thread-safe counters
+textfile   reading an operator's config and inventory files without a hang or a traceback
 """
 
 __version__ = "0.1.0"

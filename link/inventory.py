@@ -19,16 +19,11 @@ JSON: {"device": [{...}, ...]} or just the list.
 from __future__ import annotations
 
 import ipaddress
-import json
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - Python 3.10
-    import tomli as tomllib
+from atlas.link.textfile import TextFileError, read_json, read_toml
 
 ENTRY_KEYS = ("address", "client_id", "gateway", "profile", "criticality")
 
@@ -53,15 +48,9 @@ def read_inventory(path: str | Path) -> list[EntryFields]:
     """Read and validate an inventory file's entries, in file order."""
     path = Path(path)
     try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        raise InventoryError(f"{path}: no such inventory file") from None
-    except OSError as exc:
-        raise InventoryError(f"{path}: cannot read: {exc.strerror or exc}") from None
-    try:
-        data = json.loads(raw.decode("utf-8")) if path.suffix.lower() == ".json" else tomllib.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError, tomllib.TOMLDecodeError) as exc:
-        raise InventoryError(f"{path}: cannot parse: {exc}") from None
+        data = read_json(path, "inventory file") if path.suffix.lower() == ".json" else read_toml(path, "inventory file")
+    except TextFileError as exc:
+        raise InventoryError(str(exc)) from None
     if isinstance(data, dict):
         extra = sorted(set(data) - {"device"})
         if extra:

@@ -24,6 +24,11 @@ from atlas.sim.traffic.wire import Segments, Wire, write_frames
 
 # 2026-01-01 08:00:00 UTC: a fixed default keeps captures reproducible.
 DEFAULT_START = 1767254400.0
+# What every generated gateway folder holds (`generate`, each gateway of `city` and `live`):
+PCAP_FILE = "traffic.pcap"  # the gateway's traffic
+GATEWAY_FILE = "gateway.json"  # the simulator's record: devices with credentials, back-ends, seed, times
+INVENTORY_FILE = "inventory.json"  # the gateway's device inventory, as the agent and the hub read it
+AGENT_CONFIG_FILE = "agent.toml"  # the agent's config as `atlas-sim evaluate` runs it on this gateway
 LOOKALIKE_OWNER0 = 100_000  # owner tags: 0 benign, 1.. attack steps, 100000.. look-alikes
 
 
@@ -61,14 +66,34 @@ class GroundTruth:
     pcap: str = ""
 
     def write(self, out_dir: str | Path) -> None:
-        """ground_truth.jsonl (attack steps), benign_events.jsonl (look-alikes), inventory.json."""
+        """ground_truth.jsonl (attack steps), benign_events.jsonl (look-alikes), and the
+        gateway's files (`write_gateway_files`)."""
         out = Path(out_dir)
         write_ground_truth(self.steps, out / "ground_truth.jsonl")
         with open(out / "benign_events.jsonl", "w") as f:
             for ev in self.benign_events:
                 f.write(json.dumps(ev.to_dict(), sort_keys=True) + "\n")
-        meta = self.inventory.to_dict() | {"seed": self.seed, "start": self.start, "end": self.end, "packets": self.packets}
-        (out / "inventory.json").write_text(json.dumps(meta, indent=1, sort_keys=True) + "\n")
+        write_gateway_files(out, self.inventory, {"seed": self.seed, "start": self.start, "end": self.end, "packets": self.packets})
+
+
+def write_gateway_files(out_dir: str | Path, population: Population, meta: dict[str, Any]) -> None:
+    """gateway.json (the population's record and `meta`), inventory.json (its devices in the
+    inventory format of atlas.link.inventory) and agent.toml, so that
+
+        atlas-agent replay traffic.pcap --config agent.toml
+
+    in the folder runs the agent exactly as `atlas-sim evaluate` does on this gateway."""
+    from atlas.agent.detect.conformance import write_device_inventory
+
+    out = Path(out_dir)
+    (out / GATEWAY_FILE).write_text(json.dumps(population.to_dict() | meta, indent=1, sort_keys=True) + "\n")
+    devices = [{"ip": d.ip, "class": d.cls, "client_id": d.client_id, "criticality": population.profiles[d.cls].criticality}
+               for d in population.devices]
+    write_device_inventory(out / INVENTORY_FILE, devices, gateway=population.gateway)
+    (out / AGENT_CONFIG_FILE).write_text(
+        "# The agent as `atlas-sim evaluate` runs it on this gateway's traffic (`--no-conformance`: without\n"
+        f"# [detect] inventory):  atlas-agent replay {PCAP_FILE} --config {AGENT_CONFIG_FILE}\n"
+        f'[agent]\ngateway_id = "{population.gateway}"\n\n[detect]\ninventory = "{INVENTORY_FILE}"   # relative to this file\n')
 
 
 def write_ground_truth(steps: Sequence[AttackStep], path: str | Path) -> None:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import time
 from pathlib import Path
@@ -56,13 +57,24 @@ def _value(v: str) -> Any:
     return v
 
 
+def _finite(text: str) -> float:
+    """A number argument: NaN and infinity are not a duration, a time or a share."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"{text} is not a finite number")
+    return value
+
+
 def _common(p: argparse.ArgumentParser) -> None:
     """Arguments shared by `generate` and (later) `city`."""
     p.add_argument("--devices", type=int, required=True, help="devices behind the gateway (city: in the whole city)")
-    p.add_argument("--duration", type=float, required=True, help="seconds of traffic")
+    p.add_argument("--duration", type=_finite, required=True, help="seconds of traffic")
     p.add_argument("--seed", type=int, required=True, help="same seed and arguments: byte-identical output")
     p.add_argument("--out", type=Path, required=True, help="output folder")
-    p.add_argument("--start-time", type=float, default=None, help="epoch seconds of the first packet's window (default 2026-01-01 08:00 UTC)")
+    p.add_argument("--start-time", type=_finite, default=None, help="epoch seconds of the first packet's window (default 2026-01-01 08:00 UTC)")
     p.add_argument("--profiles", type=Path, default=None, help="folder of device profiles (default: the packaged ones)")
 
 
@@ -70,7 +82,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="atlas-sim", description="ATLAS simulator: traffic, attacks, ground truth")
     sub = p.add_subparsers(dest="cmd", required=True)
 
-    g = sub.add_parser("generate", help="one gateway's capture with attacks and ground truth")
+    g = sub.add_parser("generate", help="one gateway's capture with attacks and ground truth: OUT/traffic.pcap, "
+                       "ground_truth.jsonl, benign_events.jsonl, gateway.json, inventory.json, agent.toml")
     _common(g)
     g.add_argument("--attack", action="append", default=[], metavar="KIND[@START[:DURATION]][,k=v]",
                    help="an attack step (repeatable); kinds: see `atlas-sim attacks`")
@@ -88,11 +101,11 @@ def build_parser() -> argparse.ArgumentParser:
     c = sub.add_parser("city", help="the whole city: every gateway's capture, campaigns, merged ground truth")
     _common(c)
     c.add_argument("--gateways", type=int, default=50, help="one per (district, domain): 3 per district, the last may have fewer")
-    c.add_argument("--attacks-per-gateway", type=float, default=1.0,
+    c.add_argument("--attacks-per-gateway", type=_finite, default=1.0,
                    help="single attacks per gateway on average (every kind at least once; default 1)")
     c.add_argument("--campaigns", type=int, default=None,
                    help="multi-stage cross-domain campaigns (default: one per ten gateways, at least one)")
-    c.add_argument("--lookalike-share", type=float, default=0.2, help="share of gateways with a benign look-alike (default 0.2)")
+    c.add_argument("--lookalike-share", type=_finite, default=0.2, help="share of gateways with a benign look-alike (default 0.2)")
     c.add_argument("--no-attacks", action="store_true", help="benign traffic only: no attacks, campaigns or look-alikes")
     c.add_argument("--workers", type=int, default=None, help="gateways generated in parallel (default: the machine's cores)")
     c.add_argument("--no-backends", action="store_true", help="no domain back-ends (halves the packets)")
@@ -109,7 +122,7 @@ def build_parser() -> argparse.ArgumentParser:
     lv = sub.add_parser("live", help="a small city run for real in network namespaces (root): mosquitto, paho devices, real attack tools, tcpdump")
     lv.add_argument("--devices", type=int, default=30, help="devices in the whole city (default 30)")
     lv.add_argument("--gateways", type=int, default=1, help="gateways, one per (district, domain) as in `city` (default 1)")
-    lv.add_argument("--duration", type=float, default=60.0, help="seconds of traffic (default 60)")
+    lv.add_argument("--duration", type=_finite, default=60.0, help="seconds of traffic (default 60)")
     lv.add_argument("--seed", type=int, default=3, help="devices, credentials, payloads and attack plans derive from it")
     lv.add_argument("--out", type=Path, required=True, help="output folder: city.json, ground_truth.jsonl, gateways/<id>/traffic.pcap")
     lv.add_argument("--attack", action="append", default=[], metavar="KIND[@START[:DURATION]][,k=v]",
@@ -152,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
 def _generate(args) -> int:
     from atlas.sim.attacks import AttackSpec
     from atlas.sim.traffic import BenignOptions, LookalikeSpec
-    from atlas.sim.capture import DEFAULT_START, generate_capture
+    from atlas.sim.capture import DEFAULT_START, PCAP_FILE, generate_capture
 
     attacks = []
     for text in args.attack:
@@ -174,7 +187,7 @@ def _generate(args) -> int:
         if args.all_lookalikes:
             looks += [LookalikeSpec(k, start=float(rng.uniform(0.1, 0.8) * args.duration)) for k in LOOKALIKE_KINDS]
     args.out.mkdir(parents=True, exist_ok=True)
-    pcap = args.out / "capture.pcap"
+    pcap = args.out / PCAP_FILE
     t = time.perf_counter()
     gt = generate_capture(
         pcap, devices=args.devices, duration=args.duration, attacks=attacks, seed=args.seed,

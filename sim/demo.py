@@ -42,6 +42,7 @@ def main(argv: list[str] | None = None) -> int:
         if rc:
             return rc
     print(f"\ndemo done in {time.perf_counter() - t0:.0f} s; the report with its plots: {report / 'report.md'}")
+    print(f"one gateway as its agent saw it: atlas-agent replay {city}/gateways/ID/traffic.pcap --config {city}/gateways/ID/agent.toml")
     return 0
 
 

@@ -2,6 +2,7 @@
 import configparser
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -28,8 +29,22 @@ def test_every_python_package_folder_is_listed():
         for init in (ROOT / folder).rglob("__init__.py"):
             rel = init.parent.relative_to(ROOT / folder)
             found.add(".".join([name, *rel.parts]) if rel.parts else name)
+    # data folders (models, profiles) are listed as packages too and carry their package_data
+    data = {name for name in _setup()["options.package_data"]}
     assert found - listed == set(), "add these to [options] packages in setup.cfg"
-    assert listed - found == set(), "listed in setup.cfg but missing"
+    assert listed - found - data == set(), "listed in setup.cfg but missing"
+
+
+def test_wheel_builds_without_warnings_and_carries_models_and_profiles(tmp_path):
+    r = subprocess.run([sys.executable, "-m", "pip", "wheel", "-v", "--no-deps", "--no-build-isolation",
+                        "-w", str(tmp_path), str(ROOT)], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]
+    log = r.stdout + r.stderr
+    assert "would be ignored" not in log and "absent from the `packages`" not in log
+    names = zipfile.ZipFile(next(tmp_path.glob("*.whl"))).namelist()
+    assert {"atlas/agent/detect/models/anomaly.tflite", "atlas/agent/detect/models/meta.json",
+            "atlas/firmware_profiles/devices/smart_meter.toml", "atlas/firmware_profiles/gateways/raspberry_pi_4.toml",
+            "atlas/systemd/agent.toml"} <= set(names)
 
 
 def test_gateway_extra_has_no_tensorflow_and_no_hub_dependencies():

@@ -100,10 +100,10 @@ def generate(work: Path, seed: int, *, devices: int = 40, duration: float = 900.
     """Generate (or reuse, if already there) the capture of one seed. Odd seeds start with
     every device booting (connecting inside the capture), even seeds with sessions up."""
     from atlas.sim.traffic.benign import BenignOptions
-    from atlas.sim.capture import generate_capture, read_ground_truth
+    from atlas.sim.capture import PCAP_FILE, generate_capture, read_ground_truth
 
     out = work / f"{corpus_name()}seed-{seed}"  # cached captures: the name changes with the attack plan
-    pcap, truth = out / "capture.pcap", out / "ground_truth.jsonl"
+    pcap, truth = out / PCAP_FILE, out / "ground_truth.jsonl"
     if not (pcap.exists() and truth.exists()):
         out.mkdir(parents=True, exist_ok=True)
         rng = np.random.default_rng([seed, 7331])

@@ -215,10 +215,8 @@ class LiveCapture:
         if self._sock is not None:
             return
         with _in_netns(self.netns):
-            self.ifindex, arphrd = _interface(self.interface)
-            # Ethernet-framed interfaces give whole frames; others (tun, wireguard, ...) are
-            # read from the IP header on (SOCK_DGRAM) and decoded as raw IP.
-            framed = arphrd in (ARPHRD_ETHER, ARPHRD_LOOPBACK)
+            self.ifindex, arphrd = interface_info(self.interface)
+            framed = _framed(arphrd)
             self.linktype = LINKTYPE_ETHERNET if framed else LINKTYPE_RAW
             # Protocol 0: nothing is queued until bind(), which comes after ring and filter.
             sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW if framed else socket.SOCK_DGRAM, 0)
@@ -454,7 +452,19 @@ class LiveCapture:
         }
 
 
-def _interface(name: str) -> tuple[int, int]:
+def interface_linktype(name: str) -> int:
+    """The link type a capture on this interface delivers (what its BPF filter is compiled
+    for); raises ValueError naming the interface if it does not exist here."""
+    return LINKTYPE_ETHERNET if _framed(interface_info(name)[1]) else LINKTYPE_RAW
+
+
+def _framed(arphrd: int) -> bool:
+    # Ethernet-framed interfaces give whole frames; others (tun, wireguard, ...) are read from
+    # the IP header on (SOCK_DGRAM) and decoded as raw IP.
+    return arphrd in (ARPHRD_ETHER, ARPHRD_LOOPBACK)
+
+
+def interface_info(name: str) -> tuple[int, int]:
     """(ifindex, ARPHRD type) of an interface in the current network namespace."""
     if not name or len(name) > 15 or "/" in name:
         raise ValueError(f"capture interface {name!r}: not a valid interface name")

@@ -35,7 +35,7 @@ serve the hub and every gateway:
     criticality = "ordinary"     # optional, read by the hub only
 
 JSON: {"device": [{...}, ...]} or just the list. `write_device_inventory()` writes one from the
-simulator's device lists (city.json's `devices`, or inventory.json's).
+simulator's device lists (city.json's `devices`, or a gateway's gateway.json's).
 
 ## Peers (`[detect] peers` in agent.toml, optional)
 
@@ -142,7 +142,7 @@ def load_device_inventory(path: str | Path, profiles: Mapping[str, Any], *, gate
 def write_device_inventory(path: str | Path, devices: Iterable[Mapping[str, Any]], *, gateway: str = "") -> int:
     """Write an inventory file (JSON, the format above) from device records as the simulator
     writes them: city.json's `devices` ({ip, class, client_id, gateway, criticality}) or a
-    gateway's inventory.json `devices` ({ip, cls, client_id}). Returns the number written."""
+    gateway's gateway.json `devices` ({ip, cls, client_id}). Returns the number written."""
     out = []
     for d in devices:
         entry = {"address": d.get("address") or d.get("ip", ""), "client_id": d.get("client_id", ""),

@@ -6,9 +6,18 @@ dequantizing the outputs happens here in numpy; the interpreter runs at a fixed 
 """
 from __future__ import annotations
 
+import contextlib
+import os
+import sys
+import tempfile
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
+
+# LiteRT's C++ logger prints this on stderr for every interpreter it sets up; there is no
+# switch for it (TF_CPP_MIN_LOG_LEVEL does not reach it) and the agent makes one per model.
+_RUNTIME_CHATTER = (b"INFO: Created TensorFlow Lite XNNPACK delegate for CPU.",)
 
 
 class RuntimeUnavailable(RuntimeError):
@@ -42,6 +51,13 @@ class Int8Model:
         if not self.path.is_file():
             raise FileNotFoundError(f"model file not found: {self.path}")
         cls, self.runtime = interpreter_class()
+        with _quiet_runtime():
+            self._setup(cls, batch, threads)
+        self._in_scale, self._in_zp = self._in["quantization"]
+        self._out_scale, self._out_zp = self._out["quantization"]
+        self._qbuf = np.zeros((self.batch, self.n_inputs), dtype=np.int8)
+
+    def _setup(self, cls: type, batch: int, threads: int) -> None:
         try:
             self._it = cls(model_path=str(self.path), num_threads=threads)
         except ValueError as exc:
@@ -57,9 +73,6 @@ class Int8Model:
         self.batch = int(batch)
         self._it.resize_tensor_input(self._in["index"], [self.batch, self.n_inputs])
         self._it.allocate_tensors()
-        self._in_scale, self._in_zp = self._in["quantization"]
-        self._out_scale, self._out_zp = self._out["quantization"]
-        self._qbuf = np.zeros((self.batch, self.n_inputs), dtype=np.int8)
 
     def quantize(self, x: np.ndarray) -> np.ndarray:
         q = np.rint(x / self._in_scale + self._in_zp)
@@ -81,3 +94,27 @@ class Int8Model:
             raw = self._it.get_tensor(self._out["index"])[: len(chunk)]
             out[start : start + len(chunk)] = (raw.astype(np.float32) - self._out_zp) * self._out_scale
         return out
+
+
+@contextlib.contextmanager
+def _quiet_runtime() -> Iterator[None]:
+    """Run a block with file descriptor 2 caught in a file; afterwards pass on everything the
+    runtime wrote except its known chatter. A C++ library's prints do not go through
+    sys.stderr, so only redirecting the descriptor reaches them."""
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError):  # no stderr at all: nothing to keep quiet
+        yield
+        return
+    with tempfile.TemporaryFile() as caught:
+        os.dup2(caught.fileno(), 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            caught.seek(0)
+            rest = [line for line in caught.read().splitlines(keepends=True) if line.rstrip() not in _RUNTIME_CHATTER]
+            if rest:
+                os.write(2, b"".join(rest))

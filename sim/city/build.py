@@ -5,7 +5,9 @@ worker), then the merged ground truth, look-alikes and city.json.
     DIR/ground_truth.jsonl              every attack step, city-wide, by start time
     DIR/benign_events.jsonl             every look-alike, by start time
     DIR/gateways/<id>/traffic.pcap      the gateway's traffic (nanosecond pcap)
-    DIR/gateways/<id>/inventory.json    its devices (with MQTT credentials) and back-ends
+    DIR/gateways/<id>/gateway.json      the simulator's record: its devices (with MQTT credentials), back-ends
+    DIR/gateways/<id>/inventory.json    its device inventory, as the agent and the hub read it
+    DIR/gateways/<id>/agent.toml        the agent's config: `atlas-agent replay traffic.pcap --config agent.toml`
     DIR/.gitignore                      "*": a city never lands in a git repository by mistake
 
 Each gateway's capture depends only on the city seed and the gateway's id and schedule, so
@@ -39,7 +41,7 @@ from atlas.firmware_profiles import load_device_profiles
 from atlas.sim.city.layout import CityLayout, GatewaySpec, plan_layout
 from atlas.sim.city.schedule import CitySchedule, ScheduleOptions, plan_schedule
 from atlas.sim.traffic.benign import BenignOptions
-from atlas.sim.capture import DEFAULT_START, generate_capture
+from atlas.sim.capture import DEFAULT_START, PCAP_FILE, generate_capture, write_gateway_files
 
 
 @dataclass
@@ -168,16 +170,15 @@ def _gateway(job: _Job) -> dict[str, Any]:
     g = job.gw
     gdir = job.out / "gateways" / g.id
     gdir.mkdir(parents=True, exist_ok=True)
-    pcap = gdir / "traffic.pcap"
+    pcap = gdir / PCAP_FILE
     try:
         gt = generate_capture(pcap, devices=g.devices, duration=job.duration, attacks=job.attacks, seed=job.seed,
                               start_time=job.start_time, broker=g.broker, subnet=g.subnet, gateway=g.id, district=g.district,
                               lookalikes=job.lookalikes, profiles_dir=job.profiles_dir, counts=g.counts, options=job.options)
     except ValueError as e:  # say which gateway (the message comes back from a worker)
         raise ValueError(f"gateway {g.id}: {e}") from None
-    meta = gt.inventory.to_dict() | {"seed": gt.seed, "start": gt.start, "end": gt.end, "packets": gt.packets,
-                                     "domain": g.domain, "pcap": "traffic.pcap"}
-    (gdir / "inventory.json").write_text(json.dumps(meta, indent=1, sort_keys=True) + "\n")
+    write_gateway_files(gdir, gt.inventory, {"seed": gt.seed, "start": gt.start, "end": gt.end, "packets": gt.packets,
+                                             "domain": g.domain, "pcap": PCAP_FILE})
     own = {d.ip for d in gt.inventory.devices}
     net = ipaddress.IPv4Network(g.subnet)
     steps = []
@@ -231,7 +232,7 @@ def _write_city(out: Path, layout: CityLayout, plan: CitySchedule, results: list
         "devices_total": layout.devices, "command": shlex.join(command),
         "districts": layout.districts,
         "gateways": [{"id": g.id, "district": g.district, "domain": g.domain, "subnet": g.subnet, "broker": g.broker,
-                      "pcap": f"gateways/{g.id}/traffic.pcap", "devices": g.devices, "packets": r["packets"]}
+                      "pcap": f"gateways/{g.id}/{PCAP_FILE}", "devices": g.devices, "packets": r["packets"]}
                      for g, r in zip(layout.gateways, results)],
         "devices": [d for r in results for d in r["devices"]],
         "backends": [backends[k] for k in sorted(backends)],

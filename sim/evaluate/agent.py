@@ -13,6 +13,7 @@ bookkeeping (score histograms, unit sets, the CPU timeline) is timed separately 
 """
 from __future__ import annotations
 
+import json
 import os
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -290,17 +291,23 @@ def run_agent(jobs: Sequence[GatewayJob], workers: int | None = None, progress=N
     return AgentRun(runs, workers, time.perf_counter() - t0)
 
 
-def jobs_for(city, models_dir: str | Path | None = None, inventory_dir: str | Path | None = None) -> list[GatewayJob]:
-    """One job per gateway of a City (atlas.sim.evaluate.city). With `inventory_dir`, each
-    gateway's device inventory is written there (the hub's format) and the agent runs with it,
-    as a deployed gateway does: the profile-conformance check (false_data, profile_violation) on."""
+def jobs_for(city, models_dir: str | Path | None = None, inventory_dir: str | Path | None = None,
+             conformance: bool = False) -> list[GatewayJob]:
+    """One job per gateway of a City (atlas.sim.evaluate.city). With `conformance`, the agent
+    runs with its gateway's device inventory, as a deployed gateway does (the profile-conformance
+    check: false_data, profile_violation): the inventory.json next to the gateway's capture, the
+    same file its agent.toml names. A city folder from before those files existed gets one
+    written into `inventory_dir`."""
     from atlas.agent.detect.conformance import write_device_inventory
+    from atlas.sim.capture import INVENTORY_FILE
 
     jobs = []
     for gw in city.gateway_ids:
         windows = [(a, s.start, s.end) for s in city.steps_of(gw) for a in (s.attackers or [s.attacker])]
-        inventory = None
-        if inventory_dir is not None:
+        inventory = city.pcap(gw).parent / INVENTORY_FILE if conformance else None
+        if inventory is not None and not _device_inventory(inventory):
+            if inventory_dir is None:
+                raise ValueError(f"{inventory}: not a device inventory, and no folder to write one into")
             Path(inventory_dir).mkdir(parents=True, exist_ok=True)
             inventory = Path(inventory_dir) / f"{gw}.json"
             write_device_inventory(inventory, [d for d in city.devices if d.get("gateway") == gw], gateway=gw)
@@ -308,3 +315,10 @@ def jobs_for(city, models_dir: str | Path | None = None, inventory_dir: str | Pa
                                str(models_dir) if models_dir else None, str(inventory) if inventory else None))
     return jobs
 
+
+def _device_inventory(path: Path) -> bool:
+    """True if `path` is an inventory file (atlas.link.inventory), not an older simulator record."""
+    try:
+        return "device" in json.loads(path.read_text())
+    except (OSError, ValueError):
+        return False

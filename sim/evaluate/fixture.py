@@ -91,7 +91,7 @@ def build_city(out: str | Path, *, devices: int = 60, gateways: int = 3, duratio
                               seed=seed * 1000 + len(gw_rows), start_time=start_time, broker=g["broker"],
                               subnet=g["subnet"], gateway=g["id"], district=g["district"], lookalikes=looks,
                               classes=classes, options=BenignOptions())
-        gt.write(gdir)  # the gateway's own ground truth and inventory.json, as the city command keeps them
+        gt.write(gdir)  # the gateway's own ground truth, gateway.json, inventory.json and agent.toml, as `city` keeps them
         steps += gt.steps
         events += gt.benign_events
         gw_rows.append({**{k: g[k] for k in ("id", "district", "domain", "subnet", "broker", "devices")},

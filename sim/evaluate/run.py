@@ -36,7 +36,7 @@ def evaluate(city_dir: str | Path, report_dir: str | Path, *, workers: int | Non
     say(f"city {city.dir}: {len(city.gateway_ids)} gateways, {city.device_count} devices, {city.duration:g} s, "
         f"{len(city.steps)} attack steps")
     # The agent as deployed: with its gateway's device inventory (profile conformance), unless told not to.
-    agent = run_agent(jobs_for(city, models_dir, out / "inventory" if conformance else None), workers,
+    agent = run_agent(jobs_for(city, models_dir, out / "inventory", conformance=conformance), workers,
                       progress=lambda r: say(f"  agent on {r.gateway}: {r.frames} packets, {len(r.incidents)} incidents, "
                                              f"{r.cpu_s:.2f} CPU-s"))
     write_incidents(agent, out / "incidents")

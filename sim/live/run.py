@@ -34,7 +34,7 @@ from atlas.sim.live.netns import Netns, reap_stale, unavailable_reason
 from atlas.sim.live.pcapscan import index_pcap
 from atlas.sim.live.plan import (OUTSIDE_NETS, LiveGateway, LiveStep, accounts, backend_addresses, fleet_plan, forged_payloads, gateway_layout,
                                  plan_steps)
-from atlas.sim.capture import AttackStep, write_ground_truth
+from atlas.sim.capture import AttackStep, write_gateway_files, write_ground_truth
 
 BRIDGE = "br0"
 BACKEND_NET = "172.16.0.0/16"  # the domain back-ends (inventory.BACKENDS) sit here
@@ -489,8 +489,7 @@ def _write(out: Path, opts: LiveOptions, nodes: list[_Gateway], gateways: list[d
         if opts.backends:
             backends += [{"domain": b.domain, "client_id": b.client_id, "ip": b.ip, "filter": b.filter, "gateway": gw.id} for b in inv.backends.values()]
         packets = next(g["packets"] for g in gateways if g["id"] == gw.id)
-        meta = inv.to_dict() | {"seed": opts.seed, "start": t0, "end": end, "packets": packets, "live": True}
-        (node.pcap.parent / "inventory.json").write_text(json.dumps(meta, indent=1, sort_keys=True) + "\n")
+        write_gateway_files(node.pcap.parent, inv, {"seed": opts.seed, "start": t0, "end": end, "packets": packets, "live": True})
         if gw.id in incidents:
             with open(node.pcap.parent / "agent_incidents.jsonl", "w") as f:
                 for inc in incidents[gw.id]:

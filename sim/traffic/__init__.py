@@ -10,7 +10,7 @@ ground truth).
     from atlas.sim.attacks import AttackSpec
     gt = generate_capture("cap.pcap", devices=200, duration=600, seed=1,
                           attacks=[AttackSpec("mqtt_flood", start=120, duration=30)])
-    gt.write("outdir")   # ground_truth.jsonl, benign_events.jsonl, inventory.json
+    gt.write("outdir")   # ground_truth.jsonl, benign_events.jsonl, gateway.json, inventory.json, agent.toml
 """
 from __future__ import annotations
 

@@ -29,7 +29,7 @@ def test_defaults_and_overrides(tmp_path):
         ("[agent]\nmqtt_ports = [0]\n", "agent.mqtt_ports"),
         ("[detect]\ntick_seconds = 0\n", "detect.tick_seconds"),
         ("[hub]\naddress = 'hub:7443'\n", "hub: address is set"),
-        ("[agent\n", "not valid TOML"),
+        ("[agent\n", "cannot parse as TOML"),
     ],
 )
 def test_bad_config_names_the_key(tmp_path, text, needle):

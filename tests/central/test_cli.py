@@ -221,7 +221,7 @@ def test_audit_verify_and_head(config_path, hub):
     ('[hub]\ndatabase = "c.db"\n[decide.playbook.default]\noutside = { action = "nuke" }\n',
      "decide.playbook.default.outside.action: expected one of"),
     ('[hub]\ndatabase = "c.db"\n[colour]\n', "colour: unknown key"),
-    ('[hub\n', "invalid TOML"),
+    ('[hub\n', "cannot parse as TOML"),
 ])
 def test_bad_config_is_named_and_exits_2(tmp_path, text, message):
     path = tmp_path / "central.toml"

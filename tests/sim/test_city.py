@@ -49,7 +49,7 @@ def test_the_city_folder_and_its_summary(city):
     for g in meta["gateways"]:
         pcap = out / g["pcap"]
         assert pcap.read_bytes()[:4] == b"\x4d\x3c\xb2\xa1"  # nanosecond pcap
-        inv = json.loads((pcap.parent / "inventory.json").read_text())
+        inv = json.loads((pcap.parent / "gateway.json").read_text())
         assert inv["gateway"] == g["id"] and inv["subnet"] == g["subnet"] and len(inv["devices"]) == g["devices"]
         assert inv["packets"] == g["packets"] > 0
     assert {b["domain"] for b in meta["backends"]} == {"transportation", "energy", "public_safety"}
@@ -159,7 +159,7 @@ def test_tshark_finds_no_bad_checksum_and_no_malformed_packet_but_the_malformed_
     out, meta, steps, _ = city
     for g in meta["gateways"]:
         pcap = out / g["pcap"]
-        inv = json.loads((pcap.parent / "inventory.json").read_text())
+        inv = json.loads((pcap.parent / "gateway.json").read_text())
         v5 = {d["ip"] for d in inv["devices"] if d["version"] == 5} | {b["ip"] for b in inv["backends"] if b["version"] == 5}
         bad_ok = {s["attacker"] for s in steps if s["gateway"] == g["id"] and s["kind"] == "malformed"}
         rows = tshark_fields(pcap, '_ws.malformed || _ws.expert.severity == "error" || tcp.checksum.status == "Bad" '
@@ -180,7 +180,7 @@ def test_same_seed_same_bytes_whatever_the_workers(city, tmp_path):
     again = tmp_path / "again"
     assert main(["city", *ARGS, "--out", str(again), "--workers", "1"]) == 0
     for name in ["ground_truth.jsonl", "benign_events.jsonl"] + [g["pcap"] for g in meta["gateways"]] + \
-            [g["pcap"].replace("traffic.pcap", "inventory.json") for g in meta["gateways"]]:
+            [g["pcap"].replace("traffic.pcap", name) for g in meta["gateways"] for name in ("gateway.json", "inventory.json", "agent.toml")]:
         assert (again / name).read_bytes() == (out / name).read_bytes(), name
     other = json.loads((again / "city.json").read_text())
     assert other.pop("command") != meta["command"]  # --out and --workers differ, nothing else

@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -31,15 +32,18 @@ def test_generate_writes_capture_and_ground_truth(tmp_path, capsys):
                "--lookalike", "power_cut@45:3"])
     assert rc == 0
     assert "2 attack steps" in capsys.readouterr().out
-    pcap = (out / "capture.pcap").read_bytes()
+    pcap = (out / "traffic.pcap").read_bytes()
     assert pcap[:4] == b"\x4d\x3c\xb2\xa1" and len(pcap) > 10_000  # nanosecond pcap
     steps = [json.loads(line) for line in (out / "ground_truth.jsonl").read_text().splitlines()]
     assert [s["kind"] for s in steps] == ["mqtt_bruteforce", "port_scan"]
     for s in steps:
         assert GT_KEYS <= set(s)
         assert s["gateway"] == "gw-d01" and s["victims"] and s["start"] <= s["end"]
-    inv = json.loads((out / "inventory.json").read_text())
+    inv = json.loads((out / "gateway.json").read_text())
     assert len(inv["devices"]) == 15 and inv["seed"] == 3
+    devices = json.loads((out / "inventory.json").read_text())["device"]  # the format the agent reads
+    assert [d["address"] for d in devices] == [d["ip"] for d in inv["devices"]]
+    assert (out / "agent.toml").read_text().count('inventory = "inventory.json"') == 1
     events = [json.loads(line) for line in (out / "benign_events.jsonl").read_text().splitlines()]
     assert [e["kind"] for e in events] == ["power_cut"] and events[0]["benign"] is True
 
@@ -55,6 +59,16 @@ def test_generate_errors_are_clear(tmp_path, capsys, extra, words):
     rc = main(["generate", "--devices", "5", "--duration", "10", "--seed", "1", "--out", str(tmp_path / "x")] + extra)
     assert rc == 2
     assert words in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("value", ["nan", "inf"])
+def test_a_duration_must_be_finite(tmp_path, value):
+    r = subprocess.run([str(Path(sys.executable).parent / "atlas-sim"), "generate", "--devices", "5", "--duration", value,
+                        "--seed", "1", "--out", str(tmp_path / "x")], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert [line for line in r.stderr.splitlines() if "error:" in line] == [
+        f"atlas-sim generate: error: argument --duration: {value} is not a finite number"]
+    assert not (tmp_path / "x").exists()
 
 
 def test_profiles_and_attacks_listings(tmp_path, capsys):
