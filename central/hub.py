@@ -31,7 +31,7 @@ from atlas.link.wire import GatewayInfo, ModelAck, ModelUpdate, RuleAck, RuleCha
 from atlas.link.tls import check_gateway_id
 from atlas.central.audit import AuditLog
 from atlas.central.decide import (NO_ACTION, Allowlist, Decision, DecisionContext, Policy,
-                                  shield)
+                                  decision_context, respond)
 from atlas.central.decide.inventory import Inventory
 from atlas.central.store import (DecisionRecord, GatewayRecord, HubIncident, HubState,
                                  IncidentReport, ModelStatus, RuleRecord, Store)
@@ -693,13 +693,7 @@ class Hub(HubView):
 
     def _context(self, incident: HubIncident, report: Incident | None, now: float,
                  previous: list[DecisionRecord]) -> DecisionContext:
-        attacker = self.inventory.lookup_any(incident.src_ip, _client_id(incident),
-                                             incident.gateways)
-        victim = (self.inventory.lookup_any(incident.dst_ip, "", incident.gateways)
-                  if incident.dst_ip else None)
-        return DecisionContext(now=now, gateways=list(incident.gateways), attacker=attacker,
-                               victim=victim, allowlist=self.allowlist, previous=previous,
-                               report=report)
+        return decision_context(self.inventory, incident, now, self.allowlist, previous, report)
 
     def _decide(self, incident: HubIncident, report: Incident | None, now: float,
                 changes: _Changes) -> None:
@@ -708,12 +702,11 @@ class Hub(HubView):
             return  # an operator overruled the policy on this incident
         context = self._context(incident, report, now, previous)
         try:
-            proposals = self.policy.decide(incident, context)
+            decisions = respond(self.policy, incident, context)
         except Exception:  # noqa: BLE001 - a policy bug must not lose the telemetry batch
             log.exception("policy %s failed on incident %s", self.policy.name, incident.id)
             return
-        for proposal in proposals:
-            decision = shield(proposal, incident, context)
+        for decision in decisions:
             if self._already_decided(decision, previous):
                 continue
             self._record_decision(decision, incident, now, changes)
@@ -822,10 +815,6 @@ def _finite(value: Any, default: float = 0.0) -> float:
     except (TypeError, ValueError):
         return default
     return number if math.isfinite(number) else default
-
-
-def _client_id(incident: HubIncident) -> str:
-    return incident.device if incident.device and incident.device != incident.src_ip else ""
 
 
 def _report_payload(incident: Incident) -> dict[str, Any]:

@@ -91,6 +91,10 @@ class Inventory:
             return self._by_address.get(address)
         return None
 
+    def by_client_id(self, client_id: str) -> DeviceEntry | None:
+        """The device the inventory gives this MQTT client id, if any."""
+        return self._by_client.get(client_id) if client_id else None
+
     def lookup_any(self, address: str, client_id: str, gateways: Iterable[str]) -> DeviceEntry | None:
         """Over several gateways, the most critical match: when unsure, be gentlest."""
         best = None
