@@ -33,8 +33,9 @@ from atlas.central.audit import AuditLog
 from atlas.central.decide import (NO_ACTION, Allowlist, Decision, DecisionContext, Policy,
                                   decision_context, respond)
 from atlas.central.decide.inventory import Inventory
-from atlas.central.store import (DecisionRecord, GatewayRecord, HubIncident, HubState,
-                                 IncidentReport, ModelStatus, RuleRecord, Store)
+from atlas.central.store import (RULE_LIVE, RULE_SENT, DecisionRecord, GatewayRecord,
+                                 HubIncident, HubState, IncidentReport, ModelStatus, RuleRecord,
+                                 Store)
 
 log = logging.getLogger("atlas.central.hub")
 
@@ -43,7 +44,8 @@ LIVE_DECISIONS = ("active", "shadow", "pending_approval")
 # Decision states that never change again without an operator, so a policy proposing the same
 # response again is not recorded again.
 SETTLED_DECISIONS = ("none", "suppressed", "rejected")
-RULE_LIVE = ("active", "shadow")
+# Decision states whose rules are issued (and the state its new rules start in).
+RULE_ISSUED = ("active", "shadow")
 OPERATOR_COMMANDS = ("approve", "reject", "revoke", "model_push")
 FEED_MAX_PENDING = 256  # changes a slow gateway may owe before it gets one fresh snapshot
 
@@ -326,7 +328,7 @@ class Hub(HubView):
         with self._lock:
             now = self._clock()
             return [SignedRule(rule=r.rule, signature=r.signature)
-                    for r in self.store.rules_for_gateway(gateway_id, ("active",))
+                    for r in self.store.rules_for_gateway(gateway_id, RULE_SENT)
                     if r.rule.expires_at > now]
 
     def model_ack(self, gateway_id: str, ack: ModelAck) -> None:
@@ -483,7 +485,7 @@ class Hub(HubView):
                                                  "decision": record.rule.decision_id,
                                                  "operator": operator}, now)
                 self._settle_decision(record.rule.decision_id, "revoked")
-                if was == "active":
+                if was in RULE_SENT:
                     changes.withdraw(record.gateway, rule_id)
             self._publish(changes)
             return record
@@ -514,7 +516,7 @@ class Hub(HubView):
                     self.audit.append("expiry", {"rule": record.rule.id,
                                                  "gateway": record.gateway,
                                                  "decision": record.rule.decision_id}, now)
-                    if was == "active":
+                    if was in RULE_SENT:
                         changes.withdraw(record.gateway, record.rule.id)
                 for decision_id in {r.rule.decision_id for r in due}:
                     self._settle_decision(decision_id, "expired")
@@ -688,7 +690,7 @@ class Hub(HubView):
                 continue
             decision.gateways = decision.gateways + [gateway_id]
             self.store.put_decision(decision)
-            if decision.state in RULE_LIVE and (decision.expires_at or 0) > now:
+            if decision.state in RULE_ISSUED and (decision.expires_at or 0) > now:
                 self._issue(decision, gateway_id, now, changes)
 
     def _context(self, incident: HubIncident, report: Incident | None, now: float,
@@ -736,11 +738,11 @@ class Hub(HubView):
             action=proposal.action, target=proposal.target, params=dict(proposal.params),
             ttl=float(proposal.ttl), reason=proposal.reason, gateways=list(incident.gateways),
             requires_approval=proposal.requires_approval, shadow=proposal.shadow, state=state,
-            created_at=now, expires_at=now + proposal.ttl if state in RULE_LIVE else None)
+            created_at=now, expires_at=now + proposal.ttl if state in RULE_ISSUED else None)
         self.store.put_decision(decision)
         self.audit.append("decision", decision.to_dict(), now)
         self.counters["decisions"] += 1
-        if state in RULE_LIVE:
+        if state in RULE_ISSUED:
             for gateway in decision.gateways:
                 self._issue(decision, gateway, now, changes)
         if state == "pending_approval":
@@ -769,7 +771,7 @@ class Hub(HubView):
     def _settle_decision(self, decision_id: str, state: str) -> None:
         """Mark a decision expired/revoked once none of its rules is live any more."""
         decision = self.store.get_decision(decision_id)
-        if decision is None or decision.state not in RULE_LIVE:
+        if decision is None or decision.state not in RULE_ISSUED:
             return
         if any(r.state in RULE_LIVE for r in self.store.rules_for_decision(decision_id)):
             return

@@ -350,6 +350,59 @@ def test_rule_acks_are_kept_for_the_owning_gateway_only(make_hub):
     assert audit_kinds(hub)[-1] == "rule_ack"
 
 
+def test_a_refused_rule_stays_desired_until_its_expiry_then_is_withdrawn(make_hub, clock):
+    hub = make_hub()
+    hub.telemetry("gw1", batch(1, incident()))
+    [rule] = hub.store.list_rules()
+    feed = hub.watch("gw1")
+    hub.rule_ack("gw1", RuleAck(rule.rule.id, applied=False, error="signature: does not match"))
+    assert hub.store.get_rule(rule.rule.id).state == "refused"
+    # re-sent on every reconnect: a gateway keeps its last verified copy only while listed
+    [snapshot] = drain(feed)
+    assert [s.rule.id for s in snapshot.rules] == [rule.rule.id]
+    clock.now = rule.rule.expires_at
+    assert hub.expire() == 1
+    [withdraw] = drain(feed)
+    assert withdraw.kind == "withdraw" and withdraw.withdrawn == [rule.rule.id]
+    assert hub.store.get_rule(rule.rule.id).state == "expired"
+    assert hub.store.list_decisions()[0].state == "expired"
+
+
+def test_an_operator_can_revoke_a_refused_rule(make_hub):
+    hub = make_hub()
+    hub.telemetry("gw1", batch(1, incident()))
+    [rule] = hub.store.list_rules()
+    hub.rule_ack("gw1", RuleAck(rule.rule.id, applied=False, error="action: no backend"))
+    feed = hub.watch("gw1")
+    drain(feed)
+    hub.revoke(rule.rule.id, "alice")
+    [withdraw] = drain(feed)
+    assert withdraw.withdrawn == [rule.rule.id]
+
+
+def test_an_outside_host_presenting_a_devices_id_is_quarantined_the_device_untouched(make_hub):
+    hub = make_hub()
+    hub.telemetry("gw1", batch(1, incident(kind="mqtt_bruteforce", device="meter-7"),
+                               incident(src="10.0.0.67", device="ecb-0001")))
+    assert sorted((r.rule.action, r.rule.target) for r in hub.store.list_rules()) == \
+        [("quarantine", ATTACKER), ("quarantine", "10.0.0.67")]
+    reasons = " ".join(d.reason for d in hub.store.list_decisions())
+    assert "'meter-7' of smart_meter at 10.0.2.7 (spoofed)" in reasons
+    assert "'ecb-0001' of emergency_call_box at 10.0.1.5 (spoofed)" in reasons
+
+
+def test_unknown_kinds_and_unblockable_targets_issue_no_rules(make_hub):
+    hub = make_hub(allowlist=["10.0.0.1"])
+    hub.telemetry("gw1", batch(1, incident(kind="ransomware"), incident(src="127.0.0.1"),
+                               incident(src="10.0.0.1"), incident(src="ff02::1")))
+    assert hub.store.list_rules() == []
+    states = sorted((d.target, d.state) for d in hub.store.list_decisions())
+    assert states == [("10.0.0.1", "suppressed"), (ATTACKER, "none"), ("127.0.0.1", "suppressed"),
+                      ("ff02::1", "suppressed")]
+    [none] = [d for d in hub.store.list_decisions() if d.state == "none"]
+    assert "unknown incident kind 'ransomware'" in none.reason
+
+
 def test_a_failing_policy_does_not_lose_the_batch(make_hub):
     class Broken(Playbook):
         def decide(self, incident, context):
