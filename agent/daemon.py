@@ -270,6 +270,7 @@ class AgentDaemon:
                 by_action[r.action] = by_action.get(r.action, 0) + 1
             m.set_rules(by_action)
         if self.uplink is not None:
+            m.set_rules_kept(len(self.uplink.kept))
             m.set_hub_state("connected" if self.uplink.connected else "disconnected")
             m.set_spool_depth(self.uplink.spool.stats().depth)
         c, seen = self.pipeline.counters, self._seen
@@ -330,13 +331,25 @@ class AgentDaemon:
             "features": vars(self.pipeline.features.stats),
             "mqtt": self.pipeline.streams.stats(),
             "incidents": [i.to_dict() for i in self.pipeline.tracker.open.values()],
-            "rules": self.enforcer.status().get("rules", []) if self.enforcer is not None else [],
+            "rules": self._rules_status(),
             "hub": self._hub_status(),
             "last_errors": list(self.errors),
         }
 
     def incidents(self, _args: Any = None) -> list[dict]:
         return [i.to_dict() for i in self.pipeline.tracker.all()]
+
+    def _rules_status(self) -> list[dict]:
+        """The enforcer's rules; one the hub last sent a copy of that failed its check says
+        so in `kept` (the gateway enforces its last verified copy until its expiry)."""
+        if self.enforcer is None:
+            return []
+        kept = dict(self.uplink.kept) if self.uplink is not None else {}
+        rules = self.enforcer.status().get("rules", [])
+        for rule in rules:
+            if rule["id"] in kept:
+                rule["kept"] = kept[rule["id"]]
+        return rules
 
     def _hub_status(self) -> dict:
         if self.uplink is None:
