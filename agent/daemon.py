@@ -186,6 +186,8 @@ class AgentDaemon:
             info=info,
             spool_bytes=int(h.spool_max_mb * (1 << 20)),
             on_model=self.models.handle,
+            allowlist=self.enforcer.allowlist,  # the uplink refuses what the enforcer would
+            max_ttl=self.enforcer.max_ttl,
         ).start()
 
     def _start_metrics(self) -> None:

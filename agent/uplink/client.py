@@ -34,7 +34,7 @@ from atlas.link.counters import Counters
 from atlas.link.signing import RuleVerifier
 from atlas.agent.uplink.spool import Spool
 from atlas.link.tls import TlsFiles, check_gateway_id
-from atlas.link.rules import SAFE_ID, RuleRejected, validate_rule
+from atlas.link.rules import DEFAULT_MAX_TTL, SAFE_ID, Allowlist, RuleRejected, validate_rule
 from atlas.v1 import link_pb2, link_pb2_grpc, rules_pb2, telemetry_pb2
 
 log = logging.getLogger(__name__)
@@ -91,6 +91,8 @@ class Uplink:
         max_receive_bytes: int = MAX_RECEIVE_BYTES,
         server_name: str | None = None,
         clock: Callable[[], float] = time.time,
+        allowlist: Allowlist = Allowlist(),
+        max_ttl: float = DEFAULT_MAX_TTL,
     ):
         self.hub_address = hub_address
         self.gateway_id = check_gateway_id(gateway_id)
@@ -105,6 +107,8 @@ class Uplink:
             self._options.append(("grpc.ssl_target_name_override", server_name))
         self.spool = Spool(spool_dir, max_bytes=spool_bytes, max_record_bytes=min(spool_bytes // 4, MAX_SEND_BYTES - _ENVELOPE_OVERHEAD))
         self.on_rules = on_rules
+        self.allowlist = allowlist  # the gateway's: its own, its broker's and the hub's addresses
+        self.max_ttl = max_ttl
         self.on_model = on_model
         self.window = window
         self.backoff_initial = backoff_initial
@@ -290,7 +294,7 @@ class Uplink:
         kept_now: set[str] = set()
         for signed in change.rules:
             try:
-                validate_rule(signed.rule, now)
+                validate_rule(signed.rule, now, self.allowlist, self.max_ttl)
                 self.verifier.verify_rule(signed)
             except RuleRejected as err:
                 self.counters.add("rules_refused")

@@ -165,13 +165,13 @@ def rule_problem(decision: Decision, now: float, allowlist: Allowlist = Allowlis
     """Why the gateways would refuse rules for this decision, or None if they would accept:
     the contract's one checker (validate_rule), with the hub's allowlist (gateways, brokers,
     the hub itself: every address no rule may name)."""
-    if not (isinstance(decision.ttl, (int, float)) and 0 < decision.ttl <= MAX_TTL):
-        return f"ttl {decision.ttl!r} is not in (0, {MAX_TTL:g}] seconds"
+    if isinstance(decision.ttl, bool) or not isinstance(decision.ttl, (int, float)):
+        return f"expires_at: ttl {decision.ttl!r} is not a number of seconds"
     probe = Rule(id="r-probe", action=decision.action, target=decision.target,
                  expires_at=now + decision.ttl, reason=decision.reason[:1024],
                  decision_id="d-probe", shadow=decision.shadow, params=dict(decision.params))
     try:
-        validate_rule(probe, now=now, allowlist=allowlist)
+        validate_rule(probe, now=now, allowlist=allowlist, max_ttl=MAX_TTL)
     except RuleRejected as exc:
         return f"{exc.field}: {exc.problem}"
     return None

@@ -202,8 +202,9 @@ def test_shield_makes_a_policy_bug_safe():
     (Decision("quarantine", "0.0.0.0", 60, "r"), "target"),
     (Decision("rate_limit", ATTACKER, 60, "r", params={}), "params"),
     (Decision("revoke_mqtt", "bad user; rm -rf", 60, "r"), "target"),
-    (Decision("quarantine", ATTACKER, 0, "r"), "ttl"),
-    (Decision("quarantine", ATTACKER, 30 * 86400, "r"), "ttl"),
+    (Decision("quarantine", ATTACKER, 0, "r"), "expires_at"),
+    (Decision("quarantine", ATTACKER, 30 * 86400, "r"), "expires_at"),
+    (Decision("quarantine", ATTACKER, "600", "r"), "expires_at"),
 ])
 def test_decisions_the_gateways_would_refuse_are_suppressed(decision, problem):
     vetted = shield(decision, incident(), context())
