@@ -157,7 +157,9 @@ class AgentDaemon:
         except Exception as exc:  # never let one bad batch stop the gateway's protection
             self.errors.append(f"{time.strftime('%H:%M:%S')} pipeline: {exc!r}")
             log.exception("pipeline failed on a batch of %d frames", len(batch))
-        if time.monotonic() - self._last_report >= REPORT_INTERVAL_S:
+        # An incident that opened (or closed) goes to the hub now, not at the next interval:
+        # the response to an attack waits for it. They are rare (debounced), so this is cheap.
+        if self._changed or time.monotonic() - self._last_report >= REPORT_INTERVAL_S:
             self._report()
 
     def _start_enforcer(self) -> None:
