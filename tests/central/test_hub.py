@@ -9,7 +9,7 @@ import time
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from atlas.link.incidents import Incident
+from atlas.link.incidents import LOGINS_ACCEPTED, Incident
 from atlas.link.wire import DeviceSummary, GatewayInfo, Health, RuleAck, TelemetryBatch
 from atlas.link.signing import RuleSigner, RuleVerifier
 from atlas.central.decide.inventory import DeviceEntry, Inventory
@@ -389,6 +389,22 @@ def test_an_outside_host_presenting_a_devices_id_is_quarantined_the_device_untou
     reasons = " ".join(d.reason for d in hub.store.list_decisions())
     assert "'meter-7' of smart_meter at 10.0.2.7 (spoofed)" in reasons
     assert "'ecb-0001' of emergency_call_box at 10.0.1.5 (spoofed)" in reasons
+
+
+def test_a_login_accepted_later_revokes_the_stolen_credential_too(make_hub, clock):
+    hub = make_hub()
+    guess = incident(kind="mqtt_bruteforce", device="meter-7")
+    hub.telemetry("gw1", batch(1, guess))
+    assert [(r.rule.action, r.rule.target) for r in hub.store.list_rules()] == \
+        [("quarantine", ATTACKER)]
+    # the same incident, updated: one guess got in (the agent's evidence, as on the wire)
+    got_in = incident(kind="mqtt_bruteforce", device="meter-7", last=T0 + 5)
+    got_in.evidence = {LOGINS_ACCEPTED: {"meter-7": 1}}
+    hub.telemetry("gw1", batch(2, got_in))
+    assert sorted((r.rule.action, r.rule.target) for r in hub.store.list_rules()) == \
+        [("quarantine", ATTACKER), ("revoke_mqtt", "meter-7")]
+    [revoke] = [d for d in hub.store.list_decisions() if d.action == "revoke_mqtt"]
+    assert "credential compromised" in revoke.reason
 
 
 def test_unknown_kinds_and_unblockable_targets_issue_no_rules(make_hub):
