@@ -209,16 +209,22 @@ def test_a_good_copy_after_a_bad_one_ends_the_keeping(gateway, pki):
     assert up.kept == {}
 
 
-def test_status_and_metrics_say_a_rule_is_kept(gateway, pki):
+def test_status_and_metrics_say_a_rule_is_kept(gateway, pki, tmp_path):
     from atlas.agent.cli import format_status
+    from atlas.agent.config import parse_config
+    from atlas.agent.daemon import AgentDaemon
     from atlas.agent.metrics import AgentMetrics
 
     up, enforcer, _ = gateway
     up.apply_rule_change(proto_change("snapshot", signed(pki)))
     up.apply_rule_change(proto_change("snapshot", tampered(pki, target="10.0.0.10")))
-    rules = enforcer.status()["rules"]
-    rules[0]["kept"] = up.kept["r-1"]  # as the daemon's status joins them
-    text = format_status({"rules": rules})
+    from atlas.agent.detect import Detector
+
+    daemon = AgentDaemon(parse_config({"agent": {"state_dir": str(tmp_path / "state")}}), Detector())
+    daemon.enforcer, daemon.uplink = enforcer, up  # what run() starts
+    status = daemon.status()
+    assert [r.get("kept", "") for r in status["rules"]] == [up.kept["r-1"]]
+    text = format_status(status)
     assert "KEPT r-1 quarantine 10.0.0.9: the hub's copy was refused (signature: does not match" in text
     assert "stays until its expiry" in text
     m = AgentMetrics(process_metrics=False)
