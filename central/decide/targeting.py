@@ -40,7 +40,8 @@ class Claim:
 
     def note(self, address: str) -> str:
         """The claim in words, for a decision's reason."""
-        text = f"presents MQTT id {self.identity!r}"
+        # the id is attacker-supplied text: quoted, and cut to what an id may be
+        text = f"presents MQTT id {self.identity[:128]!r}"
         if self.owner is not None:
             where = self.owner.address or "another address"
             text += f" of {self.owner.profile} at {where} (spoofed)"

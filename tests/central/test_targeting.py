@@ -166,3 +166,8 @@ def test_the_shield_names_the_checkers_field():
     ctx = decision_context(INVENTORY, inc, 1000.0, Allowlist())
     out = shield(Decision("quarantine", "127.0.0.1", 60, "r"), inc, ctx)
     assert out.suppressed and "target: 127.0.0.1 is a loopback address" in out.reason
+
+
+def test_a_presented_id_is_quoted_and_cut_in_the_reason():
+    _, out = hub_decisions(incident(device="x" * 5000 + "\n; drop"))
+    assert len(out[0].reason) < 400 and "\n" not in out[0].reason
