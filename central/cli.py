@@ -48,7 +48,7 @@ from typing import Any, Sequence
 
 from atlas.link import __version__
 from atlas.central.config import DEFAULT_CONFIG_PATH, ConfigError, HubConfig, load_config
-from atlas.central.store import RULE_LIVE, Store, StoreError, open_store
+from atlas.central.store import RULE_UNENDED, Store, StoreError, open_store
 
 EXIT_FAILED = 1
 EXIT_USAGE = 2
@@ -378,7 +378,7 @@ def cmd_decisions(args: argparse.Namespace) -> int:
 
 def cmd_rules(args: argparse.Namespace) -> int:
     store = _reader(args)
-    rules = store.list_rules(states=None if args.all else RULE_LIVE, limit=args.limit)
+    rules = store.list_rules(states=None if args.all else RULE_UNENDED, limit=args.limit)
     if args.json:
         _print_json([r.to_dict() for r in rules])
         return 0
@@ -621,7 +621,7 @@ def _precheck(store: Store, kind: str, argument: str) -> None:
         record = store.get_rule(argument)
         if record is None:
             raise CliError(f"no rule {argument!r} (see `atlas-central rules`)")
-        if record.state not in RULE_LIVE:
+        if record.state not in RULE_UNENDED:
             raise CliError(f"rule {argument} is already {record.state}")
 
 

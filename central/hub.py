@@ -33,7 +33,7 @@ from atlas.central.audit import AuditLog
 from atlas.central.decide import (NO_ACTION, Allowlist, Decision, DecisionContext, Policy,
                                   decision_context, respond)
 from atlas.central.decide.inventory import Inventory
-from atlas.central.store import (RULE_LIVE, RULE_SENT, DecisionRecord, GatewayRecord,
+from atlas.central.store import (RULE_SENT, RULE_UNENDED, DecisionRecord, GatewayRecord,
                                  HubIncident, HubState, IncidentReport, ModelStatus, RuleRecord,
                                  Store)
 
@@ -44,8 +44,7 @@ LIVE_DECISIONS = ("active", "shadow", "pending_approval")
 # Decision states that never change again without an operator, so a policy proposing the same
 # response again is not recorded again.
 SETTLED_DECISIONS = ("none", "suppressed", "rejected")
-# Decision states whose rules are issued (and the state its new rules start in).
-RULE_ISSUED = ("active", "shadow")
+RULE_LIVE = ("active", "shadow")
 OPERATOR_COMMANDS = ("approve", "reject", "revoke", "model_push")
 FEED_MAX_PENDING = 256  # changes a slow gateway may owe before it gets one fresh snapshot
 
@@ -476,7 +475,7 @@ class Hub(HubView):
                 record = self.store.get_rule(rule_id)
                 if record is None:
                     raise OperatorError(f"no rule {rule_id!r}")
-                if record.state not in RULE_LIVE:
+                if record.state not in RULE_UNENDED:
                     raise OperatorError(f"rule {rule_id} is already {record.state}")
                 was = record.state
                 record.state, record.ended_at = "revoked", now
@@ -690,7 +689,7 @@ class Hub(HubView):
                 continue
             decision.gateways = decision.gateways + [gateway_id]
             self.store.put_decision(decision)
-            if decision.state in RULE_ISSUED and (decision.expires_at or 0) > now:
+            if decision.state in RULE_LIVE and (decision.expires_at or 0) > now:
                 self._issue(decision, gateway_id, now, changes)
 
     def _context(self, incident: HubIncident, report: Incident | None, now: float,
@@ -738,11 +737,11 @@ class Hub(HubView):
             action=proposal.action, target=proposal.target, params=dict(proposal.params),
             ttl=float(proposal.ttl), reason=proposal.reason, gateways=list(incident.gateways),
             requires_approval=proposal.requires_approval, shadow=proposal.shadow, state=state,
-            created_at=now, expires_at=now + proposal.ttl if state in RULE_ISSUED else None)
+            created_at=now, expires_at=now + proposal.ttl if state in RULE_LIVE else None)
         self.store.put_decision(decision)
         self.audit.append("decision", decision.to_dict(), now)
         self.counters["decisions"] += 1
-        if state in RULE_ISSUED:
+        if state in RULE_LIVE:
             for gateway in decision.gateways:
                 self._issue(decision, gateway, now, changes)
         if state == "pending_approval":
@@ -771,9 +770,9 @@ class Hub(HubView):
     def _settle_decision(self, decision_id: str, state: str) -> None:
         """Mark a decision expired/revoked once none of its rules is live any more."""
         decision = self.store.get_decision(decision_id)
-        if decision is None or decision.state not in RULE_ISSUED:
+        if decision is None or decision.state not in RULE_LIVE:
             return
-        if any(r.state in RULE_LIVE for r in self.store.rules_for_decision(decision_id)):
+        if any(r.state in RULE_UNENDED for r in self.store.rules_for_decision(decision_id)):
             return
         decision.state = state
         self.store.put_decision(decision)

@@ -117,7 +117,7 @@ class DecisionRecord:
 #   shadow   recorded, never sent; expired / revoked: ended
 RULE_STATES = ("active", "refused", "shadow", "expired", "revoked")
 RULE_SENT = ("active", "refused")  # states in which the gateway is sent the rule
-RULE_LIVE = RULE_SENT + ("shadow",)  # states that end at expiry or revocation
+RULE_UNENDED = RULE_SENT + ("shadow",)  # states that end at expiry or revocation
 
 
 @dataclass
@@ -340,7 +340,7 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     def rules_due(self, now: float) -> list[RuleRecord]:
-        """Live rules (RULE_LIVE) with expires_at <= now."""
+        """Unended rules (RULE_UNENDED) with expires_at <= now."""
 
     @abc.abstractmethod
     def list_rules(self, states: tuple[str, ...] | None = None,
