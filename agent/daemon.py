@@ -274,7 +274,8 @@ class AgentDaemon:
                 by_action[r.action] = by_action.get(r.action, 0) + 1
             m.set_rules(by_action)
         if self.uplink is not None:
-            m.set_rules_kept(len(self.uplink.kept))
+            kept = self.uplink.kept  # those the enforcer holds: it may have refused one itself
+            m.set_rules_kept(sum(1 for r in self.enforcer.rules() if r.id in kept) if self.enforcer else 0)
             m.set_hub_state("connected" if self.uplink.connected else "disconnected")
             m.set_spool_depth(self.uplink.spool.stats().depth)
         c, seen = self.pipeline.counters, self._seen
