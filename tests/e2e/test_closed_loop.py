@@ -29,18 +29,21 @@ HUB_PORT = 7443  # inside the gateway's namespace, on its own loopback
 COUNT = 80  # messages per benign device
 # the devices behind the gateway, by MQTT id (= username), with their profiles
 PROFILES = {"meter1": "smart_meter", "meter2": "smart_meter", "callbox1": "emergency_call_box"}
-# argv: host port seconds [client id and username to present]; prints, as JSON, the time of
-# the first CONNECT and of the last one the broker answered (monotonic), and the count
+# argv: host port seconds [client id and username to present [a stolen password, tried first]];
+# prints, as JSON, the time of the first CONNECT and of the last one the broker answered
+# (monotonic), and the count
 BRUTEFORCE = """
 import json, socket, sys, time
 host, port, seconds = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
 claim = sys.argv[4].encode() if len(sys.argv) > 4 else b""
+stolen = sys.argv[5].encode() if len(sys.argv) > 5 else b""
 def s(b): return len(b).to_bytes(2, "big") + b
 start = time.monotonic()
 end, tried, failed, answered = start + seconds, 0, 0, None
 while time.monotonic() < end and failed < 3:  # stop once the gateway has cut us off
     cid, user = (claim, claim) if claim else (b"bf-%d" % tried, b"admin")
-    body = s(b"MQTT") + bytes([4, 0xC2]) + (60).to_bytes(2, "big") + s(cid) + s(user) + s(b"guess%d" % tried)
+    password = stolen if stolen and tried == 0 else b"guess%d" % tried
+    body = s(b"MQTT") + bytes([4, 0xC2]) + (60).to_bytes(2, "big") + s(cid) + s(user) + s(password)
     try:
         with socket.create_connection((host, port), timeout=1.0) as c:
             c.sendall(bytes([0x10, len(body)]) + body)
@@ -97,9 +100,12 @@ operator_poll = 0.1
 outside = {{ action = "quarantine", ttl = {TTL} }}
 """
         )
+        admin_pw = tmp_path / "dynsec-admin.pw"  # the agent revokes MQTT accounts through the broker
+        admin_pw.write_text(broker.admin_password)
         lab.write_agent_toml(tmp_path / "agent.toml", gateway=GATEWAY, interface=the_lab.bridge, hub_port=HUB_PORT, tls=tls,
                              signing_pub=PkiDir(pki.root).signing_pub,
-                             extra=f'[enforce]\nnftables = "on"\nallowlist = ["{the_lab.gw_ip}"]\n')
+                             extra=f'[enforce]\nnftables = "on"\nallowlist = ["{the_lab.gw_ip}"]\nallow_usernames = ["collector"]\n'
+                                   f'mqtt_host = "127.0.0.1"\nmqtt_username = "{broker.admin}"\nmqtt_password_file = "{admin_pw}"\n')
         hub = the_lab.popen(the_lab.gw, [sys.executable, "-m", "atlas.central.cli", "serve", "--config", str(tmp_path / "central.toml")],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         agent = the_lab.popen(the_lab.gw, [sys.executable, "-m", "atlas.agent.cli", "run", "--config", str(tmp_path / "agent.toml")],
@@ -190,3 +196,20 @@ def test_an_attacker_presenting_a_real_devices_id_is_cut_off_and_the_device_lose
     received = collector.by_topic()
     for d in devices:
         assert sorted(s for s, _ in received.get(f"lab/{d.name}", [])) == list(range(count)), f"{d.name} lost messages"
+
+
+def test_a_stolen_credential_is_revoked_with_the_attackers_address(city):
+    """The attacker logs in once with meter2's real password, then guesses on: the gateway saw
+    the broker accept that login, so the credential is compromised and is revoked too."""
+    the_lab, devices, attacker, collector, tmp = city
+    gw = the_lab.gw_ip
+    bf = the_lab.popen(attacker.netns, [sys.executable, "-c", BRUTEFORCE, gw, "1883", "20", "meter2", "pw-meter2"],
+                       stdout=subprocess.PIPE, text=True)
+    bf.communicate(timeout=60)
+    assert wait_for(lambda: the_lab.broker.client_disabled("meter2"), 10), "the stolen credential was not revoked"
+    assert attacker.ip in quarantined(the_lab)
+    rules = json.loads(cli("central", "rules", "--all", "--json", "--config", str(tmp / "central.toml"), netns=the_lab.gw).stdout)
+    assert {(r["rule"]["action"], r["rule"]["target"]) for r in rules} == {("quarantine", attacker.ip), ("revoke_mqtt", "meter2")}
+    [revoke] = [r for r in rules if r["rule"]["action"] == "revoke_mqtt"]
+    assert "credential compromised" in revoke["rule"]["reason"]
+    assert not the_lab.broker.client_disabled("meter1") and not the_lab.broker.client_disabled("callbox1")
