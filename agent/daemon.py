@@ -190,6 +190,7 @@ class AgentDaemon:
             on_model=self.models.handle,
             allowlist=self.enforcer.allowlist,  # the uplink refuses what the enforcer would
             max_ttl=self.enforcer.max_ttl,
+            verified=self.enforcer.rules(),  # kept across a restart, too
         ).start()
 
     def _start_metrics(self) -> None:

@@ -23,7 +23,7 @@ import threading
 import time
 from collections import deque
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable, Iterable, Iterator
 
 import grpc
 
@@ -34,7 +34,7 @@ from atlas.link.counters import Counters
 from atlas.link.signing import RuleVerifier
 from atlas.agent.uplink.spool import Spool
 from atlas.link.tls import TlsFiles, check_gateway_id
-from atlas.link.rules import DEFAULT_MAX_TTL, SAFE_ID, Allowlist, RuleRejected, validate_rule
+from atlas.link.rules import DEFAULT_MAX_TTL, SAFE_ID, Allowlist, Rule, RuleRejected, validate_rule
 from atlas.v1 import link_pb2, link_pb2_grpc, rules_pb2, telemetry_pb2
 
 log = logging.getLogger(__name__)
@@ -93,6 +93,7 @@ class Uplink:
         clock: Callable[[], float] = time.time,
         allowlist: Allowlist = Allowlist(),
         max_ttl: float = DEFAULT_MAX_TTL,
+        verified: Iterable[Rule] = (),
     ):
         self.hub_address = hub_address
         self.gateway_id = check_gateway_id(gateway_id)
@@ -128,7 +129,9 @@ class Uplink:
         # Fail closed: the last verified copy of every rule handed to on_rules, so a copy from
         # the hub that fails its check (a target edited in the hub's database) cannot take
         # away what the hub signed before; kept until its own expiry or the hub's withdrawal.
-        self._verified: dict[str, SignedRule] = {}
+        # `verified`: what the enforcer already holds (its state file survives a restart; every
+        # rule in it was verified when it arrived).
+        self._verified: dict[str, SignedRule] = {r.id: SignedRule(r, b"") for r in verified}
         self.kept: dict[str, str] = {}  # rule id -> why the hub's newer copy was refused
 
     # --- the pipeline's side ------------------------------------------------------------

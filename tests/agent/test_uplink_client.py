@@ -230,3 +230,19 @@ def test_status_and_metrics_say_a_rule_is_kept(gateway, pki, tmp_path):
     m = AgentMetrics(process_metrics=False)
     m.set_rules_kept(len(up.kept))
     assert b"atlas_agent_rules_kept_verified 1.0" in m.scrape()
+
+
+def test_the_rules_an_enforcer_held_before_a_restart_are_kept_too(gateway, pki, tmp_path):
+    first, enforcer, now = gateway
+    first.apply_rule_change(proto_change("snapshot", signed(pki)))
+    first.spool.close()
+    # the agent restarts: a new uplink, the enforcer's rules from its state file
+    from atlas.agent.enforce.dryrun import DryRunBackend
+    from atlas.agent.enforce.enforcer import Enforcer
+
+    again = Enforcer([DryRunBackend(name="net")], tmp_path / "enforce.json", clock=lambda: now[0])
+    again.reconcile()
+    up = make(pki, tmp_path / "2", on_rules=again.apply, clock=lambda: now[0], verified=again.rules())
+    [ack] = up.apply_rule_change(proto_change("snapshot", tampered(pki, target="10.0.0.10")))
+    assert not ack.applied and "keeps enforcing" in ack.error
+    assert [r.target for r in again.rules()] == ["10.0.0.9"]
