@@ -717,9 +717,6 @@ def _params_text(params: dict[str, Any]) -> str:
     return "(" + ",".join(f"{k}={v}" for k, v in sorted(params.items())) + ")" if params else ""
 
 
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
-
 
 # ---- the city graph and STIX (atlas.central.ontology; needs the `ontology` extra) ---------
 
@@ -922,3 +919,7 @@ def _write_out(path: Path | None, text: str) -> None:
         path.write_text(text)
     except OSError as exc:
         raise CliError(f"--out: cannot write {path}: {exc.strerror or exc}") from None
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
