@@ -253,6 +253,10 @@ def format_status(s: dict) -> str:
     rules = s.get("rules", [])
     if rules:
         lines.append(f"rules       {len(rules)} active")
+    for r in rules:
+        if r.get("kept"):  # fail closed, said out loud
+            lines.append(f"  KEPT {r['id']} {r['action']} {r['target']}: the hub's copy was refused "
+                         f"({r['kept']}); the last verified copy stays until its expiry")
     errors = s.get("last_errors", [])
     if errors:
         lines.append("last errors " + "; ".join(errors[-3:]))

@@ -157,7 +157,9 @@ class AgentDaemon:
         except Exception as exc:  # never let one bad batch stop the gateway's protection
             self.errors.append(f"{time.strftime('%H:%M:%S')} pipeline: {exc!r}")
             log.exception("pipeline failed on a batch of %d frames", len(batch))
-        if time.monotonic() - self._last_report >= REPORT_INTERVAL_S:
+        # An incident that opened (or closed) goes to the hub now, not at the next interval:
+        # the response to an attack waits for it. They are rare (debounced), so this is cheap.
+        if self._changed or time.monotonic() - self._last_report >= REPORT_INTERVAL_S:
             self._report()
 
     def _start_enforcer(self) -> None:
@@ -186,6 +188,9 @@ class AgentDaemon:
             info=info,
             spool_bytes=int(h.spool_max_mb * (1 << 20)),
             on_model=self.models.handle,
+            allowlist=self.enforcer.allowlist,  # the uplink refuses what the enforcer would
+            max_ttl=self.enforcer.max_ttl,
+            verified=self.enforcer.rules(),  # kept across a restart, too
         ).start()
 
     def _start_metrics(self) -> None:
@@ -273,6 +278,8 @@ class AgentDaemon:
                 by_action[r.action] = by_action.get(r.action, 0) + 1
             m.set_rules(by_action)
         if self.uplink is not None:
+            kept = self.uplink.kept  # those the enforcer holds: it may have refused one itself
+            m.set_rules_kept(sum(1 for r in self.enforcer.rules() if r.id in kept) if self.enforcer else 0)
             m.set_hub_state("connected" if self.uplink.connected else "disconnected")
             m.set_spool_depth(self.uplink.spool.stats().depth)
         c, seen = self.pipeline.counters, self._seen
@@ -333,13 +340,25 @@ class AgentDaemon:
             "features": vars(self.pipeline.features.stats),
             "mqtt": self.pipeline.streams.stats(),
             "incidents": [i.to_dict() for i in self.pipeline.tracker.open.values()],
-            "rules": self.enforcer.status().get("rules", []) if self.enforcer is not None else [],
+            "rules": self._rules_status(),
             "hub": self._hub_status(),
             "last_errors": list(self.errors),
         }
 
     def incidents(self, _args: Any = None) -> list[dict]:
         return [i.to_dict() for i in self.pipeline.tracker.all()]
+
+    def _rules_status(self) -> list[dict]:
+        """The enforcer's rules; one the hub last sent a copy of that failed its check says
+        so in `kept` (the gateway enforces its last verified copy until its expiry)."""
+        if self.enforcer is None:
+            return []
+        kept = dict(self.uplink.kept) if self.uplink is not None else {}
+        rules = self.enforcer.status().get("rules", [])
+        for rule in rules:
+            if rule["id"] in kept:
+                rule["kept"] = kept[rule["id"]]
+        return rules
 
     def _hub_status(self) -> dict:
         if self.uplink is None:

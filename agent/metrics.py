@@ -31,6 +31,9 @@ class AgentMetrics(DaemonMetrics):
         self.hub_stream = Enum(f"{ns}_hub_stream_state", "State of the telemetry stream to the hub",
                                states=list(HUB_STATES), registry=reg)
         self.hub_stream.state("disabled")
+        self.rules_kept = Gauge(f"{ns}_rules_kept_verified",
+                                "Rules enforced from their last verified copy because the hub's "
+                                "newer copy failed its check (signature, vocabulary)", registry=reg)
 
     def observe_batch(self, packets: int, nbytes: int = 0, kernel_drops: int = 0) -> None:
         """One capture batch: counts since the previous batch (not running totals)."""
@@ -54,6 +57,9 @@ class AgentMetrics(DaemonMetrics):
 
     def set_spool_depth(self, depth: int) -> None:
         self.spool_depth.set(depth)
+
+    def set_rules_kept(self, count: int) -> None:
+        self.rules_kept.set(count)
 
     def set_hub_state(self, state: str) -> None:
         if state not in HUB_STATES:

@@ -13,8 +13,9 @@ from typing import Callable, Iterator
 
 import numpy as np
 
-from atlas.link.incidents import Incident
+from atlas.link.incidents import LOGINS_ACCEPTED, Incident
 from atlas.agent.alerts import IncidentTracker
+from atlas.agent.alerts.logins import AcceptedLogins
 from atlas.agent.capture import FrameBatch
 from atlas.agent.capture.pcapfile import read_capture
 from atlas.agent.config import AgentConfig
@@ -84,6 +85,7 @@ class AgentPipeline:
         )
         # Profile conformance (false_data, profile_violation): only with [detect] inventory.
         self.conformance: ConformanceCheck | None = conformance_from_config(cfg.detect, cfg.agent)
+        self.logins = AcceptedLogins()
         self.counters = PipelineCounters()
         self._ticks = 0
         self._expired_at = float("-inf")
@@ -98,6 +100,7 @@ class AgentPipeline:
         self.counters.batches += 1
         packets = decode_packets(batch, self.book)
         mqtt = self.streams.feed(batch, packets)
+        self._note_logins(mqtt)
         self._batch, self._packets = batch, packets
         self.counters.mqtt_messages += len(mqtt)
         if len(packets):
@@ -119,6 +122,7 @@ class AgentPipeline:
         """End of input: close the open tick; returns every incident, in order."""
         tail = self.streams.flush()
         self.counters.mqtt_messages += len(tail)
+        self._note_logins(tail)
         if len(tail):
             for rows in self.features.update(np.zeros(0, dtype=PACKET_DTYPE), tail):
                 self._on_rows(rows)
@@ -201,6 +205,7 @@ class AgentPipeline:
         )
         if inc is not None and before is None:
             inc.evidence["packets"] = self._samples(int(rows.devices[i]))
+            self._with_logins(inc)
             self._emit(inc)
 
     def _check_conformance(self, batch: FrameBatch, packets: np.ndarray) -> None:
@@ -214,12 +219,25 @@ class AgentPipeline:
         for f in findings:
             self._observe_finding(f)
 
+    def _note_logins(self, mqtt: np.ndarray) -> None:
+        """Accepted logins go into the evidence of every open incident from that address."""
+        for address in self.logins.observe(mqtt, self.book.name, self.streams.client_id):
+            for (src, _), inc in self.tracker.open.items():
+                if src == address:
+                    inc.evidence[LOGINS_ACCEPTED] = self.logins.of(address)
+
+    def _with_logins(self, inc: Incident) -> None:
+        logins = self.logins.of(inc.src_ip)
+        if logins:
+            inc.evidence[LOGINS_ACCEPTED] = logins
+
     def _observe_finding(self, f: Finding) -> None:
         before = self.tracker.open.get((f.src_ip, f.kind))
         # A breach of the profile is certain, not a score: 1.0 opens the incident at once.
         inc = self.tracker.observe(f.last_ts, f.src_ip, f.kind, 1.0, f.first_ts, f.packets, dst_ip=f.dst_ip,
                                    device=f.device, evidence=f.evidence if before is None else None)
         if inc is not None and before is None:
+            self._with_logins(inc)
             self._emit(inc)
 
     def _device_name(self, key: int, src: str) -> str:

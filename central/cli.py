@@ -48,7 +48,7 @@ from typing import Any, Sequence
 
 from atlas.link import __version__
 from atlas.central.config import DEFAULT_CONFIG_PATH, ConfigError, HubConfig, load_config
-from atlas.central.store import Store, StoreError, open_store
+from atlas.central.store import RULE_UNENDED, Store, StoreError, open_store
 
 EXIT_FAILED = 1
 EXIT_USAGE = 2
@@ -130,7 +130,8 @@ def build_parser() -> argparse.ArgumentParser:
     dec.set_defaults(func=cmd_decisions)
 
     rules = sub.add_parser("rules", parents=[where, as_json],
-                           help="rules in force (and shadow rules); --all for history")
+                           help="rules in force, refused by their gateway, and shadow rules; "
+                                "--all for history")
     rules.add_argument("--all", action="store_true", help="also expired and revoked rules")
     rules.add_argument("--limit", type=_positive_int, default=200)
     rules.set_defaults(func=cmd_rules)
@@ -402,7 +403,7 @@ def cmd_decisions(args: argparse.Namespace) -> int:
 
 def cmd_rules(args: argparse.Namespace) -> int:
     store = _reader(args)
-    rules = store.list_rules(states=None if args.all else ("active", "shadow"), limit=args.limit)
+    rules = store.list_rules(states=None if args.all else RULE_UNENDED, limit=args.limit)
     if args.json:
         _print_json([r.to_dict() for r in rules])
         return 0
@@ -410,7 +411,8 @@ def cmd_rules(args: argparse.Namespace) -> int:
     rows = []
     for r in rules:
         ack = "-" if r.ack_applied is None else ("applied" if r.ack_applied else
-                                                 f"FAILED: {r.ack_error}")
+                                                 f"REFUSED: {r.ack_error}" if r.ack_error
+                                                 else "withdrawn")
         rows.append([r.rule.id, r.gateway, r.rule.action + _params_text(r.rule.params),
                      r.rule.target, r.state, _until(r.rule.expires_at, now), ack,
                      r.rule.decision_id])
@@ -451,7 +453,8 @@ def cmd_status(args: argparse.Namespace) -> int:
     c = status["counts"]
     print(f"gateways: {c['gateways_online']} connected of {c['gateways']}")
     print(f"incidents: {c['incidents_open']} open of {c['incidents']}")
-    print(f"rules: {c['rules_active']} in force, {c['rules_shadow']} shadow")
+    print(f"rules: {c['rules_active']} in force, {c.get('rules_refused', 0)} refused by their "
+          f"gateway, {c['rules_shadow']} shadow")
     print(f"approvals waiting: {c['pending_approvals']}")
     if c["queued_commands"]:
         print(f"operator commands queued: {c['queued_commands']}")
@@ -643,7 +646,7 @@ def _precheck(store: Store, kind: str, argument: str) -> None:
         record = store.get_rule(argument)
         if record is None:
             raise CliError(f"no rule {argument!r} (see `atlas-central rules`)")
-        if record.state not in ("active", "shadow"):
+        if record.state not in RULE_UNENDED:
             raise CliError(f"rule {argument} is already {record.state}")
 
 
@@ -738,9 +741,6 @@ def _cpu(health: dict[str, Any]) -> str:
 def _params_text(params: dict[str, Any]) -> str:
     return "(" + ",".join(f"{k}={v}" for k, v in sorted(params.items())) + ")" if params else ""
 
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
 
 
 # ---- the city graph and STIX (atlas.central.ontology; needs the `ontology` extra) ---------
@@ -944,3 +944,7 @@ def _write_out(path: Path | None, text: str) -> None:
         path.write_text(text)
     except OSError as exc:
         raise CliError(f"--out: cannot write {path}: {exc.strerror or exc}") from None
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -31,10 +31,11 @@ from atlas.link.wire import GatewayInfo, ModelAck, ModelUpdate, RuleAck, RuleCha
 from atlas.link.tls import check_gateway_id
 from atlas.central.audit import AuditLog
 from atlas.central.decide import (NO_ACTION, Allowlist, Decision, DecisionContext, Policy,
-                                  shield)
+                                  decision_context, respond)
 from atlas.central.decide.inventory import Inventory
-from atlas.central.store import (DecisionRecord, GatewayRecord, HubIncident, HubState,
-                                 IncidentReport, ModelStatus, RuleRecord, Store)
+from atlas.central.store import (RULE_SENT, RULE_UNENDED, DecisionRecord, GatewayRecord,
+                                 HubIncident, HubState, IncidentReport, ModelStatus, RuleRecord,
+                                 Store)
 
 log = logging.getLogger("atlas.central.hub")
 
@@ -326,7 +327,7 @@ class Hub(HubView):
         with self._lock:
             now = self._clock()
             return [SignedRule(rule=r.rule, signature=r.signature)
-                    for r in self.store.rules_for_gateway(gateway_id, ("active",))
+                    for r in self.store.rules_for_gateway(gateway_id, RULE_SENT)
                     if r.rule.expires_at > now]
 
     def model_ack(self, gateway_id: str, ack: ModelAck) -> None:
@@ -474,7 +475,7 @@ class Hub(HubView):
                 record = self.store.get_rule(rule_id)
                 if record is None:
                     raise OperatorError(f"no rule {rule_id!r}")
-                if record.state not in RULE_LIVE:
+                if record.state not in RULE_UNENDED:
                     raise OperatorError(f"rule {rule_id} is already {record.state}")
                 was = record.state
                 record.state, record.ended_at = "revoked", now
@@ -483,7 +484,7 @@ class Hub(HubView):
                                                  "decision": record.rule.decision_id,
                                                  "operator": operator}, now)
                 self._settle_decision(record.rule.decision_id, "revoked")
-                if was == "active":
+                if was in RULE_SENT:
                     changes.withdraw(record.gateway, rule_id)
             self._publish(changes)
             return record
@@ -514,7 +515,7 @@ class Hub(HubView):
                     self.audit.append("expiry", {"rule": record.rule.id,
                                                  "gateway": record.gateway,
                                                  "decision": record.rule.decision_id}, now)
-                    if was == "active":
+                    if was in RULE_SENT:
                         changes.withdraw(record.gateway, record.rule.id)
                 for decision_id in {r.rule.decision_id for r in due}:
                     self._settle_decision(decision_id, "expired")
@@ -693,13 +694,7 @@ class Hub(HubView):
 
     def _context(self, incident: HubIncident, report: Incident | None, now: float,
                  previous: list[DecisionRecord]) -> DecisionContext:
-        attacker = self.inventory.lookup_any(incident.src_ip, _client_id(incident),
-                                             incident.gateways)
-        victim = (self.inventory.lookup_any(incident.dst_ip, "", incident.gateways)
-                  if incident.dst_ip else None)
-        return DecisionContext(now=now, gateways=list(incident.gateways), attacker=attacker,
-                               victim=victim, allowlist=self.allowlist, previous=previous,
-                               report=report)
+        return decision_context(self.inventory, incident, now, self.allowlist, previous, report)
 
     def _decide(self, incident: HubIncident, report: Incident | None, now: float,
                 changes: _Changes) -> None:
@@ -708,12 +703,11 @@ class Hub(HubView):
             return  # an operator overruled the policy on this incident
         context = self._context(incident, report, now, previous)
         try:
-            proposals = self.policy.decide(incident, context)
+            decisions = respond(self.policy, incident, context)
         except Exception:  # noqa: BLE001 - a policy bug must not lose the telemetry batch
             log.exception("policy %s failed on incident %s", self.policy.name, incident.id)
             return
-        for proposal in proposals:
-            decision = shield(proposal, incident, context)
+        for decision in decisions:
             if self._already_decided(decision, previous):
                 continue
             self._record_decision(decision, incident, now, changes)
@@ -778,7 +772,7 @@ class Hub(HubView):
         decision = self.store.get_decision(decision_id)
         if decision is None or decision.state not in RULE_LIVE:
             return
-        if any(r.state in RULE_LIVE for r in self.store.rules_for_decision(decision_id)):
+        if any(r.state in RULE_UNENDED for r in self.store.rules_for_decision(decision_id)):
             return
         decision.state = state
         self.store.put_decision(decision)
@@ -822,10 +816,6 @@ def _finite(value: Any, default: float = 0.0) -> float:
     except (TypeError, ValueError):
         return default
     return number if math.isfinite(number) else default
-
-
-def _client_id(incident: HubIncident) -> str:
-    return incident.device if incident.device and incident.device != incident.src_ip else ""
 
 
 def _report_payload(incident: Incident) -> dict[str, Any]:

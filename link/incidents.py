@@ -21,6 +21,11 @@ KNOWN_KINDS = (
 CONFORMANCE_KINDS = ("false_data", "profile_violation")
 KINDS = KNOWN_KINDS + ("anomaly", "volumetric") + CONFORMANCE_KINDS
 
+# Evidence key: the MQTT logins the broker accepted from the attacker's address, by the client
+# id they presented ({client_id: count}). The hub revokes a presented identity only on this
+# evidence (atlas.central.decide.targeting): a failed guess compromises no credential.
+LOGINS_ACCEPTED = "mqtt_logins_accepted"
+
 
 @dataclass
 class Incident:

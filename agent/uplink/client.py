@@ -7,9 +7,11 @@
 
 A thread connects (exponential backoff with full jitter, capped), sends hello, then streams the
 spool in seq order with at most `window` batches unacknowledged; the hub's acks free the spool.
-Rule changes from the hub are checked (vocabulary, then signature, see vocabulary.py and
-signing.py), the accepted ones handed to `on_rules(change) -> list[RuleAck]`, and every rule is
-answered with an ack (refused ones with the reason). When the hub is away the agent keeps
+Rule changes from the hub are checked (the contract's validate_rule, then the signature), the
+accepted ones handed to `on_rules(change) -> list[RuleAck]`, and every rule is answered with an
+ack (refused ones with the reason). Enforcement fails closed: when the hub sends a copy of a
+rule that fails its check, the last verified copy of that rule id stays in force until its own
+expiry (`kept`), unless the hub withdraws the rule. When the hub is away the agent keeps
 working: `submit` only appends to the spool, and the stream resumes where the hub stopped.
 """
 from __future__ import annotations
@@ -21,18 +23,18 @@ import threading
 import time
 from collections import deque
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable, Iterable, Iterator
 
 import grpc
 
 from atlas.link import __version__
-from atlas.link.wire import GatewayInfo, ModelAck, ModelUpdate, RuleAck, RuleChange, TelemetryBatch
+from atlas.link.wire import GatewayInfo, ModelAck, ModelUpdate, RuleAck, RuleChange, SignedRule, TelemetryBatch
 from atlas.link import serde
 from atlas.link.counters import Counters
 from atlas.link.signing import RuleVerifier
 from atlas.agent.uplink.spool import Spool
 from atlas.link.tls import TlsFiles, check_gateway_id
-from atlas.link.rules import SAFE_ID, RuleRejected, validate_rule
+from atlas.link.rules import DEFAULT_MAX_TTL, SAFE_ID, Allowlist, Rule, RuleRejected, validate_rule
 from atlas.v1 import link_pb2, link_pb2_grpc, rules_pb2, telemetry_pb2
 
 log = logging.getLogger(__name__)
@@ -89,6 +91,9 @@ class Uplink:
         max_receive_bytes: int = MAX_RECEIVE_BYTES,
         server_name: str | None = None,
         clock: Callable[[], float] = time.time,
+        allowlist: Allowlist = Allowlist(),
+        max_ttl: float = DEFAULT_MAX_TTL,
+        verified: Iterable[Rule] = (),
     ):
         self.hub_address = hub_address
         self.gateway_id = check_gateway_id(gateway_id)
@@ -103,6 +108,8 @@ class Uplink:
             self._options.append(("grpc.ssl_target_name_override", server_name))
         self.spool = Spool(spool_dir, max_bytes=spool_bytes, max_record_bytes=min(spool_bytes // 4, MAX_SEND_BYTES - _ENVELOPE_OVERHEAD))
         self.on_rules = on_rules
+        self.allowlist = allowlist  # the gateway's: its own, its broker's and the hub's addresses
+        self.max_ttl = max_ttl
         self.on_model = on_model
         self.window = window
         self.backoff_initial = backoff_initial
@@ -119,6 +126,13 @@ class Uplink:
         self._call: grpc.Future | None = None
         self._threads: list[threading.Thread] = []
         self.last_error = ""
+        # Fail closed: the last verified copy of every rule handed to on_rules, so a copy from
+        # the hub that fails its check (a target edited in the hub's database) cannot take
+        # away what the hub signed before; kept until its own expiry or the hub's withdrawal.
+        # `verified`: what the enforcer already holds (its state file survives a restart; every
+        # rule in it was verified when it arrived).
+        self._verified: dict[str, SignedRule] = {r.id: SignedRule(r, b"") for r in verified}
+        self.kept: dict[str, str] = {}  # rule id -> why the hub's newer copy was refused
 
     # --- the pipeline's side ------------------------------------------------------------
 
@@ -278,18 +292,29 @@ class Uplink:
             log.error("uplink: malformed rule change: %s", err)
             return []
         now = self.clock()
+        self._forget_expired(now)
         accepted, acks = [], []
+        kept_now: set[str] = set()
         for signed in change.rules:
             try:
-                validate_rule(signed.rule, now)
+                validate_rule(signed.rule, now, self.allowlist, self.max_ttl)
                 self.verifier.verify_rule(signed)
             except RuleRejected as err:
                 self.counters.add("rules_refused")
                 self.counters.add(f"rules_refused_{err.field.split('.')[0]}")
-                log.error("uplink: refused rule %r: %s", err.rule_id, err)
-                acks.append(RuleAck(rule_id=str(signed.rule.id)[:128], applied=False, error=str(err)))
+                rule_id, error = str(signed.rule.id)[:128], str(err)
+                last = self._verified.get(rule_id)
+                if last is not None:
+                    accepted.append(last)
+                    kept_now.add(rule_id)
+                    self.kept[rule_id] = error
+                    self.counters.add("rules_kept_last_verified")
+                    error += "; the gateway keeps enforcing its last verified copy until its expiry"
+                log.error("uplink: refused rule %r: %s", err.rule_id, error)
+                acks.append(RuleAck(rule_id=rule_id, applied=False, error=error))
                 continue
             accepted.append(signed)
+            self.kept.pop(signed.rule.id, None)
         withdrawn = []
         for rule_id in change.withdrawn:
             if SAFE_ID.fullmatch(rule_id):
@@ -298,15 +323,32 @@ class Uplink:
                 self.counters.add("rules_refused")
                 self.counters.add("rules_refused_id")
                 log.error("uplink: refused withdrawal of %r: not a rule id", rule_id)
-        self.counters.add("rules_accepted", len(accepted))
+        self.counters.add("rules_accepted", len(accepted) - len(kept_now))
+        self._remember(change.kind, accepted, withdrawn)
         if accepted or withdrawn or change.kind == "snapshot":  # an empty snapshot still clears old rules
             try:
-                acks.extend(self.on_rules(RuleChange(kind=change.kind, rules=accepted, withdrawn=withdrawn)) or [])
+                applied = self.on_rules(RuleChange(kind=change.kind, rules=accepted, withdrawn=withdrawn)) or []
             except Exception as err:  # enforcement failed: tell the hub, keep the link up
                 self.counters.add("on_rules_errors")
                 log.exception("uplink: on_rules failed")
-                acks.extend(RuleAck(rule_id=s.rule.id, applied=False, error=f"enforcement failed: {err}") for s in accepted)
+                applied = [RuleAck(rule_id=s.rule.id, applied=False, error=f"enforcement failed: {err}") for s in accepted]
+            # a kept copy is answered with the refusal of the hub's copy, not as applied
+            acks.extend(a for a in applied if a.rule_id not in kept_now)
         return acks
+
+    def _remember(self, kind: str, accepted: list[SignedRule], withdrawn: list[str]) -> None:
+        """Track the verified copies on_rules now holds (see `_verified`)."""
+        if kind == "snapshot":
+            self._verified = {}  # a rule the hub no longer lists is withdrawn, kept or not
+        self._verified.update((s.rule.id, s) for s in accepted)
+        for rule_id in withdrawn:
+            self._verified.pop(rule_id, None)
+        self.kept = {k: v for k, v in self.kept.items() if k in self._verified}
+
+    def _forget_expired(self, now: float) -> None:
+        for rule_id in [k for k, s in self._verified.items() if s.rule.expires_at <= now]:
+            del self._verified[rule_id]
+            self.kept.pop(rule_id, None)
 
     def _model_update(self, msg: rules_pb2.ModelUpdate, session: "_Session") -> None:
         ack = self.handle_model_update(msg)

@@ -8,8 +8,11 @@ break them:
 - a life-safety device is never quarantined or cut off from its broker without a human's
   approval; an action its profile lists under `needs_fallback` waits for a human too (who puts
   the fallback in place), and one its profile does not list at all is never taken;
+- a response targets only what the attacker controls (its address, the identity the inventory
+  gives that address, a presented identity only once shown compromised: see `targeting`);
 - a decision that does not fit the rule vocabulary the gateways accept becomes no action, with
-  the reason recorded, instead of a rule every gateway would refuse.
+  the reason recorded, instead of a rule every gateway would refuse; so does any decision on an
+  incident kind the contract does not know.
 """
 from __future__ import annotations
 
@@ -18,9 +21,11 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
-from atlas.link.incidents import Incident
+from atlas.link.incidents import KINDS, Incident
 from atlas.link.rules import ACTIONS, Allowlist, Rule, RuleRejected, validate_rule
-from atlas.central.decide.inventory import CRITICALITIES, DeviceEntry
+from atlas.central.decide.inventory import CRITICALITIES, DeviceEntry, Inventory
+from atlas.central.decide.targeting import (Claim, controlled_targets, find_attacker,
+                                            find_claim)
 from atlas.central.store import DecisionRecord, HubIncident
 
 NO_ACTION = "none"
@@ -61,6 +66,8 @@ class DecisionContext:
     allowlist: Allowlist
     previous: list[DecisionRecord] = field(default_factory=list)  # earlier, same incident
     report: Incident | None = None  # the agent report that led here
+    # an MQTT identity the attacker presented that is not its own (see targeting.Claim)
+    claim: Claim | None = None
 
     @property
     def attacker_class(self) -> str:
@@ -76,11 +83,28 @@ class Policy(abc.ABC):
     def decide(self, incident: HubIncident, context: DecisionContext) -> list[Decision]: ...
 
 
-def _identities(incident: HubIncident, context: DecisionContext) -> set[str]:
-    ids = {incident.src_ip, incident.device}
-    if context.attacker is not None:
-        ids |= {context.attacker.address, context.attacker.client_id}
-    return {i for i in ids if i}
+def decision_context(inventory: Inventory, incident: HubIncident, now: float,
+                     allowlist: Allowlist, previous: list[DecisionRecord] | None = None,
+                     report: Incident | None = None, **extra: Any) -> DecisionContext:
+    """The context a policy decides in: the attacker found by its address, never by the
+    identity it presents (see targeting)."""
+    attacker = find_attacker(inventory, incident)
+    victim = (inventory.lookup_any(incident.dst_ip, "", incident.gateways)
+              if incident.dst_ip else None)
+    return DecisionContext(now=now, gateways=list(incident.gateways), attacker=attacker,
+                           victim=victim, allowlist=allowlist, previous=list(previous or []),
+                           report=report, claim=find_claim(inventory, incident, attacker, report),
+                           **extra)
+
+
+def respond(policy: Policy, incident: HubIncident, context: DecisionContext) -> list[Decision]:
+    """The policy's proposals after the shield; for an incident kind the contract does not
+    know, one "none" decision saying so (no policy is asked: nothing vetted it)."""
+    if incident.kind not in KINDS:
+        return [Decision(action=NO_ACTION, target=incident.src_ip, ttl=0.0,
+                         reason=f"unknown incident kind {incident.kind[:64]!r}: recorded, "
+                                "no rules (known kinds: atlas.link.incidents.KINDS)")]
+    return [shield(p, incident, context) for p in policy.decide(incident, context)]
 
 
 def shield(decision: Decision, incident: HubIncident, context: DecisionContext) -> Decision:
@@ -88,17 +112,22 @@ def shield(decision: Decision, incident: HubIncident, context: DecisionContext) 
     if decision.action == NO_ACTION:
         return decision
     notes = []
-    attacker_ids = _identities(incident, context)
-    # The target may be any identity of the attacker: protect all of them, so allowlisting a
-    # device's MQTT id also protects its address, and the other way round.
-    hit = {decision.target} | (attacker_ids if decision.target in attacker_ids else set())
+    targets = controlled_targets(incident, context.attacker, context.claim)
+    if decision.target not in targets:
+        return _suppress(decision, f"target: {decision.target} is not what the attacker controls "
+                                   f"(its address {incident.src_ip}"
+                                   + (", its own MQTT id" if len(targets) > 1 else "") + ")")
+    entry = targets[decision.target]
+    # Protect every identity of the device the target hits, so allowlisting a device's MQTT
+    # id also protects its address, and the other way round. Only facts count here: an
+    # allowlisted identity the attacker merely presents protects nobody.
+    hit = {decision.target} | ({entry.address, entry.client_id} - {""} if entry else set())
     listed = sorted(i for i in hit if context.allowlist.matches(i))
     if listed:
         return _suppress(decision, f"allowlisted ({', '.join(listed)})")
-    problem = rule_problem(decision, context.now)
+    problem = rule_problem(decision, context.now, context.allowlist)
     if problem:
         return _suppress(decision, problem)
-    entry = context.attacker if decision.target in attacker_ids else None
     if entry is not None:
         verdict = profile_verdict(entry, decision.action)
         if verdict == "never":
@@ -132,15 +161,17 @@ def _suppress(decision: Decision, why: str) -> Decision:
                                reason=f"{decision.reason}; shield: suppressed, {why}")
 
 
-def rule_problem(decision: Decision, now: float) -> str | None:
-    """Why the gateways would refuse rules for this decision, or None if they would accept."""
-    if not (isinstance(decision.ttl, (int, float)) and 0 < decision.ttl <= MAX_TTL):
-        return f"ttl {decision.ttl!r} is not in (0, {MAX_TTL:g}] seconds"
+def rule_problem(decision: Decision, now: float, allowlist: Allowlist = Allowlist()) -> str | None:
+    """Why the gateways would refuse rules for this decision, or None if they would accept:
+    the contract's one checker (validate_rule), with the hub's allowlist (gateways, brokers,
+    the hub itself: every address no rule may name)."""
+    if isinstance(decision.ttl, bool) or not isinstance(decision.ttl, (int, float)):
+        return f"expires_at: ttl {decision.ttl!r} is not a number of seconds"
     probe = Rule(id="r-probe", action=decision.action, target=decision.target,
                  expires_at=now + decision.ttl, reason=decision.reason[:1024],
                  decision_id="d-probe", shadow=decision.shadow, params=dict(decision.params))
     try:
-        validate_rule(probe, now=now)
+        validate_rule(probe, now=now, allowlist=allowlist, max_ttl=MAX_TTL)
     except RuleRejected as exc:
         return f"{exc.field}: {exc.problem}"
     return None

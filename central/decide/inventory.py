@@ -80,7 +80,9 @@ class Inventory:
         return len(self.entries)
 
     def lookup(self, address: str = "", client_id: str = "", gateway: str = "") -> DeviceEntry | None:
-        """The device with this client id, else at this address behind this gateway."""
+        """The device with this client id, else at this address behind this gateway. Decisions
+        find an attacker by address only (targeting.find_attacker): a client id on the wire is
+        a claim."""
         if client_id and client_id in self._by_client:
             return self._by_client[client_id]
         if address:
@@ -90,6 +92,10 @@ class Inventory:
                 return hit
             return self._by_address.get(address)
         return None
+
+    def by_client_id(self, client_id: str) -> DeviceEntry | None:
+        """The device the inventory gives this MQTT client id, if any."""
+        return self._by_client.get(client_id) if client_id else None
 
     def lookup_any(self, address: str, client_id: str, gateways: Iterable[str]) -> DeviceEntry | None:
         """Over several gateways, the most critical match: when unsure, be gentlest."""

@@ -35,6 +35,7 @@ DEFAULT_ROW = "default"
 CELL_KEYS = ("action", "ttl", "params", "escalate", "escalate_params", "fallback", "shadow")
 FALLBACKS = ("quarantine", NO_ACTION)
 STEP_DOWN_PPS = 50  # rate limit used when a profile refuses the cell's action
+STOLEN_TTL = 900.0  # revocation of a stolen credential when the cell gives no TTL
 
 
 class PlaybookError(ValueError):
@@ -229,6 +230,8 @@ class Playbook(Policy):
         shadow = self.shadow or cell.shadow
         who = f"{incident.src_ip}" + (f" ({context.attacker.profile})" if context.attacker else
                                       " (outside host)")
+        if context.claim is not None:
+            who += f", which {context.claim.note(incident.src_ip)}"
         first = self._decision(cell.action, cell.params, cell, incident, context,
                                f"{incident.kind} from {who}: {where}", shadow)
         later = []
@@ -245,7 +248,24 @@ class Playbook(Policy):
                 later.insert(0, dataclasses.replace(first, requires_approval=True))
             first = self._step_down(first, context.attacker, cell, incident.src_ip)
         out = [first] + [d for d in later if d.action != NO_ACTION]
+        stolen = self._revoke_stolen(cell, incident, context, where, shadow)
+        if stolen is not None and not any(d.action == "revoke_mqtt" and d.target == stolen.target
+                                           for d in out):
+            out.append(stolen)
         return out
+
+    def _revoke_stolen(self, cell: Cell, incident: HubIncident, context: DecisionContext,
+                       where: str, shadow: bool) -> Decision | None:
+        """A presented identity whose login the broker accepted from the attacker's address is
+        a stolen credential: revoke it too (the shield asks a human when its owner is
+        life-safety or its profile says so)."""
+        claim = context.claim
+        if claim is None or not claim.compromised:
+            return None
+        ttl = cell.ttl or self.cell(DEFAULT_ROW, context.attacker_class).ttl or STOLEN_TTL
+        return Decision(action="revoke_mqtt", target=claim.identity, ttl=ttl, shadow=shadow,
+                        reason=f"{incident.kind} from {incident.src_ip}, which "
+                               f"{claim.note(incident.src_ip)}: {where}")
 
     @staticmethod
     def _step_down(decision: Decision, entry: DeviceEntry, cell: Cell, address: str) -> Decision:
@@ -278,10 +298,9 @@ class Playbook(Policy):
 
 
 def _mqtt_identity(incident: HubIncident, context: DecisionContext) -> str:
-    """The attacker's MQTT client id: from the inventory, else what the agent decoded."""
+    """The attacker's own MQTT account: the one the inventory gives its address. What it
+    presents on the wire is a claim (another device's, or an account the inventory does not
+    list) and is revoked only as a stolen credential (_revoke_stolen)."""
     if context.attacker is not None and context.attacker.client_id:
         return context.attacker.client_id
-    device = incident.device
-    if device and device != incident.src_ip:
-        return device
     return ""

@@ -107,11 +107,24 @@ class DecisionRecord:
         return asdict(self)
 
 
+# A rule's life at the hub, per gateway (one row per rule and gateway):
+#   active   sent to its gateway, which applied it or has not answered yet
+#   refused  its gateway answered that it did not apply it (ack_error says why); it stays
+#            desired until its expiry, re-sent on every reconnect (a gateway that refused a
+#            bad signature keeps its last verified copy only while the hub still lists it;
+#            one that refused for lack of a backend may take it later: its ack makes it
+#            active again)
+#   shadow   recorded, never sent; expired / revoked: ended
+RULE_STATES = ("active", "refused", "shadow", "expired", "revoked")
+RULE_SENT = ("active", "refused")  # states in which the gateway is sent the rule
+RULE_UNENDED = RULE_SENT + ("shadow",)  # states that end at expiry or revocation
+
+
 @dataclass
 class RuleRecord:
     rule: Rule
     gateway: str
-    state: str  # active | shadow | expired | revoked
+    state: str  # see RULE_STATES
     signature: bytes
     created_at: float
     ended_at: float | None = None
@@ -327,14 +340,16 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     def rules_due(self, now: float) -> list[RuleRecord]:
-        """Active or shadow rules with expires_at <= now."""
+        """Unended rules (RULE_UNENDED) with expires_at <= now."""
 
     @abc.abstractmethod
     def list_rules(self, states: tuple[str, ...] | None = None,
                    limit: int = 1000) -> list[RuleRecord]: ...
 
     @abc.abstractmethod
-    def set_rule_ack(self, rule_id: str, applied: bool, error: str, now: float) -> None: ...
+    def set_rule_ack(self, rule_id: str, applied: bool, error: str, now: float) -> None:
+        """Record the gateway's answer; a sent rule becomes active if it applied it, refused
+        if it answered with an error (an ended rule keeps its state)."""
 
     # -- audit ----------------------------------------------------------------------------
     @abc.abstractmethod

@@ -181,6 +181,11 @@ SQLITE_MIGRATIONS: tuple[Migration, ...] = (
             acked_at REAL,
             PRIMARY KEY (gateway, version))""",
     )),
+    Migration(5, "rules a gateway refused are in state 'refused', not 'active'", (
+        # before this, a refusal was kept only in ack_applied/ack_error
+        "UPDATE rules SET state = 'refused' WHERE state = 'active' AND ack_applied = 0 "
+        "AND ack_error <> ''",
+    )),
 )
 
 LATEST_VERSION = SQLITE_MIGRATIONS[-1].version

@@ -426,8 +426,8 @@ class SQLiteStore(Store):
 
     def rules_due(self, now: float) -> list[RuleRecord]:
         return [self._rule(r) for r in self._all(
-            f"SELECT {self._RULE_COLUMNS} FROM rules WHERE state IN ('active', 'shadow') "
-            "AND expires_at <= ? ORDER BY expires_at, rowid", (now,))]
+            f"SELECT {self._RULE_COLUMNS} FROM rules WHERE state IN ('active', 'refused', "
+            "'shadow') AND expires_at <= ? ORDER BY expires_at, rowid", (now,))]
 
     def list_rules(self, states: tuple[str, ...] | None = None,
                    limit: int = 1000) -> list[RuleRecord]:
@@ -440,8 +440,12 @@ class SQLiteStore(Store):
         return [self._rule(r) for r in self._all(sql, args + (limit,))]
 
     def set_rule_ack(self, rule_id: str, applied: bool, error: str, now: float) -> None:
-        self._exec("UPDATE rules SET ack_applied = ?, ack_error = ?, ack_time = ? WHERE id = ?",
-                   (int(applied), error, now, rule_id))
+        # an answer with no error and not applied acknowledges a withdrawal: no state change
+        state = "active" if applied else ("refused" if error else None)
+        self._exec("UPDATE rules SET ack_applied = ?, ack_error = ?, ack_time = ?, "
+                   "state = CASE WHEN ? IS NOT NULL AND state IN ('active', 'refused') THEN ? "
+                   "ELSE state END WHERE id = ?",
+                   (int(applied), error, now, state, state, rule_id))
 
     # -- audit ----------------------------------------------------------------------------
     def audit_append(self, row: AuditRow) -> None:
@@ -578,6 +582,7 @@ class SQLiteStore(Store):
             "incidents_open": "SELECT COUNT(*) FROM incidents WHERE state = 'open'",
             "rules_active": "SELECT COUNT(*) FROM rules WHERE state = 'active'",
             "rules_shadow": "SELECT COUNT(*) FROM rules WHERE state = 'shadow'",
+            "rules_refused": "SELECT COUNT(*) FROM rules WHERE state = 'refused'",
             "pending_approvals": "SELECT COUNT(*) FROM decisions WHERE state = 'pending_approval'",
             "queued_commands": "SELECT COUNT(*) FROM operator_commands WHERE state = 'queued'",
             "audit_rows": "SELECT COUNT(*) FROM audit",

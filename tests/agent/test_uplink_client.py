@@ -134,3 +134,115 @@ def test_configuration_mistakes_are_named(pki, tmp_path):
     missing = pki.gateway_tls("gw-1").__class__(cert=tmp_path / "nope.crt", key=tmp_path / "k", ca=tmp_path / "c")
     with pytest.raises(FileNotFoundError, match="TLS cert file not found: .*nope.crt"):
         Uplink("127.0.0.1:1", "gw-1", missing, tmp_path, lambda c: [], signing_pub=pki.signing_pub)
+
+
+# ---- fail closed: a copy that fails its check never takes away a verified rule --------------
+
+def tampered(pki, **changes):
+    """A rule the hub signed, then edited (as in the hub's database): the signature no longer fits."""
+    good = signed(pki)
+    for key, value in changes.items():
+        setattr(good.rule, key, value)
+    return good
+
+
+def proto_change(kind, *rules, withdrawn=()):
+    kinds = {"snapshot": rules_pb2.RuleChange.KIND_SNAPSHOT, "upsert": rules_pb2.RuleChange.KIND_UPSERT,
+             "withdraw": rules_pb2.RuleChange.KIND_WITHDRAW}
+    return rules_pb2.RuleChange(kind=kinds[kind], rules=[serde.signed_rule_to_proto(r) for r in rules],
+                                withdrawn=list(withdrawn))
+
+
+@pytest.fixture
+def gateway(pki, tmp_path):
+    """A real enforcer (dry-run backends) behind a real uplink, one clock for both."""
+    from atlas.agent.enforce.dryrun import DryRunBackend
+    from atlas.agent.enforce.enforcer import Enforcer
+
+    now = [time.time()]
+    net = DryRunBackend(name="net", actions=("quarantine", "filter", "rate_limit", "revoke_mqtt"))
+    enforcer = Enforcer([net], tmp_path / "enforce.json", clock=lambda: now[0])
+    up = make(pki, tmp_path, on_rules=enforcer.apply, clock=lambda: now[0])
+    return up, enforcer, now
+
+
+@pytest.mark.parametrize("kind", ["snapshot", "upsert"])
+@pytest.mark.parametrize("edit", [{"target": "10.0.0.10"}, {"target": "127.0.0.1"}, {"expires_at": 10.0 ** 10}])
+def test_a_tampered_copy_is_refused_and_the_last_verified_rule_stays_until_its_expiry(gateway, pki, kind, edit):
+    up, enforcer, now = gateway
+    original = signed(pki)
+    assert up.apply_rule_change(proto_change("snapshot", original)) == [RuleAck("r-1", True, "")]
+    [ack] = up.apply_rule_change(proto_change(kind, tampered(pki, **edit)))
+    assert not ack.applied and ack.rule_id == "r-1"
+    assert "keeps enforcing its last verified copy" in ack.error
+    [held] = enforcer.rules()
+    assert (held.target, held.expires_at) == ("10.0.0.9", original.rule.expires_at)  # the verified copy
+    assert set(up.kept) == {"r-1"} and up.counters["rules_kept_last_verified"] == 1
+    # ... until its own expiry
+    now[0] = held.expires_at + 0.1
+    enforcer.expire()
+    assert enforcer.rules() == []
+    up.apply_rule_change(proto_change("snapshot", tampered(pki, **edit)))
+    assert enforcer.rules() == [] and up.kept == {}
+
+
+def test_the_hub_can_still_withdraw_a_kept_rule(gateway, pki):
+    up, enforcer, _ = gateway
+    up.apply_rule_change(proto_change("snapshot", signed(pki)))
+    up.apply_rule_change(proto_change("snapshot", tampered(pki, target="10.0.0.10")))
+    assert [r.target for r in enforcer.rules()] == ["10.0.0.9"]
+    up.apply_rule_change(proto_change("withdraw", withdrawn=["r-1"]))
+    assert enforcer.rules() == [] and up.kept == {}
+    # and a snapshot that no longer lists it withdraws it too (an operator's revoke while away)
+    up.apply_rule_change(proto_change("snapshot", signed(pki)))
+    up.apply_rule_change(proto_change("snapshot", tampered(pki, target="10.0.0.10")))
+    up.apply_rule_change(proto_change("snapshot"))
+    assert enforcer.rules() == [] and up.kept == {}
+
+
+def test_a_good_copy_after_a_bad_one_ends_the_keeping(gateway, pki):
+    up, enforcer, _ = gateway
+    up.apply_rule_change(proto_change("snapshot", signed(pki)))
+    up.apply_rule_change(proto_change("snapshot", tampered(pki, target="10.0.0.10")))
+    assert up.kept
+    assert up.apply_rule_change(proto_change("snapshot", signed(pki))) == [RuleAck("r-1", True, "")]
+    assert up.kept == {}
+
+
+def test_status_and_metrics_say_a_rule_is_kept(gateway, pki, tmp_path):
+    from atlas.agent.cli import format_status
+    from atlas.agent.config import parse_config
+    from atlas.agent.daemon import AgentDaemon
+    from atlas.agent.metrics import AgentMetrics
+
+    up, enforcer, _ = gateway
+    up.apply_rule_change(proto_change("snapshot", signed(pki)))
+    up.apply_rule_change(proto_change("snapshot", tampered(pki, target="10.0.0.10")))
+    from atlas.agent.detect import Detector
+
+    daemon = AgentDaemon(parse_config({"agent": {"state_dir": str(tmp_path / "state")}}), Detector())
+    daemon.enforcer, daemon.uplink = enforcer, up  # what run() starts
+    status = daemon.status()
+    assert [r.get("kept", "") for r in status["rules"]] == [up.kept["r-1"]]
+    text = format_status(status)
+    assert "KEPT r-1 quarantine 10.0.0.9: the hub's copy was refused (signature: does not match" in text
+    assert "stays until its expiry" in text
+    m = AgentMetrics(process_metrics=False)
+    m.set_rules_kept(len(up.kept))
+    assert b"atlas_agent_rules_kept_verified 1.0" in m.scrape()
+
+
+def test_the_rules_an_enforcer_held_before_a_restart_are_kept_too(gateway, pki, tmp_path):
+    first, enforcer, now = gateway
+    first.apply_rule_change(proto_change("snapshot", signed(pki)))
+    first.spool.close()
+    # the agent restarts: a new uplink, the enforcer's rules from its state file
+    from atlas.agent.enforce.dryrun import DryRunBackend
+    from atlas.agent.enforce.enforcer import Enforcer
+
+    again = Enforcer([DryRunBackend(name="net")], tmp_path / "enforce.json", clock=lambda: now[0])
+    again.reconcile()
+    up = make(pki, tmp_path / "2", on_rules=again.apply, clock=lambda: now[0], verified=again.rules())
+    [ack] = up.apply_rule_change(proto_change("snapshot", tampered(pki, target="10.0.0.10")))
+    assert not ack.applied and "keeps enforcing" in ack.error
+    assert [r.target for r in again.rules()] == ["10.0.0.9"]

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from atlas.link.incidents import Incident
-from atlas.link.wire import GatewayInfo, Health, TelemetryBatch
+from atlas.link.wire import GatewayInfo, Health, RuleAck, TelemetryBatch
 from atlas.central.config import load_config
 from atlas.central.pipeline import build_hub
 from atlas.central.pki import init_pki
@@ -115,6 +115,23 @@ def test_reports_as_text_and_json(config_path, hub):
     assert run("status", *c).stdout.startswith("hub: has never run")
     # --db works without a config
     assert json.loads(run("rules", "--db", config_path.parent / "central.db", "--json").stdout)
+
+
+def test_rules_a_gateway_refused_show_as_refused_with_its_error(config_path, hub):
+    c = ("--config", config_path)
+    [quarantine] = [r for r in hub.store.list_rules() if r.rule.target == ATTACKER]
+    hub.rule_ack("gw-north", RuleAck(quarantine.rule.id, applied=False,
+                                     error="signature: does not match the rule"))
+    rules = {r["rule"]["id"]: r for r in json.loads(run("rules", *c, "--json").stdout)}
+    refused = rules[quarantine.rule.id]
+    assert (refused["state"], refused["ack_applied"], refused["ack_error"]) == \
+        ("refused", False, "signature: does not match the rule")
+    text = run("rules", *c).stdout
+    [line] = [ln for ln in text.splitlines() if quarantine.rule.id in ln]
+    assert "refused" in line and "active" not in line
+    assert "REFUSED: signature: does not match the rule" in line
+    status = run("status", *c).stdout
+    assert "rules: 1 in force, 1 refused by their gateway, 0 shadow" in status
 
 
 def test_empty_database_reports(config_path):

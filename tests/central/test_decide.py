@@ -94,9 +94,11 @@ def test_bruteforce_revokes_the_mqtt_identity_or_falls_back():
     known = decide(Playbook(), incident("mqtt_bruteforce"),
                    context(entry("ordinary", client_id="meter-0042")))
     assert summary(known) == [("revoke_mqtt", "meter-0042", False, False)]
+    # an id the device presents but the inventory does not give it is a claim: never revoked
+    # (it may be any other account on the broker); its address is what it controls
     decoded = decide(Playbook(), incident("mqtt_bruteforce", device="meter-7"),
                      context(entry("ordinary")))
-    assert summary(decoded) == [("revoke_mqtt", "meter-7", False, False)]
+    assert summary(decoded) == [("quarantine", ATTACKER, False, False)]
     unknown = decide(Playbook(), incident("mqtt_bruteforce"), context(entry("ordinary")))
     assert summary(unknown) == [("quarantine", ATTACKER, False, False)]
     assert "fallback quarantine" in unknown[0].reason
@@ -200,8 +202,9 @@ def test_shield_makes_a_policy_bug_safe():
     (Decision("quarantine", "0.0.0.0", 60, "r"), "target"),
     (Decision("rate_limit", ATTACKER, 60, "r", params={}), "params"),
     (Decision("revoke_mqtt", "bad user; rm -rf", 60, "r"), "target"),
-    (Decision("quarantine", ATTACKER, 0, "r"), "ttl"),
-    (Decision("quarantine", ATTACKER, 30 * 86400, "r"), "ttl"),
+    (Decision("quarantine", ATTACKER, 0, "r"), "expires_at"),
+    (Decision("quarantine", ATTACKER, 30 * 86400, "r"), "expires_at"),
+    (Decision("quarantine", ATTACKER, "600", "r"), "expires_at"),
 ])
 def test_decisions_the_gateways_would_refuse_are_suppressed(decision, problem):
     vetted = shield(decision, incident(), context())

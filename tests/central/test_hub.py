@@ -9,7 +9,7 @@ import time
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from atlas.link.incidents import Incident
+from atlas.link.incidents import LOGINS_ACCEPTED, Incident
 from atlas.link.wire import DeviceSummary, GatewayInfo, Health, RuleAck, TelemetryBatch
 from atlas.link.signing import RuleSigner, RuleVerifier
 from atlas.central.decide.inventory import DeviceEntry, Inventory
@@ -348,6 +348,75 @@ def test_rule_acks_are_kept_for_the_owning_gateway_only(make_hub):
     assert (got.ack_applied, got.ack_error) == (False, "nft: busy")
     hub.rule_ack("gw1", RuleAck("r-unknown", applied=True))  # ignored, no crash
     assert audit_kinds(hub)[-1] == "rule_ack"
+
+
+def test_a_refused_rule_stays_desired_until_its_expiry_then_is_withdrawn(make_hub, clock):
+    hub = make_hub()
+    hub.telemetry("gw1", batch(1, incident()))
+    [rule] = hub.store.list_rules()
+    feed = hub.watch("gw1")
+    hub.rule_ack("gw1", RuleAck(rule.rule.id, applied=False, error="signature: does not match"))
+    assert hub.store.get_rule(rule.rule.id).state == "refused"
+    # re-sent on every reconnect: a gateway keeps its last verified copy only while listed
+    [snapshot] = drain(feed)
+    assert [s.rule.id for s in snapshot.rules] == [rule.rule.id]
+    clock.now = rule.rule.expires_at
+    assert hub.expire() == 1
+    [withdraw] = drain(feed)
+    assert withdraw.kind == "withdraw" and withdraw.withdrawn == [rule.rule.id]
+    assert hub.store.get_rule(rule.rule.id).state == "expired"
+    assert hub.store.list_decisions()[0].state == "expired"
+
+
+def test_an_operator_can_revoke_a_refused_rule(make_hub):
+    hub = make_hub()
+    hub.telemetry("gw1", batch(1, incident()))
+    [rule] = hub.store.list_rules()
+    hub.rule_ack("gw1", RuleAck(rule.rule.id, applied=False, error="action: no backend"))
+    feed = hub.watch("gw1")
+    drain(feed)
+    hub.revoke(rule.rule.id, "alice")
+    [withdraw] = drain(feed)
+    assert withdraw.withdrawn == [rule.rule.id]
+
+
+def test_an_outside_host_presenting_a_devices_id_is_quarantined_the_device_untouched(make_hub):
+    hub = make_hub()
+    hub.telemetry("gw1", batch(1, incident(kind="mqtt_bruteforce", device="meter-7"),
+                               incident(src="10.0.0.67", device="ecb-0001")))
+    assert sorted((r.rule.action, r.rule.target) for r in hub.store.list_rules()) == \
+        [("quarantine", ATTACKER), ("quarantine", "10.0.0.67")]
+    reasons = " ".join(d.reason for d in hub.store.list_decisions())
+    assert "'meter-7' of smart_meter at 10.0.2.7 (spoofed)" in reasons
+    assert "'ecb-0001' of emergency_call_box at 10.0.1.5 (spoofed)" in reasons
+
+
+def test_a_login_accepted_later_revokes_the_stolen_credential_too(make_hub, clock):
+    hub = make_hub()
+    guess = incident(kind="mqtt_bruteforce", device="meter-7")
+    hub.telemetry("gw1", batch(1, guess))
+    assert [(r.rule.action, r.rule.target) for r in hub.store.list_rules()] == \
+        [("quarantine", ATTACKER)]
+    # the same incident, updated: one guess got in (the agent's evidence, as on the wire)
+    got_in = incident(kind="mqtt_bruteforce", device="meter-7", last=T0 + 5)
+    got_in.evidence = {LOGINS_ACCEPTED: {"meter-7": 1}}
+    hub.telemetry("gw1", batch(2, got_in))
+    assert sorted((r.rule.action, r.rule.target) for r in hub.store.list_rules()) == \
+        [("quarantine", ATTACKER), ("revoke_mqtt", "meter-7")]
+    [revoke] = [d for d in hub.store.list_decisions() if d.action == "revoke_mqtt"]
+    assert "credential compromised" in revoke.reason
+
+
+def test_unknown_kinds_and_unblockable_targets_issue_no_rules(make_hub):
+    hub = make_hub(allowlist=["10.0.0.1"])
+    hub.telemetry("gw1", batch(1, incident(kind="ransomware"), incident(src="127.0.0.1"),
+                               incident(src="10.0.0.1"), incident(src="ff02::1")))
+    assert hub.store.list_rules() == []
+    states = sorted((d.target, d.state) for d in hub.store.list_decisions())
+    assert states == [("10.0.0.1", "suppressed"), (ATTACKER, "none"), ("127.0.0.1", "suppressed"),
+                      ("ff02::1", "suppressed")]
+    [none] = [d for d in hub.store.list_decisions() if d.state == "none"]
+    assert "unknown incident kind 'ransomware'" in none.reason
 
 
 def test_a_failing_policy_does_not_lose_the_batch(make_hub):

@@ -8,7 +8,7 @@ import pytest
 
 from atlas.link.rules import Rule
 from atlas.link.wire import DeviceSummary, GatewayInfo, Health
-from atlas.central.store import (DecisionRecord, HubIncident, RuleRecord, StoreError,
+from atlas.central.store import (RULE_SENT, DecisionRecord, HubIncident, RuleRecord, StoreError,
                                  open_store)
 from atlas.central.store.migrations import LATEST_VERSION, SQLITE_MIGRATIONS
 from atlas.central.store.sqlite import SQLiteStore
@@ -222,7 +222,36 @@ def test_rules_queries(tmp_path):
     got = store.get_rule("r-1")
     assert (got.ack_applied, got.ack_error, got.signature) == (False, "nft: no such table",
                                                                b"\x01" * 64)
-    assert store.counts()["rules_active"] == 2
+    # the gateway refused it: refused, not in force; still sent to the gateway and still due
+    assert got.state == "refused"
+    assert (store.counts()["rules_active"], store.counts()["rules_refused"]) == (1, 1)
+    assert [r.rule.id for r in store.rules_for_gateway("gw1", RULE_SENT)] == ["r-1", "r-2"]
+    assert [r.rule.id for r in store.rules_due(200.0)] == ["r-3", "r-1"]
+    store.set_rule_ack("r-1", True, "", 121.0)  # applied after all (a backend came back)
+    assert store.get_rule("r-1").state == "active"
+    store.set_rule_ack("r-1", False, "", 122.0)  # acknowledges a withdrawal: no change
+    assert store.get_rule("r-1").state == "active"
+    store.set_rule_ack("r-4", False, "signature: does not match", 123.0)  # ended stays ended
+    assert store.get_rule("r-4").state == "revoked"
+
+
+def test_rules_refused_before_the_refused_state_existed_are_migrated(tmp_path):
+    path = tmp_path / "hub.db"
+    old = SQLiteStore(path, migrations=SQLITE_MIGRATIONS[:4])
+    with old.transaction():
+        old.put_incident(incident())
+        old.put_decision(decision())
+        for rid in ("r-1", "r-2", "r-3"):
+            old.put_rule(rule_record(rid))
+    old.close()
+    db = sqlite3.connect(path)  # as the old hub recorded acks: state left 'active'
+    db.execute("UPDATE rules SET ack_applied = 0, ack_error = 'target: loopback' WHERE id = 'r-1'")
+    db.execute("UPDATE rules SET ack_applied = 1 WHERE id = 'r-2'")
+    db.commit()
+    db.close()
+    store = open_store(path)
+    assert [store.get_rule(r).state for r in ("r-1", "r-2", "r-3")] == ["refused", "active",
+                                                                        "active"]
 
 
 def test_incident_upsert_keeps_foreign_keys_intact(tmp_path):

@@ -2,7 +2,9 @@
 `atlas-agent run` sniffs the gateway's bridge, `atlas-central serve` decides over mutual TLS,
 the agent enforces with nftables. An attacker brute-forces the broker: its next connection
 fails while the benign devices keep publishing without a gap; after the rule's TTL the
-attacker can connect again."""
+attacker can connect again. An attacker that presents a real device's MQTT id (an ordinary
+meter's, a life-safety call box's) is cut off by its address, and the device it names loses
+nothing."""
 from __future__ import annotations
 
 import json
@@ -25,23 +27,34 @@ GATEWAY = "lab-gw"
 TTL = 8  # seconds: the playbook's quarantine for hosts outside the inventory
 HUB_PORT = 7443  # inside the gateway's namespace, on its own loopback
 COUNT = 80  # messages per benign device
+# the devices behind the gateway, by MQTT id (= username), with their profiles
+PROFILES = {"meter1": "smart_meter", "meter2": "smart_meter", "callbox1": "emergency_call_box"}
+# argv: host port seconds [client id and username to present [a stolen password, tried first]];
+# prints, as JSON, the time of the first CONNECT and of the last one the broker answered
+# (monotonic), and the count
 BRUTEFORCE = """
-import socket, sys, time
+import json, socket, sys, time
 host, port, seconds = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
+claim = sys.argv[4].encode() if len(sys.argv) > 4 else b""
+stolen = sys.argv[5].encode() if len(sys.argv) > 5 else b""
 def s(b): return len(b).to_bytes(2, "big") + b
-end, tried, failed = time.monotonic() + seconds, 0, 0
+start = time.monotonic()
+end, tried, failed, answered = start + seconds, 0, 0, None
 while time.monotonic() < end and failed < 3:  # stop once the gateway has cut us off
-    body = s(b"MQTT") + bytes([4, 0xC2]) + (60).to_bytes(2, "big") + s(b"bf-%d" % tried) + s(b"admin") + s(b"guess%d" % tried)
+    cid, user = (claim, claim) if claim else (b"bf-%d" % tried, b"admin")
+    password = stolen if stolen and tried == 0 else b"guess%d" % tried
+    body = s(b"MQTT") + bytes([4, 0xC2]) + (60).to_bytes(2, "big") + s(cid) + s(user) + s(password)
     try:
         with socket.create_connection((host, port), timeout=1.0) as c:
             c.sendall(bytes([0x10, len(body)]) + body)
-            c.recv(4)
+            if len(c.recv(4)) == 4:
+                answered = time.monotonic()
         failed = 0
     except OSError:
         failed += 1
     tried += 1
     time.sleep(0.04)
-print(tried)
+print(json.dumps({"start": start, "last_answered": answered, "tried": tried}))
 """
 
 
@@ -64,7 +77,7 @@ def city(tmp_path):
         if reason:
             pytest.skip(reason)
     with lab.Lab(subnet="10.81.0.0/24", subnet6="fd81::/64") as the_lab:
-        devices = [the_lab.add_device(n) for n in ("meter1", "meter2")]
+        devices = [the_lab.add_device(n) for n in PROFILES]
         attacker = the_lab.add_device("attacker")
         broker = the_lab.start_mosquitto(bind="0.0.0.0", port=1883)
         for d in devices:
@@ -73,7 +86,7 @@ def city(tmp_path):
         pki = init_pki(tmp_path / "pki")
         tls = issue_gateway(pki.root, GATEWAY)
         (tmp_path / "inventory.toml").write_text(
-            "".join(f'[[device]]\naddress = "{d.ip}"\nclient_id = "{d.name}"\nprofile = "smart_meter"\ngateway = "{GATEWAY}"\n\n' for d in devices)
+            "".join(f'[[device]]\naddress = "{d.ip}"\nclient_id = "{d.name}"\nprofile = "{PROFILES[d.name]}"\ngateway = "{GATEWAY}"\n\n' for d in devices)
         )
         (tmp_path / "central.toml").write_text(
             f"""
@@ -87,9 +100,12 @@ operator_poll = 0.1
 outside = {{ action = "quarantine", ttl = {TTL} }}
 """
         )
+        admin_pw = tmp_path / "dynsec-admin.pw"  # the agent revokes MQTT accounts through the broker
+        admin_pw.write_text(broker.admin_password)
         lab.write_agent_toml(tmp_path / "agent.toml", gateway=GATEWAY, interface=the_lab.bridge, hub_port=HUB_PORT, tls=tls,
                              signing_pub=PkiDir(pki.root).signing_pub,
-                             extra=f'[enforce]\nnftables = "on"\nallowlist = ["{the_lab.gw_ip}"]\n')
+                             extra=f'[enforce]\nnftables = "on"\nallowlist = ["{the_lab.gw_ip}"]\nallow_usernames = ["collector"]\n'
+                                   f'mqtt_host = "127.0.0.1"\nmqtt_username = "{broker.admin}"\nmqtt_password_file = "{admin_pw}"\n')
         hub = the_lab.popen(the_lab.gw, [sys.executable, "-m", "atlas.central.cli", "serve", "--config", str(tmp_path / "central.toml")],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         agent = the_lab.popen(the_lab.gw, [sys.executable, "-m", "atlas.agent.cli", "run", "--config", str(tmp_path / "agent.toml")],
@@ -103,6 +119,7 @@ outside = {{ action = "quarantine", ttl = {TTL} }}
 
         assert wait_for(connected, 60), "the agent did not connect to the hub"
         collector = lab.Collector(the_lab.gw, "127.0.0.1", 1883, "collector", "pw-collector", topic="lab/#")
+        the_lab.broker = broker
         yield the_lab, devices, attacker, collector, tmp_path
         collector.close()
 
@@ -145,3 +162,54 @@ def test_attack_is_cut_off_benign_devices_keep_publishing_rule_expires(city):
         assert sorted(seqs) == list(range(COUNT)), f"{d.name} lost messages"
         times = [t for _, t in sorted(received[f"lab/{d.name}"])]
         assert max(b - a for a, b in zip(times, times[1:])) < 1.0, f"{d.name} had a gap"
+
+
+@pytest.mark.parametrize("victim", ["meter1", "callbox1"])  # an ordinary device, a life-safety one
+def test_an_attacker_presenting_a_real_devices_id_is_cut_off_and_the_device_loses_nothing(city, victim):
+    the_lab, devices, attacker, collector, tmp = city
+    gw, count = the_lab.gw_ip, 40
+    publishers = {d.name: the_lab.start_publisher(d, gw, 1883, "pw-" + d.name, count=count, interval=0.25) for d in devices}
+    time.sleep(1.0)  # the devices are connected and publishing before the attack
+    bf = the_lab.popen(attacker.netns, [sys.executable, "-c", BRUTEFORCE, gw, "1883", "20", victim],
+                       stdout=subprocess.PIPE, text=True)
+    out, _ = bf.communicate(timeout=60)
+    attack = json.loads(out)
+    assert attack["last_answered"] is not None, "the broker never answered the attacker"
+    cut_after = attack["last_answered"] - attack["start"]
+    print(f"\n{victim}: the attacker's CONNECTs went unanswered {cut_after:.2f} s after its first "
+          f"({attack['tried']} tried)")
+    assert cut_after <= 2.0, f"the attacker was answered for {cut_after:.2f} s"
+    assert attacker.ip in quarantined(the_lab)
+
+    central = ("--config", str(tmp / "central.toml"))
+    rules = json.loads(cli("central", "rules", "--all", "--json", *central, netns=the_lab.gw).stdout)
+    assert {(r["rule"]["action"], r["rule"]["target"]) for r in rules} == {("quarantine", attacker.ip)}
+    decisions = json.loads(cli("central", "decisions", "--json", *central, netns=the_lab.gw).stdout)
+    assert all(d["target"] == attacker.ip for d in decisions), decisions
+    assert any(f"{victim!r} of {PROFILES[victim]}" in d["reason"] and "spoofed" in d["reason"] for d in decisions)
+    assert not the_lab.broker.client_disabled(victim)
+
+    for name, p in publishers.items():
+        out, _ = p.communicate(timeout=60)
+        done = json.loads(out.strip().splitlines()[-1])
+        assert done["event"] == "done" and done["disconnects"] == 0, f"{name}: {out}"
+    received = collector.by_topic()
+    for d in devices:
+        assert sorted(s for s, _ in received.get(f"lab/{d.name}", [])) == list(range(count)), f"{d.name} lost messages"
+
+
+def test_a_stolen_credential_is_revoked_with_the_attackers_address(city):
+    """The attacker logs in once with meter2's real password, then guesses on: the gateway saw
+    the broker accept that login, so the credential is compromised and is revoked too."""
+    the_lab, devices, attacker, collector, tmp = city
+    gw = the_lab.gw_ip
+    bf = the_lab.popen(attacker.netns, [sys.executable, "-c", BRUTEFORCE, gw, "1883", "20", "meter2", "pw-meter2"],
+                       stdout=subprocess.PIPE, text=True)
+    bf.communicate(timeout=60)
+    assert wait_for(lambda: the_lab.broker.client_disabled("meter2"), 10), "the stolen credential was not revoked"
+    assert attacker.ip in quarantined(the_lab)
+    rules = json.loads(cli("central", "rules", "--all", "--json", "--config", str(tmp / "central.toml"), netns=the_lab.gw).stdout)
+    assert {(r["rule"]["action"], r["rule"]["target"]) for r in rules} == {("quarantine", attacker.ip), ("revoke_mqtt", "meter2")}
+    [revoke] = [r for r in rules if r["rule"]["action"] == "revoke_mqtt"]
+    assert "credential compromised" in revoke["rule"]["reason"]
+    assert not the_lab.broker.client_disabled("meter1") and not the_lab.broker.client_disabled("callbox1")

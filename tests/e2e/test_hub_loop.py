@@ -209,3 +209,57 @@ def test_incident_to_rule_operator_commands_and_a_killed_hub(deployment):
         stop(hub)
     assert hub.returncode in (0, -signal.SIGTERM)
     assert os.path.exists(root / "central.db")
+
+
+def test_a_rule_edited_in_the_hubs_database_is_refused_and_the_verified_copy_kept(deployment):
+    """Fail closed over the real wire: someone edits a rule's target in central.db; on the next
+    connect the gateway refuses the copy (its signature no longer fits), keeps enforcing the
+    copy the hub signed, and the hub shows the rule as refused with the gateway's error."""
+    import sqlite3
+
+    from atlas.agent.enforce.dryrun import DryRunBackend
+    from atlas.agent.enforce.enforcer import Enforcer
+
+    root, pki, config = deployment
+    hub, port = start_hub(config)
+    enforcer = Enforcer([DryRunBackend(name="net")], root / "enforce.json")
+    uplink = Uplink(f"127.0.0.1:{port}", GATEWAY, pki.gateway_tls(GATEWAY), root / "spool",
+                    enforcer.apply, signing_pub=pki.signing_pub, backoff_initial=0.1,
+                    backoff_max=0.5)
+    try:
+        uplink.start()
+        assert uplink.wait_connected(10)
+        uplink.submit(TelemetryBatch(seq=0, time=time.time(), incidents=[incident(ATTACKER, time.time())]))
+        deadline = time.monotonic() + 10
+        while not enforcer.rules() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        [signed] = enforcer.rules()
+        assert signed.target == ATTACKER
+
+        stop(hub)  # the edit, while the hub is down (as an intruder with the file would)
+        db = sqlite3.connect(root / "central.db")
+        db.execute("UPDATE rules SET target = ? WHERE id = ?", (CALLBOX, signed.id))
+        db.commit()
+        db.close()
+        hub, _ = start_hub(config)
+
+        deadline = time.monotonic() + 15
+        while signed.id not in uplink.kept and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert signed.id in uplink.kept and uplink.kept[signed.id].startswith("signature:")
+        [held] = enforcer.rules()  # still the verified copy, not the call box
+        assert (held.id, held.target, held.expires_at) == (signed.id, ATTACKER, signed.expires_at)
+        assert uplink.counters["rules_kept_last_verified"] >= 1
+
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            [record] = json.loads(cli(config, "rules", "--json").stdout)
+            if record["state"] == "refused":
+                break
+            time.sleep(0.1)
+        assert record["state"] == "refused" and record["ack_error"].startswith("signature: does not match")
+        assert "keeps enforcing its last verified copy" in record["ack_error"]
+        assert "1 refused by their gateway" in cli(config, "status").stdout
+    finally:
+        uplink.stop()
+        stop(hub)

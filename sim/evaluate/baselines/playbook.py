@@ -37,7 +37,7 @@ from typing import Any
 import numpy as np
 from atlas.agent.decode import PUBLISH
 from atlas.agent.decode.mqtt import topic_hash
-from atlas.central.decide import NO_ACTION, Allowlist, DecisionContext, Policy, shield
+from atlas.central.decide import NO_ACTION, Allowlist, Policy, decision_context, respond
 from atlas.central.decide.inventory import (
     DeviceEntry,
     Inventory,
@@ -126,12 +126,8 @@ def atlas_responses(incidents: Mapping[str, Iterable[Any]], inventory: Inventory
         for inc in items:
             hub = hub_incident(inc, gw)
             now = raised_at(inc) + dispatch_s
-            client = hub.device if hub.device and hub.device != hub.src_ip else ""
-            ctx = DecisionContext(now=now, gateways=[gw], attacker=inventory.lookup_any(hub.src_ip, client, [gw]),
-                                  victim=inventory.lookup_any(hub.dst_ip, "", [gw]) if hub.dst_ip else None,
-                                  allowlist=allowlist, report=None)
-            for proposal in policy.decide(hub, ctx):
-                d = shield(proposal, hub, ctx)
+            ctx = decision_context(inventory, hub, now, allowlist)
+            for d in respond(policy, hub, ctx):
                 if d.suppressed or d.requires_approval or d.shadow or d.action == NO_ACTION:
                     continue
                 out.append(Response("atlas", gw, hub.id, d.action, d.target, now, now + float(d.ttl), dict(d.params),
