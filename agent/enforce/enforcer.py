@@ -150,6 +150,8 @@ class Enforcer:
                 report.state_error = str(exc)
                 aside = self.state_path.with_name(f"{self.state_path.name}.corrupt-{int(now)}")
                 try:
+                    if not self.state_path.is_file():  # a folder or a device is not ours to move
+                        raise OSError("not a regular file")
                     self.state_path.replace(aside)  # kept for a human to look at
                 except OSError:
                     aside = self.state_path

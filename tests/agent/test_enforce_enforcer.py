@@ -162,6 +162,14 @@ def test_corrupt_state_file_is_moved_aside(tmp_path):
     assert enf.apply(change("upsert", rule("q1")))[0].applied
 
 
+def test_a_state_path_that_is_a_folder_is_reported_not_moved(tmp_path):
+    folder = tmp_path / "state"
+    (folder / "kept").mkdir(parents=True)
+    report = Enforcer([DryRunBackend()], folder, clock=Clock()).reconcile()
+    assert str(folder) in report.state_error
+    assert (folder / "kept").is_dir() and not [p for p in tmp_path.iterdir() if "corrupt" in p.name]
+
+
 def test_backend_failure_is_acked_and_kept_for_retry(tmp_path):
     broken = NftBackend(nft="/nonexistent/nft")
     enf = Enforcer([broken], tmp_path / "s.json", clock=Clock())
