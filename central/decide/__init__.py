@@ -16,12 +16,15 @@ from __future__ import annotations
 import abc
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from atlas.link.incidents import Incident
 from atlas.link.rules import ACTIONS, Allowlist, Rule, RuleRejected, validate_rule
 from atlas.central.decide.inventory import CRITICALITIES, DeviceEntry
-from atlas.central.store import DecisionRecord, HubIncident
+from atlas.central.store import CampaignRecord, DecisionRecord, HubIncident
+
+if TYPE_CHECKING:
+    from atlas.central.events import Event
 
 NO_ACTION = "none"
 # How much each action disrupts the device it targets; the shield and the playbook step down
@@ -61,6 +64,8 @@ class DecisionContext:
     allowlist: Allowlist
     previous: list[DecisionRecord] = field(default_factory=list)  # earlier, same incident
     report: Incident | None = None  # the agent report that led here
+    # the campaign the correlator put this incident in (its other incidents, links and why)
+    campaign: CampaignRecord | None = None
 
     @property
     def attacker_class(self) -> str:
@@ -74,6 +79,11 @@ class Policy(abc.ABC):
 
     @abc.abstractmethod
     def decide(self, incident: HubIncident, context: DecisionContext) -> list[Decision]: ...
+
+    def observe(self, event: "Event") -> None:
+        """An outcome (atlas.central.events.OUTCOME_KINDS: rule acked/refused/expired/revoked,
+        decision approved/rejected, incident closed), after it is committed, in the event
+        bus's thread. A learning policy updates itself here; the default ignores it."""
 
 
 def _identities(incident: HubIncident, context: DecisionContext) -> set[str]:

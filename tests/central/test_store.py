@@ -1,6 +1,7 @@
 """The SQLite store: migrations (fresh and old databases), transactions, the records."""
 from __future__ import annotations
 
+import json
 import sqlite3
 import threading
 
@@ -65,10 +66,18 @@ def test_old_database_is_brought_forward_without_losing_rows(tmp_path):
     assert old.schema_version() == 1
     assert "telemetry" not in tables(path) and "operator_commands" not in tables(path)
     with old.transaction():
-        old.record_hello("gw1", GatewayInfo("gw1", "0.0.9", board="pi4"), 50.0)
+        # rows in the first release's columns (today's code writes later columns too)
+        old._exec("INSERT INTO gateways (id, first_seen, last_seen, software_version, board, "
+                  "connections) VALUES ('gw1', 50.0, 50.0, '0.0.9', 'pi4', 1)")
         old.record_batch("gw1", 41, 60.0, None)
         old.put_incident(incident())
-        old.put_decision(decision())
+        d = decision()
+        old._exec("INSERT INTO decisions (id, incident, policy, action, target, params, ttl, "
+                  "reason, gateways, requires_approval, shadow, state, created_at, expires_at) "
+                  "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                  (d.id, d.incident, d.policy, d.action, d.target, json.dumps(d.params), d.ttl,
+                   d.reason, json.dumps(d.gateways), int(d.requires_approval), int(d.shadow),
+                   d.state, d.created_at, d.expires_at))
         old.put_rule(rule_record())
     old.close()
 
