@@ -25,24 +25,6 @@ GATEWAY = "lab-gw"
 TTL = 8  # seconds: the playbook's quarantine for hosts outside the inventory
 HUB_PORT = 7443  # inside the gateway's namespace, on its own loopback
 COUNT = 80  # messages per benign device
-BRUTEFORCE = """
-import socket, sys, time
-host, port, seconds = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
-def s(b): return len(b).to_bytes(2, "big") + b
-end, tried, failed = time.monotonic() + seconds, 0, 0
-while time.monotonic() < end and failed < 3:  # stop once the gateway has cut us off
-    body = s(b"MQTT") + bytes([4, 0xC2]) + (60).to_bytes(2, "big") + s(b"bf-%d" % tried) + s(b"admin") + s(b"guess%d" % tried)
-    try:
-        with socket.create_connection((host, port), timeout=1.0) as c:
-            c.sendall(bytes([0x10, len(body)]) + body)
-            c.recv(4)
-        failed = 0
-    except OSError:
-        failed += 1
-    tried += 1
-    time.sleep(0.04)
-print(tried)
-"""
 
 
 def cli(tool: str, *args: str, netns: str | None = None, timeout: float = 30) -> subprocess.CompletedProcess:
@@ -114,7 +96,7 @@ def test_attack_is_cut_off_benign_devices_keep_publishing_rule_expires(city):
     # meters reporting twice a second for 40 s: across the attack, the cut-off and the TTL
     publishers = [the_lab.start_publisher(d, gw, 1883, "pw-" + d.name, count=COUNT, interval=0.5) for d in devices]
 
-    bf = the_lab.popen(attacker.netns, [sys.executable, "-c", BRUTEFORCE, gw, "1883", "40"], stdout=subprocess.PIPE, text=True)
+    bf = the_lab.popen(attacker.netns, [sys.executable, "-c", lab.BRUTEFORCE, gw, "1883", "40"], stdout=subprocess.PIPE, text=True)
     cut = wait_for(lambda: attacker.ip in quarantined(the_lab), 45)
     assert cut, "no quarantine for the attacker"
     t_cut = time.monotonic()
