@@ -27,26 +27,24 @@ from atlas.link.wire import GatewayInfo, ModelAck, RuleAck, RuleChange, SignedRu
 from atlas.link.tls import check_gateway_id
 from atlas.central.audit import AuditLog
 from atlas.central.correlate.live import TRIGGERS, CampaignTracker
-from atlas.central.correlate.registry import DEFAULT_ENGINE, CorrelationEngine, build_engine
+from atlas.central.correlate.registry import DEFAULT_ENGINE, build_engine
 from atlas.central.correlate.rules import DEFAULT_WINDOW_S, GatewayPlace
 from atlas.central.decide import Allowlist, Policy
 from atlas.central.decide.inventory import Inventory
-from atlas.central.decide.stage import LIVE_DECISIONS, SETTLED_DECISIONS, Decider
+from atlas.central.decide.stage import Decider
 from atlas.central.dispatch import (FEED_MAX_PENDING, RULE_LIVE, Dispatcher, Outbox, RuleFeed,
-                                    RuleSigner, new_id)
+                                    RuleSigner)
 from atlas.central.events import OUTCOME_KINDS, Event, EventBus, LocalBus
 from atlas.central.incidents import IncidentMerger, finite
 from atlas.central.models import ModelPushError, ModelRollout
-from atlas.central.operators import (OPERATOR_COMMANDS, OperatorError, Operators,
-                                     check_gateways, run_command)
-from atlas.central.store import (CampaignRecord, DecisionRecord, GatewayRecord, HubIncident,
+from atlas.central.operators import OperatorError, Operators, check_gateways, run_command
+from atlas.central.store import (DecisionRecord, GatewayRecord, HubIncident,
                                  HubState, RuleRecord, Store)
 
 log = logging.getLogger("atlas.central.hub")
 
-__all__ = ["FEED_MAX_PENDING", "LIVE_DECISIONS", "OPERATOR_COMMANDS", "RULE_LIVE",
-           "SETTLED_DECISIONS", "Hub", "HubView", "OperatorError", "RuleFeed", "RuleSigner",
-           "new_id"]
+# what the servicer, the daemon and tests use from here
+__all__ = ["FEED_MAX_PENDING", "Hub", "HubView", "OperatorError", "RuleFeed", "RuleSigner"]
 T = TypeVar("T")
 _DEFAULT = object()
 
@@ -92,9 +90,6 @@ class HubView:
             "counts": self.store.counts(),
             "audit_head": {"seq": head.seq, "hash": head.hash} if head else None,
         }
-
-    def campaigns(self, limit: int = 100, state: str | None = "open") -> list[CampaignRecord]:
-        return self.store.list_campaigns(limit=limit, state=state)
 
 
 class Hub(HubView):

@@ -18,7 +18,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("atlas.central.operators")
 
-OPERATOR_COMMANDS = ("approve", "reject", "revoke", "model_push")
 T = TypeVar("T")
 Commit = Callable[[Callable[[Outbox, float], T]], T]
 

@@ -5,7 +5,6 @@ policy's context then carries it, outcomes reach the policy's observe(), and the
 from __future__ import annotations
 
 import json
-import time
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
