@@ -5,16 +5,13 @@ from __future__ import annotations
 
 import json
 import logging
-from typing import TYPE_CHECKING, Callable, TypeVar
+from typing import Callable, Iterable, Protocol, TypeVar
 
 from atlas.link.tls import check_gateway_id
 from atlas.central.audit import AuditLog
 from atlas.central.decide import Allowlist
 from atlas.central.dispatch import RULE_LIVE, Dispatcher, Outbox
 from atlas.central.store import DecisionRecord, RuleRecord, Store
-
-if TYPE_CHECKING:
-    from atlas.central.hub import Hub
 
 log = logging.getLogger("atlas.central.operators")
 
@@ -24,6 +21,20 @@ Commit = Callable[[Callable[[Outbox, float], T]], T]
 
 class OperatorError(ValueError):
     """An operator asked for something that cannot be done (unknown id, wrong state)."""
+
+
+class Commandable(Protocol):
+    """What carries out queued commands (atlas.central.hub.Hub)."""
+
+    store: Store
+
+    def approve(self, decision_id: str, operator: str) -> DecisionRecord: ...
+
+    def reject(self, decision_id: str, operator: str) -> DecisionRecord: ...
+
+    def revoke(self, rule_id: str, operator: str) -> RuleRecord: ...
+
+    def push_model(self, version: str, gateways: Iterable[str] = (), operator: str = "") -> str: ...
 
 
 class Operators:
@@ -108,7 +119,7 @@ def check_gateways(gateways: list[str]) -> list[str]:
     return targets
 
 
-def run_command(hub: "Hub", kind: str, argument: str, operator: str) -> str:
+def run_command(hub: Commandable, kind: str, argument: str, operator: str) -> str:
     """One queued command, as the CLI asked for it; the result line the CLI prints."""
     if kind == "approve":
         decision = hub.approve(argument, operator)

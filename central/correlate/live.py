@@ -4,7 +4,7 @@ On each new gateway report (incident opened, or another gateway reporting a know
 it reads the reports of the engine's window from the store, runs the engine, and stores the
 campaign the new report's incident belongs to (two hub incidents or more; one alone is just
 an incident). Campaign ids are stable: a campaign keeps its id as it grows, and when a report
-joins two stored campaigns the older one absorbs the other (marked merged). Campaigns are
+joins two stored campaigns the one that began first absorbs the other (marked merged). Campaigns are
 written in their own transaction, then published as campaign_opened / campaign_updated.
 """
 from __future__ import annotations
@@ -77,7 +77,7 @@ class CampaignTracker:
                now: float) -> None:
         members = {owner[e.id] for e in found.events}
         stored = {c.id: c for c in (self.store.campaign_of(i) for i in sorted(members)) if c}
-        keep = min(stored.values(), key=lambda c: (c.created_at, c.id), default=None)
+        keep = min(stored.values(), key=lambda c: (c.first_seen, c.created_at, c.id), default=None)
         record = keep or CampaignRecord(id=new_id("c"), engine=self.engine.name,
                                         scope="gateway", first_seen=found.start,
                                         last_seen=found.end, created_at=now, updated_at=now)

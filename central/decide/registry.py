@@ -4,24 +4,25 @@ A new policy (a learned responder) plugs in by adding a factory here: it receive
 validated configuration and returns a `Policy`."""
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Callable
+from typing import Any, Callable
 
 from atlas.central.decide import Policy
 
-if TYPE_CHECKING:
-    from atlas.central.config import HubConfig
+# A factory gets the hub's validated HubConfig (atlas.central.config, which imports this
+# registry to check names: typed Any here so the two do not import each other).
+PolicyFactory = Callable[[Any], Policy]
 
 
-def _playbook(config: "HubConfig") -> Policy:
+def _playbook(config: Any) -> Policy:
     from atlas.central.decide.playbook import Playbook
 
     return Playbook(config.decide.playbook, shadow=config.decide.shadow)
 
 
-POLICIES: dict[str, Callable[["HubConfig"], Policy]] = {"playbook": _playbook}
+POLICIES: dict[str, PolicyFactory] = {"playbook": _playbook}
 DEFAULT_POLICY = "playbook"
 
 
-def build_policy(config: "HubConfig") -> Policy:
+def build_policy(config: Any) -> Policy:
     """The policy `[decide] policy` names (the config loader has checked the name)."""
     return POLICIES[config.decide.policy](config)

@@ -142,7 +142,7 @@ def test_a_pivot_is_linked_and_shown_in_plain_words(hub, tmp_path, capsys):
     assert "no campaign 'c-nope'" in capsys.readouterr().err
 
 
-def test_a_report_joining_two_campaigns_merges_them_into_the_older(hub):
+def test_a_report_joining_two_campaigns_merges_them_into_the_first_begun(hub):
     send(hub, "gw-ene", 1, report("gw-ene", "port_scan", T0))
     send(hub, "gw-tra", 1, report("gw-tra", "mqtt_flood", T0 + 10))
     send(hub, "gw-ene", 2, report("gw-ene", "port_scan", T0 + 20, src="10.9.9.9",
