@@ -4,8 +4,9 @@ On each new gateway report (incident opened, or another gateway reporting a know
 it reads the reports of the engine's window from the store, runs the engine, and stores the
 campaign the new report's incident belongs to (two hub incidents or more; one alone is just
 an incident). Campaign ids are stable: a campaign keeps its id as it grows, and when a report
-joins two stored campaigns the one that began first absorbs the other (marked merged). Campaigns are
-written in their own transaction, then published as campaign_opened / campaign_updated.
+joins two stored campaigns the one that began first absorbs the other (marked merged).
+Campaigns are written in their own transaction, then published as campaign_opened /
+campaign_updated.
 """
 from __future__ import annotations
 

@@ -1,7 +1,8 @@
 """Two gateways of different domains, one campaign, all real: two lab sites (namespaces, a
 bridge, mosquitto with dynamic security), `atlas-agent run` sniffing each site's bridge,
 `atlas-central serve` in the energy site's namespace, the transportation site's agent reaching
-it over a veth "WAN" link, mutual TLS both ways. The same outside host (the sites are NATted
+it over a veth "WAN" link, mutual TLS both ways. The hub's config places the energy gateway;
+the transportation gateway says where it stands in its hello (agent.toml [agent] domain). The same outside host (the sites are NATted
 alike: it has the same address in both) brute-forces the energy site's broker, then, after the
 hub's merge window, the transportation site's: two hub incidents, which the live correlator
 links into one cross-domain campaign, shown by `atlas-central campaigns --json` and
@@ -58,7 +59,6 @@ def sites(tmp_path):
         attackers = {gw: site.add_device("attacker") for gw, site in labs.items()}
         for site in labs.values():
             site.start_mosquitto(bind="0.0.0.0", port=1883)
-        places = "".join(f'[gateways.{gw}]\ndomain = "{domain}"\n' for gw, domain in SITES.items())
         (tmp_path / "central.toml").write_text(f"""
 [hub]
 listen = "0.0.0.0:{HUB_PORT}"
@@ -72,7 +72,9 @@ engine = "rules"
 window = 3600
 [decide.playbook.default]
 outside = {{ action = "quarantine", ttl = {TTL} }}
-{places}""")
+[gateways.gw-ene]
+domain = "energy"
+""")
         hub = ene.popen(ene.gw, [sys.executable, "-m", "atlas.central.cli", "serve", "--config",
                                  str(tmp_path / "central.toml")],
                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -85,6 +87,10 @@ outside = {{ action = "quarantine", ttl = {TTL} }}
                                  signing_pub=PkiDir(pki.root).signing_pub,
                                  hub_host="127.0.0.1" if gw == "gw-ene" else hub_wan,
                                  extra='[enforce]\nnftables = "off"\n')
+            if gw == "gw-tra":  # placed by its own hello, not by the hub's config
+                text = (folder / "agent.toml").read_text()
+                (folder / "agent.toml").write_text(text.replace(
+                    "[agent]\n", f'[agent]\ndomain = "{SITES[gw]}"\ndistrict = "d02"\n', 1))
             agents[gw] = site.popen(site.gw, [sys.executable, "-m", "atlas.agent.cli", "run",
                                               "--config", str(folder / "agent.toml")],
                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -130,6 +136,8 @@ def test_two_domains_one_campaign_visible_and_in_the_policy_context(sites):
         assert campaign["gateways"] == ["gw-ene", "gw-tra"]
         assert campaign["domains"] == ["energy", "transportation"]
         assert campaign["scope"] == "city" and attacker_ip in campaign["attackers"]
+        places = {g["id"]: (g["domain"], g["district"]) for g in central(tmp, "gateways")}
+        assert places == {"gw-ene": ("", ""), "gw-tra": ("transportation", "d02")}  # hellos
         ene = {i["id"] for i in incidents_of(tmp, "gw-ene")}
         tra = {i["id"] for i in incidents_of(tmp, "gw-tra")}
         assert ene.isdisjoint(tra) and ene | tra <= set(campaign["incidents"])
