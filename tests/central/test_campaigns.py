@@ -15,6 +15,7 @@ from atlas.link.wire import GatewayInfo, RuleAck, TelemetryBatch
 from atlas.central import cli
 from atlas.central.correlate import GatewayPlace
 from atlas.central.correlate.registry import RulesEngine
+from atlas.central.decide.inventory import DeviceEntry, Inventory
 from atlas.central.decide.playbook import Playbook
 from atlas.central.hub import Hub
 from atlas.central.store import open_store
@@ -59,11 +60,12 @@ def hub(tmp_path):
     store.close()
 
 
-def report(gateway, kind, t, src=ATTACKER, dst="", device="", last=None, **evidence):
+def report(gateway, kind, t, src=ATTACKER, dst="", device="", last=None, state="open",
+           **evidence):
     return Incident(id=f"{gateway}/{src}/{kind}/{int(t * 1000)}", kind=kind, src_ip=src,
                     dst_ip=dst, device=device or src, gateway=gateway, time=t,
                     last_seen=t if last is None else last, score=0.9, model_version="m1",
-                    packets=100, evidence=dict(evidence))
+                    packets=100, state=state, evidence=dict(evidence))
 
 
 def send(hub, gateway, seq, *incidents):
@@ -160,12 +162,38 @@ def test_a_report_joining_two_campaigns_merges_them_into_the_first_begun(hub):
     assert {lk.reason for lk in merged.links} == {"same_attacker", "same_identity"}
 
 
-def test_outcomes_reach_the_policy_through_the_event_stream(hub):
-    send(hub, "gw-ene", 1, report("gw-ene", "port_scan", T0))
-    [rule] = hub.store.list_rules()
-    hub.rule_ack("gw-ene", RuleAck(rule.rule.id, applied=True))
-    hub.revoke(rule.rule.id, "alice")
-    assert hub.bus.wait_idle(5)
-    kinds = [(e.kind, e.payload.get("rule")) for e in hub.policy.observed]
-    assert kinds == [("rule_acked", rule.rule.id), ("rule_revoked", rule.rule.id)]
-    assert hub.policy.observed[1].payload["operator"] == "alice"
+def test_outcomes_reach_the_policy_through_the_event_stream(tmp_path):
+    callbox = "10.2.0.5"
+    store = open_store(tmp_path / "hub.db")
+    clock = Clock()
+    inventory = Inventory([DeviceEntry(
+        address=callbox, client_id="ecb-1", gateway="", profile="emergency_call_box",
+        criticality="life_safety", acceptable=("rate_limit", "filter"),
+        needs_fallback=("quarantine", "revoke_mqtt"), fallback="cellular line")])
+    hub = Hub(store, Recording(), RuleSigner(Ed25519PrivateKey.generate()), clock=clock,
+              inventory=inventory, places=PLACES)
+    try:
+        send(hub, "gw-ene", 1, report("gw-ene", "port_scan", T0))
+        [rule] = hub.store.list_rules()
+        hub.rule_ack("gw-ene", RuleAck(rule.rule.id, applied=False, error="no nft"))
+        hub.revoke(rule.rule.id, "alice")
+        # a life-safety device: throttled at once, quarantine waits for a human
+        send(hub, "gw-ene", 2, report("gw-ene", "mqtt_flood", T0, src=callbox, device="ecb-1"))
+        [pending] = hub.store.list_decisions(states=("pending_approval",))
+        hub.reject(pending.id, "bob")
+        clock.now += 7 * 86400
+        assert hub.expire() == 1  # the rate limit
+        send(hub, "gw-ene", 3, report("gw-ene", "mqtt_flood", T0, src=callbox, device="ecb-1",
+                                      last=T0 + 5, state="closed"))
+        seen = [(e.kind, e.payload.get("rule") or e.payload.get("decision")
+                 or e.payload.get("incident")) for e in hub.policy.observed]
+        flood = next(i.id for i in hub.store.list_incidents() if i.kind == "mqtt_flood")
+        limit = next(r.rule.id for r in hub.store.list_rules(states=("expired",)))
+        assert seen == [("rule_refused", rule.rule.id), ("rule_revoked", rule.rule.id),
+                        ("decision_rejected", pending.id), ("rule_expired", limit),
+                        ("incident_closed", flood)]
+        assert hub.policy.observed[0].payload["error"] == "no nft"
+        assert hub.policy.observed[1].payload["operator"] == "alice"
+    finally:
+        hub.close()
+        store.close()
