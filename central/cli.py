@@ -324,6 +324,8 @@ def cmd_check(args: argparse.Namespace) -> int:
           f"{report['inventory_devices']} inventory devices, "
           f"shadow {'on' if report['shadow'] else 'off'}, "
           f"allowlist {', '.join(report['allowlist']) or '(empty)'}")
+    print(f"  policy {report['policy']}, correlation engine {report['correlate']}, "
+          f"{len(report['gateways'])} gateway(s) placed in the config")
     graph = report["graph"]
     print(f"  graph check: {graph['warnings']} warnings" if graph["checked"] else f"  graph check skipped: {graph['why']}")
     for finding in graph["findings"]:
