@@ -105,9 +105,7 @@ class Hub(HubView):
         from the hub's config (a gateway's hello fills in the others)."""
         super().__init__(store)
         self.policy = policy
-        self.signer = signer
-        self.inventory = inventory or Inventory()
-        self.allowlist = Allowlist.parse(allowlist)
+        allowlist = Allowlist.parse(allowlist)
         self.operator_poll = float(operator_poll)
         self.telemetry_retention = float(telemetry_retention)  # seconds; 0 keeps everything
         self.audit = AuditLog(store)
@@ -128,12 +126,11 @@ class Hub(HubView):
                          "maintenance_errors": 0}
         # the stages
         self.dispatch = Dispatcher(store, signer, self.audit, self.counters)
-        self.incidents_stage = IncidentMerger(store, self.audit, merge_window, self.counters)
-        self.decider = Decider(store, policy, self.audit, self.dispatch, self.inventory,
-                               self.allowlist, self.counters)
+        self.merger = IncidentMerger(store, self.audit, merge_window, self.counters)
+        self.decider = Decider(store, policy, self.audit, self.dispatch,
+                               inventory or Inventory(), allowlist, self.counters)
         self.models = ModelRollout(store, signer, self.audit, self.dispatch)
-        self.operators = Operators(store, self.audit, self.dispatch, self.allowlist,
-                                   self.committed)
+        self.operators = Operators(store, self.audit, self.dispatch, allowlist, self.committed)
         if correlator is _DEFAULT:
             correlator = build_engine(DEFAULT_ENGINE, DEFAULT_WINDOW_S)
         self.correlator: CampaignTracker | None = None
@@ -146,10 +143,6 @@ class Hub(HubView):
         # No stream survives a restart: whoever is connected will say hello again.
         with self._lock:
             store.reset_connections()
-
-    @property
-    def merge_window(self) -> float:
-        return self.incidents_stage.merge_window
 
     # -- committing and publishing ---------------------------------------------------------
     def committed(self, change: Callable[[Outbox, float], T]) -> T:
@@ -267,7 +260,7 @@ class Hub(HubView):
         self.store.store_devices(gateway_id, batch.seq, finite(batch.time, now), now,
                                  batch.devices)
         for incident in batch.incidents:
-            merged = self.incidents_stage.merge(gateway_id, incident, now, outbox)
+            merged = self.merger.merge(gateway_id, incident, now, outbox)
             if merged.new_gateway:
                 self.decider.extend(merged.incident, gateway_id, now, outbox)
             if merged.new_evidence:

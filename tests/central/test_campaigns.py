@@ -197,3 +197,26 @@ def test_outcomes_reach_the_policy_through_the_event_stream(tmp_path):
     finally:
         hub.close()
         store.close()
+
+
+def test_events_are_published_only_after_their_change_commits(hub):
+    seen = []
+    hub.bus.subscribe(["gateway_lost", "incident_opened"], seen.append, "test")
+
+    def failing(outbox, now):
+        hub.store.record_disconnect("gw-ene", now)
+        outbox.event("gateway_lost", now, gateway="gw-ene")
+        raise RuntimeError("disk full")
+
+    with pytest.raises(RuntimeError):
+        hub.committed(failing)
+    # a batch that fails in its savepoint publishes nothing; a good one publishes its events
+    bad = report("gw-tra", "port_scan", T0)
+    bad.packets = "many"  # not a number: this report's savepoint fails
+    hub.telemetry("gw-ene", TelemetryBatch(seq=1, time=T0, incidents=[report("gw-ene",
+                                                                             "port_scan", T0)]))
+    with pytest.raises(ValueError):
+        hub.telemetry("gw-tra", TelemetryBatch(seq=1, time=T0, incidents=[bad]))
+    assert hub.bus.wait_idle(5)
+    assert [(e.kind, e.payload["gateway"]) for e in seen] == [("incident_opened", "gw-ene")]
+    assert hub.store.list_incidents()[0].gateways == ["gw-ene"]
