@@ -131,4 +131,17 @@ def _link_key(link: CampaignLink) -> tuple[str, str, str]:
 def _as_mapping(key: str, r: IncidentReport) -> dict:
     return {"id": key, "gateway": r.gateway, "kind": r.kind, "src_ip": r.src_ip,
             "dst_ip": r.dst_ip, "device": r.device, "time": r.time, "last_seen": r.last_seen,
-            "evidence": r.evidence}
+            "evidence": _linking_evidence(r.evidence)}
+
+
+def _linking_evidence(evidence: object) -> dict:
+    """Only what the engine links on, in the types it expects: evidence is the gateway's, and
+    one odd report must not stop correlation for the whole window."""
+    if not isinstance(evidence, Mapping):
+        return {}
+    out: dict = {k: evidence[k] for k in ("client_id", "username")
+                 if isinstance(evidence.get(k), str)}
+    victims = evidence.get("victims")
+    if isinstance(victims, (list, tuple)):
+        out["victims"] = [v for v in victims if isinstance(v, str)]
+    return out

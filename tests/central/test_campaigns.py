@@ -220,3 +220,10 @@ def test_events_are_published_only_after_their_change_commits(hub):
     assert hub.bus.wait_idle(5)
     assert [(e.kind, e.payload["gateway"]) for e in seen] == [("incident_opened", "gw-ene")]
     assert hub.store.list_incidents()[0].gateways == ["gw-ene"]
+
+
+def test_odd_evidence_from_a_gateway_does_not_stop_correlation(hub):
+    send(hub, "gw-ene", 1, report("gw-ene", "port_scan", T0, victims=7, client_id=["x"]))
+    send(hub, "gw-tra", 1, report("gw-tra", "mqtt_flood", T0 + 5, victims=["10.1.0.3", 4]))
+    [campaign] = hub.store.list_campaigns()
+    assert len(campaign.incidents) == 2 and hub.bus.stats()["handler_errors"] == 0
