@@ -133,9 +133,10 @@ class Hub(HubView):
         self.operators = Operators(store, self.audit, self.dispatch, allowlist, self.committed)
         if correlator is _DEFAULT:
             correlator = build_engine(DEFAULT_ENGINE, DEFAULT_WINDOW_S)
+        self.places = dict(places or {})
         self.correlator: CampaignTracker | None = None
         if correlator is not None:
-            self.correlator = CampaignTracker(store, correlator, places or {}, self.committed)
+            self.correlator = CampaignTracker(store, correlator, self.places, self.committed)
             self.bus.subscribe(TRIGGERS, self.correlator.on_event, name="correlate")
             self.bus.subscribe(("campaign_opened", "campaign_updated"), self._on_campaign,
                                name="decide-campaign")
@@ -169,6 +170,10 @@ class Hub(HubView):
             # The certificate decides who this is; the hello's claim is only logged.
             log.warning("gateway %s said hello as %r; using the certificate's id", gateway_id,
                         info.gateway_id)
+        place = self.places.get(gateway_id)
+        if place is not None:  # the hub's config wins: the store keeps where the hub places it
+            info = dataclasses.replace(info, domain=place.domain, district=place.district,
+                                       subnet=place.subnet)
 
         def change(outbox: Outbox, now: float) -> None:
             self.store.record_hello(gateway_id, info, now)

@@ -36,7 +36,7 @@ class GatewayRecord:
     health: dict[str, Any] | None = None  # the latest Health, as a dict
     connections: int = 0  # 1 while the gateway's stream is up, else 0
     last_seq: int = 0  # highest telemetry seq stored
-    # where it stands, as its hello said (the hub's [gateways.<id>] config overrides these)
+    # where the hub places it: its [gateways.<id>] config, else what its hello said
     domain: str = ""
     district: str = ""
     subnet: str = ""

@@ -117,6 +117,10 @@ def test_incidents_of_two_domains_become_one_campaign_the_policy_sees(hub):
 def test_a_pivot_is_linked_and_shown_in_plain_words(hub, tmp_path, capsys):
     hub.hello("gw-wat", GatewayInfo("gw-wat", "0.1", domain="water", district="d02",
                                     subnet="10.3.0.0/16"))
+    # the hub's config wins over a hello, and the store keeps where the hub places each one
+    hub.hello("gw-ene", GatewayInfo("gw-ene", "0.1", domain="gas"))
+    assert (hub.store.get_gateway("gw-ene").domain, hub.store.get_gateway("gw-wat").domain) \
+        == ("energy", "water")
     # an outside host attacks a pump behind the water gateway; the pump then attacks the
     # energy network: a pivot across domains (the water gateway is placed by its hello)
     send(hub, "gw-wat", 1, report("gw-wat", "mqtt_bruteforce", T0, dst="10.3.0.5"))
@@ -136,7 +140,7 @@ def test_a_pivot_is_linked_and_shown_in_plain_words(hub, tmp_path, capsys):
     assert text.splitlines()[0] == (f"campaign {campaign.id}: 2 incidents on 2 gateway(s) in 2 "
                                     "domain(s) (energy, water), linked across domains "
                                     "(engine rules)")
-    assert (f"  {first} on gw-wat (water) -> {second} on gw-ene: a pivot: 10.3.0.5 was "
+    assert (f"  {first} on gw-wat (water) -> {second} on gw-ene (energy): a pivot: 10.3.0.5 was "
             f"attacked by {ATTACKER} (across domains)") in text
     assert f"mqtt_bruteforce by {ATTACKER} -> 10.3.0.5, seen by gw-wat (water); open" in text
     assert "decisions:\n  d-" in text

@@ -137,7 +137,7 @@ def test_two_domains_one_campaign_visible_and_in_the_policy_context(sites):
         assert campaign["domains"] == ["energy", "transportation"]
         assert campaign["scope"] == "city" and attacker_ip in campaign["attackers"]
         places = {g["id"]: (g["domain"], g["district"]) for g in central(tmp, "gateways")}
-        assert places == {"gw-ene": ("", ""), "gw-tra": ("transportation", "d02")}  # hellos
+        assert places == {"gw-ene": ("energy", ""), "gw-tra": ("transportation", "d02")}
         ene = {i["id"] for i in incidents_of(tmp, "gw-ene")}
         tra = {i["id"] for i in incidents_of(tmp, "gw-tra")}
         assert ene.isdisjoint(tra) and ene | tra <= set(campaign["incidents"])
