@@ -969,9 +969,9 @@ def cmd_export_stix(args: argparse.Namespace) -> int:
     topology = Topology([])
     if args.inventory or args.city or (args.config and _config(args).inventory):
         facts = _city_facts(args, store)
-        from atlas.central.correlate import GatewayInfo
+        from atlas.central.correlate import GatewayPlace
 
-        topology = Topology(GatewayInfo(g.id, g.domain, g.district, g.subnet, g.broker) for g in facts.gateways)
+        topology = Topology(GatewayPlace(g.id, g.domain, g.district, g.subnet, g.broker) for g in facts.gateways)
         for d in facts.devices:
             info = {"class": d.profile, "gateway": d.gateway}
             for name in (d.client_id, d.address):
