@@ -5,6 +5,7 @@ policy's context then carries it, outcomes reach the policy's observe(), and the
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -231,3 +232,39 @@ def test_odd_evidence_from_a_gateway_does_not_stop_correlation(hub):
     send(hub, "gw-tra", 1, report("gw-tra", "mqtt_flood", T0 + 5, victims=["10.1.0.3", 4]))
     [campaign] = hub.store.list_campaigns()
     assert len(campaign.incidents) == 2 and hub.bus.stats()["handler_errors"] == 0
+
+
+class SlowEngine(RulesEngine):
+    """The rules engine taking its time, as a learned engine might."""
+
+    def __init__(self, window_s, started):
+        super().__init__(window_s)
+        self.started = started
+
+    def campaigns(self, events, topology):
+        self.started.set()
+        time.sleep(1.0)
+        return super().campaigns(events, topology)
+
+
+def test_a_slow_correlation_engine_never_holds_up_ingest(tmp_path):
+    import threading
+
+    started = threading.Event()
+    store = open_store(tmp_path / "hub.db")
+    hub = Hub(store, Playbook(), RuleSigner(Ed25519PrivateKey.generate()), clock=Clock(),
+              places=PLACES, correlator=SlowEngine(3600.0, started))
+    try:
+        hub.telemetry("gw-ene", TelemetryBatch(seq=1, time=T0, incidents=[
+            report("gw-ene", "port_scan", T0)]))
+        assert started.wait(5)  # the engine is busy now, in the bus's thread
+        t0 = time.monotonic()
+        hub.telemetry("gw-tra", TelemetryBatch(seq=1, time=T0, incidents=[
+            report("gw-tra", "mqtt_flood", T0 + 5)]))
+        assert time.monotonic() - t0 < 0.5  # decided and committed meanwhile
+        assert len(hub.store.list_rules()) == 2
+        assert hub.bus.wait_idle(10)
+        assert len(hub.store.list_campaigns()) == 1
+    finally:
+        hub.close()
+        store.close()
