@@ -793,10 +793,6 @@ def _params_text(params: dict[str, Any]) -> str:
     return "(" + ",".join(f"{k}={v}" for k, v in sorted(params.items())) + ")" if params else ""
 
 
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
-
-
 # ---- the city graph and STIX (atlas.central.ontology; needs the `ontology` extra) ---------
 
 def _add_graph_commands(sub: Any, where: argparse.ArgumentParser, as_json: argparse.ArgumentParser) -> None:
@@ -998,3 +994,7 @@ def _write_out(path: Path | None, text: str) -> None:
         path.write_text(text)
     except OSError as exc:
         raise CliError(f"--out: cannot write {path}: {exc.strerror or exc}") from None
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
