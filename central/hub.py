@@ -32,12 +32,12 @@ from atlas.central.correlate.rules import DEFAULT_WINDOW_S, GatewayPlace
 from atlas.central.decide import Allowlist, Policy
 from atlas.central.decide.inventory import Inventory
 from atlas.central.decide.stage import Decider
-from atlas.central.dispatch import (FEED_MAX_PENDING, RULE_LIVE, Dispatcher, Outbox, RuleFeed,
-                                    RuleSigner)
+from atlas.central.dispatch import FEED_MAX_PENDING, RULE_LIVE, Dispatcher, RuleFeed, RuleSigner
 from atlas.central.events import OUTCOME_KINDS, Event, EventBus, LocalBus
 from atlas.central.incidents import IncidentMerger, finite
 from atlas.central.models import ModelPushError, ModelRollout
 from atlas.central.operators import OperatorError, Operators, check_gateways, run_command
+from atlas.central.outbox import Outbox
 from atlas.central.store import (DecisionRecord, GatewayRecord, HubIncident,
                                  HubState, RuleRecord, Store)
 

@@ -20,7 +20,8 @@ from atlas.central.audit import AuditLog
 from atlas.central.store import ModelBundleRecord, ModelStatus, Store
 
 if TYPE_CHECKING:
-    from atlas.central.dispatch import Dispatcher, Outbox, RuleSigner
+    from atlas.central.dispatch import Dispatcher, RuleSigner
+    from atlas.central.outbox import Outbox
 
 # meta.json fields worth showing an operator (mean/std are long and say nothing at a glance)
 _META_SUMMARY = ("version", "schema_version", "trained_at")

@@ -10,7 +10,8 @@ from typing import Callable, Iterable, Protocol, TypeVar
 from atlas.link.tls import check_gateway_id
 from atlas.central.audit import AuditLog
 from atlas.central.decide import Allowlist
-from atlas.central.dispatch import RULE_LIVE, Dispatcher, Outbox
+from atlas.central.dispatch import RULE_LIVE, Dispatcher
+from atlas.central.outbox import Outbox
 from atlas.central.store import DecisionRecord, RuleRecord, Store
 
 log = logging.getLogger("atlas.central.operators")

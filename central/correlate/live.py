@@ -15,7 +15,7 @@ from typing import Callable, Iterable, Mapping
 
 from atlas.central.correlate.registry import CorrelationEngine
 from atlas.central.correlate.rules import SCOPES, Campaign, GatewayPlace, Topology, event_of
-from atlas.central.dispatch import Outbox, new_id
+from atlas.central.outbox import Outbox, new_id
 from atlas.central.events import Event
 from atlas.central.store import CampaignLink, CampaignRecord, IncidentReport, Store
 

@@ -9,7 +9,8 @@ from atlas.link.incidents import Incident
 from atlas.central.audit import AuditLog
 from atlas.central.decide import NO_ACTION, Allowlist, Decision, DecisionContext, Policy, shield
 from atlas.central.decide.inventory import Inventory
-from atlas.central.dispatch import RULE_LIVE, Dispatcher, Outbox, new_id
+from atlas.central.dispatch import RULE_LIVE, Dispatcher
+from atlas.central.outbox import Outbox, new_id
 from atlas.central.store import DecisionRecord, HubIncident, Store
 
 log = logging.getLogger("atlas.central.decide")

@@ -1,6 +1,7 @@
 """Dispatch: from decisions to signed rules on the gateways' streams, and back (acks, expiry).
 
-Every operation collects what it will send in an `Outbox`; the hub hands the outbox to
+Every operation collects what it will send in an `Outbox` (atlas.central.outbox); the hub
+hands the outbox to
 `Dispatcher.publish` (and its events to the event bus) only after the store transaction has
 committed, so a gateway never holds a rule the hub would forget in a restart.
 """
@@ -8,16 +9,15 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import secrets
 import threading
 import time
 from collections import deque
-from typing import Any, Callable, Iterable, Protocol
+from typing import Callable, Iterable, Protocol
 
 from atlas.link.rules import Rule
 from atlas.link.wire import ModelUpdate, RuleAck, RuleChange, SignedRule
 from atlas.central.audit import AuditLog
-from atlas.central.events import Event
+from atlas.central.outbox import Outbox, new_id
 from atlas.central.store import DecisionRecord, RuleRecord, Store
 
 log = logging.getLogger("atlas.central.dispatch")
@@ -30,37 +30,6 @@ class RuleSigner(Protocol):
     def sign_rule(self, rule: Rule) -> SignedRule: ...
 
     def sign_model(self, name: str, version: str, content: bytes) -> ModelUpdate: ...
-
-
-def new_id(prefix: str) -> str:
-    """Short, unguessable, safe in nftables comments and on a command line: d-1f2e3d4c5b."""
-    return f"{prefix}-{secrets.token_hex(5)}"
-
-
-class Outbox:
-    """What one operation will publish once its transaction has committed: rule changes per
-    gateway, and events."""
-
-    def __init__(self) -> None:
-        self.upserts: dict[str, list[SignedRule]] = {}
-        self.withdrawn: dict[str, list[str]] = {}
-        self.events: list[Event] = []
-
-    def merge(self, other: "Outbox") -> None:
-        for gateway, rules in other.upserts.items():
-            self.upserts.setdefault(gateway, []).extend(rules)
-        for gateway, ids in other.withdrawn.items():
-            self.withdrawn.setdefault(gateway, []).extend(ids)
-        self.events.extend(other.events)
-
-    def upsert(self, gateway: str, signed: SignedRule) -> None:
-        self.upserts.setdefault(gateway, []).append(signed)
-
-    def withdraw(self, gateway: str, rule_id: str) -> None:
-        self.withdrawn.setdefault(gateway, []).append(rule_id)
-
-    def event(self, kind: str, now: float, /, **payload: Any) -> None:
-        self.events.append(Event(kind, now, payload))
 
 
 class RuleFeed:

@@ -9,7 +9,7 @@ from typing import Any
 
 from atlas.link.incidents import Incident
 from atlas.central.audit import AuditLog
-from atlas.central.dispatch import Outbox, new_id
+from atlas.central.outbox import Outbox, new_id
 from atlas.central.store import HubIncident, IncidentReport, Store
 
 
