@@ -30,6 +30,7 @@ import queue
 import threading
 import time
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
 log = logging.getLogger("atlas.central.events")
@@ -59,6 +60,8 @@ class Event:
     def __post_init__(self) -> None:
         if self.kind not in EVENT_KINDS:
             raise ValueError(f"unknown event kind {self.kind!r}")
+        # read-only: every subscriber gets the same object
+        object.__setattr__(self, "payload", MappingProxyType(dict(self.payload)))
 
     def to_dict(self) -> dict[str, Any]:
         return {"kind": self.kind, "time": self.time, "payload": dict(self.payload)}

@@ -74,6 +74,8 @@ def test_events_are_frozen_known_and_survive_a_round_trip_through_json_form():
     event = Event("campaign_opened", 12.5, {"campaign": "c-1", "incidents": ["i-1", "i-2"]})
     with pytest.raises(AttributeError):
         event.kind = "campaign_updated"  # type: ignore[misc]
+    with pytest.raises(TypeError):
+        event.payload["campaign"] = "c-2"  # type: ignore[index]
     assert Event.from_dict(event.to_dict()) == event
     with pytest.raises(ValueError, match="unknown event kind 'incident_exploded'"):
         Event("incident_exploded", 0.0)
