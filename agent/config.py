@@ -4,6 +4,7 @@ Unknown sections and keys are errors (a typo must not silently fall back to a de
 """
 from __future__ import annotations
 
+import ipaddress
 import math
 import typing
 from dataclasses import dataclass, field, fields
@@ -36,6 +37,11 @@ class AgentSection:
     state_dir: str = "/var/lib/atlas"
     control_socket: str = "/run/atlas/agent/control.sock"  # the unit's RuntimeDirectory
     board: str = "auto"  # gateway profile name, or auto-detect
+    # Where the gateway stands, said in its hello so the hub can link incidents across
+    # domains (the hub's own [gateways.<id>] config wins); all optional.
+    domain: str = ""  # e.g. "energy", "transportation"
+    district: str = ""
+    subnet: str = ""  # the devices' network behind the gateway, e.g. "10.2.0.0/16"
 
 
 @dataclass
@@ -167,6 +173,11 @@ def _check(cfg: AgentConfig) -> None:
         bad("agent.capture_backend", f"must be 'ring' or 'socket', got {cfg.agent.capture_backend!r}")
     if not isinstance(cfg.agent.capture_ring_mb, int) or not 2 <= cfg.agent.capture_ring_mb <= 1024:
         bad("agent.capture_ring_mb", f"must be an integer in [2, 1024] (MiB), got {cfg.agent.capture_ring_mb!r}")
+    if cfg.agent.subnet:
+        try:
+            ipaddress.ip_network(cfg.agent.subnet, strict=False)
+        except ValueError:
+            bad("agent.subnet", f"must be a network such as 10.2.0.0/16, got {cfg.agent.subnet!r}")
     if not 64 <= cfg.agent.snaplen <= 262144:
         bad("agent.snaplen", f"must be in [64, 262144], got {cfg.agent.snaplen}")
     if not cfg.agent.mqtt_ports or not all(isinstance(p, int) and 0 < p < 65536 for p in cfg.agent.mqtt_ports):

@@ -177,7 +177,9 @@ class AgentDaemon:
         from atlas.agent.uplink.client import Uplink
         from atlas.link.tls import TlsFiles
 
-        info = GatewayInfo(self.cfg.agent.gateway_id, __version__, self.models.versions, self._capabilities(), self.board.name)
+        a = self.cfg.agent
+        info = GatewayInfo(a.gateway_id, __version__, self.models.versions, self._capabilities(), self.board.name,
+                           domain=a.domain, district=a.district, subnet=a.subnet)
         self.uplink = Uplink(
             h.address,
             self.cfg.agent.gateway_id,

@@ -180,8 +180,8 @@ def test_push_to_active_over_the_wire(benchmark, tmp_path):
             rule = Rule(id=f"r-{n}", action="quarantine", target=f"198.51.100.{n + 1}", expires_at=time.time() + 600,
                         reason="bench", decision_id=f"d-{n}")
             t0 = time.perf_counter()
-            for feed in hub._feeds["gw-1"]:
-                feed._push(RuleChange("upsert", [signer.sign_rule(rule)]))
+            for feed in hub.dispatch.feeds_of("gw-1"):
+                feed.push(RuleChange("upsert", [signer.sign_rule(rule)]))
             rule_s.append(wait(rules_seen, rule.id) - t0)
         return model_s, rule_s
 

@@ -3,6 +3,7 @@
   atlas-central serve --config central.toml [--check]   the hub (alias: run)
   atlas-central check --config central.toml [--json]    validate everything, show the playbook
   atlas-central gateways | incidents | decisions | rules [--json]
+  atlas-central campaigns [--json] | campaigns show CAMPAIGN_ID [--json]
   atlas-central approve DECISION_ID | reject DECISION_ID | revoke RULE_ID
   atlas-central audit verify [--anchor SEQ:HASH] | audit head
   atlas-central status [--json]
@@ -135,6 +136,17 @@ def build_parser() -> argparse.ArgumentParser:
     rules.add_argument("--all", action="store_true", help="also expired and revoked rules")
     rules.add_argument("--limit", type=_positive_int, default=200)
     rules.set_defaults(func=cmd_rules)
+
+    camp = sub.add_parser("campaigns", parents=[where, as_json],
+                          help="incidents the correlator linked into campaigns, newest first")
+    camp.add_argument("--all", action="store_true", help="also campaigns merged into others")
+    camp.add_argument("--limit", type=_positive_int, default=50)
+    camp.set_defaults(func=cmd_campaigns)
+    camp_sub = camp.add_subparsers(dest="campaigns_command", metavar="{show}")
+    show = camp_sub.add_parser("show", parents=[where, as_json],
+                               help="one campaign: its incidents, its links and why")
+    show.add_argument("campaign_id", metavar="CAMPAIGN_ID")
+    show.set_defaults(func=cmd_campaign_show)
 
     for name, arg, text in (("approve", "decision_id", "carry out a decision waiting for approval"),
                             ("reject", "decision_id", "refuse a decision waiting for approval"),
@@ -313,6 +325,8 @@ def cmd_check(args: argparse.Namespace) -> int:
           f"{report['inventory_devices']} inventory devices, "
           f"shadow {'on' if report['shadow'] else 'off'}, "
           f"allowlist {', '.join(report['allowlist']) or '(empty)'}")
+    print(f"  policy {report['policy']}, correlation engine {report['correlate']}, "
+          f"{len(report['gateways'])} gateway(s) placed in the config")
     graph = report["graph"]
     print(f"  graph check: {graph['warnings']} warnings" if graph["checked"] else f"  graph check skipped: {graph['why']}")
     for finding in graph["findings"]:
@@ -421,6 +435,44 @@ def cmd_rules(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_campaigns(args: argparse.Namespace) -> int:
+    store = _reader(args)
+    campaigns = store.list_campaigns(limit=args.limit, state=None if args.all else "open")
+    if args.json:
+        _print_json([c.to_dict() for c in campaigns])
+        return 0
+    now = time.time()
+    rows = [[c.id, str(len(c.incidents)), ",".join(c.gateways), ",".join(c.domains) or "-",
+             ",".join(c.attackers), c.scope, _ago(c.first_seen, now), _ago(c.last_seen, now),
+             c.state if not c.merged_into else f"merged into {c.merged_into}"]
+            for c in campaigns]
+    _print_table(["CAMPAIGN", "INCIDENTS", "GATEWAYS", "DOMAINS", "ATTACKERS", "SCOPE", "FIRST",
+                  "LAST", "STATE"], rows, empty="no campaigns")
+    return 0
+
+
+def cmd_campaign_show(args: argparse.Namespace) -> int:
+    from atlas.central.campaigns import describe
+
+    store = _reader(args)
+    campaign = store.get_campaign(args.campaign_id)
+    if campaign is None:
+        raise CliError(f"no campaign {args.campaign_id!r} (`atlas-central campaigns` lists them)")
+    incidents = [i for i in (store.get_incident(i) for i in campaign.incidents) if i]
+    decisions = [d for i in incidents for d in store.decisions_for_incident(i.id)]
+    domains = {g.id: g.domain for g in store.list_gateways() if g.domain}
+    config = _config(args, required=False) if not args.db else None
+    if config is not None:
+        domains.update({gid: p.domain for gid, p in config.gateways.items() if p.domain})
+    if args.json:
+        _print_json(campaign.to_dict() | {
+            "incident_details": [i.to_dict() for i in incidents],
+            "decisions": [d.to_dict() for d in decisions], "gateway_domains": domains})
+        return 0
+    print(describe(campaign, incidents, decisions, domains))
+    return 0
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     from atlas.link.control import ControlError, query
     from atlas.central.hub import HubView
@@ -453,6 +505,8 @@ def cmd_status(args: argparse.Namespace) -> int:
     c = status["counts"]
     print(f"gateways: {c['gateways_online']} connected of {c['gateways']}")
     print(f"incidents: {c['incidents_open']} open of {c['incidents']}")
+    if "campaigns" in c:
+        print(f"campaigns: {c['campaigns']} open")
     print(f"rules: {c['rules_active']} in force, {c.get('rules_refused', 0)} refused by their "
           f"gateway, {c['rules_shadow']} shadow")
     print(f"approvals waiting: {c['pending_approvals']}")
@@ -915,9 +969,9 @@ def cmd_export_stix(args: argparse.Namespace) -> int:
     topology = Topology([])
     if args.inventory or args.city or (args.config and _config(args).inventory):
         facts = _city_facts(args, store)
-        from atlas.central.correlate import GatewayInfo
+        from atlas.central.correlate import GatewayPlace
 
-        topology = Topology(GatewayInfo(g.id, g.domain, g.district, g.subnet, g.broker) for g in facts.gateways)
+        topology = Topology(GatewayPlace(g.id, g.domain, g.district, g.subnet, g.broker) for g in facts.gateways)
         for d in facts.devices:
             info = {"class": d.profile, "gateway": d.gateway}
             for name in (d.client_id, d.address):

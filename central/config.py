@@ -29,7 +29,17 @@ Example::
     [incidents]
     merge_window = 300                 # same attacker+kind within this many seconds = one incident
 
+    [correlate]
+    engine = "rules"                   # links incidents into campaigns (registry: rules)
+    window = 3600                      # seconds: how far apart two linked incidents may be
+
+    [gateways.gw-d01-ene]              # where a gateway stands (else what its hello says)
+    domain = "energy"
+    district = "d01"
+    subnet = "10.2.0.0/16"             # the devices' network behind it
+
     [decide]
+    policy = "playbook"                # the response policy (registry: playbook)
     shadow = false                     # true: record and report every decision, enforce none
     allowlist = ["10.0.0.1", "10.9.0.0/24", "ops-console"]   # addresses, networks, MQTT ids
 
@@ -65,7 +75,21 @@ class TlsConfig:
 
 
 @dataclass(frozen=True)
+class CorrelateConfig:
+    engine: str = "rules"  # a name in atlas.central.correlate.registry.ENGINES
+    window: float = 3600.0
+
+
+@dataclass(frozen=True)
+class GatewayPlaceConfig:
+    domain: str = ""
+    district: str = ""
+    subnet: str = ""
+
+
+@dataclass(frozen=True)
 class DecideConfig:
+    policy: str = "playbook"  # a name in atlas.central.decide.registry.POLICIES
     shadow: bool = False
     allowlist: tuple[str, ...] = ()
     # (kind or "default", attacker class) -> cell table as written; the playbook parses and
@@ -88,6 +112,8 @@ class HubConfig:
     decide: DecideConfig = field(default_factory=DecideConfig)
     control_socket: Path | None = None  # `atlas-central status` asks the running hub here
     metrics_port: int = 0  # Prometheus exporter on 127.0.0.1; 0 = off
+    correlate: CorrelateConfig = field(default_factory=CorrelateConfig)
+    gateways: dict[str, GatewayPlaceConfig] = field(default_factory=dict)  # id -> place
 
 
 class _Table:
@@ -197,9 +223,57 @@ def _allowlist(table: _Table) -> tuple[str, ...]:
     return tuple(out)
 
 
+def _registered(table: _Table, name: str, default: str, known: dict[str, Any],
+                what: str) -> str:
+    value = table.get(name, str, default)
+    if value not in known:
+        raise table.error(name, f"unknown {what} {value!r} (known: {', '.join(sorted(known))})")
+    return value
+
+
+def _correlate(table: _Table | None) -> CorrelateConfig:
+    from atlas.central.correlate.registry import DEFAULT_ENGINE, ENGINES
+
+    if table is None:
+        return CorrelateConfig()
+    engine = _registered(table, "engine", DEFAULT_ENGINE, ENGINES, "correlation engine")
+    window = _positive(table, "window", 3600.0, 7 * 86400.0)
+    table.finish()
+    return CorrelateConfig(engine=engine, window=window)
+
+
+def _gateway_places(table: _Table | None) -> dict[str, GatewayPlaceConfig]:
+    from atlas.link.tls import check_gateway_id
+
+    if table is None:
+        return {}
+    places = {}
+    for gateway in table.data:
+        try:
+            check_gateway_id(gateway)
+        except ValueError as exc:
+            raise table.error(gateway, str(exc)) from None
+        row = table.table(gateway)
+        subnet = row.get("subnet", str, "")
+        if subnet:
+            try:
+                subnet = str(ipaddress.ip_network(subnet, strict=False))
+            except ValueError as exc:
+                raise row.error("subnet", f"bad network {subnet!r}: {exc}") from None
+        places[gateway] = GatewayPlaceConfig(domain=row.get("domain", str, ""),
+                                             district=row.get("district", str, ""),
+                                             subnet=subnet)
+        row.finish()
+    table.finish()
+    return places
+
+
 def _decide(table: _Table | None) -> DecideConfig:
+    from atlas.central.decide.registry import DEFAULT_POLICY, POLICIES
+
     if table is None:
         return DecideConfig()
+    policy = _registered(table, "policy", DEFAULT_POLICY, POLICIES, "policy")
     shadow = table.get("shadow", bool, False)
     allowlist = _allowlist(table)
     playbook: dict[str, dict[str, dict[str, Any]]] = {}
@@ -214,7 +288,7 @@ def _decide(table: _Table | None) -> DecideConfig:
             playbook[kind] = cells
         pb.finish()
     table.finish()
-    decide = DecideConfig(shadow=shadow, allowlist=allowlist, playbook=playbook)
+    decide = DecideConfig(policy=policy, shadow=shadow, allowlist=allowlist, playbook=playbook)
     # The playbook owns the meaning of its cells; validate them now so `serve` never starts
     # with a table it would reject later.
     from atlas.central.decide.playbook import PlaybookError, parse_cells
@@ -271,12 +345,15 @@ def parse_config(data: dict[str, Any], source: str = "<config>", base: Path | No
         inc.finish()
 
     decide = _decide(root.table("decide"))
+    correlate = _correlate(root.table("correlate"))
+    gateways = _gateway_places(root.table("gateways"))
     root.finish()
     return HubConfig(path=path, database=database, listen=cfg_listen, signing_key=signing_key,
                      inventory=inventory, operator_poll=operator_poll, sync=sync,
                      telemetry_retention=float(retention),
                      merge_window=merge_window, tls=tls, decide=decide,
-                     control_socket=control_socket, metrics_port=metrics_port)
+                     control_socket=control_socket, metrics_port=metrics_port,
+                     correlate=correlate, gateways=gateways)
 
 
 def load_config(path: str | Path) -> HubConfig:

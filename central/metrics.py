@@ -7,7 +7,8 @@ from atlas.link.metrics import HUB_STATES, DaemonMetrics
 
 
 class CentralMetrics(DaemonMetrics):
-    """The hub: telemetry ingested and dropped, gateway streams, decisions, spool/queue depth."""
+    """The hub: telemetry ingested and dropped, gateway streams, decision latency, ingest queue
+    depth, campaigns, the event stream."""
 
     def __init__(self, version: str = "", registry: CollectorRegistry | None = None,
                  process_metrics: bool = True) -> None:
@@ -24,8 +25,14 @@ class CentralMetrics(DaemonMetrics):
                                   "Time from incident to dispatched decision",
                                   buckets=(1e-3, 5e-3, 0.01, 0.05, 0.1, 0.5, 1, 5, 30, 120),
                                   registry=reg)
-        self.queue_depth = Gauge(f"{ns}_queue_depth", "Messages waiting in the ingest queue",
+        self.queue_depth = Gauge(f"{ns}_queue_depth",
+                                 "Telemetry batches waiting for the next group commit",
                                  registry=reg)
+        self.campaigns = Gauge(f"{ns}_campaigns_open", "Campaigns the correlator holds open",
+                               registry=reg)
+        self.events = Counter(f"{ns}_events_total", "Events on the hub's stream, by outcome "
+                              "(published; dropped by a full subscriber queue; handler errors)",
+                              ["outcome"], registry=reg)
 
     def observe_telemetry(self, messages: int) -> None:
         self.telemetry.inc(messages)
@@ -42,3 +49,10 @@ class CentralMetrics(DaemonMetrics):
 
     def set_queue_depth(self, depth: int) -> None:
         self.queue_depth.set(depth)
+
+    def set_campaigns(self, open_campaigns: int) -> None:
+        self.campaigns.set(open_campaigns)
+
+    def count_events(self, outcome: str, n: int) -> None:
+        if n > 0:
+            self.events.labels(outcome=outcome).inc(n)

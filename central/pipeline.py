@@ -1,5 +1,6 @@
-"""The hub's wiring, in one place: config -> store -> inventory + policy + signer -> Hub ->
-gRPC ingest (mutual TLS). `atlas-central serve` calls `serve()`; tests call `build_hub()`.
+"""The hub daemon, in one place: config -> store -> inventory + policy + correlation engine
+(both chosen by name in central.toml) + signer -> Hub -> gRPC ingest (mutual TLS), control
+socket, metrics. `atlas-central serve` calls `serve()`; tests call `build_hub()`.
 """
 from __future__ import annotations
 
@@ -15,8 +16,10 @@ from typing import IO, Callable
 from atlas.link import __version__, notify
 from atlas.link.control import serve as serve_control
 from atlas.central.config import ConfigError, HubConfig, require_files
+from atlas.central.correlate.registry import CorrelationEngine, build_engine
+from atlas.central.correlate.rules import GatewayPlace
 from atlas.central.decide.inventory import Inventory, InventoryError, load_inventory
-from atlas.central.decide.playbook import Playbook
+from atlas.central.decide.registry import build_policy
 from atlas.central.hub import Hub, RuleSigner
 from atlas.central.store import StoreError, open_store
 
@@ -49,8 +52,13 @@ def load_city_inventory(config: HubConfig) -> Inventory:
         raise ConfigError(f"{config.path or '<config>'}: hub.inventory: {exc}") from None
 
 
-def build_policy(config: HubConfig) -> Playbook:
-    return Playbook(config.decide.playbook, shadow=config.decide.shadow)
+def build_correlator(config: HubConfig) -> CorrelationEngine:
+    return build_engine(config.correlate.engine, config.correlate.window)
+
+
+def gateway_places(config: HubConfig) -> dict[str, GatewayPlace]:
+    return {gid: GatewayPlace(gid, p.domain, p.district, p.subnet)
+            for gid, p in config.gateways.items()}
 
 
 def build_hub(config: HubConfig, signer: RuleSigner | None = None,
@@ -63,7 +71,8 @@ def build_hub(config: HubConfig, signer: RuleSigner | None = None,
     return Hub(store, policy, signer, inventory=inventory, allowlist=config.decide.allowlist,
                merge_window=config.merge_window, operator_poll=config.operator_poll,
                clock=clock, listen=config.listen, version=__version__,
-               telemetry_retention=config.telemetry_retention)
+               telemetry_retention=config.telemetry_retention,
+               places=gateway_places(config), correlator=build_correlator(config))
 
 
 def check(config: HubConfig) -> dict:
@@ -75,7 +84,10 @@ def check(config: HubConfig) -> dict:
     return {"config": str(config.path), "database": str(config.database),
             "listen": config.listen, "inventory_devices": len(inventory),
             "allowlist": list(config.decide.allowlist), "shadow": config.decide.shadow,
-            "playbook": policy.table(), "graph": check_graph(config)}
+            "policy": config.decide.policy, "correlate": config.correlate.engine,
+            "gateways": {gid: vars(p) for gid, p in config.gateways.items()},
+            "playbook": policy.table() if hasattr(policy, "table") else {},
+            "graph": check_graph(config)}
 
 
 def check_graph(config: HubConfig) -> dict:
@@ -136,7 +148,9 @@ class LiveStatus:
         self.metrics = None
         self.metrics_server = None
         self._seen: dict[str, int] = {}
+        self._events_seen: dict[str, int] = {}
         self._updated = 0.0
+        self._cpu = (time.monotonic(), time.process_time())
 
     def status(self, _args=None) -> dict:
         from atlas.central.hub import HubView
@@ -150,6 +164,7 @@ class LiveStatus:
         from atlas.central.metrics import CentralMetrics
 
         self.metrics = CentralMetrics(__version__)
+        self.hub.metrics = self.metrics  # the hub observes decision latency as it dispatches
         self.metrics_server = self.metrics.serve(port)
         self.update_metrics()
         return self.metrics
@@ -166,6 +181,21 @@ class LiveStatus:
         counts = self.hub.store.counts()
         m.set_gateway_streams({"connected": counts["gateways_online"], "disconnected": counts["gateways"] - counts["gateways_online"]})
         m.set_rules({"active": counts["rules_active"], "shadow": counts["rules_shadow"]})
+        m.set_campaigns(counts["campaigns"])
+        m.set_queue_depth(self.hub.queue_depth())
+        m.set_cpu_share(self._cpu_share())
+        events = self.hub.bus.stats()
+        for outcome in ("published", "dropped", "handler_errors"):
+            m.count_events(outcome, events[outcome] - self._events_seen.get(outcome, 0))
+        self._events_seen = events
+
+    def _cpu_share(self) -> float:
+        """The hub's CPU time since the last update over the machine's capacity (0-1)."""
+        wall, cpu = time.monotonic(), time.process_time()
+        then_wall, then_cpu = self._cpu
+        self._cpu = (wall, cpu)
+        elapsed = wall - then_wall
+        return (cpu - then_cpu) / (elapsed * (os.cpu_count() or 1)) if elapsed > 0 else 0.0
 
 
 def serve(config: HubConfig, stop: threading.Event | None = None,

@@ -39,6 +39,9 @@ def gateway_info_to_proto(info: GatewayInfo) -> telemetry_pb2.Hello:
         capabilities=list(info.capabilities),
         board=info.board,
         protocol_version=PROTOCOL_VERSION,
+        domain=info.domain,
+        district=info.district,
+        subnet=info.subnet,
     )
 
 
@@ -49,6 +52,9 @@ def gateway_info_from_proto(msg: telemetry_pb2.Hello) -> GatewayInfo:
         model_versions=dict(msg.model_versions),
         capabilities=list(msg.capabilities),
         board=msg.board,
+        domain=msg.domain,
+        district=msg.district,
+        subnet=msg.subnet,
     )
 
 

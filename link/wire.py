@@ -21,6 +21,10 @@ class GatewayInfo:
     model_versions: dict[str, str] = field(default_factory=dict)
     capabilities: list[str] = field(default_factory=list)  # e.g. ["nftables", "mqtt_dynsec"]
     board: str = ""  # gateway profile name (firmware_profiles/gateways)
+    # Where the gateway stands, if its config says; the hub's own [gateways.<id>] wins.
+    domain: str = ""  # e.g. "energy", "transportation"
+    district: str = ""
+    subnet: str = ""  # the devices' network behind it, e.g. "10.2.0.0/16"
 
 
 @dataclass

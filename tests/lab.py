@@ -181,10 +181,41 @@ def wait_for(pred: Callable[[], Any], timeout: float, step: float = 0.2) -> Any:
     return None
 
 
+# An MQTT brute force: `python -c BRUTEFORCE HOST PORT SECONDS [CLIENT_ID [STOLEN_PASSWORD]]`
+# tries guessN logins every 40 ms until SECONDS pass or 3 connections in a row fail (cut off):
+# as admin with a new client id each time, or presenting CLIENT_ID as client id and username (a
+# claim of a real device's identity), STOLEN_PASSWORD tried first. Prints, as JSON, the time of
+# the first CONNECT and of the last one the broker answered (monotonic), and the count.
+BRUTEFORCE = """
+import json, socket, sys, time
+host, port, seconds = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
+claim = sys.argv[4].encode() if len(sys.argv) > 4 else b""
+stolen = sys.argv[5].encode() if len(sys.argv) > 5 else b""
+def s(b): return len(b).to_bytes(2, "big") + b
+start = time.monotonic()
+end, tried, failed, answered = start + seconds, 0, 0, None
+while time.monotonic() < end and failed < 3:  # stop once the gateway has cut us off
+    cid, user = (claim, claim) if claim else (b"bf-%d" % tried, b"admin")
+    password = stolen if stolen and tried == 0 else b"guess%d" % tried
+    body = s(b"MQTT") + bytes([4, 0xC2]) + (60).to_bytes(2, "big") + s(cid) + s(user) + s(password)
+    try:
+        with socket.create_connection((host, port), timeout=1.0) as c:
+            c.sendall(bytes([0x10, len(body)]) + body)
+            if len(c.recv(4)) == 4:
+                answered = time.monotonic()
+        failed = 0
+    except OSError:
+        failed += 1
+    tried += 1
+    time.sleep(0.04)
+print(json.dumps({"start": start, "last_answered": answered, "tried": tried}))
+"""
+
 def write_agent_toml(path: Path, *, gateway: str, interface: str, hub_port: int, tls: Any, signing_pub: Any,
-                     extra: str = "") -> Path:
-    """An agent config connected to a hub on the gateway's loopback over mTLS, with its state
-    and control socket next to `path`; `extra` is appended (more sections, e.g. [enforce])."""
+                     extra: str = "", hub_host: str = "127.0.0.1") -> Path:
+    """An agent config connected over mTLS to a hub at `hub_host` (default: the gateway's own
+    loopback), with its state and control socket next to `path`; `extra` is appended (more
+    sections, e.g. [enforce])."""
     path.write_text(f"""
 [agent]
 gateway_id = "{gateway}"
@@ -193,7 +224,7 @@ mqtt_ports = [1883]
 state_dir = "{path.parent / 'agent-state'}"
 control_socket = "{path.parent / 'agent.sock'}"
 [hub]
-address = "127.0.0.1:{hub_port}"
+address = "{hub_host}:{hub_port}"
 ca = "{tls.ca}"
 cert = "{tls.cert}"
 key = "{tls.key}"
@@ -307,6 +338,19 @@ class Lab:
                 "--username", device.name, "--password", password, "--topic", topic or f"lab/{device.name}",
                 "--count", str(count), "--interval", str(interval), "--qos", str(qos)]
         return self.popen(device.netns, argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    def link_gateway(self, other: "Lab", subnet: str = "10.99.0.0/30") -> tuple[str, str]:
+        """A veth pair between this lab's gateway namespace and `other`'s (a WAN link, e.g.
+        for a hub in one gateway namespace serving the other's agent); returns (this side's
+        address, the other's). Removed with either namespace."""
+        net = ipaddress.ip_network(subnet)
+        mine, theirs = (str(h) for h in list(net.hosts())[:2])
+        here, there = f"v{self.id}w", f"v{other.id}w"
+        _ip("link", "add", here, "netns", self.gw, "type", "veth", "peer", "name", there, "netns", other.gw)
+        for netns, dev, addr in ((self.gw, here, mine), (other.gw, there, theirs)):
+            _ip("-n", netns, "addr", "add", f"{addr}/{net.prefixlen}", "dev", dev)
+            _ip("-n", netns, "link", "set", dev, "up")
+        return mine, theirs
 
     def start_mosquitto(self, netns: str | None = None, **kw: Any) -> "Broker":
         """A mosquitto with dynamic security in `netns` (default: the gateway's); see Broker."""

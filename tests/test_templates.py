@@ -63,7 +63,7 @@ def test_hub_template_documents_every_key_the_loader_reads():
     doc = tomllib.loads(uncommented(text))
     asked: dict[str, set[str]] = {}
     parse_hub(doc, "central.toml", base=SYSTEMD, asked=asked)
-    assert {"", "hub", "tls", "incidents", "decide"} <= set(asked)  # every table was read
+    assert {"", "hub", "tls", "incidents", "decide", "correlate"} <= set(asked)  # every table was read
     for where, keys in asked.items():
         missing = keys - set(_table(doc, where))
         assert missing == set(), f"document {sorted(missing)} in [{where}] of systemd/central.toml"

@@ -19,14 +19,17 @@ from __future__ import annotations
 import abc
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from atlas.link.incidents import KINDS, Incident
 from atlas.link.rules import ACTIONS, Allowlist, Rule, RuleRejected, validate_rule
 from atlas.central.decide.inventory import CRITICALITIES, DeviceEntry, Inventory
 from atlas.central.decide.targeting import (Claim, controlled_targets, find_attacker,
                                             find_claim)
-from atlas.central.store import DecisionRecord, HubIncident
+from atlas.central.store import CampaignRecord, DecisionRecord, HubIncident
+
+if TYPE_CHECKING:
+    from atlas.central.events import Event
 
 NO_ACTION = "none"
 # How much each action disrupts the device it targets; the shield and the playbook step down
@@ -68,6 +71,8 @@ class DecisionContext:
     report: Incident | None = None  # the agent report that led here
     # an MQTT identity the attacker presented that is not its own (see targeting.Claim)
     claim: Claim | None = None
+    # the campaign the correlator put this incident in (its other incidents, links and why)
+    campaign: CampaignRecord | None = None
 
     @property
     def attacker_class(self) -> str:
@@ -81,6 +86,11 @@ class Policy(abc.ABC):
 
     @abc.abstractmethod
     def decide(self, incident: HubIncident, context: DecisionContext) -> list[Decision]: ...
+
+    def observe(self, event: "Event") -> None:
+        """An outcome (atlas.central.events.OUTCOME_KINDS: rule acked/refused/expired/revoked,
+        decision approved/rejected, incident closed), after it is committed, in the event
+        bus's thread. A learning policy updates itself here; the default ignores it."""
 
 
 def decision_context(inventory: Inventory, incident: HubIncident, now: float,

@@ -36,6 +36,10 @@ class GatewayRecord:
     health: dict[str, Any] | None = None  # the latest Health, as a dict
     connections: int = 0  # 1 while the gateway's stream is up, else 0
     last_seq: int = 0  # highest telemetry seq stored
+    # where the hub places it: its [gateways.<id>] config, else what its hello said
+    domain: str = ""
+    district: str = ""
+    subnet: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -102,6 +106,42 @@ class DecisionRecord:
     expires_at: float | None = None  # set when rules are issued
     approved_by: str = ""
     approved_at: float | None = None
+    campaign: str = ""  # the campaign its incident was part of when decided, if any
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class CampaignLink:
+    """Why two incidents of a campaign belong together (atlas.central.correlate)."""
+
+    earlier: str  # HubIncident ids
+    later: str
+    reason: str  # same_attacker | pivot | same_identity
+    scope: str  # gateway | domain | city
+    detail: str = ""
+    gateways: tuple[str, str] = ("", "")  # the reporting gateways of earlier, later
+
+
+@dataclass
+class CampaignRecord:
+    """Incidents the correlator linked into one attack campaign."""
+
+    id: str
+    engine: str
+    scope: str  # the widest scope of its links
+    first_seen: float
+    last_seen: float
+    created_at: float
+    updated_at: float
+    state: str = "open"  # open | merged (into merged_into)
+    merged_into: str = ""
+    incidents: list[str] = field(default_factory=list)
+    gateways: list[str] = field(default_factory=list)
+    domains: list[str] = field(default_factory=list)
+    attackers: list[str] = field(default_factory=list)
+    links: list[CampaignLink] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -305,6 +345,28 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     def list_incidents(self, limit: int = 100, state: str | None = None) -> list[HubIncident]: ...
+
+    @abc.abstractmethod
+    def reports_since(self, since: float, limit: int = 50_000) -> list[IncidentReport]:
+        """Reports whose last evidence is at or after `since`, oldest first (the correlator's
+        window)."""
+
+    # -- campaigns ------------------------------------------------------------------------
+    @abc.abstractmethod
+    def put_campaign(self, campaign: CampaignRecord) -> None:
+        """Insert or replace by id, with its incidents and links (an incident is in one
+        open campaign at most: putting it here takes it out of any other)."""
+
+    @abc.abstractmethod
+    def get_campaign(self, campaign_id: str) -> CampaignRecord | None: ...
+
+    @abc.abstractmethod
+    def campaign_of(self, incident_id: str) -> CampaignRecord | None:
+        """The open campaign this incident is part of, if any."""
+
+    @abc.abstractmethod
+    def list_campaigns(self, limit: int = 100, state: str | None = "open"
+                       ) -> list[CampaignRecord]: ...
 
     # -- decisions and approvals ----------------------------------------------------------
     @abc.abstractmethod

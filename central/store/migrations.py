@@ -186,6 +186,42 @@ SQLITE_MIGRATIONS: tuple[Migration, ...] = (
         "UPDATE rules SET state = 'refused' WHERE state = 'active' AND ack_applied = 0 "
         "AND ack_error <> ''",
     )),
+    Migration(6, "gateway places, campaigns and their links, the campaign of a decision", (
+        "ALTER TABLE gateways ADD COLUMN domain TEXT NOT NULL DEFAULT ''",
+        "ALTER TABLE gateways ADD COLUMN district TEXT NOT NULL DEFAULT ''",
+        "ALTER TABLE gateways ADD COLUMN subnet TEXT NOT NULL DEFAULT ''",
+        "ALTER TABLE decisions ADD COLUMN campaign TEXT NOT NULL DEFAULT ''",
+        """CREATE TABLE campaigns (
+            id TEXT PRIMARY KEY,
+            engine TEXT NOT NULL,
+            scope TEXT NOT NULL,
+            first_seen REAL NOT NULL,
+            last_seen REAL NOT NULL,
+            created_at REAL NOT NULL,
+            updated_at REAL NOT NULL,
+            state TEXT NOT NULL,
+            merged_into TEXT NOT NULL DEFAULT '',
+            gateways TEXT NOT NULL,
+            domains TEXT NOT NULL,
+            attackers TEXT NOT NULL)""",
+        "CREATE INDEX campaigns_recent ON campaigns (state, last_seen)",
+        # one campaign per incident: the correlator moves an incident when campaigns merge
+        """CREATE TABLE campaign_incidents (
+            incident TEXT PRIMARY KEY REFERENCES incidents (id),
+            campaign TEXT NOT NULL REFERENCES campaigns (id))""",
+        "CREATE INDEX campaign_incidents_campaign ON campaign_incidents (campaign)",
+        """CREATE TABLE campaign_links (
+            campaign TEXT NOT NULL REFERENCES campaigns (id),
+            earlier TEXT NOT NULL,
+            later TEXT NOT NULL,
+            reason TEXT NOT NULL,
+            scope TEXT NOT NULL,
+            detail TEXT NOT NULL,
+            earlier_gateway TEXT NOT NULL,
+            later_gateway TEXT NOT NULL,
+            PRIMARY KEY (campaign, earlier, later, reason))""",
+        "CREATE INDEX incident_reports_recent ON incident_reports (last_seen)",
+    )),
 )
 
 LATEST_VERSION = SQLITE_MIGRATIONS[-1].version

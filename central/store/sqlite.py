@@ -18,7 +18,7 @@ from typing import Any, Iterator
 
 from atlas.link.rules import Rule
 from atlas.link.wire import DeviceSummary, GatewayInfo, Health
-from atlas.central.store import (AuditRow, DecisionRecord, GatewayRecord, HubIncident, HubState,
+from atlas.central.store import (AuditRow, CampaignLink, CampaignRecord, DecisionRecord, GatewayRecord, HubIncident, HubState,
                                  IncidentReport, ModelBundleRecord, ModelStatus, OperatorCommand,
                                  RuleRecord, Store, StoreError)
 from atlas.central.store.codec import pack_any, unpack_devices
@@ -196,14 +196,17 @@ class SQLiteStore(Store):
     def record_hello(self, gateway_id: str, info: GatewayInfo, now: float) -> None:
         self._exec(
             """INSERT INTO gateways (id, first_seen, last_seen, software_version, model_versions,
-                   capabilities, board, connections) VALUES (?, ?, ?, ?, ?, ?, ?, 1)
+                   capabilities, board, connections, domain, district, subnet)
+                   VALUES (?, ?, ?, ?, ?, ?, ?, 1, ?, ?, ?)
                ON CONFLICT (id) DO UPDATE SET last_seen = excluded.last_seen,
                    software_version = excluded.software_version,
                    model_versions = excluded.model_versions,
                    capabilities = excluded.capabilities, board = excluded.board,
-                   connections = 1""",
+                   connections = 1, domain = excluded.domain, district = excluded.district,
+                   subnet = excluded.subnet""",
             (gateway_id, now, now, info.software_version, _dumps(info.model_versions),
-             _dumps(list(info.capabilities)), info.board))
+             _dumps(list(info.capabilities)), info.board, info.domain, info.district,
+             info.subnet))
 
     def record_disconnect(self, gateway_id: str, now: float) -> None:
         # The servicer keeps one stream per gateway and reports only the current one's end.
@@ -259,7 +262,8 @@ class SQLiteStore(Store):
         return cur.rowcount
 
     _GATEWAY_COLUMNS = ("id, first_seen, last_seen, software_version, model_versions, "
-                        "capabilities, board, health, connections, last_seq")
+                        "capabilities, board, health, connections, last_seq, domain, district, "
+                        "subnet")
 
     @staticmethod
     def _gateway(row: tuple) -> GatewayRecord:
@@ -267,7 +271,8 @@ class SQLiteStore(Store):
                              software_version=row[3], model_versions=json.loads(row[4]),
                              capabilities=json.loads(row[5]), board=row[6],
                              health=json.loads(row[7]) if row[7] else None,
-                             connections=row[8], last_seq=row[9])
+                             connections=row[8], last_seq=row[9], domain=row[10],
+                             district=row[11], subnet=row[12])
 
     def get_gateway(self, gateway_id: str) -> GatewayRecord | None:
         row = self._one(f"SELECT {self._GATEWAY_COLUMNS} FROM gateways WHERE id = ?",
@@ -343,10 +348,80 @@ class SQLiteStore(Store):
                              "ORDER BY last_seen DESC LIMIT ?", (limit,))
         return [self._incident(r) for r in rows]
 
+    def reports_since(self, since: float, limit: int = 50_000) -> list[IncidentReport]:
+        rows = self._all(f"SELECT {self._REPORT_COLUMNS} FROM incident_reports "
+                         "WHERE last_seen >= ? ORDER BY time, gateway, agent_id LIMIT ?",
+                         (since, limit))
+        out = []
+        for row in rows:
+            values = list(row)
+            values[13] = json.loads(values[13])
+            out.append(IncidentReport(*values))
+        return out
+
+    # -- campaigns ------------------------------------------------------------------------
+    _CAMPAIGN_COLUMNS = ("id, engine, scope, first_seen, last_seen, created_at, updated_at, "
+                         "state, merged_into, gateways, domains, attackers")
+
+    def put_campaign(self, c: CampaignRecord) -> None:
+        with self.transaction():
+            self._exec(_upsert_sql("campaigns", self._CAMPAIGN_COLUMNS, "id"),
+                       (c.id, c.engine, c.scope, c.first_seen, c.last_seen, c.created_at,
+                        c.updated_at, c.state, c.merged_into, _dumps(list(c.gateways)),
+                        _dumps(list(c.domains)), _dumps(list(c.attackers))))
+            self._exec("DELETE FROM campaign_incidents WHERE campaign = ?", (c.id,))
+            self._exec("DELETE FROM campaign_links WHERE campaign = ?", (c.id,))
+            for incident in c.incidents:
+                self._exec("INSERT INTO campaign_incidents (incident, campaign) VALUES (?, ?) "
+                           "ON CONFLICT (incident) DO UPDATE SET campaign = excluded.campaign",
+                           (incident, c.id))
+            for lk in c.links:
+                self._exec("INSERT INTO campaign_links (campaign, earlier, later, reason, scope, "
+                           "detail, earlier_gateway, later_gateway) VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
+                           "ON CONFLICT DO NOTHING",
+                           (c.id, lk.earlier, lk.later, lk.reason, lk.scope, lk.detail,
+                            lk.gateways[0], lk.gateways[1]))
+
+    def _campaign(self, row: tuple) -> CampaignRecord:
+        names = [n.strip() for n in self._CAMPAIGN_COLUMNS.split(",")]
+        v = dict(zip(names, row))
+        for name in ("gateways", "domains", "attackers"):
+            v[name] = json.loads(v[name])
+        c = CampaignRecord(**v)
+        c.incidents = [r[0] for r in self._all(
+            "SELECT ci.incident FROM campaign_incidents ci JOIN incidents i ON i.id = ci.incident "
+            "WHERE ci.campaign = ? ORDER BY i.first_seen, i.id", (c.id,))]
+        c.links = [CampaignLink(r[0], r[1], r[2], r[3], r[4], (r[5], r[6])) for r in self._all(
+            "SELECT earlier, later, reason, scope, detail, earlier_gateway, later_gateway "
+            "FROM campaign_links WHERE campaign = ? ORDER BY rowid", (c.id,))]
+        return c
+
+    def get_campaign(self, campaign_id: str) -> CampaignRecord | None:
+        with self._lock:
+            row = self._one(f"SELECT {self._CAMPAIGN_COLUMNS} FROM campaigns WHERE id = ?",
+                            (campaign_id,))
+            return self._campaign(row) if row else None
+
+    def campaign_of(self, incident_id: str) -> CampaignRecord | None:
+        with self._lock:
+            row = self._one("SELECT campaign FROM campaign_incidents WHERE incident = ?",
+                            (incident_id,))
+            return self.get_campaign(row[0]) if row else None
+
+    def list_campaigns(self, limit: int = 100, state: str | None = "open"
+                       ) -> list[CampaignRecord]:
+        with self._lock:
+            sql = f"SELECT {self._CAMPAIGN_COLUMNS} FROM campaigns"
+            args: tuple = ()
+            if state:
+                sql, args = sql + " WHERE state = ?", (state,)
+            rows = self._all(sql + " ORDER BY last_seen DESC, id LIMIT ?", args + (limit,))
+            return [self._campaign(r) for r in rows]
+
     # -- decisions ------------------------------------------------------------------------
     _DECISION_COLUMNS = ("id, incident, policy, action, target, params, ttl, reason, gateways, "
                          "requires_approval, shadow, state, created_at, expires_at, approved_by, "
-                         "approved_at")
+                         "approved_at, campaign")
 
     @staticmethod
     def _decision(row: tuple) -> DecisionRecord:
@@ -361,7 +436,8 @@ class SQLiteStore(Store):
         self._exec(_upsert_sql("decisions", self._DECISION_COLUMNS, "id"),
                    (d.id, d.incident, d.policy, d.action, d.target, _dumps(d.params), d.ttl,
                     d.reason, _dumps(d.gateways), int(d.requires_approval), int(d.shadow),
-                    d.state, d.created_at, d.expires_at, d.approved_by, d.approved_at))
+                    d.state, d.created_at, d.expires_at, d.approved_by, d.approved_at,
+                    d.campaign))
 
     def get_decision(self, decision_id: str) -> DecisionRecord | None:
         row = self._one(f"SELECT {self._DECISION_COLUMNS} FROM decisions WHERE id = ?",
@@ -580,6 +656,7 @@ class SQLiteStore(Store):
             "gateways_online": "SELECT COUNT(*) FROM gateways WHERE connections > 0",
             "incidents": "SELECT COUNT(*) FROM incidents",
             "incidents_open": "SELECT COUNT(*) FROM incidents WHERE state = 'open'",
+            "campaigns": "SELECT COUNT(*) FROM campaigns WHERE state = 'open'",
             "rules_active": "SELECT COUNT(*) FROM rules WHERE state = 'active'",
             "rules_shadow": "SELECT COUNT(*) FROM rules WHERE state = 'shadow'",
             "rules_refused": "SELECT COUNT(*) FROM rules WHERE state = 'refused'",

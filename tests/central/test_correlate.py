@@ -6,7 +6,7 @@ import pytest
 from atlas.link.incidents import Incident
 from atlas.central.correlate import (
     Event,
-    GatewayInfo,
+    GatewayPlace,
     Topology,
     correlate,
     event_of,
@@ -16,10 +16,10 @@ from atlas.central.correlate import (
 
 T0 = 1_767_254_400.0
 TOPO = Topology([
-    GatewayInfo("gw-d01-tra", "transportation", "d01", "10.1.0.0/16", "10.1.0.1"),
-    GatewayInfo("gw-d01-ene", "energy", "d01", "10.2.0.0/16", "10.2.0.1"),
-    GatewayInfo("gw-d01-pub", "public_safety", "d01", "10.3.0.0/16", "10.3.0.1"),
-    GatewayInfo("gw-d02-tra", "transportation", "d02", "10.4.0.0/16", "10.4.0.1"),
+    GatewayPlace("gw-d01-tra", "transportation", "d01", "10.1.0.0/16", "10.1.0.1"),
+    GatewayPlace("gw-d01-ene", "energy", "d01", "10.2.0.0/16", "10.2.0.1"),
+    GatewayPlace("gw-d01-pub", "public_safety", "d01", "10.3.0.0/16", "10.3.0.1"),
+    GatewayPlace("gw-d02-tra", "transportation", "d02", "10.4.0.0/16", "10.4.0.1"),
 ])
 EXT = "203.0.113.10"
 
@@ -138,7 +138,7 @@ def test_bad_input_is_named():
     with pytest.raises(ValueError, match="event id 'a' is not unique"):
         correlate([ev("a", "gw-d01-tra", EXT, 0), ev("a", "gw-d01-ene", EXT, 1)], TOPO)
     with pytest.raises(ValueError, match="gateway gw-x: subnet 'nope'"):
-        Topology([GatewayInfo("gw-x", "energy", subnet="nope")])
+        Topology([GatewayPlace("gw-x", "energy", subnet="nope")])
     assert Topology.from_city({"gateways": [{"id": "g", "domain": "energy", "subnet": "10.9.0.0/16"}]}).network_of("10.9.1.1") == "g"
 
 

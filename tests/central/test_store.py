@@ -1,6 +1,7 @@
 """The SQLite store: migrations (fresh and old databases), transactions, the records."""
 from __future__ import annotations
 
+import json
 import sqlite3
 import threading
 
@@ -65,10 +66,18 @@ def test_old_database_is_brought_forward_without_losing_rows(tmp_path):
     assert old.schema_version() == 1
     assert "telemetry" not in tables(path) and "operator_commands" not in tables(path)
     with old.transaction():
-        old.record_hello("gw1", GatewayInfo("gw1", "0.0.9", board="pi4"), 50.0)
+        # rows in the first release's columns (today's code writes later columns too)
+        old._exec("INSERT INTO gateways (id, first_seen, last_seen, software_version, board, "
+                  "connections) VALUES ('gw1', 50.0, 50.0, '0.0.9', 'pi4', 1)")
         old.record_batch("gw1", 41, 60.0, None)
         old.put_incident(incident())
-        old.put_decision(decision())
+        d = decision()
+        old._exec("INSERT INTO decisions (id, incident, policy, action, target, params, ttl, "
+                  "reason, gateways, requires_approval, shadow, state, created_at, expires_at) "
+                  "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                  (d.id, d.incident, d.policy, d.action, d.target, json.dumps(d.params), d.ttl,
+                   d.reason, json.dumps(d.gateways), int(d.requires_approval), int(d.shadow),
+                   d.state, d.created_at, d.expires_at))
         old.put_rule(rule_record())
     old.close()
 
@@ -240,7 +249,10 @@ def test_rules_refused_before_the_refused_state_existed_are_migrated(tmp_path):
     old = SQLiteStore(path, migrations=SQLITE_MIGRATIONS[:4])
     with old.transaction():
         old.put_incident(incident())
-        old.put_decision(decision())
+        old._exec("INSERT INTO decisions (id, incident, policy, action, target, params, ttl, "
+                  "reason, gateways, requires_approval, shadow, state, created_at) VALUES "
+                  "('d-1', 'i-1', 'playbook', 'quarantine', '10.0.0.9', '{}', 60, 'old', "
+                  "'[\"gw1\"]', 0, 0, 'active', 100.0)")
         for rid in ("r-1", "r-2", "r-3"):
             old.put_rule(rule_record(rid))
     old.close()
@@ -320,3 +332,46 @@ def test_wire_summaries_are_stored_as_received_and_read_back(tmp_path, compress)
     assert rows["cam-é3"]["features"] == full.devices[3].features and rows["cam-é3"]["packets"] == 3
     with pytest.raises(CodecError, match="corrupt wire"):
         unpack_devices(body[:3] + b"\x00garbage")
+
+
+def test_migration_6_keeps_gateways_and_decisions_and_adds_places_and_campaigns(tmp_path):
+    from atlas.central.store import CampaignLink, CampaignRecord
+
+    path = tmp_path / "hub.db"
+    old = SQLiteStore(path, migrations=SQLITE_MIGRATIONS[:4])
+    assert old.schema_version() == 4 and "campaigns" not in tables(path)
+    with old.transaction():
+        old._exec("INSERT INTO gateways (id, first_seen, last_seen, board) "
+                  "VALUES ('gw1', 50.0, 50.0, 'pi4')")
+        old.put_incident(incident())
+        old.put_incident(incident("i-2", src="10.0.0.10", last=120.0))
+        old._exec("INSERT INTO decisions (id, incident, policy, action, target, params, ttl, "
+                  "reason, gateways, requires_approval, shadow, state, created_at) VALUES "
+                  "('d-1', 'i-1', 'playbook', 'quarantine', '10.0.0.9', '{}', 60, 'old', "
+                  "'[\"gw1\"]', 0, 0, 'active', 100.0)")
+    old.close()
+
+    store = open_store(path)
+    assert store.schema_version() == LATEST_VERSION >= 6
+    gw = store.get_gateway("gw1")
+    assert (gw.board, gw.domain, gw.district, gw.subnet) == ("pi4", "", "", "")
+    assert (store.get_decision("d-1").reason, store.get_decision("d-1").campaign) == ("old", "")
+    # the hello now fills the place; campaigns store and move incidents
+    with store.transaction():
+        store.record_hello("gw1", GatewayInfo("gw1", "0.2", domain="energy", district="d01",
+                                              subnet="10.2.0.0/16"), 200.0)
+    assert (store.get_gateway("gw1").domain, store.get_gateway("gw1").subnet) == \
+        ("energy", "10.2.0.0/16")
+    link = CampaignLink("i-1", "i-2", "same_attacker", "city", "10.0.0.9", ("gw1", "gw2"))
+    with store.transaction():
+        store.put_campaign(CampaignRecord("c-1", "rules", "city", 90.0, 120.0, 200.0, 200.0,
+                                          incidents=["i-1", "i-2"], gateways=["gw1", "gw2"],
+                                          domains=["energy"], attackers=["10.0.0.9"],
+                                          links=[link]))
+        store.put_campaign(CampaignRecord("c-2", "rules", "gateway", 90.0, 120.0, 201.0, 201.0,
+                                          incidents=["i-2"]))
+    c1 = store.get_campaign("c-1")
+    assert (c1.incidents, c1.links, c1.domains) == (["i-1"], [link], ["energy"])
+    assert store.campaign_of("i-2").id == "c-2"
+    assert store.counts()["campaigns"] == 2
+    assert [c.id for c in store.list_campaigns()] == ["c-1", "c-2"]

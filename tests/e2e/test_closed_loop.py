@@ -29,33 +29,6 @@ HUB_PORT = 7443  # inside the gateway's namespace, on its own loopback
 COUNT = 80  # messages per benign device
 # the devices behind the gateway, by MQTT id (= username), with their profiles
 PROFILES = {"meter1": "smart_meter", "meter2": "smart_meter", "callbox1": "emergency_call_box"}
-# argv: host port seconds [client id and username to present [a stolen password, tried first]];
-# prints, as JSON, the time of the first CONNECT and of the last one the broker answered
-# (monotonic), and the count
-BRUTEFORCE = """
-import json, socket, sys, time
-host, port, seconds = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
-claim = sys.argv[4].encode() if len(sys.argv) > 4 else b""
-stolen = sys.argv[5].encode() if len(sys.argv) > 5 else b""
-def s(b): return len(b).to_bytes(2, "big") + b
-start = time.monotonic()
-end, tried, failed, answered = start + seconds, 0, 0, None
-while time.monotonic() < end and failed < 3:  # stop once the gateway has cut us off
-    cid, user = (claim, claim) if claim else (b"bf-%d" % tried, b"admin")
-    password = stolen if stolen and tried == 0 else b"guess%d" % tried
-    body = s(b"MQTT") + bytes([4, 0xC2]) + (60).to_bytes(2, "big") + s(cid) + s(user) + s(password)
-    try:
-        with socket.create_connection((host, port), timeout=1.0) as c:
-            c.sendall(bytes([0x10, len(body)]) + body)
-            if len(c.recv(4)) == 4:
-                answered = time.monotonic()
-        failed = 0
-    except OSError:
-        failed += 1
-    tried += 1
-    time.sleep(0.04)
-print(json.dumps({"start": start, "last_answered": answered, "tried": tried}))
-"""
 
 
 def cli(tool: str, *args: str, netns: str | None = None, timeout: float = 30) -> subprocess.CompletedProcess:
@@ -131,7 +104,7 @@ def test_attack_is_cut_off_benign_devices_keep_publishing_rule_expires(city):
     # meters reporting twice a second for 40 s: across the attack, the cut-off and the TTL
     publishers = [the_lab.start_publisher(d, gw, 1883, "pw-" + d.name, count=COUNT, interval=0.5) for d in devices]
 
-    bf = the_lab.popen(attacker.netns, [sys.executable, "-c", BRUTEFORCE, gw, "1883", "40"], stdout=subprocess.PIPE, text=True)
+    bf = the_lab.popen(attacker.netns, [sys.executable, "-c", lab.BRUTEFORCE, gw, "1883", "40"], stdout=subprocess.PIPE, text=True)
     cut = wait_for(lambda: attacker.ip in quarantined(the_lab), 45)
     assert cut, "no quarantine for the attacker"
     t_cut = time.monotonic()
@@ -170,7 +143,7 @@ def test_an_attacker_presenting_a_real_devices_id_is_cut_off_and_the_device_lose
     gw, count = the_lab.gw_ip, 40
     publishers = {d.name: the_lab.start_publisher(d, gw, 1883, "pw-" + d.name, count=count, interval=0.25) for d in devices}
     time.sleep(1.0)  # the devices are connected and publishing before the attack
-    bf = the_lab.popen(attacker.netns, [sys.executable, "-c", BRUTEFORCE, gw, "1883", "20", victim],
+    bf = the_lab.popen(attacker.netns, [sys.executable, "-c", lab.BRUTEFORCE, gw, "1883", "20", victim],
                        stdout=subprocess.PIPE, text=True)
     out, _ = bf.communicate(timeout=60)
     attack = json.loads(out)
@@ -203,7 +176,7 @@ def test_a_stolen_credential_is_revoked_with_the_attackers_address(city):
     the broker accept that login, so the credential is compromised and is revoked too."""
     the_lab, devices, attacker, collector, tmp = city
     gw = the_lab.gw_ip
-    bf = the_lab.popen(attacker.netns, [sys.executable, "-c", BRUTEFORCE, gw, "1883", "20", "meter2", "pw-meter2"],
+    bf = the_lab.popen(attacker.netns, [sys.executable, "-c", lab.BRUTEFORCE, gw, "1883", "20", "meter2", "pw-meter2"],
                        stdout=subprocess.PIPE, text=True)
     bf.communicate(timeout=60)
     assert wait_for(lambda: the_lab.broker.client_disabled("meter2"), 10), "the stolen credential was not revoked"

@@ -17,7 +17,7 @@ CODEC_NONE: Codec
 CODEC_ZSTD: Codec
 
 class Hello(_message.Message):
-    __slots__ = ("gateway_id", "software_version", "model_versions", "capabilities", "board", "protocol_version")
+    __slots__ = ("gateway_id", "software_version", "model_versions", "capabilities", "board", "protocol_version", "domain", "district", "subnet")
     class ModelVersionsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -31,13 +31,19 @@ class Hello(_message.Message):
     CAPABILITIES_FIELD_NUMBER: _ClassVar[int]
     BOARD_FIELD_NUMBER: _ClassVar[int]
     PROTOCOL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    DOMAIN_FIELD_NUMBER: _ClassVar[int]
+    DISTRICT_FIELD_NUMBER: _ClassVar[int]
+    SUBNET_FIELD_NUMBER: _ClassVar[int]
     gateway_id: str
     software_version: str
     model_versions: _containers.ScalarMap[str, str]
     capabilities: _containers.RepeatedScalarFieldContainer[str]
     board: str
     protocol_version: int
-    def __init__(self, gateway_id: _Optional[str] = ..., software_version: _Optional[str] = ..., model_versions: _Optional[_Mapping[str, str]] = ..., capabilities: _Optional[_Iterable[str]] = ..., board: _Optional[str] = ..., protocol_version: _Optional[int] = ...) -> None: ...
+    domain: str
+    district: str
+    subnet: str
+    def __init__(self, gateway_id: _Optional[str] = ..., software_version: _Optional[str] = ..., model_versions: _Optional[_Mapping[str, str]] = ..., capabilities: _Optional[_Iterable[str]] = ..., board: _Optional[str] = ..., protocol_version: _Optional[int] = ..., domain: _Optional[str] = ..., district: _Optional[str] = ..., subnet: _Optional[str] = ...) -> None: ...
 
 class Incident(_message.Message):
     __slots__ = ("id", "kind", "src_ip", "dst_ip", "device", "gateway", "time", "last_seen", "score", "model_version", "packets", "state", "evidence_json")

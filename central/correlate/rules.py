@@ -1,7 +1,8 @@
-"""Correlate: link incidents from many gateways into campaigns (multi-stage, cross-domain).
+"""The rule-based correlation engine: link incidents from many gateways into campaigns.
 
-A pure module (no I/O, no clock): the hub calls `correlate(events, ...)` on the incidents it
-holds; the simulator's evaluation calls it on the agents' incidents of a city.
+A pure module (no I/O, no clock): the live hub runs it on the incident reports of the last
+window (atlas.central.correlate.live); the simulator's evaluation runs it on the agents'
+incidents of a city.
 
 Two incidents are *linked* when, in time order (the later one starts after the earlier one
 started, and at most `window_s` after the earlier one's last evidence), one of these holds:
@@ -34,7 +35,9 @@ DEFAULT_WINDOW_S = 3600.0
 
 
 @dataclass(frozen=True)
-class GatewayInfo:
+class GatewayPlace:
+    """Where a gateway stands in the city (not the wire's GatewayInfo, which is its hello)."""
+
     id: str
     domain: str
     district: str = ""
@@ -115,7 +118,7 @@ class Campaign:
 class Topology:
     """Which gateway is in which domain and district, and which network is behind it."""
 
-    def __init__(self, gateways: Iterable[GatewayInfo]):
+    def __init__(self, gateways: Iterable[GatewayPlace]):
         self.gateways = {g.id: g for g in gateways}
         self._nets = []
         for g in self.gateways.values():
@@ -129,7 +132,7 @@ class Topology:
     @classmethod
     def from_city(cls, city: Mapping[str, Any]) -> Topology:
         """From a city.json object (atlas-sim city): its `gateways` list."""
-        return cls(GatewayInfo(str(g["id"]), str(g.get("domain", "")), str(g.get("district", "")),
+        return cls(GatewayPlace(str(g["id"]), str(g.get("domain", "")), str(g.get("district", "")),
                                str(g.get("subnet", "")), str(g.get("broker", "")))
                    for g in city.get("gateways", []))
 
