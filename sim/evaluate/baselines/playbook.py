@@ -156,7 +156,7 @@ def _key(cap: DecodedCapture, address: str) -> int | None:
         return None
 
 
-class _Delivery:
+class Delivery:
     """Delivered share (0..1) of each packet and MQTT message of one gateway under some rules."""
 
     def __init__(self, cap: DecodedCapture, responses: Sequence[Response], devices_by_client: Mapping[str, str]):
@@ -247,7 +247,7 @@ def evaluate_gateway(cap: DecodedCapture, policies: Mapping[str, Sequence[Respon
                 crit &= ~((m["client"] == k) & (m["ts"] >= s.start) & (m["ts"] <= s.end))
     out = {}
     for name, responses in policies.items():
-        d = _Delivery(cap, responses, devices_by_client)
+        d = Delivery(cap, responses, devices_by_client)
         res = {"expected": float(crit.sum()), "delivered": float(d.mqtt[crit].sum()),
                "attacker_packets": 0.0, "attacker_lost": 0.0, "steps": 0, "steps_stopped": 0, "rules": len(responses)}
         for s in steps:
