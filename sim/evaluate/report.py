@@ -59,6 +59,11 @@ class Report:
                           "model_version": next((r.model_version for r in agent.gateways.values()), "")},
             "baselines": {name: _baseline_dict(res) for name, res in baselines.items()},
         }
+        from atlas.sim.evaluate.figures import metrics_object
+
+        data["metrics"], data["metrics_missing"] = metrics_object(city, m, data["agent_run"]["model_version"],
+                                                                  getattr(agent, "models_dir", None))
+        data = {"metrics": data.pop("metrics"), "metrics_missing": data.pop("metrics_missing")} | data
         rows = paper_rows(data)
         data["table"] = [vars(r) for r in rows]
         return cls(data, rows, _roc=roc, _agent=agent)
