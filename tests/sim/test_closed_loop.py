@@ -1,0 +1,131 @@
+"""The measuring stick can say no: attacks lower the availability of critical services, the
+responses act on the traffic (a blocked flood stops loading the broker), and cutting off a
+critical device costs its service. Tiny cities from the fixture (seconds to build)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from atlas.link.incidents import Incident
+from atlas.sim.evaluate.availability import score_policies, score_rules
+from atlas.sim.evaluate.baselines.decoded import decode_capture
+from atlas.sim.evaluate.baselines.playbook import Delivery, Response
+from atlas.sim.evaluate.city import load_city
+from atlas.sim.evaluate.effects import broker_load
+from atlas.sim.evaluate.fixture import build_city
+from atlas.sim.evaluate.respond import PolicyError, load_policy
+from atlas.sim.evaluate.services import instances, needed
+
+GW = "gw-d01-tra"
+
+
+@pytest.fixture(scope="module")
+def flood_city(tmp_path_factory):
+    path = build_city(tmp_path_factory.mktemp("flood") / "c", devices=30, gateways=3, duration=120.0, seed=4,
+                      kinds=["mqtt_flood"], campaign=False, lookalikes=False)
+    return load_city(path)
+
+
+@pytest.fixture(scope="module")
+def quiet_city(tmp_path_factory):
+    path = build_city(tmp_path_factory.mktemp("quiet") / "c", devices=30, gateways=3, duration=120.0, seed=4,
+                      kinds=[], campaign=False, lookalikes=False)
+    return load_city(path)
+
+
+def _flood(city):
+    (step,) = [s for s in city.steps if s.kind == "mqtt_flood"]
+    return step
+
+
+def _block(step, after: float) -> Response:
+    t = step.start + after
+    return Response("block", step.gateway, step.id, "quarantine", step.attacker, t, t + 900.0, {}, step.attacker)
+
+
+def test_services_are_instantiated_from_the_declarations(flood_city):
+    insts = instances(flood_city)
+    tc = insts["traffic_control/d01"]
+    assert tc.spec.criticality == "life_safety"
+    assert {c for c, _, _ in tc.members} == {"traffic_signal_controller", "vehicle_detector"}
+    assert insts["emergency_response/d01"].services == ["traffic_control/d01"]
+    assert "flood_warning/city" in insts and "grid_supervision/d01" not in insts  # no substation in this city
+    assert needed(4, 0.5) == 2 and needed(3, 0.5) == 2 and needed(2, 1.0) == 2
+
+
+def test_a_benign_city_keeps_every_service(quiet_city):
+    res = score_rules(quiet_city, {"none": []})["policies"]["none"]
+    assert res["availability_critical"] == 1.0 and res["failed_spans"] == {}
+
+
+def test_a_flood_on_a_broker_lowers_availability_when_nothing_is_done(flood_city):
+    step = _flood(flood_city)
+    res = score_rules(flood_city, {"none": []})["policies"]["none"]
+    assert res["availability_critical"] < 0.95
+    # the failures are the flooded gateway's services, during the flood
+    spans = res["failed_spans"]["traffic_control/d01"]
+    assert all(a < step.end + 10 and b > step.start for a, b in spans)
+    assert res["containment"] == 0.0 and res["steps"] == 1
+
+
+def test_a_blocked_flooder_stops_loading_the_broker(flood_city):
+    step = _flood(flood_city)
+    cap = decode_capture(flood_city.pcap(GW), GW)
+    by_client = {}
+    t_block = step.start + 3.0
+    none = Delivery(cap, [], by_client)
+    blocked = Delivery(cap, [_block(step, 3.0)], by_client)
+    load_none = broker_load(cap, none.mqtt, flood_city.start, flood_city.duration)
+    load_blocked = broker_load(cap, blocked.mqtt, flood_city.start, flood_city.duration)
+    after = slice(int(t_block - flood_city.start) + 1, int(step.end - flood_city.start))
+    assert load_none.arrivals[after].min() > 1000  # the flood alone exceeds the broker's capacity
+    assert load_blocked.arrivals[after].max() < 100  # its later messages no longer reach the broker
+    # so the backlog drains and the service comes back; the rule contained the step
+    res = score_rules(flood_city, {"none": [], "block": [_block(step, 3.0)]})["policies"]
+    assert res["block"]["availability_critical"] > res["none"]["availability_critical"]
+    assert res["block"]["containment"] == 1.0 and res["block"]["by_step"][0]["removed"] > 0.9
+    late = score_rules(flood_city, {"late": [_block(step, 40.0)]})["policies"]["late"]
+    assert res["block"]["availability_critical"] > late["availability_critical"]
+
+
+def test_static_loses_availability_by_cutting_off_a_critical_device(quiet_city):
+    signal = next(d for d in quiet_city.devices if d["class"] == "traffic_signal_controller")
+    t = quiet_city.start + 30
+    flagged = Incident(id="fp-1", kind="port_scan", src_ip=signal["ip"], dst_ip="10.1.0.1", device=signal["ip"],
+                       gateway=GW, time=t, last_seen=t + 5, score=0.9, model_version="m")
+    res = score_policies(quiet_city, {GW: [flagged]}, ["none", "static", "playbook"])["policies"]
+    assert res["none"]["availability_critical"] == 1.0
+    assert res["static"]["actions"] == {"quarantine": 1}
+    assert res["static"]["availability_critical"] < res["playbook"]["availability_critical"] == 1.0
+    assert "traffic_control/d01" in res["static"]["failed_spans"]
+    assert "emergency_response/d01" in res["static"]["failed_spans"]  # it depends on traffic control
+
+
+def test_forged_readings_fail_the_service_they_feed(tmp_path):
+    path = build_city(tmp_path / "c", devices=30, gateways=3, duration=120.0, seed=4, kinds=["false_data"],
+                      campaign=False, lookalikes=False)
+    city = load_city(path)
+    (step,) = city.steps
+    insts = instances(city)
+    fed = [k for k, i in insts.items() if set(step.victims) & i.addresses()]
+    res = score_rules(city, {"none": [], "block": [_block(step, 1.0)]})["policies"]
+    assert fed and all(k in res["none"]["failed_spans"] for k in fed if insts[k].critical)
+    assert res["block"]["availability_all"] > res["none"]["availability_all"]
+
+
+def test_an_unknown_policy_is_one_clear_error():
+    with pytest.raises(PolicyError, match="--policy 'nope': not one of none, static, playbook"):
+        load_policy("nope")
+
+
+def test_a_hub_configuration_is_a_policy(tmp_path):
+    (tmp_path / "db").mkdir()
+    cfg = tmp_path / "central.toml"
+    cfg.write_text('[hub]\ndatabase = "db/hub.db"\n\n[decide.playbook.default]\noutside = { action = "rate_limit", '
+                   'ttl = 60, params = { pps = 5 } }\n')
+    policy, allow = load_policy(str(cfg))
+    assert policy is not None and policy.cell("port_scan", "outside").action == "rate_limit"
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[hub]\ndatabase = "db/hub.db"\n\n[decide.playbook.default]\noutside = { action = "explode" }\n')
+    with pytest.raises(PolicyError, match=r"^--policy .*bad.toml: .*decide\.playbook"):
+        load_policy(str(bad))
