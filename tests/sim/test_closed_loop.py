@@ -129,3 +129,11 @@ def test_a_hub_configuration_is_a_policy(tmp_path):
     bad.write_text('[hub]\ndatabase = "db/hub.db"\n\n[decide.playbook.default]\noutside = { action = "explode" }\n')
     with pytest.raises(PolicyError, match=r"^--policy .*bad.toml: .*decide\.playbook"):
         load_policy(str(bad))
+
+
+def test_evaluate_with_an_unknown_policy_says_so_in_one_line(tmp_path, capsys):
+    from atlas.sim.cli import main
+
+    assert main(["evaluate", str(tmp_path), "--out", str(tmp_path / "r"), "--policy", "nope"]) != 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--policy 'nope'" in err[0] and "Traceback" not in err[0]
