@@ -24,10 +24,9 @@ from dataclasses import asdict
 from typing import Any
 
 import numpy as np
-
 from atlas.firmware_profiles.services import ServiceSpec
 from atlas.sim.evaluate.baselines.decoded import DecodedCapture, decode_capture
-from atlas.sim.evaluate.baselines.playbook import Delivery, Response
+from atlas.sim.evaluate.baselines.playbook import Delivery, Response, address_key
 from atlas.sim.evaluate.effects import DEFAULT_MODEL, BrokerModel, device_states
 from atlas.sim.evaluate.respond import policy_key, responses
 from atlas.sim.evaluate.services import availability, instances, met
@@ -52,7 +51,7 @@ def score_rules(city: Any, rules: Mapping[str, Sequence[Response]], *, model: Br
     """score_policies for rules already made, per policy key."""
     insts = instances(city, specs)
     deadlines = sorted({i.spec.deadline_s for i in insts.values()})
-    slots = max(1, int(math.ceil(city.duration / model.slot_s)))
+    slots = max(1, math.ceil(city.duration / model.slot_s))
     by_client = {str(d.get("client_id")): str(d.get("ip")) for d in city.devices if d.get("client_id")}
     up: dict[str, dict[float, dict[str, np.ndarray]]] = {k: {d: {} for d in deadlines} for k in rules}
     broker: dict[str, dict[float, dict[str, np.ndarray]]] = {k: {d: {} for d in deadlines} for k in rules}
@@ -95,7 +94,7 @@ def contained(cap: DecodedCapture, packet_share: np.ndarray, steps: Iterable[Any
     p = cap.packets
     out = []
     for s in steps:
-        keys = [k for k in (_key(cap, a) for a in s.attackers or [s.attacker]) if k is not None]
+        keys = [k for k in (address_key(cap, a) for a in s.attackers or [s.attacker]) if k is not None]
         mine = np.isin(p["src"], np.array(keys, dtype=np.uint64)) & (p["ts"] >= s.start) & (p["ts"] <= s.end)
         total = int(mine.sum())
         removed = float((1.0 - packet_share[mine]).sum()) / total if total else 0.0
@@ -115,12 +114,6 @@ def failed_spans(met_slots: Mapping[str, np.ndarray], origin: float, slot_s: flo
         out[key] = [[float(origin + r[0] * slot_s), float(origin + (r[-1] + 1) * slot_s)] for r in runs]
     return out
 
-
-def _key(cap: DecodedCapture, address: str) -> int | None:
-    try:
-        return cap.key(address)
-    except (ValueError, KeyError):
-        return None
 
 
 __all__ = ["CONTAINED_SHARE", "POLICIES", "contained", "failed_spans", "score_policies", "score_rules"]

@@ -26,9 +26,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-
 from atlas.agent.decode import CONNECT, PUBLISH
 from atlas.sim.evaluate.baselines.decoded import DecodedCapture
+from atlas.sim.evaluate.baselines.playbook import address_key, conn_key
 
 
 @dataclass(frozen=True)
@@ -83,7 +83,7 @@ def broker_load(cap: DecodedCapture, mqtt_share: np.ndarray, origin: float, dura
     """A fluid FIFO queue at `capacity_mps`, fed by every MQTT message to the broker that the
     rules let through (its delivered share), CONNECTs weighted by `connect_cost`."""
     m = cap.mqtt
-    n = max(1, int(math.ceil(duration)))
+    n = max(1, math.ceil(duration))
     to_b = m["to_broker"] == 1
     cost = np.where(m["mtype"] == CONNECT, model.connect_cost, 1.0) * mqtt_share
     sec = np.clip(np.floor(m["ts"] - origin).astype(np.int64), 0, n - 1)
@@ -115,7 +115,7 @@ def refused_until(cap: DecodedCapture, packet_share: np.ndarray, mqtt_share: np.
     dev_keys = np.array(sorted(devices), dtype=np.uint64)
     others = connect & ~np.isin(m["client"], dev_keys)
     opened = m["ts"][others]
-    conn = _conn_key(m["client"][others], m["client_port"][others])
+    conn = conn_key(m["client"][others], m["client_port"][others])
     closed = _closing_times(p, packet_share, conn, opened, m["keepalive"][others].astype(float), end)
     # open extra sessions over time: +1 at each open, -1 at each close
     times = np.concatenate([opened, closed])
@@ -133,13 +133,10 @@ def refused_until(cap: DecodedCapture, packet_share: np.ndarray, mqtt_share: np.
     return out
 
 
-def _conn_key(address: np.ndarray, port: np.ndarray) -> np.ndarray:
-    return (address.astype(np.uint64) << np.uint64(16)) | port.astype(np.uint64)
-
 
 def _closing_times(p: np.ndarray, packet_share: np.ndarray, conn: np.ndarray, opened: np.ndarray,
                    keepalive: np.ndarray, end: float) -> np.ndarray:
-    key = _conn_key(p["src"], p["sport"])
+    key = conn_key(p["src"], p["sport"])
     mine = np.isin(key, conn)
     k, ts, ok = key[mine], p["ts"][mine], packet_share[mine] >= 0.5
     last = _max_by(conn, k, ts, opened)
@@ -172,7 +169,7 @@ def forged_slots(cap: DecodedCapture, mqtt_share: np.ndarray, steps: Iterable[An
     for s in steps:
         if s.kind != "false_data":
             continue
-        keys = [k for k in (_key(cap, a) for a in s.attackers or [s.attacker]) if k is not None]
+        keys = [k for k in (address_key(cap, a) for a in s.attackers or [s.attacker]) if k is not None]
         rows = pub & np.isin(m["client"], np.array(keys, dtype=np.uint64)) & (m["ts"] >= s.start) & (m["ts"] <= s.end)
         slot = np.clip(((m["ts"][rows] - origin) // model.slot_s).astype(np.int64), 0, slots - 1)
         forged = np.bincount(slot, weights=mqtt_share[rows], minlength=slots) >= model.forged_min
@@ -180,12 +177,6 @@ def forged_slots(cap: DecodedCapture, mqtt_share: np.ndarray, steps: Iterable[An
             out[victim] = out.get(victim, np.zeros(slots, dtype=bool)) | forged
     return out
 
-
-def _key(cap: DecodedCapture, address: str) -> int | None:
-    try:
-        return cap.key(address)
-    except (ValueError, KeyError):
-        return None
 
 
 @dataclass
@@ -200,9 +191,9 @@ def device_states(cap: DecodedCapture, packet_share: np.ndarray, mqtt_share: np.
                   model: BrokerModel = DEFAULT_MODEL) -> GatewayEffects:
     """Per deadline, per device address: a bool per slot, True when the device fed its
     services in that slot (see BrokerModel.device_up_share); and the broker's own state."""
-    slots = max(1, int(math.ceil(duration / model.slot_s)))
+    slots = max(1, math.ceil(duration / model.slot_s))
     load = broker_load(cap, mqtt_share, origin, duration, model)
-    keys = {k: a for k, a in ((_key(cap, a), a) for a in devices) if k is not None}
+    keys = {k: a for k, a in ((address_key(cap, a), a) for a in devices) if k is not None}
     refused = refused_until(cap, packet_share, mqtt_share, keys, origin + duration, model)
     forged = forged_slots(cap, mqtt_share, steps, origin, slots, model)
     m = cap.mqtt
@@ -244,4 +235,4 @@ def _up(slot: np.ndarray, on_time: np.ndarray, slots: int, model: BrokerModel) -
     return up
 
 
-__all__ = ["BrokerLoad", "BrokerModel", "DEFAULT_MODEL", "GatewayEffects", "broker_load", "device_states", "forged_slots", "refused_until"]
+__all__ = ["DEFAULT_MODEL", "BrokerLoad", "BrokerModel", "GatewayEffects", "broker_load", "device_states", "forged_slots", "refused_until"]

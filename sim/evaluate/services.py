@@ -19,7 +19,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-
 from atlas.firmware_profiles.services import ServiceSpec, load_services
 
 CRITICAL = ("life_safety", "essential")
@@ -79,7 +78,7 @@ def instances(city: Any, specs: Mapping[str, ServiceSpec] | None = None) -> dict
 
 def needed(members: int, min_up: float) -> int:
     """Devices that must stay up: min_up of the members, rounded up (1e-9: 0.5 x 4 is 2, not 3)."""
-    return int(math.ceil(min_up * members - 1e-9))
+    return math.ceil(min_up * members - 1e-9)
 
 
 def met(insts: Mapping[str, ServiceInstance], up: Mapping[float, Mapping[str, np.ndarray]],

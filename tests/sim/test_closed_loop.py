@@ -3,9 +3,7 @@ responses act on the traffic (a blocked flood stops loading the broker), and cut
 critical device costs its service. Tiny cities from the fixture (seconds to build)."""
 from __future__ import annotations
 
-import numpy as np
 import pytest
-
 from atlas.link.incidents import Incident
 from atlas.sim.evaluate.availability import score_policies, score_rules
 from atlas.sim.evaluate.baselines.decoded import decode_capture
@@ -123,7 +121,7 @@ def test_a_hub_configuration_is_a_policy(tmp_path):
     cfg = tmp_path / "central.toml"
     cfg.write_text('[hub]\ndatabase = "db/hub.db"\n\n[decide.playbook.default]\noutside = { action = "rate_limit", '
                    'ttl = 60, params = { pps = 5 } }\n')
-    policy, allow = load_policy(str(cfg))
+    policy, _allow = load_policy(str(cfg))
     assert policy is not None and policy.cell("port_scan", "outside").action == "rate_limit"
     bad = tmp_path / "bad.toml"
     bad.write_text('[hub]\ndatabase = "db/hub.db"\n\n[decide.playbook.default]\noutside = { action = "explode" }\n')

@@ -149,7 +149,7 @@ def static_responses(incidents: Mapping[str, Iterable[Any]], *, ttl: float = STA
     return out
 
 
-def _key(cap: DecodedCapture, address: str) -> int | None:
+def address_key(cap: DecodedCapture, address: str) -> int | None:
     try:
         return cap.key(address)
     except (ValueError, KeyError):
@@ -166,9 +166,9 @@ class Delivery:
         self.mqtt = np.ones(len(m))
         # (client address, client port) of every MQTT connection and its client id hash, for revoke_mqtt
         conn = m["client_hash"] != 0
-        self._conn_key = _conn_key(m["client"][conn], m["client_port"][conn])
+        self._conn_key = conn_key(m["client"][conn], m["client_port"][conn])
         self._conn_hash = m["client_hash"][conn]
-        self._packet_key = _conn_key(p["src"], p["sport"])
+        self._packet_key = conn_key(p["src"], p["sport"])
         for r in responses:
             self._apply(r, devices_by_client)
 
@@ -181,7 +181,7 @@ class Delivery:
             h = np.uint64(topic_hash(r.target.encode("utf-8")))
             hit_m = (m["client_hash"] == h)
             device = devices_by_client.get(r.target)
-            key = _key(self.cap, device) if device else None
+            key = address_key(self.cap, device) if device else None
             if key is not None:  # the device's own session, maybe opened before the capture
                 hit_m |= (m["client"] == key) & (m["client_hash"] == 0)
             hit_m &= self._window(m["ts"], r)
@@ -189,7 +189,7 @@ class Delivery:
             self.mqtt[hit_m] = 0.0
             self.packets[pk & self._window(p["ts"], r)] = 0.0
             return
-        key = _key(self.cap, r.target)
+        key = address_key(self.cap, r.target)
         if key is None:
             return
         src_p = (p["src"] == key) & self._window(p["ts"], r)
@@ -220,7 +220,7 @@ class Delivery:
             self.mqtt[midx] = np.minimum(self.mqtt[midx], mshare)
 
 
-def _conn_key(address: np.ndarray, port: np.ndarray) -> np.ndarray:
+def conn_key(address: np.ndarray, port: np.ndarray) -> np.ndarray:
     return (address.astype(np.uint64) << np.uint64(16)) | port.astype(np.uint64)
 
 
@@ -237,12 +237,12 @@ def evaluate_gateway(cap: DecodedCapture, policies: Mapping[str, Sequence[Respon
     union of every policy's rule windows), attacker packets after the first rule and lost."""
     m = cap.mqtt
     windows = [(r.start, r.end) for rs in policies.values() for r in rs]
-    keys = [k for k in (_key(cap, a) for a in critical) if k is not None]
+    keys = [k for k in (address_key(cap, a) for a in critical) if k is not None]
     crit = (m["mtype"] == PUBLISH) & (m["to_broker"] == 1) & np.isin(m["client"], np.array(keys, dtype=np.uint64))
     crit &= _windows_mask(m["ts"], windows)
     for s in steps:  # a compromised device's own messages while it attacks are not a service
         for a in s.attackers or [s.attacker]:
-            k = _key(cap, a)
+            k = address_key(cap, a)
             if k is not None:
                 crit &= ~((m["client"] == k) & (m["ts"] >= s.start) & (m["ts"] <= s.end))
     out = {}
@@ -251,7 +251,7 @@ def evaluate_gateway(cap: DecodedCapture, policies: Mapping[str, Sequence[Respon
         res = {"expected": float(crit.sum()), "delivered": float(d.mqtt[crit].sum()),
                "attacker_packets": 0.0, "attacker_lost": 0.0, "steps": 0, "steps_stopped": 0, "rules": len(responses)}
         for s in steps:
-            keys_s = [k for k in (_key(cap, a) for a in s.attackers or [s.attacker]) if k is not None]
+            keys_s = [k for k in (address_key(cap, a) for a in s.attackers or [s.attacker]) if k is not None]
             p = cap.packets
             mine = np.isin(p["src"], np.array(keys_s, dtype=np.uint64)) & (p["ts"] >= s.start) & (p["ts"] <= s.end)
             first = min((r.start for r in responses if r.source in (s.attackers or [s.attacker])), default=None)
