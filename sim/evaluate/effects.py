@@ -197,20 +197,23 @@ def device_states(cap: DecodedCapture, packet_share: np.ndarray, mqtt_share: np.
     refused = refused_until(cap, packet_share, mqtt_share, keys, origin + duration, model)
     forged = forged_slots(cap, mqtt_share, steps, origin, slots, model)
     m = cap.mqtt
-    rows = (m["mtype"] == PUBLISH) & (m["to_broker"] == 1) & np.isin(m["client"], np.array(sorted(keys), dtype=np.uint64))
+    order = np.array(sorted(keys), dtype=np.uint64)  # device row = position of its key
+    rows = (m["mtype"] == PUBLISH) & (m["to_broker"] == 1) & np.isin(m["client"], order)
     ts, client, share = m["ts"][rows], m["client"][rows], mqtt_share[rows].astype(float).copy()
     for key, spans in refused.items():
         for a, b in spans:
             share[(client == key) & (ts >= a) & (ts < b)] = 0.0
     sec = np.clip(np.floor(ts - origin).astype(np.int64), 0, len(load.delay) - 1)
     reach = share * (1.0 - load.drop[sec])
-    slot = np.clip(((ts - origin) // model.slot_s).astype(np.int64), 0, slots - 1)
+    cell = np.searchsorted(order, client) * slots + np.clip(((ts - origin) // model.slot_s).astype(np.int64), 0, slots - 1)
+    sent = np.bincount(cell, minlength=len(order) * slots).reshape(len(order), slots)
+    addr = [keys[int(k)] for k in order]
     intact = {a: ~forged[a] if a in forged else np.ones(slots, dtype=bool) for a in devices}
     out: dict[float, dict[str, np.ndarray]] = {}
     for deadline in sorted(set(deadlines)):
-        on_time = reach * (load.delay[sec] <= deadline)
-        out[deadline] = {a: _up(slot[client == k], on_time[client == k], slots, model) & intact[a]
-                         for k, a in keys.items()}
+        ok = np.bincount(cell, weights=reach * (load.delay[sec] <= deadline), minlength=len(order) * slots)
+        up = _carried(sent, ok.reshape(len(order), slots) >= model.device_up_share * sent)
+        out[deadline] = {a: up[i] & intact[a] for i, a in enumerate(addr)}
         for a in devices:  # never seen on this capture: nothing lost, only forged readings count
             out[deadline].setdefault(a, intact[a].copy())
     return GatewayEffects(out, {d: _broker_ok(load, d, slots, model) for d in out}, load)
@@ -224,15 +227,13 @@ def _broker_ok(load: BrokerLoad, deadline: float, slots: int, model: BrokerModel
     return bad == 0
 
 
-def _up(slot: np.ndarray, on_time: np.ndarray, slots: int, model: BrokerModel) -> np.ndarray:
-    sent = np.bincount(slot, minlength=slots)
-    ok = np.bincount(slot, weights=on_time, minlength=slots)
-    state, up = True, np.ones(slots, dtype=bool)
-    for i in range(slots):
-        if sent[i]:
-            state = ok[i] >= model.device_up_share * sent[i]
-        up[i] = state
-    return up
+def _carried(sent: np.ndarray, good: np.ndarray) -> np.ndarray:
+    """Devices x slots: the verdict of the last slot in which the device sent something (up
+    before its first message)."""
+    slots = sent.shape[1]
+    last = np.maximum.accumulate(np.where(sent > 0, np.arange(slots), -1), axis=1)
+    picked = np.take_along_axis(good, np.maximum(last, 0), axis=1)
+    return np.where(last >= 0, picked, True)
 
 
 __all__ = ["DEFAULT_MODEL", "BrokerLoad", "BrokerModel", "GatewayEffects", "broker_load", "device_states", "forged_slots", "refused_until"]
