@@ -3,6 +3,7 @@ responses act on the traffic (a blocked flood stops loading the broker), and cut
 critical device costs its service. Tiny cities from the fixture (seconds to build)."""
 from __future__ import annotations
 
+import numpy as np
 import pytest
 from atlas.link.incidents import Incident
 from atlas.sim.evaluate.availability import score_policies, score_rules
@@ -135,3 +136,68 @@ def test_evaluate_with_an_unknown_policy_says_so_in_one_line(tmp_path, capsys):
     assert main(["evaluate", str(tmp_path), "--out", str(tmp_path / "r"), "--policy", "nope"]) != 0
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "--policy 'nope'" in err[0] and "Traceback" not in err[0]
+
+
+# ---- connection slots (SlowITe), on hand-made rows ---------------------------------------------
+
+T0 = 1_767_254_400.0
+DEVICE, SLOW, BROKER = 0x0A010101, 0x0A01FFFE, 0x0A010001
+
+
+def _slot_capture(close_at: float = 70.0):
+    """The device publishes every second for 100 s and reconnects at t=50; the attacker opens 10
+    silent sessions (keepalive 65535) at t=40 and closes them at `close_at`."""
+    from atlas.agent.decode import CONNECT, PUBLISH, TCP_ACK
+    from atlas.agent.decode.packets import AddressBook
+    from atlas.sim.evaluate.baselines.decoded import MQTT, PACKETS, DecodedCapture
+
+    pk, mq = [], []
+    for s in range(100):
+        pk.append((T0 + s, DEVICE, 50001 if s < 50 else 50002, TCP_ACK))
+        mq.append((T0 + s + 0.001, DEVICE, 50001 if s < 50 else 50002, PUBLISH, 60))
+    mq.append((T0 + 50.0, DEVICE, 50002, CONNECT, 60))
+    for i in range(10):
+        pk += [(T0 + 40 + 0.01 * i, SLOW, 40000 + i, TCP_ACK), (T0 + close_at + 0.01 * i, SLOW, 40000 + i, TCP_ACK)]
+        mq.append((T0 + 40 + 0.01 * i, SLOW, 40000 + i, CONNECT, 65535))
+    pk.sort()
+    mq.sort()
+    p = np.zeros(len(pk), dtype=PACKETS)
+    for i, (ts, src, sport, flags) in enumerate(pk):
+        p[i] = (ts, 4, src, BROKER, 6, sport, 1883, flags, 60)
+    m = np.zeros(len(mq), dtype=MQTT)
+    for i, (ts, client, port, mtype, keepalive) in enumerate(mq):
+        m[i]["ts"], m[i]["client"], m[i]["broker"], m[i]["client_port"] = ts, client, BROKER, port
+        m[i]["to_broker"], m[i]["mtype"], m[i]["keepalive"] = 1, mtype, keepalive
+    return DecodedCapture(GW, p, m, AddressBook())
+
+
+def _slowite_states(rules):
+    from atlas.sim.capture import AttackStep
+    from atlas.sim.evaluate.effects import BrokerModel, device_states
+
+    cap = _slot_capture()
+    d = Delivery(cap, rules, {})
+    step = AttackStep("s", "slowite", "", 1, "10.1.255.254", ["10.1.0.1"], GW, T0 + 40, T0 + 70.1,
+                      attackers=["10.1.255.254"])
+    fx = device_states(cap, d.packets, d.mqtt, ["10.1.1.1"], [step], [2.0], T0, 100.0, BrokerModel(max_connections=10))
+    return fx.devices[2.0]["10.1.1.1"]
+
+
+def _rule(start: float) -> Response:
+    return Response("p", GW, "i", "quarantine", "10.1.255.254", T0 + start, T0 + 1000, {}, "10.1.255.254")
+
+
+def test_slowite_refuses_a_reconnecting_device_while_its_sessions_hold_the_slots():
+    up = _slowite_states([])
+    # slots of 10 s: the device is refused from its reconnect (50 s) until the tool closes (70 s)
+    assert up.tolist() == [True] * 5 + [False] * 2 + [True] * 3
+
+
+def test_quarantine_before_the_sessions_open_keeps_the_slots_free():
+    assert _slowite_states([_rule(30.0)]).all()
+
+
+def test_quarantine_after_the_sessions_opened_holds_them_until_keepalive():
+    # the rule drops the tool's FINs: the broker keeps the silent sessions for 1.5 keepalives
+    up = _slowite_states([_rule(60.0)])
+    assert up.tolist() == [True] * 5 + [False] * 5
