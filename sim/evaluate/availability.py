@@ -67,7 +67,7 @@ def score_rules(city: Any, rules: Mapping[str, Sequence[Response]], *, model: Br
             for d in deadlines:
                 up[key][d].update(fx.devices[d])
                 broker[key][d][gw] = fx.broker[d]
-            steps[key] += contained(cap, delivery.packets, city.steps_of(gw))
+            steps[key] += contained(cap, delivery.packets, city.steps_of(gw), [r for r in rs if r.gateway == gw])
         del cap
     out = {}
     for key, rs in rules.items():
@@ -89,17 +89,23 @@ def score_rules(city: Any, rules: Mapping[str, Sequence[Response]], *, model: Br
             "policies": out}
 
 
-def contained(cap: DecodedCapture, packet_share: np.ndarray, steps: Iterable[Any]) -> list[dict[str, Any]]:
-    """Per step: the attacker's packets in the step and the share the rules removed."""
+def contained(cap: DecodedCapture, packet_share: np.ndarray, steps: Iterable[Any],
+              rules: Sequence[Response] = ()) -> list[dict[str, Any]]:
+    """Per step: the attacker's packets in the step, the share the rules removed, and the first
+    rule against one of its attackers (action, epoch seconds it took effect)."""
     p = cap.packets
     out = []
     for s in steps:
+        attackers = set(s.attackers or [s.attacker])
+        first = min((r for r in rules if r.source in attackers or r.target in attackers), key=lambda r: r.start,
+                    default=None)
         keys = [k for k in (address_key(cap, a) for a in s.attackers or [s.attacker]) if k is not None]
         mine = np.isin(p["src"], np.array(keys, dtype=np.uint64)) & (p["ts"] >= s.start) & (p["ts"] <= s.end)
         total = int(mine.sum())
         removed = float((1.0 - packet_share[mine]).sum()) / total if total else 0.0
-        out.append({"id": s.id, "kind": s.kind, "gateway": s.gateway, "packets": total, "removed": removed,
-                    "contained": bool(total) and removed >= CONTAINED_SHARE})
+        out.append({"id": s.id, "kind": s.kind, "gateway": s.gateway, "start": s.start, "end": s.end, "packets": total,
+                    "removed": removed, "contained": bool(total) and removed >= CONTAINED_SHARE,
+                    "first_rule": {"action": first.action, "at": first.start} if first else None})
     return out
 
 

@@ -385,6 +385,19 @@ def responses_section(resp: dict[str, Any]) -> list[str]:
         acts = ", ".join(f"{n} {k}" for k, n in sorted(v["actions"].items())) or "none"
         out.append(f"| {name} | {_pct(v['availability_critical'], 1)} | {_pct(v['availability_all'], 1)} | "
                    f"{v['steps_contained']}/{v['steps']} | {acts} | {failed} |")
+    names = list(pols)
+    out += ["", ("Per attack step: when it ran, and per policy the first rule against its attacker (seconds after "
+                 "the step's first packet) and the share of its packets the rules removed."), "",
+            "| step | kind | gateway | ran (UTC) | " + " | ".join(names) + " |", "|---|---|---|---|" + "---|" * len(names)]
+    by_policy = {n: {s["id"]: s for s in pols[n]["by_step"]} for n in names}
+    for s in pols[names[0]]["by_step"]:
+        cells = []
+        for n in names:
+            x = by_policy[n].get(s["id"], {})
+            rule = x.get("first_rule")
+            cells.append(f"{rule['action']} +{rule['at'] - s['start']:.0f} s, {_pct(x['removed'], 0)} removed" if rule else "no rule")
+        out.append(f"| {s['id']} | {s['kind']} | {s['gateway']} | {_clock(s['start'])}-{_clock(s['end'])} | "
+                   + " | ".join(cells) + " |")
     return out
 
 

@@ -87,6 +87,20 @@ def test_a_blocked_flooder_stops_loading_the_broker(flood_city):
     assert res["block"]["availability_critical"] > late["availability_critical"]
 
 
+def test_a_rate_limited_flooder_loses_what_exceeds_the_limit(flood_city):
+    step = _flood(flood_city)
+    cap = decode_capture(flood_city.pcap(GW), GW)
+    t = step.start + 3.0
+    limit = Response("p", GW, step.id, "rate_limit", step.attacker, t, t + 900.0, {"pps": 20}, step.attacker)
+    d = Delivery(cap, [limit], {})
+    load = broker_load(cap, d.mqtt, flood_city.start, flood_city.duration)
+    after = slice(int(t - flood_city.start) + 1, int(step.end - flood_city.start))
+    assert 0 < load.arrivals[after].max() < 1000  # some of the flood still arrives, under the broker's capacity
+    res = score_rules(flood_city, {"none": [], "limit": [limit]})["policies"]
+    assert res["limit"]["availability_critical"] > res["none"]["availability_critical"]
+    assert res["limit"]["by_step"][0]["first_rule"] == {"action": "rate_limit", "at": t}
+
+
 def test_static_loses_availability_by_cutting_off_a_critical_device(quiet_city):
     signal = next(d for d in quiet_city.devices if d["class"] == "traffic_signal_controller")
     t = quiet_city.start + 30
@@ -98,6 +112,19 @@ def test_static_loses_availability_by_cutting_off_a_critical_device(quiet_city):
     assert res["static"]["availability_critical"] < res["playbook"]["availability_critical"] == 1.0
     assert "traffic_control/d01" in res["static"]["failed_spans"]
     assert "emergency_response/d01" in res["static"]["failed_spans"]  # it depends on traffic control
+
+
+def test_the_hub_configured_policy_is_scored_under_its_own_key(quiet_city, tmp_path):
+    (tmp_path / "db").mkdir()
+    cfg = tmp_path / "central.toml"
+    cfg.write_text('[hub]\ndatabase = "db/hub.db"\n\n[decide.playbook.default]\nlife_safety = { action = "none", ttl = 60 }\n')
+    signal = next(d for d in quiet_city.devices if d["class"] == "traffic_signal_controller")
+    t = quiet_city.start + 30
+    flagged = Incident(id="fp-2", kind="port_scan", src_ip=signal["ip"], dst_ip="10.1.0.1", device=signal["ip"],
+                       gateway=GW, time=t, last_seen=t + 5, score=0.9, model_version="m")
+    res = score_policies(quiet_city, {GW: [flagged]}, ["playbook", str(cfg)])["policies"]
+    assert set(res) == {"playbook", "hub"}
+    assert res["playbook"]["actions"] == {"rate_limit": 1} and res["hub"]["actions"] == {}
 
 
 def test_forged_readings_fail_the_service_they_feed(tmp_path):

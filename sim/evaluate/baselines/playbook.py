@@ -323,7 +323,9 @@ def static_playbook_baseline(city: Any, agent: Any, report_dir: Path) -> Baselin
     run = city_pass(city, agent, report_dir)
     totals = summarize(run.policies, (g.playbook for g in run.gateways.values()))
     a, s = totals["atlas"], totals["static"]
-    notes = (f"responses to ATLAS's incidents applied to the captures (atlas.sim.evaluate.baselines.playbook); "
+    notes = (f"responses to ATLAS's incidents applied to the captures, without the attacks' effects (only a response "
+             f"can lose a message here; the closed loop with attacks that hurt services is report.json's "
+             f"atlas.response, atlas.sim.evaluate.availability); "
              f"static playbook = quarantine every incident source for {STATIC_TTL_S:g} s: {_describe(s)}. "
              f"ATLAS (central.decide Playbook + shield, city inventory; approvals not given): {_describe(a)}.")
     if not a["expected"] and not s["expected"]:
