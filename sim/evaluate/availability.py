@@ -40,53 +40,82 @@ def score_policies(city: Any, incidents: Mapping[str, Iterable[Any]], names: Seq
                    captures: Mapping[str, DecodedCapture] | None = None) -> dict[str, Any]:
     """{"model": the effect model's parameters, "policies": {key: scores}} (see the module doc).
     `captures`: already decoded gateways (the rest are decoded here, one at a time)."""
-    incidents = {gw: list(v) for gw, v in incidents.items()}
-    rules = {policy_key(n): responses(n, city, incidents) for n in dict.fromkeys(names)}
-    return score_rules(city, rules, model=model, specs=specs, captures=captures)
+    return ClosedLoop(city, policy_rules(city, incidents, names), model=model, specs=specs).finish(captures)
 
 
 def score_rules(city: Any, rules: Mapping[str, Sequence[Response]], *, model: BrokerModel = DEFAULT_MODEL,
                 specs: Mapping[str, ServiceSpec] | None = None,
                 captures: Mapping[str, DecodedCapture] | None = None) -> dict[str, Any]:
     """score_policies for rules already made, per policy key."""
-    insts = instances(city, specs)
-    deadlines = sorted({i.spec.deadline_s for i in insts.values()})
-    slots = max(1, math.ceil(city.duration / model.slot_s))
-    by_client = {str(d.get("client_id")): str(d.get("ip")) for d in city.devices if d.get("client_id")}
-    up: dict[str, dict[float, dict[str, np.ndarray]]] = {k: {d: {} for d in deadlines} for k in rules}
-    broker: dict[str, dict[float, dict[str, np.ndarray]]] = {k: {d: {} for d in deadlines} for k in rules}
-    steps: dict[str, list[dict[str, Any]]] = {k: [] for k in rules}
-    for gw in city.gateway_ids:
-        cap = captures.get(gw) if captures else None
-        cap = cap if cap is not None else decode_capture(city.pcap(gw), gw)
+    return ClosedLoop(city, rules, model=model, specs=specs).finish(captures)
+
+
+def policy_rules(city: Any, incidents: Mapping[str, Iterable[Any]], names: Sequence[str]) -> dict[str, list[Response]]:
+    """Per policy key: the rules the policy puts in force for these incidents."""
+    incidents = {gw: list(v) for gw, v in incidents.items()}
+    return {policy_key(n): responses(n, city, incidents) for n in dict.fromkeys(names)}
+
+
+class ClosedLoop:
+    """The scoring, one gateway at a time: `add(gw, cap)` with each decoded capture (the
+    evaluation's single pass over the captures feeds it, atlas.sim.evaluate.baselines.passes),
+    then `finish()` decodes the gateways nobody added and returns the scores."""
+
+    def __init__(self, city: Any, rules: Mapping[str, Sequence[Response]], *, model: BrokerModel = DEFAULT_MODEL,
+                 specs: Mapping[str, ServiceSpec] | None = None):
+        self.city, self.rules, self.model = city, rules, model
+        self.insts = instances(city, specs)
+        self.deadlines = sorted({i.spec.deadline_s for i in self.insts.values()})
+        self.slots = max(1, math.ceil(city.duration / model.slot_s))
+        self.by_client = {str(d.get("client_id")): str(d.get("ip")) for d in city.devices if d.get("client_id")}
+        self.up: dict[str, dict[float, dict[str, np.ndarray]]] = {k: {d: {} for d in self.deadlines} for k in rules}
+        self.broker: dict[str, dict[float, dict[str, np.ndarray]]] = {k: {d: {} for d in self.deadlines} for k in rules}
+        self.steps: dict[str, list[dict[str, Any]]] = {k: [] for k in rules}
+        self.done: set[str] = set()
+
+    def add(self, gw: str, cap: DecodedCapture) -> None:
+        if gw in self.done:
+            return
+        city = self.city
         devices = [str(d["ip"]) for d in city.devices if d.get("gateway") == gw]
-        for key, rs in rules.items():
-            delivery = Delivery(cap, [r for r in rs if r.gateway == gw], by_client)
-            fx = device_states(cap, delivery.packets, delivery.mqtt, devices, city.steps_of(gw), deadlines,
-                               city.start, city.duration, model)
-            for d in deadlines:
-                up[key][d].update(fx.devices[d])
-                broker[key][d][gw] = fx.broker[d]
-            steps[key] += contained(cap, delivery.packets, city.steps_of(gw), [r for r in rs if r.gateway == gw])
-        del cap
-    out = {}
-    for key, rs in rules.items():
-        met_slots = met(insts, up[key], broker[key], slots)
-        crit = availability(insts, met_slots)
-        every = availability(insts, met_slots, only=("life_safety", "essential", "ordinary"))
-        n_cont = sum(s["contained"] for s in steps[key])
+        for key, rs in self.rules.items():
+            mine = [r for r in rs if r.gateway == gw]
+            delivery = Delivery(cap, mine, self.by_client)
+            fx = device_states(cap, delivery.packets, delivery.mqtt, devices, city.steps_of(gw), self.deadlines,
+                               city.start, city.duration, self.model)
+            for d in self.deadlines:
+                self.up[key][d].update(fx.devices[d])
+                self.broker[key][d][gw] = fx.broker[d]
+            self.steps[key] += contained(cap, delivery.packets, city.steps_of(gw), mine)
+        self.done.add(gw)
+
+    def finish(self, captures: Mapping[str, DecodedCapture] | None = None) -> dict[str, Any]:
+        for gw in self.city.gateway_ids:
+            if gw not in self.done:
+                cap = captures.get(gw) if captures else None
+                self.add(gw, cap if cap is not None else decode_capture(self.city.pcap(gw), gw))
+        out = {key: self._score(key, rs) for key, rs in self.rules.items()}
+        return {"model": asdict(self.model), "slot_s": self.model.slot_s, "slots": self.slots,
+                "contained_share": CONTAINED_SHARE,
+                "instances": {k: {"criticality": i.spec.criticality, "label": i.spec.label, "deadline_s": i.spec.deadline_s,
+                                  "devices": len(i.addresses()), "depends_on": i.services}
+                              for k, i in sorted(self.insts.items())},
+                "policies": out}
+
+    def _score(self, key: str, rs: Sequence[Response]) -> dict[str, Any]:
+        met_slots = met(self.insts, self.up[key], self.broker[key], self.slots)
+        crit = availability(self.insts, met_slots)
+        every = availability(self.insts, met_slots, only=("life_safety", "essential", "ordinary"))
+        steps = self.steps[key]
+        n_cont = sum(s["contained"] for s in steps)
         actions: dict[str, int] = {}
         for r in rs:
             actions[r.action] = actions.get(r.action, 0) + 1
-        out[key] = {"availability_critical": crit["availability"], "availability_all": every["availability"],
-                    "containment": n_cont / len(steps[key]) if steps[key] else None,
-                    "steps_contained": n_cont, "steps": len(steps[key]), "rules": len(rs), "actions": actions,
-                    "services": crit["instances"], "failed_spans": failed_spans(met_slots, city.start, model.slot_s),
-                    "by_step": steps[key]}
-    return {"model": asdict(model), "slot_s": model.slot_s, "slots": slots, "contained_share": CONTAINED_SHARE,
-            "instances": {k: {"criticality": i.spec.criticality, "label": i.spec.label, "deadline_s": i.spec.deadline_s,
-                              "devices": len(i.addresses()), "depends_on": i.services} for k, i in sorted(insts.items())},
-            "policies": out}
+        return {"availability_critical": crit["availability"], "availability_all": every["availability"],
+                "containment": n_cont / len(steps) if steps else None,
+                "steps_contained": n_cont, "steps": len(steps), "rules": len(rs), "actions": actions,
+                "services": crit["instances"], "failed_spans": failed_spans(met_slots, self.city.start, self.model.slot_s),
+                "by_step": steps}
 
 
 def contained(cap: DecodedCapture, packet_share: np.ndarray, steps: Iterable[Any],
@@ -122,4 +151,5 @@ def failed_spans(met_slots: Mapping[str, np.ndarray], origin: float, slot_s: flo
 
 
 
-__all__ = ["CONTAINED_SHARE", "POLICIES", "contained", "failed_spans", "score_policies", "score_rules"]
+__all__ = ["CONTAINED_SHARE", "POLICIES", "ClosedLoop", "contained", "failed_spans", "policy_rules", "score_policies",
+           "score_rules"]

@@ -29,7 +29,7 @@ def evaluate(city_dir: str | Path, report_dir: str | Path, *, workers: int | Non
     write the report into report_dir. `policy`: the hub policy scored as ATLAS's responder
     (atlas.sim.evaluate.respond: none, static, playbook or a central.toml), beside the three
     built-in ones. Returns the Report (atlas.sim.evaluate.report)."""
-    from atlas.sim.evaluate.availability import POLICIES, score_policies
+    from atlas.sim.evaluate.availability import POLICIES, ClosedLoop, policy_rules
     from atlas.sim.evaluate.knowledge import write_city_knowledge
     from atlas.sim.evaluate.report import Report
     from atlas.sim.evaluate.respond import load_policy, policy_key
@@ -49,13 +49,10 @@ def evaluate(city_dir: str | Path, report_dir: str | Path, *, workers: int | Non
     write_city_knowledge(city.dir, agent.incidents(), out, say)
     agent.conformance = conformance
     agent.metrics = score_agent(city, agent)
-    # Every policy answers ATLAS's incidents on the same traffic, attacks' effects included.
-    agent.metrics["response"] = score_policies(city, agent.incidents(), list(POLICIES) + [policy])
-    agent.metrics["response"]["policy"] = policy_key(policy)
+    # Every policy answers ATLAS's incidents on the same traffic, attacks' effects included; the
+    # baselines' pass over the captures feeds it, the gateways it did not decode are decoded at the end.
+    agent.closed_loop = ClosedLoop(city, policy_rules(city, agent.incidents(), list(POLICIES) + [policy]))
     agent.models_dir = models_dir
-    say("  responses: " + ", ".join(f"{k} availability {v['availability_critical']:.3f} containment {v['containment']:.2f}"
-                                    for k, v in agent.metrics["response"]["policies"].items()
-                                    if v["availability_critical"] is not None and v["containment"] is not None))
     base: dict[str, Any] = {}
     if baselines:
         from atlas.sim.evaluate.baselines import run_baselines
@@ -68,12 +65,19 @@ def evaluate(city_dir: str | Path, report_dir: str | Path, *, workers: int | Non
                 res.scored = scored
                 for key, value in headline(scored).items():
                     res.metrics.setdefault(key, value)
+    agent.metrics["response"] = agent.closed_loop.finish() | {"policy": policy_key(policy)}
+    say("  responses: " + ", ".join(f"{k} availability {_pct(v['availability_critical'])}, containment {_pct(v['containment'])}"
+                                    for k, v in agent.metrics["response"]["policies"].items()))
     cmd = command or f"atlas-sim evaluate {shlex.quote(str(city_dir))} --out {shlex.quote(str(out))}" + (
         f" --workers {workers}" if workers else "") + ("" if conformance else " --no-conformance") + (
         "" if policy == "playbook" else f" --policy {shlex.quote(policy)}")
     report = Report.build(city, agent, base, cmd)
     report.write(out, plots=plots)
     return report
+
+
+def _pct(v: float | None) -> str:
+    return "n/a" if v is None else f"{100 * v:.1f} %"
 
 
 def write_incidents(agent: AgentRun, folder: Path) -> None:

@@ -228,3 +228,26 @@ def test_quarantine_after_the_sessions_opened_holds_them_until_keepalive():
     # the rule drops the tool's FINs: the broker keeps the silent sessions for 1.5 keepalives
     up = _slowite_states([_rule(60.0)])
     assert up.tolist() == [True] * 5 + [False] * 5
+
+
+def test_the_baselines_pass_feeds_the_closed_loop_without_decoding_again(flood_city, tmp_path, monkeypatch):
+    from types import SimpleNamespace
+
+    from atlas.sim.evaluate import availability
+    from atlas.sim.evaluate.baselines.passes import city_pass
+
+    rules = {"none": [], "block": [_block(_flood(flood_city), 3.0)]}
+    alone = score_rules(flood_city, rules)
+    loop = availability.ClosedLoop(flood_city, rules)
+    agent = SimpleNamespace(closed_loop=loop, incidents=lambda: {gw: [] for gw in flood_city.gateway_ids})
+    city_pass(flood_city, agent, tmp_path)
+    assert loop.done == set(flood_city.gateway_ids)
+
+    def no_decoding(*args, **kwargs):
+        raise AssertionError("decoded a capture twice")
+
+    monkeypatch.setattr(availability, "decode_capture", no_decoding)
+    shared = loop.finish()
+    for key in rules:
+        for field in ("availability_critical", "availability_all", "containment", "failed_spans"):
+            assert shared["policies"][key][field] == alone["policies"][key][field], (key, field)
