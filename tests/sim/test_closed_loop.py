@@ -251,3 +251,15 @@ def test_the_baselines_pass_feeds_the_closed_loop_without_decoding_again(flood_c
     for key in rules:
         for field in ("availability_critical", "availability_all", "containment", "failed_spans"):
             assert shared["policies"][key][field] == alone["policies"][key][field], (key, field)
+
+
+def test_revoking_a_device_account_ends_every_session_it_logs_in_with():
+    cap = _slot_capture()
+    rule = Response("p", GW, "i", "revoke_mqtt", "tsc-d01-0001", T0 + 20, T0 + 1000, {}, "10.1.1.1")
+    d = Delivery(cap, [rule], {"tsc-d01-0001": "10.1.1.1"})
+    m, p = cap.mqtt, cap.packets
+    late = m["ts"] >= T0 + 20
+    # both of the device's sessions (before and after its reconnect, under any client id) end
+    assert d.mqtt[late & (m["client"] == DEVICE)].max() == 0 and d.mqtt[~late].min() == 1
+    assert d.packets[(p["ts"] >= T0 + 20) & (p["src"] == DEVICE)].max() == 0
+    assert d.mqtt[m["client"] == SLOW].min() == 1  # another host's sessions are not that account's

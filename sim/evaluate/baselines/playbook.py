@@ -18,8 +18,9 @@ capture (atlas.sim.evaluate.baselines.decoded):
 - filter X port/proto: X's packets to that port are lost (its MQTT messages if it is an MQTT port);
 - rate_limit X pps: in each second, X's packets beyond `pps` are lost (each packet and message of
   that second delivered with probability pps / packets, counted as an expected value);
-- revoke_mqtt ID: the messages of MQTT connections whose CONNECT client id is ID are lost (and
-  the device with that client id, whose session may predate the capture).
+- revoke_mqtt ID: the messages of MQTT connections whose CONNECT client id is ID are lost, and
+  every MQTT session from the device whose account ID is (its own, which may predate the
+  capture, and any other it opens with its credentials): the broker disables the account.
 
 Availability = delivered / expected MQTT PUBLISH messages of the critical devices (criticality
 life_safety or essential) of each gateway during the mitigation windows (the union of both
@@ -182,10 +183,17 @@ class Delivery:
             hit_m = (m["client_hash"] == h)
             device = devices_by_client.get(r.target)
             key = address_key(self.cap, device) if device else None
-            if key is not None:  # the device's own session, maybe opened before the capture
-                hit_m |= (m["client"] == key) & (m["client_hash"] == 0)
+            sessions = self._conn_key[self._conn_hash == h]
+            if key is not None:
+                # The broker disables the account (the MQTT username, a device's client id here), so
+                # every session that logs in with it ends: the device's own (maybe opened before the
+                # capture) and a second one it opens itself (a compromised device forging or flooding
+                # with its own credentials under another client id).
+                own = m["client"] == key
+                hit_m |= own
+                sessions = np.concatenate([sessions, conn_key(m["client"][own], m["client_port"][own])])
             hit_m &= self._window(m["ts"], r)
-            pk = np.isin(self._packet_key, np.unique(self._conn_key[self._conn_hash == h]))
+            pk = np.isin(self._packet_key, np.unique(sessions))
             self.mqtt[hit_m] = 0.0
             self.packets[pk & self._window(p["ts"], r)] = 0.0
             return
