@@ -117,7 +117,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--models", type=Path, default=None, help="the agent's model folder (default: the shipped models)")
     e.add_argument("--no-baselines", action="store_true", help="score ATLAS only")
     e.add_argument("--policy", default="playbook", metavar="NAME",
-                   help="the hub policy scored as ATLAS's responder: none, static, playbook (default) or a central.toml; "
+                   help="the hub policy scored as ATLAS's responder: none, static, playbook (default), a policy the hub "
+                        "registers by name, or a central.toml; "
                         "none, static and playbook are always scored beside it")
     e.add_argument("--no-conformance", action="store_true",
                    help="the agent without its gateway's device inventory: models only, no profile-conformance check")

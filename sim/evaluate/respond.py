@@ -3,8 +3,10 @@
     none       detect only: no rule
     static     the paper's static playbook: quarantine whatever is flagged (STATIC_TTL_S)
     playbook   the hub's built-in criticality-aware table (atlas.central.decide.playbook) + shield
+    NAME       any other policy the hub registers by name (atlas.central.decide.registry), with
+               the hub's default configuration
     PATH       a hub configuration (central.toml): the policy `atlas-central serve` would build
-               from it (its [decide] playbook cells, shadow mode and allowlist)
+               from it ([decide] policy, its playbook cells, shadow mode and allowlist)
 
 Every policy answers the same incidents (ATLAS's), starting at the incident's raise plus the
 dispatch delay, on the incident's gateway, for the rule's TTL (baselines.playbook).
@@ -36,8 +38,10 @@ class PolicyError(ValueError):
 
 
 def policy_key(name: str) -> str:
-    """How the report names the policy: a built-in's name, else "hub" (a configuration file)."""
-    return name if name in BUILTIN else HUB
+    """How the report names the policy: its name, else "hub" (a configuration file)."""
+    from atlas.central.decide.registry import POLICIES
+
+    return name if name in BUILTIN or name in POLICIES else HUB
 
 
 def load_policy(name: str) -> tuple[Policy | None, tuple[str, ...]]:
@@ -46,12 +50,15 @@ def load_policy(name: str) -> tuple[Policy | None, tuple[str, ...]]:
         return None, ()
     if name == "playbook":
         return Playbook(), ()
+    from atlas.central.config import ConfigError, DecideConfig, HubConfig, load_config
+    from atlas.central.decide.registry import POLICIES, build_policy
+
+    if name in POLICIES:  # the hub's defaults; the database is never opened
+        return build_policy(HubConfig(None, Path("unused.db"), decide=DecideConfig(policy=name))), ()
     path = Path(name)
     if not path.is_file():
-        raise PolicyError(f"--policy {name!r}: not one of {', '.join(BUILTIN)} and not a hub configuration file")
-    from atlas.central.config import ConfigError, load_config
-    from atlas.central.pipeline import build_policy
-
+        known = ", ".join(dict.fromkeys([*BUILTIN, *sorted(POLICIES)]))
+        raise PolicyError(f"--policy {name!r}: not one of {known} and not a hub configuration file")
     try:
         config = load_config(path)
     except ConfigError as err:
