@@ -227,6 +227,12 @@ DEFINITIONS = {
                  "(atlas.link.serde, zstd) and the daemon's reporting intervals.",
     "CPU": "the agent's process CPU time for the replay divided by the seconds of traffic: the share of one core a gateway "
            "needs to keep up in real time, on this machine (not a gateway board).",
+    "availability": "share of (critical service instance, 10 s slot) pairs in which the service met its function: enough "
+                    "of its devices' messages reached the broker's back-end within its deadline with intact readings, and "
+                    "the services it depends on met theirs. Attacks' effects and each policy's rules are applied to the "
+                    "same traffic (atlas.sim.evaluate.availability, effects.BrokerModel).",
+    "containment": "share of attack steps whose attacker packets the policy's rules removed at least half of.",
+    "kind accuracy": "detected steps whose matching incidents include the step's own kind / detected steps.",
 }
 
 # The paper's claims, row by row: (metric, claim, baseline name, what the baseline gives).

@@ -263,3 +263,14 @@ def test_revoking_a_device_account_ends_every_session_it_logs_in_with():
     assert d.mqtt[late & (m["client"] == DEVICE)].max() == 0 and d.mqtt[~late].min() == 1
     assert d.packets[(p["ts"] >= T0 + 20) & (p["src"] == DEVICE)].max() == 0
     assert d.mqtt[m["client"] == SLOW].min() == 1  # another host's sessions are not that account's
+
+
+def test_metrics_say_why_a_figure_is_missing(quiet_city):
+    from atlas.sim.evaluate.figures import KEYS, metrics_object
+
+    scored = {"overall": {"steps_detected": 0, "named_right": 0, "step_recall": 0.0}, "detections": 0,
+              "false_positives": {"incidents": 0, "per_device_day": 0.0}, "correlation": {"city": {}}}
+    m, missing = metrics_object(quiet_city, scored, "")
+    assert set(m) == set(KEYS) and {k for k, v in m.items() if v is None} == set(missing)
+    assert "no incident" in missing["incident_precision"] and "no attack step" in missing["kind_accuracy"]
+    assert "not scored" in missing["availability_critical"] and m["seeds"] == [4]
