@@ -133,7 +133,6 @@ def refused_until(cap: DecodedCapture, packet_share: np.ndarray, mqtt_share: np.
     return out
 
 
-
 def _closing_times(p: np.ndarray, packet_share: np.ndarray, conn: np.ndarray, opened: np.ndarray,
                    keepalive: np.ndarray, end: float) -> np.ndarray:
     key = conn_key(p["src"], p["sport"])
