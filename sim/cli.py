@@ -116,6 +116,10 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--workers", type=int, default=None, help="gateways replayed in parallel (default: the machine's cores)")
     e.add_argument("--models", type=Path, default=None, help="the agent's model folder (default: the shipped models)")
     e.add_argument("--no-baselines", action="store_true", help="score ATLAS only")
+    e.add_argument("--policy", default="playbook", metavar="NAME",
+                   help="the hub policy scored as ATLAS's responder: none, static, playbook (default), a policy the hub "
+                        "registers by name, or a central.toml; "
+                        "none, static and playbook are always scored beside it")
     e.add_argument("--no-conformance", action="store_true",
                    help="the agent without its gateway's device inventory: models only, no profile-conformance check")
 
@@ -228,7 +232,7 @@ def _evaluate(args) -> int:
     from atlas.sim.evaluate.run import evaluate
 
     report = evaluate(args.dir, args.out, workers=args.workers, models_dir=args.models, baselines=not args.no_baselines,
-                      conformance=not args.no_conformance, progress=lambda msg: print(msg, file=sys.stderr, flush=True))
+                      conformance=not args.no_conformance, policy=args.policy, progress=lambda msg: print(msg, file=sys.stderr, flush=True))
     print(report.table_text())
     print(f"\n{args.out / 'report.md'}, report.json, {len(report.plots)} plots, incidents/ per gateway")
     return 0

@@ -84,6 +84,8 @@ class AgentRun:
     cores: int = field(default_factory=lambda: os.cpu_count() or 1)
     metrics: dict[str, Any] = field(default_factory=dict)  # filled by the scoring (atlas.sim.evaluate.run)
     conformance: bool = False  # the agent ran with its gateway's device inventory (profile conformance)
+    models_dir: str | Path | None = None  # None: the shipped models
+    closed_loop: Any = None  # atlas.sim.evaluate.availability.ClosedLoop, fed by the baselines' pass over the captures
 
     def incidents(self) -> dict[str, list[Incident]]:
         return {g: r.incidents for g, r in self.gateways.items()}

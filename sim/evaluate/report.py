@@ -59,6 +59,11 @@ class Report:
                           "model_version": next((r.model_version for r in agent.gateways.values()), "")},
             "baselines": {name: _baseline_dict(res) for name, res in baselines.items()},
         }
+        from atlas.sim.evaluate.figures import metrics_object
+
+        data["metrics"], data["metrics_missing"] = metrics_object(city, m, data["agent_run"]["model_version"],
+                                                                  getattr(agent, "models_dir", None))
+        data = {"metrics": data.pop("metrics"), "metrics_missing": data.pop("metrics_missing")} | data
         rows = paper_rows(data)
         data["table"] = [vars(r) for r in rows]
         return cls(data, rows, _roc=roc, _agent=agent)
@@ -155,6 +160,7 @@ class Report:
                            f"| {h.get('stages_linked', 'n/a')}/{v['stages']} | {d_.get('stages_linked', 'n/a')}/{v['stages']} |")
         else:
             out.append("The city has no multi-stage campaign.")
+        out += responses_section(a.get("response") or {})
         cpu, bw = a["cpu"], a["bandwidth"]
         out += ["", "## Agent CPU and bandwidth", "",
                 f"Agent CPU (reading the capture, decoding, features, both models, incidents, summaries, telemetry encoding): "
@@ -221,6 +227,12 @@ DEFINITIONS = {
                  "(atlas.link.serde, zstd) and the daemon's reporting intervals.",
     "CPU": "the agent's process CPU time for the replay divided by the seconds of traffic: the share of one core a gateway "
            "needs to keep up in real time, on this machine (not a gateway board).",
+    "availability": "share of (critical service instance, 10 s slot) pairs in which the service met its function: enough "
+                    "of its devices' messages reached the broker's back-end within its deadline with intact readings, and "
+                    "the services it depends on met theirs. Attacks' effects and each policy's rules are applied to the "
+                    "same traffic (atlas.sim.evaluate.availability, effects.BrokerModel).",
+    "containment": "share of attack steps whose attacker packets the policy's rules removed at least half of.",
+    "kind accuracy": "detected steps whose matching incidents include the step's own kind / detected steps.",
 }
 
 # The paper's claims, row by row: (metric, claim, baseline name, what the baseline gives).
@@ -313,13 +325,30 @@ def paper_rows(d: dict[str, Any]) -> list[Row]:
                     f"incidents false; {_num(fp['per_device_day'], 2)} false incidents per device-day "
                     f"({fp['in_lookalikes']} in look-alikes)",
                     "FP / (FP + TN) over (gateway, source, minute) units; and false incidents / all incidents"))
-    # 5. availability
-    av, src = atlas_extra("availability")
-    avb = bm("static_playbook", "availability")
-    rows.append(Row(*PAPER[4][:2], _pct(avb, 1) if avb is not None else missing("static_playbook", "no availability figure"),
-                    f"{_pct(av, 1)} (measured in the {src} baseline's run, see its notes)" if av is not None else
-                    f"{NOT_YET}: needs the hub's response decisions applied to the city (decide + enforcement replay)",
-                    "critical-service time kept while responses are in force"))
+    # 5. availability: every policy in the closed loop (atlas.sim.evaluate.availability)
+    resp = a.get("response") or {}
+    pols = resp.get("policies") or {}
+    if pols:
+        mine = resp.get("policy", "playbook")
+        st, no, at = pols.get("static", {}), pols.get("none", {}), pols.get(mine, {})
+        verdict = ""
+        if at.get("availability_critical") is not None and st.get("availability_critical") is not None \
+                and at["availability_critical"] <= st["availability_critical"]:
+            verdict = "; does not beat the static playbook on availability"
+        rows.append(Row(*PAPER[4][:2],
+                        f"static {_pct(st.get('availability_critical'), 1)}, containment {_pct(st.get('containment'), 0)}; "
+                        f"doing nothing {_pct(no.get('availability_critical'), 1)}, containment {_pct(no.get('containment'), 0)}",
+                        f"{mine} {_pct(at.get('availability_critical'), 1)}, containment {_pct(at.get('containment'), 0)}{verdict}",
+                        f"critical service-slots ({resp.get('slot_s', 10):g} s) met, with the attacks' effects and each "
+                        "policy's rules applied to the same traffic (atlas.sim.evaluate.availability); containment: attack "
+                        "steps whose packets the rules mostly removed"))
+    else:
+        av, src = atlas_extra("availability")
+        avb = bm("static_playbook", "availability")
+        rows.append(Row(*PAPER[4][:2], _pct(avb, 1) if avb is not None else missing("static_playbook", "no availability figure"),
+                        f"{_pct(av, 1)} (measured in the {src} baseline's run, see its notes)" if av is not None else
+                        f"{NOT_YET}: needs the hub's response decisions applied to the city (decide + enforcement replay)",
+                        "critical-service time kept while responses are in force"))
     # 6. bandwidth
     bw = a["bandwidth"]["bytes_per_device_hour"]
     bwb = bm("centralized", "bandwidth_bytes_per_device_hour")
@@ -343,6 +372,46 @@ def paper_rows(d: dict[str, Any]) -> list[Row]:
 
 
 # ---- helpers -------------------------------------------------------------------------------
+
+def responses_section(resp: dict[str, Any]) -> list[str]:
+    """What the attacks did to the services under each policy, and what each policy did."""
+    pols = resp.get("policies") or {}
+    if not pols:
+        return []
+    out = ["", "## Critical services under attack, per response policy", "",
+           f"Each policy answers ATLAS's incidents on the same traffic; the attacks' effects (broker queue and "
+           f"connection slots, forged readings) and the policy's rules (from raise + dispatch to their TTL) are applied "
+           f"together, in slots of {resp.get('slot_s', 10):g} s (atlas.sim.evaluate.availability). "
+           f"Scored as ATLAS: `{resp.get('policy', 'playbook')}`. Times are UTC.", "",
+           "| policy | critical availability | all services | steps contained | rules | services that failed (time) |",
+           "|---|---|---|---|---|---|"]
+    for name, v in pols.items():
+        failed = "; ".join(f"{k} {sum(b - a for a, b in spans):g} s ({', '.join(_clock(a) for a, _ in spans[:3])})"
+                           for k, spans in v["failed_spans"].items()) or "none"
+        acts = ", ".join(f"{n} {k}" for k, n in sorted(v["actions"].items())) or "none"
+        out.append(f"| {name} | {_pct(v['availability_critical'], 1)} | {_pct(v['availability_all'], 1)} | "
+                   f"{v['steps_contained']}/{v['steps']} | {acts} | {failed} |")
+    names = list(pols)
+    out += ["", ("Per attack step: when it ran, and per policy the first rule against its attacker (seconds after "
+                 "the step's first packet) and the share of its packets the rules removed."), "",
+            "| step | kind | gateway | ran (UTC) | " + " | ".join(names) + " |", "|---|---|---|---|" + "---|" * len(names)]
+    by_policy = {n: {s["id"]: s for s in pols[n]["by_step"]} for n in names}
+    for s in pols[names[0]]["by_step"]:
+        cells = []
+        for n in names:
+            x = by_policy[n].get(s["id"], {})
+            rule = x.get("first_rule")
+            cells.append(f"{rule['action']} +{rule['at'] - s['start']:.0f} s, {_pct(x['removed'], 0)} removed" if rule else "no rule")
+        out.append(f"| {s['id']} | {s['kind']} | {s['gateway']} | {_clock(s['start'])}-{_clock(s['end'])} | "
+                   + " | ".join(cells) + " |")
+    return out
+
+
+def _clock(t: float) -> str:
+    import time
+
+    return time.strftime("%H:%M:%S", time.gmtime(t))
+
 
 def _gateway_row(r) -> dict[str, Any]:
     return {"gateway": r.gateway, "devices": r.devices, "packets": r.frames, "rows": r.rows, "incidents": len(r.incidents),

@@ -23,13 +23,19 @@ from atlas.sim.evaluate.city import City, load_city
 
 def evaluate(city_dir: str | Path, report_dir: str | Path, *, workers: int | None = None,
              models_dir: str | Path | None = None, baselines: bool | list[str] = True, plots: bool = True,
-             conformance: bool = True, command: str | None = None, progress: Callable[[str], None] | None = None):
+             conformance: bool = True, command: str | None = None, progress: Callable[[str], None] | None = None,
+             policy: str = "playbook"):
     """Evaluate ATLAS (and the baselines: all registered, or the names listed) on a city folder;
-    write the report into report_dir. Returns the Report (atlas.sim.evaluate.report)."""
+    write the report into report_dir. `policy`: the hub policy scored as ATLAS's responder
+    (atlas.sim.evaluate.respond: none, static, playbook or a central.toml), beside the three
+    built-in ones. Returns the Report (atlas.sim.evaluate.report)."""
+    from atlas.sim.evaluate.availability import POLICIES, ClosedLoop, policy_rules
     from atlas.sim.evaluate.knowledge import write_city_knowledge
     from atlas.sim.evaluate.report import Report
+    from atlas.sim.evaluate.respond import load_policy, policy_key
 
     say = progress or (lambda msg: None)
+    load_policy(policy)  # a bad --policy fails before the agent runs
     city = load_city(city_dir)
     out = Path(report_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -43,6 +49,10 @@ def evaluate(city_dir: str | Path, report_dir: str | Path, *, workers: int | Non
     write_city_knowledge(city.dir, agent.incidents(), out, say)
     agent.conformance = conformance
     agent.metrics = score_agent(city, agent)
+    # Every policy answers ATLAS's incidents on the same traffic, attacks' effects included; the
+    # baselines' pass over the captures feeds it, the gateways it did not decode are decoded at the end.
+    agent.closed_loop = ClosedLoop(city, policy_rules(city, agent.incidents(), list(POLICIES) + [policy]))
+    agent.models_dir = models_dir
     base: dict[str, Any] = {}
     if baselines:
         from atlas.sim.evaluate.baselines import run_baselines
@@ -55,11 +65,19 @@ def evaluate(city_dir: str | Path, report_dir: str | Path, *, workers: int | Non
                 res.scored = scored
                 for key, value in headline(scored).items():
                     res.metrics.setdefault(key, value)
+    agent.metrics["response"] = agent.closed_loop.finish() | {"policy": policy_key(policy)}
+    say("  responses: " + ", ".join(f"{k} availability {_pct(v['availability_critical'])}, containment {_pct(v['containment'])}"
+                                    for k, v in agent.metrics["response"]["policies"].items()))
     cmd = command or f"atlas-sim evaluate {shlex.quote(str(city_dir))} --out {shlex.quote(str(out))}" + (
-        f" --workers {workers}" if workers else "") + ("" if conformance else " --no-conformance")
+        f" --workers {workers}" if workers else "") + ("" if conformance else " --no-conformance") + (
+        "" if policy == "playbook" else f" --policy {shlex.quote(policy)}")
     report = Report.build(city, agent, base, cmd)
     report.write(out, plots=plots)
     return report
+
+
+def _pct(v: float | None) -> str:
+    return "n/a" if v is None else f"{100 * v:.1f} %"
 
 
 def write_incidents(agent: AgentRun, folder: Path) -> None:

@@ -12,6 +12,7 @@ from atlas.link.incidents import Incident
 from atlas.sim.cli import main
 from atlas.sim.evaluate.baselines import BASELINES, BaselineResult, load_all
 from atlas.sim.evaluate.city import CityError, load_city
+from atlas.sim.evaluate.figures import KEYS
 from atlas.sim.evaluate.fixture import build_city
 from atlas.sim.evaluate.run import evaluate
 
@@ -43,8 +44,13 @@ def test_report_files_and_table(city, report):
     assert "seed 5" in md and "atlas-sim evaluate" in md
     body = lines[table + 2: table + 2 + len(ROWS)]
     assert [row.split(" | ")[0].lstrip("| ") for row in body] == list(ROWS)
-    # without baselines every baseline cell says what is missing, never a number
-    assert all("not yet measurable" in row.split(" | ")[2] or "no baseline" in row.split(" | ")[2] for row in body)
+    # without baselines every baseline cell says what is missing, never a number; availability is
+    # the harness's own closed loop (static and doing nothing are always scored beside ATLAS's policy)
+    avail = ROWS.index("availability of critical services during mitigation")
+    assert all("not yet measurable" in row.split(" | ")[2] or "no baseline" in row.split(" | ")[2]
+               for i, row in enumerate(body) if i != avail)
+    assert body[avail].split(" | ")[2].startswith("static ") and "doing nothing" in body[avail]
+    assert "## Critical services under attack, per response policy" in md
     for name in ("detection_time.png", "roc.png", "cpu.png", "bandwidth.png"):
         data = (out / name).read_bytes()
         assert data[:8] == PNG and len(data) > 5000, name
@@ -52,6 +58,25 @@ def test_report_files_and_table(city, report):
     data = json.loads((out / "report.json").read_text())
     assert data["city"]["seed"] == 5 and len(data["table"]) == len(ROWS)
     assert rep.table_text().count("  ATLAS     ") == len(ROWS)
+
+
+@pytest.mark.slow
+def test_report_json_opens_with_metrics(city, report):
+    out, _ = report
+    data = json.loads((out / "report.json").read_text())
+    assert list(data)[:2] == ["metrics", "metrics_missing"]
+    m, missing = data["metrics"], data["metrics_missing"]
+    assert set(m) == set(KEYS)
+    # every null says why; nothing that is filled is listed as missing
+    assert {k for k, v in m.items() if v is None} == set(missing) and all(missing.values())
+    for k in ("incident_precision", "kind_accuracy", "step_recall", "campaign_full_chain"):
+        assert 0 <= m[k] <= 1, k
+    assert set(m["availability_critical"]) == set(m["containment"]) == {"none", "static", "playbook"}
+    assert m["containment"]["none"] == 0 and m["availability_critical"]["none"] < 1  # the city's attacks hurt
+    a = data["atlas"]
+    assert m["step_recall"] == a["overall"]["step_recall"]
+    assert m["incident_precision"] == pytest.approx(1 - a["false_positives"]["share_of_detections"])
+    assert m["seeds"] == [5] and m["model_version"].startswith(data["agent_run"]["model_version"] + "+sha256:")
 
 
 @pytest.mark.slow

@@ -42,7 +42,9 @@ _LATEST: list[tuple[tuple[str, str], Any, CityPass]] = []  # ((city, report fold
 
 def city_pass(city: Any, agent: Any, report_dir: str | Path) -> CityPass:
     """Every gateway decoded once: signature detections, flow detections and bandwidth per
-    export interval, the response policies' outcome."""
+    export interval, the response policies' outcome (and the closed loop's, when the agent run
+    carries one)."""
+    loop = getattr(agent, "closed_loop", None)  # atlas.sim.evaluate.availability.ClosedLoop, set by the evaluation
     key = (str(city.dir), str(report_dir))  # without a run, the incidents come from the report folder
     if _LATEST and _LATEST[0][0] == key and _LATEST[0][1] is agent:
         return _LATEST[0][2]
@@ -56,6 +58,8 @@ def city_pass(city: Any, agent: Any, report_dir: str | Path) -> CityPass:
             flows={iv: run_centralized(cap, home, iv, city.start, servers=servers) for iv in EXPORT_INTERVALS},
             playbook=gateway_outcome(city, gw, cap, out.policies),
             packets=len(cap.packets))
+        if loop is not None:  # the response policies' closed loop reads the same decoded rows
+            loop.add(gw, cap)
         del cap
     _LATEST[:] = [(key, agent, out)]
     return out

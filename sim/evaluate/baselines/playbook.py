@@ -18,8 +18,9 @@ capture (atlas.sim.evaluate.baselines.decoded):
 - filter X port/proto: X's packets to that port are lost (its MQTT messages if it is an MQTT port);
 - rate_limit X pps: in each second, X's packets beyond `pps` are lost (each packet and message of
   that second delivered with probability pps / packets, counted as an expected value);
-- revoke_mqtt ID: the messages of MQTT connections whose CONNECT client id is ID are lost (and
-  the device with that client id, whose session may predate the capture).
+- revoke_mqtt ID: the messages of MQTT connections whose CONNECT client id is ID are lost, and
+  every MQTT session from the device whose account ID is (its own, which may predate the
+  capture, and any other it opens with its credentials): the broker disables the account.
 
 Availability = delivered / expected MQTT PUBLISH messages of the critical devices (criticality
 life_safety or essential) of each gateway during the mitigation windows (the union of both
@@ -149,14 +150,14 @@ def static_responses(incidents: Mapping[str, Iterable[Any]], *, ttl: float = STA
     return out
 
 
-def _key(cap: DecodedCapture, address: str) -> int | None:
+def address_key(cap: DecodedCapture, address: str) -> int | None:
     try:
         return cap.key(address)
     except (ValueError, KeyError):
         return None
 
 
-class _Delivery:
+class Delivery:
     """Delivered share (0..1) of each packet and MQTT message of one gateway under some rules."""
 
     def __init__(self, cap: DecodedCapture, responses: Sequence[Response], devices_by_client: Mapping[str, str]):
@@ -166,9 +167,9 @@ class _Delivery:
         self.mqtt = np.ones(len(m))
         # (client address, client port) of every MQTT connection and its client id hash, for revoke_mqtt
         conn = m["client_hash"] != 0
-        self._conn_key = _conn_key(m["client"][conn], m["client_port"][conn])
+        self._conn_key = conn_key(m["client"][conn], m["client_port"][conn])
         self._conn_hash = m["client_hash"][conn]
-        self._packet_key = _conn_key(p["src"], p["sport"])
+        self._packet_key = conn_key(p["src"], p["sport"])
         for r in responses:
             self._apply(r, devices_by_client)
 
@@ -181,15 +182,22 @@ class _Delivery:
             h = np.uint64(topic_hash(r.target.encode("utf-8")))
             hit_m = (m["client_hash"] == h)
             device = devices_by_client.get(r.target)
-            key = _key(self.cap, device) if device else None
-            if key is not None:  # the device's own session, maybe opened before the capture
-                hit_m |= (m["client"] == key) & (m["client_hash"] == 0)
+            key = address_key(self.cap, device) if device else None
+            sessions = self._conn_key[self._conn_hash == h]
+            if key is not None:
+                # The broker disables the account (the MQTT username, a device's client id here), so
+                # every session that logs in with it ends: the device's own (maybe opened before the
+                # capture) and a second one it opens itself (a compromised device forging or flooding
+                # with its own credentials under another client id).
+                own = m["client"] == key
+                hit_m |= own
+                sessions = np.concatenate([sessions, conn_key(m["client"][own], m["client_port"][own])])
             hit_m &= self._window(m["ts"], r)
-            pk = np.isin(self._packet_key, np.unique(self._conn_key[self._conn_hash == h]))
+            pk = np.isin(self._packet_key, np.unique(sessions))
             self.mqtt[hit_m] = 0.0
             self.packets[pk & self._window(p["ts"], r)] = 0.0
             return
-        key = _key(self.cap, r.target)
+        key = address_key(self.cap, r.target)
         if key is None:
             return
         src_p = (p["src"] == key) & self._window(p["ts"], r)
@@ -220,7 +228,7 @@ class _Delivery:
             self.mqtt[midx] = np.minimum(self.mqtt[midx], mshare)
 
 
-def _conn_key(address: np.ndarray, port: np.ndarray) -> np.ndarray:
+def conn_key(address: np.ndarray, port: np.ndarray) -> np.ndarray:
     return (address.astype(np.uint64) << np.uint64(16)) | port.astype(np.uint64)
 
 
@@ -237,21 +245,21 @@ def evaluate_gateway(cap: DecodedCapture, policies: Mapping[str, Sequence[Respon
     union of every policy's rule windows), attacker packets after the first rule and lost."""
     m = cap.mqtt
     windows = [(r.start, r.end) for rs in policies.values() for r in rs]
-    keys = [k for k in (_key(cap, a) for a in critical) if k is not None]
+    keys = [k for k in (address_key(cap, a) for a in critical) if k is not None]
     crit = (m["mtype"] == PUBLISH) & (m["to_broker"] == 1) & np.isin(m["client"], np.array(keys, dtype=np.uint64))
     crit &= _windows_mask(m["ts"], windows)
     for s in steps:  # a compromised device's own messages while it attacks are not a service
         for a in s.attackers or [s.attacker]:
-            k = _key(cap, a)
+            k = address_key(cap, a)
             if k is not None:
                 crit &= ~((m["client"] == k) & (m["ts"] >= s.start) & (m["ts"] <= s.end))
     out = {}
     for name, responses in policies.items():
-        d = _Delivery(cap, responses, devices_by_client)
+        d = Delivery(cap, responses, devices_by_client)
         res = {"expected": float(crit.sum()), "delivered": float(d.mqtt[crit].sum()),
                "attacker_packets": 0.0, "attacker_lost": 0.0, "steps": 0, "steps_stopped": 0, "rules": len(responses)}
         for s in steps:
-            keys_s = [k for k in (_key(cap, a) for a in s.attackers or [s.attacker]) if k is not None]
+            keys_s = [k for k in (address_key(cap, a) for a in s.attackers or [s.attacker]) if k is not None]
             p = cap.packets
             mine = np.isin(p["src"], np.array(keys_s, dtype=np.uint64)) & (p["ts"] >= s.start) & (p["ts"] <= s.end)
             first = min((r.start for r in responses if r.source in (s.attackers or [s.attacker])), default=None)
@@ -323,7 +331,9 @@ def static_playbook_baseline(city: Any, agent: Any, report_dir: Path) -> Baselin
     run = city_pass(city, agent, report_dir)
     totals = summarize(run.policies, (g.playbook for g in run.gateways.values()))
     a, s = totals["atlas"], totals["static"]
-    notes = (f"responses to ATLAS's incidents applied to the captures (atlas.sim.evaluate.baselines.playbook); "
+    notes = (f"responses to ATLAS's incidents applied to the captures, without the attacks' effects (only a response "
+             f"can lose a message here; the closed loop with attacks that hurt services is report.json's "
+             f"atlas.response, atlas.sim.evaluate.availability); "
              f"static playbook = quarantine every incident source for {STATIC_TTL_S:g} s: {_describe(s)}. "
              f"ATLAS (central.decide Playbook + shield, city inventory; approvals not given): {_describe(a)}.")
     if not a["expected"] and not s["expected"]:
