@@ -27,6 +27,7 @@ from atlas.agent.capture import (
     LINKTYPE_RAW_BSD,
     FrameBatch,
 )
+from atlas.agent.capture.clock import carry_forward
 
 log = logging.getLogger(__name__)
 
@@ -562,7 +563,9 @@ def _pcapng_batch(
         snap = section.snaplens[0] or room
         caplen[row] = min(int(wirelen[row]), room, snap)
     if spb_rows:
-        ts = _carry_times(ts, spb_rows, last_ts)
+        untimed = np.zeros(len(ts), dtype=bool)
+        untimed[spb_rows] = True
+        ts = carry_forward(ts, untimed, last_ts)
     first = int(starts[0])
     last = int(starts[-1] + blen[-1])
     batch = FrameBatch(
@@ -581,14 +584,6 @@ def _file_size(f: BinaryIO) -> int | None:
         return os.fstat(f.fileno()).st_size
     except (AttributeError, OSError, ValueError):  # a stream without a file behind it
         return None
-
-
-def _carry_times(ts: np.ndarray, untimed: list[int], last_ts: float) -> np.ndarray:
-    """`ts` where each untimed row has the time of the closest timed row before it, else `last_ts`."""
-    timed = np.arange(len(ts))
-    timed[untimed] = -1
-    np.maximum.accumulate(timed, out=timed)
-    return np.where(timed >= 0, ts[np.maximum(timed, 0)], last_ts)
 
 
 def write_pcap(out: str | Path | BinaryIO, batch: FrameBatch, *, snaplen: int = 262144, header: bool = True) -> int:
