@@ -89,7 +89,7 @@ class CaptureReader:
     """Iterable over the FrameBatches of one capture file, with counters of what it read.
 
     A file that cannot be read from its start (not a capture, an unsupported link type, a
-    corrupt first record) raises `CaptureError`. Past its first frame, a corrupt record or block
+    corrupt or cut first record) raises `CaptureError`. Past its first frame, a corrupt record or block
     ends the reading: the frames before it are kept, and the corruption is logged once and
     counted (`corrupt_records`, `skipped_bytes`); a record framing cannot step over, so the rest
     of the file is skipped. `strict=True` raises `CaptureError` for these too.
@@ -174,15 +174,12 @@ class CaptureReader:
             )
 
     def _truncated(self, offset: int, have: int, need: int, what: str) -> None:
-        msg = (
-            f"{self.name}: {what} at offset {offset} is cut short at the end of the file "
-            f"({have} of {need} bytes); kept the {self.frames} frames before it"
-        )
-        if self.strict:
+        msg = f"{self.name}: {what} at offset {offset} is cut short at the end of the file ({have} of {need} bytes)"
+        if self.strict or not self.frames:
             raise CaptureError(msg, offset)
         self.truncated_records += 1
         self.skipped_bytes += have
-        log.warning("%s", msg)
+        log.warning("%s; kept the %d frames before it", msg, self.frames)
 
     def _corrupt(self, e: CaptureError) -> None:
         """Past the first frame, corruption ends the reading with one warning, not an error."""
