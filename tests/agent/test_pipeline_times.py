@@ -5,7 +5,6 @@ counted; through `AgentPipeline` (replay) and through the daemon's batch and idl
 """
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import numpy as np
