@@ -137,7 +137,8 @@ class AgentPipeline:
         last = self.clock.now
         if self.clock.advance(now):
             self._clock_stepped(last, now)
-        elif self.clock.now != now:  # not a time, or behind the timeline: nothing passes
+        if self.clock.now != now:  # not a time, or behind the timeline: no time passes
+            self._after_batch()
             return
         for rows in self.features.advance(now):
             self._on_rows(rows)

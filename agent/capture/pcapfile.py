@@ -89,10 +89,11 @@ class CaptureReader:
     """Iterable over the FrameBatches of one capture file, with counters of what it read.
 
     A file that cannot be read from its start (not a capture, an unsupported link type, a
-    corrupt or cut first record) raises `CaptureError`. Past its first frame, a corrupt record or block
-    ends the reading: the frames before it are kept, and the corruption is logged once and
-    counted (`corrupt_records`, `skipped_bytes`); a record framing cannot step over, so the rest
-    of the file is skipped. `strict=True` raises `CaptureError` for these too.
+    corrupt or cut first record) raises `CaptureError`. Past its first frame, a corrupt record
+    or block ends the reading: the frames before it are kept, and the corruption is logged in
+    one line and counted (`corrupt_records`, `skipped_bytes`); the framing cannot be trusted
+    past it, so the rest of the file is skipped. `strict=True` raises `CaptureError` for these
+    too. Frames of simple packet blocks (no timestamp) get the time of the frame before them.
     """
 
     def __init__(
