@@ -233,13 +233,11 @@ class CaptureReader:
                 pos = nxt
                 nxt = pos + 16 + incl_at(buf, pos + 8)[0]
             if rows:
-                hdr_caplens = src.arr[np.array(rows, dtype=np.int64)[:, None] + _ARANGE16[8:12]].view(u4).ravel()
-                bad = np.flatnonzero(hdr_caplens > max_caplen)
-                good = rows[: int(bad[0])] if len(bad) else rows
-                if good:
-                    yield _pcap_batch(src.arr, good, u4, units, linktype)
-                if len(bad):
-                    pos, need = rows[int(bad[0])], 16 + int(hdr_caplens[bad[0]])
+                batch, bad = _pcap_batch(src.arr, rows, u4, units, linktype, max_caplen)
+                if batch is not None:
+                    yield batch
+                if bad >= 0:  # a record too long for the file: the error below
+                    pos, need = rows[bad], 16 + incl_at(buf, rows[bad] + 8)[0]
             if not need:
                 continue
             if need - 16 > max_caplen:
@@ -492,16 +490,24 @@ class _Chunks:
         return 0
 
 
-def _pcap_batch(arr: np.ndarray, rows: list[int], u4: np.dtype, units: int, linktype: int) -> FrameBatch:
+def _pcap_batch(
+    arr: np.ndarray, rows: list[int], u4: np.dtype, units: int, linktype: int, max_caplen: int
+) -> tuple[FrameBatch | None, int]:
+    """The batch of the records at `rows`, and -1; with a record longer than `max_caplen`, the
+    batch of those before it (None if none) and its row."""
     starts = np.array(rows, dtype=np.int64)
     # (n, 16) record headers -> (n, 4) of ts_sec, ts_frac, incl_len, orig_len.
     hdr = arr[starts[:, None] + _ARANGE16].view(u4)
+    too_long = hdr[:, 2] > max_caplen
+    if too_long.any():
+        bad = int(np.argmax(too_long))
+        return (_pcap_batch(arr, rows[:bad], u4, units, linktype, max_caplen)[0] if bad else None), bad
     caplens = hdr[:, 2].astype(np.int32)
     first = int(starts[0])
     last = int(starts[-1]) + 16 + int(caplens[-1])
     ts = hdr[:, 0] + hdr[:, 1] / units
     wirelens = np.minimum(hdr[:, 3], np.iinfo(np.int32).max).astype(np.int32)
-    return FrameBatch(arr[first:last], starts + (16 - first), caplens, wirelens, ts, linktype)
+    return FrameBatch(arr[first:last], starts + (16 - first), caplens, wirelens, ts, linktype), -1
 
 
 def _pcapng_batch(
