@@ -4,6 +4,7 @@ cannot be read at all is one error line and exit 2. Never a traceback."""
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import struct
 import subprocess
@@ -24,12 +25,17 @@ AGENT = Path(sys.executable).with_name("atlas-agent")
 LITERT_INFO = "INFO: Created TensorFlow Lite XNNPACK delegate for CPU."  # printed by LiteRT itself
 
 
+SUMMARY = re.compile(r"^[\d,]+ packets, .* incidents in ")  # the line that ends a replay (stderr with --json)
+
+
 def replay(path: Path) -> tuple[int, list[dict], list[str]]:
-    """Exit code, incidents (--json) and stderr lines of the real command."""
+    """Exit code, incidents (--json) and stderr lines of the real command, less its summary line."""
     r = subprocess.run([str(AGENT), "replay", str(path), "--json"], capture_output=True, text=True, timeout=120)
     assert "Traceback" not in r.stderr, r.stderr
     err = [line for line in r.stderr.splitlines() if line.strip() and line != LITERT_INFO]
-    return r.returncode, [json.loads(line) for line in r.stdout.splitlines() if line.strip()], err
+    summary = [line for line in err if SUMMARY.match(line)]
+    assert len(summary) == (1 if r.returncode == 0 else 0), r.stderr
+    return r.returncode, [json.loads(line) for line in r.stdout.splitlines() if line.strip()], [e for e in err if e not in summary]
 
 
 def kinds(incidents: list[dict]) -> set[tuple[str, str]]:
