@@ -108,7 +108,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
-    from atlas.agent.capture.pcapfile import CaptureError, CaptureWarning
+    from atlas.agent.capture.pcapfile import CaptureError
     from atlas.agent.pipeline import ReplaySummary, replay
 
     cfg = load_config(args.config)
@@ -121,15 +121,11 @@ def cmd_replay(args: argparse.Namespace) -> int:
             raise CliError(f"{c}: no such capture file")
     detector = _detector(cfg, args.models)
     summary = ReplaySummary()
-    with warnings.catch_warnings():
-        # The capture reader logs its warnings (a truncated capture, ...) once; the copy it
-        # also raises as a Python warning would print the same thing a second time.
-        warnings.simplefilter("ignore", CaptureWarning)
-        try:
-            for inc in replay(args.captures, cfg, detector, summary):
-                print(json.dumps(incident_json(inc), sort_keys=True) if args.json else format_incident(inc), flush=True)
-        except CaptureError as exc:
-            raise CliError(str(exc)) from exc
+    try:
+        for inc in replay(args.captures, cfg, detector, summary):
+            print(json.dumps(incident_json(inc), sort_keys=True) if args.json else format_incident(inc), flush=True)
+    except CaptureError as exc:
+        raise CliError(str(exc)) from exc
     # The summary goes to stderr with --json, so stdout stays one JSON object per line.
     print(summary.line(), file=sys.stderr if args.json else sys.stdout)
     return 0

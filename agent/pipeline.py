@@ -17,6 +17,7 @@ from atlas.link.incidents import LOGINS_ACCEPTED, Incident
 from atlas.agent.alerts import IncidentTracker
 from atlas.agent.alerts.logins import AcceptedLogins
 from atlas.agent.capture import FrameBatch
+from atlas.agent.capture.clock import CaptureClock
 from atlas.agent.capture.pcapfile import read_capture
 from atlas.agent.config import AgentConfig
 from atlas.agent.decode import PACKET_DTYPE
@@ -48,6 +49,8 @@ class PipelineCounters:
     first_packet_ts: float = 0.0
     last_packet_ts: float = 0.0
     mqtt_messages: int = 0
+    bad_timestamps: int = 0  # frames with a NaN, infinite or out-of-range time (given the time before)
+    clock_steps: int = 0  # times capture time went back by more than CLOCK_STEP_S (timeline restarted)
 
 
 class AgentPipeline:
@@ -87,6 +90,7 @@ class AgentPipeline:
         self.conformance: ConformanceCheck | None = conformance_from_config(cfg.detect, cfg.agent)
         self.logins = AcceptedLogins()
         self.counters = PipelineCounters()
+        self.clock = CaptureClock()
         self._ticks = 0
         self._expired_at = float("-inf")
         self._batch: FrameBatch | None = None
@@ -98,6 +102,22 @@ class AgentPipeline:
         """Run one batch of frames through every stage."""
         self.counters.frames += len(batch)
         self.counters.batches += 1
+        ts = self.clock.repair(batch.ts)
+        if ts is not batch.ts:
+            if not self.counters.bad_timestamps:
+                log.warning("frames with a NaN, infinite or out-of-range time: each is given the time before it "
+                            "(counted in pipeline.bad_timestamps)")
+            self.counters.bad_timestamps = self.clock.bad_times
+            batch = FrameBatch(batch.buf, batch.offsets, batch.caplens, batch.wirelens, ts, batch.linktype)
+        start, before = 0, self.clock.now
+        for cut in self.clock.steps_in(batch.ts):
+            if cut > start:
+                self._process(_frames(batch, start, cut))
+            self._clock_stepped(float(batch.ts[cut - 1]) if cut else before, float(batch.ts[cut]))
+            start = cut
+        self._process(_frames(batch, start, len(batch)) if start else batch)
+
+    def _process(self, batch: FrameBatch) -> None:
         packets = decode_packets(batch, self.book)
         mqtt = self.streams.feed(batch, packets)
         self._note_logins(mqtt)
@@ -114,6 +134,12 @@ class AgentPipeline:
 
     def idle(self, now: float) -> None:
         """Live capture with no traffic: let time pass (close ticks, expire incidents)."""
+        last = self.clock.now
+        if self.clock.advance(now):
+            self._clock_stepped(last, now)
+        if self.clock.now != now:  # not a time, or behind the timeline: no time passes
+            self._after_batch()
+            return
         for rows in self.features.advance(now):
             self._on_rows(rows)
         self._after_batch(now)
@@ -140,6 +166,18 @@ class AgentPipeline:
             self._expired_at = now
             for inc in self.tracker.expire(now):
                 self._emit(inc)
+
+    def _clock_stepped(self, old: float, new: float) -> None:
+        """Capture time went back: close the old timeline's tick and incidents, start a new one."""
+        self.counters.clock_steps += 1
+        if self.counters.clock_steps == 1:
+            log.warning("capture time went back from %.6f to %.6f: closed the open tick and incidents and "
+                        "started again from there (further steps are counted in pipeline.clock_steps)", old, new)
+        for rows in self.features.flush():
+            self._on_rows(rows)
+        for inc in self.tracker.close_all():
+            self._emit(inc)
+        self._expired_at = float("-inf")
 
     def swap_detector(self, detector: Detector) -> Detector | None:
         """Score from the next tick on with `detector` (a model update); returns the old one.
@@ -255,6 +293,12 @@ class AgentPipeline:
     def _emit(self, inc: Incident) -> None:
         if self.on_incident is not None:
             self.on_incident(inc)
+
+
+def _frames(batch: FrameBatch, start: int, stop: int) -> FrameBatch:
+    """Frames start..stop of a batch (a view: the buffer is shared)."""
+    s = slice(start, stop)
+    return FrameBatch(batch.buf, batch.offsets[s], batch.caplens[s], batch.wirelens[s], batch.ts[s], batch.linktype)
 
 
 def _top_features(x: np.ndarray, k: int = 5) -> dict[str, float]:

@@ -1,6 +1,7 @@
 """Alerts: one structured incident per attacker and kind, updated while the attack lasts."""
 from __future__ import annotations
 
+import math
 from collections import deque
 from dataclasses import dataclass
 from typing import Any
@@ -26,6 +27,10 @@ class IncidentTracker:
     probability) or `strong_anomaly` (anomaly error / threshold). While it lasts,
     further positive ticks update it; after `close_after_s` without one it closes. Debouncing is
     what keeps benign devices below one incident per device per day.
+
+    Times are capture times. A tick whose time is not finite is ignored and counted
+    (`bad_times`); time going back does not confuse it (an incident's `last_seen` never goes
+    back), and `close_all` ends the incidents of a timeline the capture clock left.
     """
 
     def __init__(
@@ -54,6 +59,7 @@ class IncidentTracker:
         self.closed: deque[Incident] = deque(maxlen=keep_closed)
         self._pending: dict[tuple[str, str], _Pending] = {}
         self.dropped = 0  # incidents not opened because max_open were open
+        self.bad_times = 0  # ticks ignored because their time was NaN or infinite
 
     def observe(
         self,
@@ -68,6 +74,11 @@ class IncidentTracker:
         evidence: dict[str, Any] | None = None,
     ) -> Incident | None:
         """Record one positive tick; returns the incident if it opened or changed."""
+        if not math.isfinite(now):
+            self.bad_times += 1
+            return None
+        if not math.isfinite(first_ts):
+            first_ts = now
         key = (src_ip, kind)
         inc = self.open.get(key)
         if inc is not None:
@@ -109,6 +120,8 @@ class IncidentTracker:
 
     def expire(self, now: float) -> list[Incident]:
         """Close incidents quiet for `close_after_s`; forget stale pending hits."""
+        if not math.isfinite(now):
+            return []
         done = [k for k, inc in self.open.items() if now - inc.last_seen > self.close_after_s]
         closed = []
         for k in done:
@@ -118,6 +131,17 @@ class IncidentTracker:
         self.closed.extend(closed)
         for k in [k for k, p in self._pending.items() if now - p.hits[-1] > self.confirm_window_s]:
             del self._pending[k]
+        return closed
+
+    def close_all(self) -> list[Incident]:
+        """Close every open incident and forget pending hits (the capture clock stepped back:
+        their times belong to a timeline that ended)."""
+        closed = list(self.open.values())
+        self.open.clear()
+        self._pending.clear()
+        for inc in closed:
+            inc.state = "closed"
+        self.closed.extend(closed)
         return closed
 
     def all(self) -> list[Incident]:

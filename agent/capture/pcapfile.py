@@ -10,8 +10,8 @@ field is then gathered for the whole batch with numpy.
 from __future__ import annotations
 
 import logging
+import os
 import struct
-import warnings
 from pathlib import Path
 from typing import BinaryIO, Iterator
 
@@ -27,6 +27,7 @@ from atlas.agent.capture import (
     LINKTYPE_RAW_BSD,
     FrameBatch,
 )
+from atlas.agent.capture.clock import carry_forward
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +59,8 @@ DEFAULT_CHUNK = 4 << 20
 # A record or block larger than this is corruption, not a packet (the largest real frames are
 # 64 KB TSO segments; pcapng allows other blocks, but none this big in practice).
 MAX_RECORD = 64 << 20
+# A pcap record longer than both this and the file's snap length is corrupt (as in Wireshark).
+MAX_SNAPLEN = 262144
 
 _ARANGE16 = np.arange(16, dtype=np.int64)
 _PAD = 16  # spare zero bytes after the data of each chunk (see the pcap hot loop)
@@ -66,17 +69,18 @@ _PAD = 16  # spare zero bytes after the data of each chunk (see the pcap hot loo
 class CaptureError(ValueError):
     """A capture file that cannot be read: the message names the file and the byte offset."""
 
-
-class CaptureWarning(UserWarning):
-    """A capture file that was read only in part (e.g. its last record was cut while writing)."""
+    def __init__(self, message: str, offset: int | None = None) -> None:
+        super().__init__(message)
+        self.offset = offset  # where the file stops being readable (None: at its header)
 
 
 def read_capture(path: str | Path | BinaryIO, batch_size: int = 4096) -> Iterator[FrameBatch]:
     """Frames of a pcap or pcapng file (detected by its magic, not its name), in batches.
 
     A batch holds at most `batch_size` frames of one link type; it may hold fewer (end of a
-    chunk, a change of link type). A last record cut short at the end of the file is counted and
-    reported with a `CaptureWarning`; use `CaptureReader` to read the counters.
+    chunk, a change of link type). What could not be read after the first frame (a last record
+    cut short, a corrupt record) is logged in one warning line and counted; use `CaptureReader`
+    to read the counters.
     """
     yield from CaptureReader(path, batch_size)
 
@@ -84,7 +88,12 @@ def read_capture(path: str | Path | BinaryIO, batch_size: int = 4096) -> Iterato
 class CaptureReader:
     """Iterable over the FrameBatches of one capture file, with counters of what it read.
 
-    `strict=True` turns a truncated last record into a `CaptureError` instead of a warning.
+    A file that cannot be read from its start (not a capture, an unsupported link type, a
+    corrupt or cut first record) raises `CaptureError`. Past its first frame, a corrupt record
+    or block ends the reading: the frames before it are kept, and the corruption is logged in
+    one line and counted (`corrupt_records`, `skipped_bytes`); the framing cannot be trusted
+    past it, so the rest of the file is skipped. `strict=True` raises `CaptureError` for these
+    too. Frames of simple packet blocks (no timestamp) get the time of the frame before them.
     """
 
     def __init__(
@@ -108,8 +117,13 @@ class CaptureReader:
         self.frames = 0
         self.batches = 0
         self.truncated_records = 0  # 0 or 1: a last record cut short at the end of the file
+        self.corrupt_records = 0  # 0 or 1: the corrupt record or block where reading stopped
+        self.skipped_bytes = 0  # bytes not read because of a truncated or corrupt record
         self.skipped_blocks = 0  # pcapng blocks that carry no packets (name resolution, stats, ...)
+        self.untimed_frames = 0  # frames of simple packet blocks (they carry no timestamp)
         self._section: _Section | None = None  # the current pcapng section
+        self._last_ts = 0.0  # time of the last frame read (what an untimed frame is given)
+        self._size: int | None = None  # file size, when the file can tell it
 
     def __iter__(self) -> Iterator[FrameBatch]:
         if isinstance(self.path, (str, Path)):
@@ -125,6 +139,7 @@ class CaptureReader:
     # -- format detection --------------------------------------------------------------------
 
     def _read(self, f: BinaryIO) -> Iterator[FrameBatch]:
+        self._size = _file_size(f)
         src = _Chunks(f, self.chunk_size)
         src.refill(0, 4)
         if src.end < 4:
@@ -141,21 +156,41 @@ class CaptureReader:
             batches = self._read_pcap(src)
         else:
             raise CaptureError(f"{self.name}: not a pcap or pcapng file: magic 0x{magic.hex()} at offset 0")
-        for batch in batches:
-            self.frames += len(batch)
-            self.batches += 1
-            yield batch
+        try:
+            for batch in batches:
+                self.frames += len(batch)
+                self.batches += 1
+                self._last_ts = float(batch.ts[-1])
+                yield batch
+        except CaptureError as e:
+            if self.strict or not self.frames or e.offset is None:
+                raise
+            self._corrupt(e)
+        if self.untimed_frames:
+            log.warning(
+                "%s: %d frames in simple packet blocks carry no timestamp; each was given the time of the "
+                "frame before it (0, the epoch, before the first timed frame)",
+                self.name,
+                self.untimed_frames,
+            )
 
     def _truncated(self, offset: int, have: int, need: int, what: str) -> None:
-        msg = (
-            f"{self.name}: {what} at offset {offset} is cut short at the end of the file "
-            f"({have} of {need} bytes); kept the {self.frames} frames before it"
-        )
-        if self.strict:
-            raise CaptureError(msg)
+        msg = f"{self.name}: {what} at offset {offset} is cut short at the end of the file ({have} of {need} bytes)"
+        if self.strict or not self.frames:
+            raise CaptureError(msg, offset)
         self.truncated_records += 1
-        log.warning("%s", msg)
-        warnings.warn(msg, CaptureWarning, stacklevel=3)
+        self.skipped_bytes += have
+        log.warning("%s; kept the %d frames before it", msg, self.frames)
+
+    def _corrupt(self, e: CaptureError) -> None:
+        """Past the first frame, corruption ends the reading with one warning, not an error."""
+        assert e.offset is not None
+        self.corrupt_records += 1
+        rest = "the rest of the file"
+        if self._size is not None and self._size >= e.offset:
+            self.skipped_bytes += self._size - e.offset
+            rest += f" ({self._size - e.offset} bytes)"
+        log.warning("%s; kept the %d frames before it and skipped %s", e, self.frames, rest)
 
     # -- pcap ----------------------------------------------------------------------------------
 
@@ -167,7 +202,8 @@ class CaptureReader:
             order = "<"
         else:
             order = ">"
-        magic, _major, _minor, _zone, _sigfigs, _snaplen, network = struct.unpack_from(order + "IHHiIII", src.buf, 0)
+        magic, _major, _minor, _zone, _sigfigs, snaplen, network = struct.unpack_from(order + "IHHiIII", src.buf, 0)
+        max_caplen = min(max(snaplen, MAX_SNAPLEN), MAX_RECORD)
         units = 1_000_000_000 if magic == PCAP_MAGIC_NS else 1_000_000
         # The upper bits of the link-type field carry FCS information, not the link type.
         linktype = network & 0xFFFF
@@ -197,13 +233,18 @@ class CaptureReader:
                 pos = nxt
                 nxt = pos + 16 + incl_at(buf, pos + 8)[0]
             if rows:
-                yield _pcap_batch(src.arr, rows, u4, units, linktype)
+                batch, bad = _pcap_batch(src.arr, rows, u4, units, linktype, max_caplen)
+                if batch is not None:
+                    yield batch
+                if bad >= 0:  # a record too long for the file: the error below
+                    pos, need = rows[bad], 16 + incl_at(buf, rows[bad] + 8)[0]
             if not need:
                 continue
-            if need > MAX_RECORD:
+            if need - 16 > max_caplen:
                 raise CaptureError(
-                    f"{self.name}: corrupt pcap record at offset {src.base + pos}: "
-                    f"captured length {need - 16} is larger than {MAX_RECORD} bytes"
+                    f"{self.name}: corrupt pcap record at offset {src.base + pos}: captured length "
+                    f"{need - 16} is larger than the file's snap length ({max_caplen} bytes)",
+                    src.base + pos,
                 )
             if src.eof:
                 if pos < end:
@@ -226,8 +267,9 @@ class CaptureReader:
                 error = e  # deliver the frames before the bad block, then fail
             if rows:
                 assert self._section is not None
-                batch, bad = _pcapng_batch(src, rows, fixups, self._section, batch_lt)
+                batch, bad = _pcapng_batch(src, rows, fixups, self._section, batch_lt, self._last_ts)
                 if batch is not None:
+                    self.untimed_frames += sum(1 for row, btype in fixups if btype == PCAPNG_SPB and row < len(batch))
                     yield batch
                 error = bad or error
             if error is not None:
@@ -235,7 +277,7 @@ class CaptureReader:
             if not need:
                 continue
             if need > MAX_RECORD:
-                raise CaptureError(f"{self.name}: corrupt pcapng block at offset {src.base + pos}: length {need}")
+                raise CaptureError(f"{self.name}: corrupt pcapng block at offset {src.base + pos}: length {need}", src.base + pos)
             if src.eof:
                 if pos < src.end:
                     self._truncated(src.base + pos, src.end - pos, need, "pcapng block")
@@ -288,17 +330,19 @@ class CaptureReader:
             if section is None:
                 raise CaptureError(
                     f"{self.name}: pcapng block of type 0x{btype:08x} at offset {src.base + pos} "
-                    f"before any section header block"
+                    f"before any section header block",
+                    src.base + pos,
                 )
             btype, blen = section.type_len(buf, pos)
             if blen < 12 or blen % 4 or blen > MAX_RECORD:
-                raise CaptureError(f"{self.name}: corrupt pcapng block at offset {src.base + pos}: length {blen}")
+                raise CaptureError(f"{self.name}: corrupt pcapng block at offset {src.base + pos}: length {blen}", src.base + pos)
             if pos + blen > end:
                 return pos, blen, batch_lt
             if btype in (PCAPNG_EPB, PCAPNG_PB, PCAPNG_SPB):
                 if blen < (16 if btype == PCAPNG_SPB else 32):
                     raise CaptureError(
-                        f"{self.name}: corrupt pcapng packet block at offset {src.base + pos}: length {blen}"
+                        f"{self.name}: corrupt pcapng packet block at offset {src.base + pos}: length {blen}",
+                        src.base + pos,
                     )
                 ifid = section.packet_interface(buf, pos, btype)
                 lt = section.linktype_of(ifid, src.base + pos)
@@ -327,9 +371,9 @@ class CaptureReader:
         elif bom == _PCAPNG_BOM_BE:
             blen = struct.unpack_from(">I", buf, pos + 4)[0]
         else:
-            raise CaptureError(f"{self.name}: bad pcapng byte-order magic 0x{bom.hex()} at offset {base + pos + 8}")
+            raise CaptureError(f"{self.name}: bad pcapng byte-order magic 0x{bom.hex()} at offset {base + pos + 8}", base + pos)
         if blen < 28 or blen % 4 or blen > MAX_RECORD:
-            raise CaptureError(f"{self.name}: corrupt pcapng section header at offset {base + pos}: length {blen}")
+            raise CaptureError(f"{self.name}: corrupt pcapng section header at offset {base + pos}: length {blen}", base + pos)
         return blen
 
 
@@ -341,7 +385,7 @@ class _Section:
         self.order = "<" if bytes(buf[pos + 8 : pos + 12]) == _PCAPNG_BOM_LE else ">"
         major, minor = struct.unpack_from(self.order + "HH", buf, pos + 12)
         if major != 1:
-            raise CaptureError(f"{name}: unsupported pcapng version {major}.{minor} at offset {base + pos + 12}")
+            raise CaptureError(f"{name}: unsupported pcapng version {major}.{minor} at offset {base + pos + 12}", base + pos)
         self.head = struct.Struct(self.order + "III").unpack_from
         self._type_len = struct.Struct(self.order + "II").unpack_from
         self.u4 = np.dtype(self.order + "u4")
@@ -365,20 +409,22 @@ class _Section:
         if ifid >= len(self.linktypes):
             raise CaptureError(
                 f"{self.name}: packet block at offset {offset} refers to interface {ifid}, "
-                f"but the section declares {len(self.linktypes)} interface(s)"
+                f"but the section declares {len(self.linktypes)} interface(s)",
+                offset,
             )
         lt = self.linktypes[ifid]
         if lt not in SUPPORTED_LINKTYPES:
             raise CaptureError(
                 f"{self.name}: packet block at offset {offset} is on interface {ifid} with unsupported "
                 f"link type {lt} (declared at offset {self.idb_offsets[ifid]}); "
-                f"supported: {sorted(SUPPORTED_LINKTYPES)}"
+                f"supported: {sorted(SUPPORTED_LINKTYPES)}",
+                offset,
             )
         return lt
 
     def add_interface(self, buf: bytearray, pos: int, blen: int, base: int) -> None:
         if blen < 20:
-            raise CaptureError(f"{self.name}: interface description block at offset {base + pos} too short ({blen})")
+            raise CaptureError(f"{self.name}: interface description block at offset {base + pos} too short ({blen})", base + pos)
         linktype, _reserved, snaplen = struct.unpack_from(self.order + "HHI", buf, pos + 8)
         units, tsoffset = 1_000_000, 0
         op, oend = pos + 16, pos + blen - 4
@@ -387,7 +433,7 @@ class _Section:
             if code == 0:
                 break
             if op + 4 + olen > oend:
-                raise CaptureError(f"{self.name}: interface option {code} at offset {base + op} overruns its block")
+                raise CaptureError(f"{self.name}: interface option {code} at offset {base + op} overruns its block", base + pos)
             if code == _IDB_OPT_TSRESOL and olen >= 1:
                 res = buf[op + 4]
                 exp = res & 0x7F
@@ -395,7 +441,8 @@ class _Section:
                 units = 2**exp if res & 0x80 else 10**exp
                 if units >= 2**63:
                     raise CaptureError(
-                        f"{self.name}: timestamp resolution 0x{res:02x} at offset {base + op + 4} is too fine"
+                        f"{self.name}: timestamp resolution 0x{res:02x} at offset {base + op + 4} is too fine",
+                        base + pos,
                     )
             elif code == _IDB_OPT_TSOFFSET and olen >= 8:
                 tsoffset = struct.unpack_from(self.order + "q", buf, op + 4)[0]
@@ -443,27 +490,38 @@ class _Chunks:
         return 0
 
 
-def _pcap_batch(arr: np.ndarray, rows: list[int], u4: np.dtype, units: int, linktype: int) -> FrameBatch:
+def _pcap_batch(
+    arr: np.ndarray, rows: list[int], u4: np.dtype, units: int, linktype: int, max_caplen: int
+) -> tuple[FrameBatch | None, int]:
+    """The batch of the records at `rows`, and -1; with a record longer than `max_caplen`, the
+    batch of those before it (None if none) and its row."""
     starts = np.array(rows, dtype=np.int64)
     # (n, 16) record headers -> (n, 4) of ts_sec, ts_frac, incl_len, orig_len.
     hdr = arr[starts[:, None] + _ARANGE16].view(u4)
+    too_long = hdr[:, 2] > max_caplen
+    if too_long.any():
+        bad = int(np.argmax(too_long))
+        return (_pcap_batch(arr, rows[:bad], u4, units, linktype, max_caplen)[0] if bad else None), bad
     caplens = hdr[:, 2].astype(np.int32)
     first = int(starts[0])
     last = int(starts[-1]) + 16 + int(caplens[-1])
     ts = hdr[:, 0] + hdr[:, 1] / units
     wirelens = np.minimum(hdr[:, 3], np.iinfo(np.int32).max).astype(np.int32)
-    return FrameBatch(arr[first:last], starts + (16 - first), caplens, wirelens, ts, linktype)
+    return FrameBatch(arr[first:last], starts + (16 - first), caplens, wirelens, ts, linktype), -1
 
 
 def _pcapng_batch(
-    src: _Chunks, rows: list[int], fixups: list[tuple[int, int]], section: _Section, linktype: int
+    src: _Chunks, rows: list[int], fixups: list[tuple[int, int]], section: _Section, linktype: int, last_ts: float
 ) -> tuple[FrameBatch | None, CaptureError | None]:
     """The batch of the packet blocks at `rows`; with a corrupt block, the batch of those before it
-    and the error."""
+    and the error. A simple packet block gets the time of the frame before it (`last_ts` before
+    the first frame of the batch)."""
     name = section.name
     starts = np.array(rows, dtype=np.int64)
     # Blocks are 4-byte aligned and every chunk starts at a block, so a uint32 view is aligned.
-    u32 = np.frombuffer(src.buf, dtype=section.u4, count=src.end // 4)
+    # It spans the spare bytes after the data: the EPB fields of a short SPB at the end are read
+    # (and then replaced) without an IndexError.
+    u32 = np.frombuffer(src.buf, dtype=section.u4, count=(src.end + _PAD) // 4)
     q = starts >> 2
     blen = u32[q + 1].astype(np.int64)
     ifid = u32[q + 2].astype(np.int64)
@@ -492,11 +550,12 @@ def _pcapng_batch(
         i = int(np.argmax(bad))
         error = CaptureError(
             f"{name}: corrupt pcapng packet block at offset {src.base + rows[i]}: "
-            f"block length {int(blen[i])}, captured length {int(caplen[i])}"
+            f"block length {int(blen[i])}, captured length {int(caplen[i])}",
+            src.base + rows[i],
         )
         if i == 0:
             return None, error
-        batch, _ = _pcapng_batch(src, rows[:i], [f for f in fixups if f[0] < i], section, linktype)
+        batch, _ = _pcapng_batch(src, rows[:i], [f for f in fixups if f[0] < i], section, linktype, last_ts)
         return batch, error
     units = np.array(section.units, dtype=np.uint64)[ifid]
     raw = (ts_hi << np.uint64(32)) | ts_lo
@@ -504,15 +563,13 @@ def _pcapng_batch(
     frac = raw - sec * units
     ts = sec.astype(np.float64) + frac / units + np.array(section.tsoffsets, dtype=np.float64)[ifid]
     for row in spb_rows:
-        p = rows[row]
         room = int(blen[row]) - 16
         snap = section.snaplens[0] or room
         caplen[row] = min(int(wirelen[row]), room, snap)
-        # No timestamp in a simple packet block: carry the previous frame's.
-        ts[row] = ts[row - 1] if row else np.nan
-    if spb_rows and np.isnan(ts[0]):
-        finite = ts[np.isfinite(ts)]
-        ts[0] = finite[0] if finite.size else 0.0
+    if spb_rows:
+        untimed = np.zeros(len(ts), dtype=bool)
+        untimed[spb_rows] = True
+        ts = carry_forward(ts, untimed, last_ts)
     first = int(starts[0])
     last = int(starts[-1] + blen[-1])
     batch = FrameBatch(
@@ -524,6 +581,13 @@ def _pcapng_batch(
         linktype,
     )
     return batch, None
+
+
+def _file_size(f: BinaryIO) -> int | None:
+    try:
+        return os.fstat(f.fileno()).st_size
+    except (AttributeError, OSError, ValueError):  # a stream without a file behind it
+        return None
 
 
 def write_pcap(out: str | Path | BinaryIO, batch: FrameBatch, *, snaplen: int = 262144, header: bool = True) -> int:

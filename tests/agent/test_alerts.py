@@ -35,3 +35,33 @@ def test_quiet_incidents_close():
     closed = t.expire(71.0)
     assert [i.state for i in closed] == ["closed"] and not t.open
     assert [i.src_ip for i in t.all()] == ["a"]
+
+
+def test_ticks_without_a_finite_time_are_counted_not_raised():
+    t = IncidentTracker("gw", "m1")
+    for bad in (float("nan"), float("inf"), float("-inf")):
+        assert t.observe(bad, "a", "port_scan", 1.0, 9.5, 1) is None
+        assert t.expire(bad) == []
+    assert t.bad_times == 3 and not t.open
+    # A finite tick with a bad first-packet time opens at the tick's time.
+    inc = t.observe(10.0, "a", "port_scan", 1.0, float("nan"), 1)
+    assert inc.time == 10.0 and inc.id == "gw/a/port_scan/10000"
+    assert t.observe(11.0, "a", "port_scan", 1.0, float("-inf"), 1) is inc and inc.time == 10.0
+
+
+def test_time_going_back_never_moves_last_seen_back():
+    t = IncidentTracker("gw", "m1", close_after_s=60)
+    inc = t.observe(100.0, "a", "port_scan", 1.0, 99.5, 1)
+    assert t.observe(95.0, "a", "port_scan", 1.0, 94.0, 1) is inc
+    assert inc.last_seen == 100.0 and inc.packets == 2
+    assert t.expire(90.0) == [] and t.open
+
+
+def test_close_all_ends_open_and_pending():
+    t = IncidentTracker("gw", "m1", confirm_hits=2)
+    inc = t.observe(100.0, "a", "port_scan", 1.0, 99.5, 1)
+    assert t.observe(100.0, "b", "port_scan", 0.5, 99.5, 1) is None  # pending
+    assert t.close_all() == [inc] and inc.state == "closed" and not t.open
+    # The pending hit of the old timeline does not confirm a hit in the new one.
+    assert t.observe(10.0, "b", "port_scan", 0.5, 9.5, 1) is None
+    assert t.all() == [inc]

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import ipaddress
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -10,7 +11,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scapy.layers.inet import ICMP, IP, TCP, UDP
 from scapy.layers.inet6 import (
-    ICMPv6EchoRequest,
     IPv6,
     IPv6ExtHdrDestOpt,
     IPv6ExtHdrFragment,
@@ -33,6 +33,9 @@ from atlas.agent.capture import (
 from atlas.agent.capture.pcapfile import read_capture, write_pcap
 from atlas.agent.decode import PACKET_DTYPE, TCP_ACK, TCP_PSH, TCP_SYN
 from atlas.agent.decode.packets import IPV6_KEY_BASE, AddressBook, decode_packets
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # tests/agent/fuzzing.py (importlib mode)
+from fuzzing import ETH, V4, V6, fuzz_headers, ip_variants, link_wrap  # noqa: E402
 
 MQTTSET = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "mqttset"
 
@@ -118,47 +121,6 @@ def decode(frames: list[bytes], linktype: int = LINKTYPE_ETHERNET, book: Address
 
 
 # -- crafted traffic -------------------------------------------------------------------------------
-
-V4 = IP(src="192.0.2.10", dst="198.51.100.7")
-
-
-def ETH(**kw):
-    # Explicit addresses: Scapy would otherwise look up routes and ARP for every frame.
-    return Ether(src="02:00:00:00:00:01", dst="02:00:00:00:00:02", **kw)
-
-V6 = IPv6(src="2001:db8::10", dst="2001:db8:1::7")
-
-
-def l4_variants():
-    return [
-        TCP(sport=51000, dport=1883, flags="PA", seq=0xDEADBEEF) / Raw(b"\x10\x0c\x00\x04MQTT\x04\x02\x00\x3c"),
-        TCP(sport=1883, dport=51000, flags="SA", options=[("MSS", 1460), ("SAckOK", b""), ("Timestamp", (1, 2)), ("WScale", 7)]),
-        TCP(sport=40000, dport=8883, flags="A", options=[("Timestamp", (5, 6))]) / Raw(b"x" * 300),
-        UDP(sport=5353, dport=53) / Raw(b"query"),
-    ]
-
-
-def ip_variants():
-    out = []
-    for l4 in l4_variants():
-        out.append(V4 / l4)
-        out.append(V6 / l4)
-    out.append(V4 / ICMP(type=8, code=0) / Raw(b"ping"))
-    out.append(V6 / ICMPv6EchoRequest(data=b"ping6"))
-    out.append(IP(src="10.1.1.1", dst="10.1.1.2", options=b"\x94\x04\x00\x00" + b"\x01" * 8) / TCP(sport=1, dport=2) / Raw(b"opt"))
-    return out
-
-
-def link_wrap(linktype: int, ip) -> bytes:
-    et = 0x86DD if IPv6 in ip else 0x0800
-    if linktype == LINKTYPE_ETHERNET:
-        return bytes(ETH() / ip)
-    if linktype == LINKTYPE_LINUX_SLL:
-        return bytes(CookedLinux(pkttype=0, lladdrtype=1, lladdrlen=6, proto=et) / ip)
-    if linktype == LINKTYPE_LINUX_SLL2:
-        return bytes(CookedLinuxV2(proto=et, ifindex=3, lladdrtype=1, lladdrlen=6) / ip)
-    return bytes(ip)
-
 
 @pytest.mark.parametrize(
     "linktype", [LINKTYPE_ETHERNET, LINKTYPE_LINUX_SLL, LINKTYPE_LINUX_SLL2, LINKTYPE_RAW, LINKTYPE_RAW_BSD]
@@ -336,26 +298,14 @@ def test_random_bytes_never_raise_and_stay_in_bounds(frames, linktype):
 
 
 def test_100k_mutated_and_truncated_real_headers():
-    # Real frames with random bytes overwritten and random cuts: exercises every header path
-    # with hostile values (lengths, IHL, data offsets, extension chains).
-    rng = np.random.default_rng(11)
-    bases = [link_wrap(LINKTYPE_ETHERNET, ip) for ip in ip_variants()]
-    bases.append(bytes(ETH() / Dot1Q(vlan=3) / V6 / IPv6ExtHdrHopByHop() / IPv6ExtHdrFragment(nh=6) / TCP()))
-    n = 100_000
-    frames = []
-    for k in range(n):
-        f = bytearray(bases[k % len(bases)])
-        for pos in rng.integers(0, 80, int(rng.integers(1, 5))):
-            if pos < len(f):
-                f[pos] = int(rng.integers(0, 256))
-        frames.append(bytes(f[: int(rng.integers(0, len(f) + 1))]))
-    wirelens = rng.integers(0, 70000, n)
-    batch, rows, _ = decode(frames, wirelens=wirelens)
-    end = batch.offsets + batch.caplens
-    assert ((rows["payload_off"] >= batch.offsets) & (rows["payload_off"] + rows["payload_len"] <= end)).all()
+    # Real frames of every link type with random bytes overwritten and random cuts, and random
+    # frames: exercises every header path with hostile values (lengths, IHL, data offsets,
+    # extension chains). bench/fuzz_packet_path.py runs the same fuzzer to 1M frames.
+    run = fuzz_headers(100_000, 11)
+    assert run.unexpected == 0, run.examples
     # Coverage of the fuzz itself: a good share of the inputs reached the IP and L4 parsers.
-    assert (rows["ipver"] == 4).sum() > 15_000 and (rows["ipver"] == 6).sum() > 15_000
-    assert (rows["sport"] > 0).sum() > 15_000 and (rows["payload_len"] > 0).sum() > 10_000
+    s = run.stats
+    assert s["ipv4"] > 12_000 and s["ipv6"] > 10_000 and s["l4"] > 10_000 and s["payload"] > 9_000
 
 
 # -- AddressBook ------------------------------------------------------------------------------------

@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import io
+import logging
 import struct
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -20,64 +22,17 @@ from atlas.agent.capture import (
 from atlas.agent.capture.pcapfile import (
     CaptureError,
     CaptureReader,
-    CaptureWarning,
     read_capture,
     write_pcap,
 )
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # tests/agent/capture_files.py (importlib mode)
+from capture_files import block, epb, idb, old_pb, pcap_file, shb, spb  # noqa: E402
 
 MQTTSET = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "mqttset"
 
 
 # -- builders for hand-made capture files -------------------------------------------------------
-
-
-def pcap_file(records, *, order="<", nanos=False, linktype=LINKTYPE_ETHERNET, snaplen=65535) -> bytes:
-    """records: (sec, frac, data, wirelen)."""
-    magic = 0xA1B23C4D if nanos else 0xA1B2C3D4
-    out = [struct.pack(order + "IHHiIII", magic, 2, 4, 0, 0, snaplen, linktype)]
-    for sec, frac, data, wirelen in records:
-        out.append(struct.pack(order + "IIII", sec, frac, len(data), wirelen) + data)
-    return b"".join(out)
-
-
-def _pad(data: bytes) -> bytes:
-    return data + b"\0" * (-len(data) % 4)
-
-
-def block(order: str, btype: int, body: bytes) -> bytes:
-    body = _pad(body)
-    blen = 12 + len(body)
-    return struct.pack(order + "II", btype, blen) + body + struct.pack(order + "I", blen)
-
-
-def shb(order: str) -> bytes:
-    return block(order, 0x0A0D0D0A, struct.pack(order + "IHHq", 0x1A2B3C4D, 1, 0, -1))
-
-
-def idb(order: str, linktype: int, *, snaplen: int = 0, tsresol: int | None = None, tsoffset: int | None = None) -> bytes:
-    opts = b""
-    if tsresol is not None:
-        opts += struct.pack(order + "HH", 9, 1) + _pad(bytes([tsresol]))
-    if tsoffset is not None:
-        opts += struct.pack(order + "HHq", 14, 8, tsoffset)
-    if opts:
-        opts += struct.pack(order + "HH", 0, 0)
-    return block(order, 1, struct.pack(order + "HHI", linktype, 0, snaplen) + opts)
-
-
-def epb(order: str, ifid: int, ticks: int, data: bytes, wirelen: int | None = None) -> bytes:
-    wirelen = len(data) if wirelen is None else wirelen
-    return block(order, 6, struct.pack(order + "IIIII", ifid, ticks >> 32, ticks & 0xFFFFFFFF, len(data), wirelen) + data)
-
-
-def spb(order: str, data: bytes, wirelen: int | None = None) -> bytes:
-    return block(order, 3, struct.pack(order + "I", len(data) if wirelen is None else wirelen) + data)
-
-
-def old_pb(order: str, ifid: int, ticks: int, data: bytes) -> bytes:
-    return block(
-        order, 2, struct.pack(order + "HHIIII", ifid, 0, ticks >> 32, ticks & 0xFFFFFFFF, len(data), len(data)) + data
-    )
 
 
 def frames_of(batches) -> list[tuple[int, bytes, int, float]]:
@@ -229,6 +184,24 @@ def test_pcapng_simple_and_obsolete_packet_blocks(tmp_path):
     assert [t for *_, t in got] == pytest.approx([5.0, 5.0, 5.0, 7.0])
 
 
+@pytest.mark.parametrize("batch", [1, 2, 3, 4096])
+def test_simple_packet_blocks_never_get_nan_times(tmp_path, caplog, batch):
+    """Untimed frames take the time of the frame before them, across batches; before any
+    timed frame, the epoch. One warning line says how many there were."""
+    o = "<"
+    data = (
+        shb(o) + idb(o, LINKTYPE_RAW) + spb(o, b"a") + spb(o, b"b") + epb(o, 0, 5_000_000, b"c")
+        + spb(o, b"d") + spb(o, b"e") + spb(o, b"f") + epb(o, 0, 9_000_000, b"g") + spb(o, b"h")
+    )
+    reader = CaptureReader(write(tmp_path, "spb.pcapng", data), batch)
+    got = frames_of(reader)
+    assert [f for _, f, _, _ in got] == [b"a", b"b", b"c", b"d", b"e", b"f", b"g", b"h"]
+    assert [t for *_, t in got] == [0.0, 0.0, 5.0, 5.0, 5.0, 5.0, 9.0, 9.0]
+    assert reader.untimed_frames == 6
+    (line,) = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert line.startswith(f"{tmp_path / 'spb.pcapng'}: 6 frames in simple packet blocks carry no timestamp")
+
+
 def test_pcapng_new_section_with_other_byte_order(tmp_path):
     data = (
         shb("<")
@@ -272,16 +245,22 @@ def test_unsupported_link_type_pcap(tmp_path):
         list(read_capture(path))
 
 
-def test_unsupported_link_type_pcapng_names_the_packet_offset(tmp_path):
+def test_unsupported_link_type_pcapng_names_the_packet_offset(tmp_path, caplog):
     head = shb("<") + idb("<", LINKTYPE_ETHERNET) + idb("<", 147)
     first = epb("<", 0, 1, b"ok")
     data = head + first + epb("<", 1, 2, b"user0")
-    reader = CaptureReader(write(tmp_path, "dlt.pcapng", data))
+    path = write(tmp_path, "dlt.pcapng", data)
     seen = []
     with pytest.raises(CaptureError, match=rf"dlt\.pcapng: packet block at offset {len(head) + len(first)} .*link type 147"):
-        for b in reader:
+        for b in CaptureReader(path, strict=True):
             seen.append(b.frame(0))
     assert seen == [b"ok"]  # the frames before the bad one were delivered
+    # Not strict: the frames before it are kept and the rest is skipped, with one warning.
+    reader = CaptureReader(path)
+    assert [f for _, f, _, _ in frames_of(reader)] == [b"ok"]
+    assert reader.corrupt_records == 1 and reader.skipped_bytes == len(data) - len(head) - len(first)
+    (line,) = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert "link type 147" in line and "kept the 1 frames before it" in line
 
 
 def test_packet_on_undeclared_interface(tmp_path):
@@ -295,17 +274,40 @@ def test_corrupt_block_length_names_offset(tmp_path):
     bad = bytearray(epb("<", 0, 0, b"efgh"))
     bad[-4:] = struct.pack("<I", 999)  # trailing length copy disagrees
     seen = []
+    path = write(tmp_path, "bad.pcapng", good + bytes(bad) + epb("<", 0, 0, b"ijkl"))
     with pytest.raises(CaptureError, match=rf"bad\.pcapng: corrupt pcapng packet block at offset {len(good)}"):
-        for b in read_capture(write(tmp_path, "bad.pcapng", good + bytes(bad) + epb("<", 0, 0, b"ijkl"))):
+        for b in CaptureReader(path, strict=True):
             seen += [b.frame(i) for i in range(len(b))]
     assert seen == [b"abcd"]
+    reader = CaptureReader(path)
+    assert [f for _, f, _, _ in frames_of(reader)] == [b"abcd"]
+    assert reader.corrupt_records == 1 and reader.skipped_bytes == path.stat().st_size - len(good)
 
 
-def test_absurd_record_length_is_corruption_not_truncation(tmp_path):
-    first = pcap_file([(0, 0, b"abc", 3)])
-    data = first + struct.pack("<IIII", 0, 0, 0x7FFFFFF0, 10) + b"zz"
-    with pytest.raises(CaptureError, match=rf"huge\.pcap: corrupt pcap record at offset {len(first)}"):
-        list(read_capture(write(tmp_path, "huge.pcap", data)))
+def test_corrupt_first_record_is_an_error_even_when_not_strict(tmp_path):
+    data = shb("<") + idb("<", LINKTYPE_ETHERNET) + epb("<", 0, 0, b"abcd")[:-4] + struct.pack("<I", 999)
+    with pytest.raises(CaptureError, match="corrupt pcapng packet block"):
+        list(read_capture(write(tmp_path, "first.pcapng", data)))
+
+
+@pytest.mark.parametrize("length", [0x7FFFFFF0, 0xFFFFFFFF, 300_000])
+def test_absurd_record_length_is_corruption_not_truncation(tmp_path, caplog, length):
+    first = pcap_file([(0, 0, b"abc", 3), (1, 0, b"defg", 4)])
+    data = first + struct.pack("<IIII", 0, 0, length, 10) + b"z" * 400_000 + pcap_file([(2, 0, b"hi", 2)])[24:]
+    path = write(tmp_path, "huge.pcap", data)
+    with pytest.raises(CaptureError, match=rf"huge\.pcap: corrupt pcap record at offset {len(first)}: captured length {length}"):
+        list(CaptureReader(path, strict=True))
+    reader = CaptureReader(path)
+    assert [f for _, f, _, _ in frames_of(reader)] == [b"abc", b"defg"]
+    assert reader.corrupt_records == 1 and reader.skipped_bytes == len(data) - len(first)
+    (line,) = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert f"offset {len(first)}" in line and f"skipped the rest of the file ({len(data) - len(first)} bytes)" in line
+
+
+def test_corrupt_first_pcap_record_is_an_error(tmp_path):
+    data = pcap_file([]) + struct.pack("<IIII", 0, 0, 0xFFFFFFFF, 10) + b"zz"
+    with pytest.raises(CaptureError, match="corrupt pcap record at offset 24"):
+        list(read_capture(write(tmp_path, "first.pcap", data)))
 
 
 def test_pcapng_before_section_header_and_bad_byte_order(tmp_path):
@@ -314,7 +316,7 @@ def test_pcapng_before_section_header_and_bad_byte_order(tmp_path):
 
 
 @pytest.mark.parametrize("cut", [3, 15, 20])
-def test_truncated_last_pcap_record_warns_and_keeps_the_rest(tmp_path, cut):
+def test_truncated_last_pcap_record_warns_and_keeps_the_rest(tmp_path, caplog, cut):
     rng = np.random.default_rng(3)
     frames = random_frames(rng, 300)
     frames[-1] = b"L" * 40
@@ -323,20 +325,22 @@ def test_truncated_last_pcap_record_warns_and_keeps_the_rest(tmp_path, cut):
     data = blob.getvalue()[: -(56 - cut)]  # the last record (16 + 40 bytes) keeps `cut` bytes
     path = write(tmp_path, "cut.pcap", data)
     reader = CaptureReader(path, 64)
-    with pytest.warns(CaptureWarning, match=rf"cut\.pcap: pcap record at offset {len(data) - cut} is cut short"):
-        got = frames_of(reader)
+    got = frames_of(reader)
+    (line,) = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert f"cut.pcap: pcap record at offset {len(data) - cut} is cut short" in line
     assert [f for _, f, _, _ in got] == frames[:-1]
-    assert reader.truncated_records == 1 and reader.frames == 299
+    assert reader.truncated_records == 1 and reader.frames == 299 and reader.skipped_bytes == cut
     with pytest.raises(CaptureError, match="cut short"):
         list(CaptureReader(path, strict=True))
 
 
-def test_truncated_last_pcapng_block_warns_and_keeps_the_rest(tmp_path):
+def test_truncated_last_pcapng_block_warns_and_keeps_the_rest(tmp_path, caplog):
     body = shb("<") + idb("<", LINKTYPE_ETHERNET) + b"".join(epb("<", 0, i, b"%04d" % i) for i in range(100))
     path = write(tmp_path, "cut.pcapng", body + epb("<", 0, 0, b"last one")[:-5])
     reader = CaptureReader(path)
-    with pytest.warns(CaptureWarning, match=rf"pcapng block at offset {len(body)} is cut short"):
-        got = frames_of(reader)
+    got = frames_of(reader)
+    (line,) = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert f"pcapng block at offset {len(body)} is cut short" in line
     assert [f for _, f, _, _ in got] == [b"%04d" % i for i in range(100)]
     assert reader.truncated_records == 1
 
