@@ -24,6 +24,7 @@ from atlas.agent.decode.dissect import summary
 from atlas.agent.decode.packets import AddressBook, decode_packets
 from atlas.agent.decode.streams import MqttStreams
 from atlas.agent.detect import Detector
+from atlas.agent.detect.domain import ANOMALY, MqttSpeakers, judge, nearest_kinds
 from atlas.agent.detect.conformance import ConformanceCheck, Finding, from_config as conformance_from_config
 from atlas.agent.features.schema import FEATURE_NAMES, C, HALF_LIVES
 from atlas.agent.features.windows import FeatureExtractor, FeatureRows
@@ -71,6 +72,7 @@ class AgentPipeline:
         ports = tuple(cfg.agent.mqtt_ports)
         self.book = AddressBook()
         self.streams = MqttStreams(ports=ports)
+        self.speakers = MqttSpeakers()  # who speaks MQTT: decides whether an MQTT kind can apply
         self.features = FeatureExtractor(mqtt_ports=ports, tick_s=cfg.detect.tick_seconds, max_devices=cfg.detect.max_devices)
         a = cfg.alerts
         self.tracker = IncidentTracker(
@@ -101,6 +103,7 @@ class AgentPipeline:
         packets = decode_packets(batch, self.book)
         mqtt = self.streams.feed(batch, packets)
         self._note_logins(mqtt)
+        self.speakers.observe(mqtt)
         self._batch, self._packets = batch, packets
         self.counters.mqtt_messages += len(mqtt)
         if len(packets):
@@ -124,6 +127,7 @@ class AgentPipeline:
         self.counters.mqtt_messages += len(tail)
         self._note_logins(tail)
         if len(tail):
+            self.speakers.observe(tail)
             for rows in self.features.update(np.zeros(0, dtype=PACKET_DTYPE), tail):
                 self._on_rows(rows)
         for rows in self.features.flush():
@@ -140,6 +144,7 @@ class AgentPipeline:
             self._expired_at = now
             for inc in self.tracker.expire(now):
                 self._emit(inc)
+            self.speakers.forget_before(now)
 
     def swap_detector(self, detector: Detector) -> Detector | None:
         """Score from the next tick on with `detector` (a model update); returns the old one.
@@ -177,7 +182,21 @@ class AgentPipeline:
         self.counters.inferences += 1
         self.counters.inference_s += time.perf_counter() - t0
         for i in np.flatnonzero(scores.kind != ""):
-            self._observe(rows, int(i), str(scores.kind[i]), float(scores.score[i]))
+            kind, hints = self._in_domain(rows, int(i), scores)
+            if kind:
+                self._observe(rows, int(i), kind, float(scores.score[i]), hints)
+
+    def _in_domain(self, rows: FeatureRows, i: int, scores) -> tuple[str, dict[str, float]]:
+        """The kind to report for a flagged row, and the classifier's nearest kinds as hints
+        when it is not a kind the classifier can vouch for here (detect/domain.py)."""
+        named = str(scores.kind[i])
+        hints = nearest_kinds(scores.probs[i], self.detector.classes)
+        if named == ANOMALY:
+            return named, hints
+        dev, now = int(rows.devices[i]), float(rows.tick_end)
+        kind = judge(named, float(scores.confidence[i]), bool(scores.anomaly[i] >= 1.0), self.speakers.speaks_mqtt(dev, now),
+                     self.speakers.connections_opened(dev, now), self.detector.min_confidence)
+        return kind, ({} if kind == named else hints)
 
     def _check_volumetric(self, rows: FeatureRows) -> None:
         """Cheap counters: flag sources whose packet or SYN rate alone is abusive."""
@@ -188,7 +207,7 @@ class AgentPipeline:
         for i in np.flatnonzero(hot):
             self._observe(rows, int(i), "volumetric", 1.0)
 
-    def _observe(self, rows: FeatureRows, i: int, kind: str, score: float) -> None:
+    def _observe(self, rows: FeatureRows, i: int, kind: str, score: float, hints: dict[str, float] | None = None) -> None:
         src = self.book.name(int(rows.devices[i]))
         peer = int(rows.top_peer[i])
         before = self.tracker.open.get((src, kind))
@@ -206,6 +225,8 @@ class AgentPipeline:
         if inc is not None and before is None:
             inc.evidence["packets"] = self._samples(int(rows.devices[i]))
             self._with_logins(inc)
+            if hints:
+                inc.evidence["nearest_kinds"] = hints
             self._emit(inc)
 
     def _check_conformance(self, batch: FrameBatch, packets: np.ndarray) -> None:
