@@ -102,6 +102,8 @@ class AgentPipeline:
         self.counters.batches += 1
         packets = decode_packets(batch, self.book)
         mqtt = self.streams.feed(batch, packets)
+        if len(self.streams.ports) != len(self.features.mqtt_ports):  # a port learned from a CONNECT
+            self.features.mqtt_ports = self.streams.ports.copy()
         self._note_logins(mqtt)
         self.speakers.observe(mqtt)
         self._batch, self._packets = batch, packets
