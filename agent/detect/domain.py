@@ -36,7 +36,8 @@ class MqttSpeakers:
     def __init__(self, horizon_s: float = HORIZON_S, max_entries: int = 65536) -> None:
         self.horizon_s = horizon_s
         self.max_entries = max_entries
-        self._conns: OrderedDict[tuple[int, int, int], None] = OrderedDict()  # (client, port, broker)
+        # Recognised connections: client host << 16 | client port -> broker host.
+        self._conns: OrderedDict[int, int] = OrderedDict()
         self._last: OrderedDict[int, float] = OrderedDict()  # host -> last message on a recognised connection
         self._opened: dict[int, list[float]] = {}  # client -> times of its recent CONNECTs
 
@@ -45,20 +46,25 @@ class MqttSpeakers:
             return
         ok = mq["error"] == MQTT_OK
         hello = ok & (((mq["mtype"] == CONNECT) & (mq["to_broker"] == 1)) | ((mq["mtype"] == CONNACK) & (mq["to_broker"] == 0)))
+        ckey = (mq["client"].astype(np.uint64) << np.uint64(16)) | mq["client_port"].astype(np.uint64)
         for i in np.flatnonzero(hello).tolist():
-            key = (int(mq["client"][i]), int(mq["client_port"][i]), int(mq["broker"][i]))
-            self._conns[key] = None
-            self._conns.move_to_end(key)
+            k, client = int(ckey[i]), int(mq["client"][i])
+            self._conns[k] = int(mq["broker"][i])
+            self._conns.move_to_end(k)
             if mq["mtype"][i] == CONNECT:
-                self._opened.setdefault(key[0], []).append(float(mq["ts"][i]))
+                self._opened.setdefault(client, []).append(float(mq["ts"][i]))
         while len(self._conns) > self.max_entries:
             self._conns.popitem(last=False)
         if not self._conns:
             return
-        ts, client, port, broker = mq["ts"].tolist(), mq["client"].tolist(), mq["client_port"].tolist(), mq["broker"].tolist()
-        for t, c, p, b in zip(ts, client, port, broker):
-            if (c, p, b) in self._conns:
-                for host in (c, b):
+        # Per connection of the batch (far fewer than its messages): its last message's time
+        # (rows come in packet order).
+        conns, rev = np.unique(ckey[::-1], return_index=True)
+        last = mq["ts"][len(mq) - 1 - rev]
+        for k, t in zip(conns.tolist(), last.tolist()):
+            broker = self._conns.get(k)
+            if broker is not None:
+                for host in (k >> 16, broker):
                     self._last[host] = t
                     self._last.move_to_end(host)
         while len(self._last) > self.max_entries:
