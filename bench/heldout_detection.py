@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections import Counter
 from pathlib import Path
 
 from atlas.agent.detect import Detector
@@ -25,11 +26,13 @@ def main(argv: list[str] | None = None) -> int:
     det = Detector()
     caps = [generate(args.work, s, devices=40, duration=900.0) for s in args.seeds]
     rep = summarize([evaluate_capture(c, det) for c in caps])
-    print(f"seeds {args.seeds}, models {det.version}\n\n| kind | attacks | detected | named right | median TTD s |\n|---|---|---|---|---|")
+    print(f"seeds {args.seeds}, models {det.version}\n\n| kind | attacks | detected | named right | median TTD s | other kinds on the attacker |\n|---|---|---|---|---|---|")
     for kind, k in rep["kinds"].items():
-        print(f"| {kind} | {k['attacks']} | {k['detected']} | {k['named_right']} | {k['median_ttd_s']} |")
+        other = Counter(r for o in rep["outcomes"] if o["kind"] == kind for r in o["reported_kinds"] if r != kind)
+        print(f"| {kind} | {k['attacks']} | {k['detected']} | {k['named_right']} | {k['median_ttd_s']} | "
+              f"{', '.join(f'{r} {n}' for r, n in sorted(other.items())) or '-'} |")
     named = sum(k["named_right"] for k in rep["kinds"].values())
-    print(f"| all | {rep['attacks']} | {rep['detected']} | {named} | |")
+    print(f"| all | {rep['attacks']} | {rep['detected']} | {named} | | |")
     print(f"\nfalse incidents {rep['false_incidents']} over {rep['benign_device_days']} benign device-days "
           f"({rep['false_incidents_per_device_day']} per device-day)")
     return 0

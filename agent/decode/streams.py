@@ -1010,10 +1010,6 @@ class MqttStreams:
         v_off, v_len = out.v_off, out.v_len
         run = len(v_off)
         while off < end:
-            if 0x14 <= src[off] <= 0x17 and _looks_like_tls(src, off, end):  # never a valid MQTT first byte
-                out.close_run(run, meta, level)
-                self._become_tls(flow)
-                return
             if off + 1 < end and src[off + 1] < 0x80:  # remaining length < 128: one byte
                 total = 2 + src[off + 1]
             else:
@@ -1047,6 +1043,9 @@ class MqttStreams:
                     flow.connected = True
             else:
                 out.close_run(run, meta, level)
+                if _looks_like_tls(src, off, end):  # a record header reads as a CONNECT with bad flags
+                    self._become_tls(flow)
+                    return
                 self._emit_parsed(flow, tb, ts, src[off : off + total])
                 level, meta = flow.level, self._meta(flow, tb, ts)
                 run = len(v_off)
