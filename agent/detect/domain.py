@@ -25,6 +25,7 @@ ANOMALY = "anomaly"
 HORIZON_S = 120.0  # about four of the long feature window's half-lives (30 s)
 SLOWITE_MIN_CONNECTIONS = 3  # MQTT connections opened by one source within the horizon
 HINTS = 2  # nearest kinds given as evidence
+_KEEP_CONNECTS = 4 * SLOWITE_MIN_CONNECTIONS  # CONNECT times remembered per client
 
 
 class MqttSpeakers:
@@ -52,9 +53,14 @@ class MqttSpeakers:
             self._conns[k] = int(mq["broker"][i])
             self._conns.move_to_end(k)
             if mq["mtype"][i] == CONNECT:
-                self._opened.setdefault(client, []).append(float(mq["ts"][i]))
+                times = self._opened.setdefault(client, [])
+                times.append(float(mq["ts"][i]))
+                if len(times) > _KEEP_CONNECTS:  # only "several" matters: the latest few are enough
+                    del times[:-_KEEP_CONNECTS]
         while len(self._conns) > self.max_entries:
             self._conns.popitem(last=False)
+        while len(self._opened) > self.max_entries:
+            del self._opened[next(iter(self._opened))]
         if not self._conns:
             return
         # Per connection of the batch (far fewer than its messages): its last message's time
@@ -80,7 +86,7 @@ class MqttSpeakers:
             return 0
         recent = [t for t in times if now - t <= self.horizon_s]
         if recent:
-            self._opened[int(host)] = recent[-4 * SLOWITE_MIN_CONNECTIONS:]  # bounded: only "several" matters
+            self._opened[int(host)] = recent
         else:
             del self._opened[int(host)]
         return len(recent)
