@@ -32,7 +32,8 @@ class MqttSpeakers:
     """Which hosts spoke MQTT lately, on connections recognised by their handshake.
 
     Fed the MQTT_DTYPE rows the stream decoder produces. Bounded: at most `max_entries`
-    connections and hosts are remembered (least recently seen dropped first)."""
+    connections, hosts and connecting clients are remembered (least recently seen dropped
+    first), and the latest few CONNECT times per client."""
 
     def __init__(self, horizon_s: float = HORIZON_S, max_entries: int = 65536) -> None:
         self.horizon_s = horizon_s
@@ -40,7 +41,7 @@ class MqttSpeakers:
         # Recognised connections: client host << 16 | client port -> broker host.
         self._conns: OrderedDict[int, int] = OrderedDict()
         self._last: OrderedDict[int, float] = OrderedDict()  # host -> last message on a recognised connection
-        self._opened: dict[int, list[float]] = {}  # client -> times of its recent CONNECTs
+        self._opened: OrderedDict[int, list[float]] = OrderedDict()  # client -> times of its recent CONNECTs
 
     def observe(self, mq: np.ndarray) -> None:
         if not len(mq):
@@ -54,13 +55,14 @@ class MqttSpeakers:
             self._conns.move_to_end(k)
             if mq["mtype"][i] == CONNECT:
                 times = self._opened.setdefault(client, [])
+                self._opened.move_to_end(client)
                 times.append(float(mq["ts"][i]))
                 if len(times) > _KEEP_CONNECTS:  # only "several" matters: the latest few are enough
                     del times[:-_KEEP_CONNECTS]
         while len(self._conns) > self.max_entries:
             self._conns.popitem(last=False)
         while len(self._opened) > self.max_entries:
-            del self._opened[next(iter(self._opened))]
+            self._opened.popitem(last=False)
         if not self._conns:
             return
         # Per connection of the batch (far fewer than its messages): its last message's time

@@ -173,3 +173,21 @@ def test_nearest_kinds_are_the_most_likely_attack_kinds():
     hints = nearest_kinds(np.array([0.5, 0.1, 0.3, 0.1], dtype=np.float32), classes)
     assert list(hints) == ["port_scan", "malformed"] or list(hints) == ["port_scan", "slowite"]
     assert "benign" not in hints and hints["port_scan"] == pytest.approx(0.3)
+
+
+def test_speakers_memory_is_bounded():
+    from atlas.agent.decode import CONNECT, MQTT_DTYPE
+    from atlas.agent.detect.domain import MqttSpeakers
+
+    sp = MqttSpeakers(max_entries=100)
+    for batch in range(20):
+        mq = np.zeros(1000, dtype=MQTT_DTYPE)
+        mq["mtype"], mq["to_broker"], mq["broker"] = CONNECT, 1, ip4("10.0.0.1")
+        mq["client"] = np.arange(1000) % 300 + ip4("10.1.0.0")  # 300 clients cycling through ports
+        mq["client_port"] = (np.arange(1000) + 1000 * batch) % 60000 + 1024
+        mq["ts"] = 1000.0 + batch + np.arange(1000) / 1000
+        sp.observe(mq)
+    assert len(sp._conns) <= 100 and len(sp._last) <= 100 and len(sp._opened) <= 100
+    assert max(len(t) for t in sp._opened.values()) <= 4 * SLOWITE_MIN_CONNECTIONS
+    last = ip4("10.1.0.0") + 999 % 300
+    assert sp.speaks_mqtt(last, 1020.0) and sp.connections_opened(last, 1020.0) >= SLOWITE_MIN_CONNECTIONS
