@@ -13,7 +13,7 @@ from typing import Callable, Iterator
 
 import numpy as np
 
-from atlas.link.incidents import LOGINS_ACCEPTED, Incident
+from atlas.link.incidents import LOGINS_ACCEPTED, NEAREST_KINDS, Incident
 from atlas.agent.alerts import IncidentTracker
 from atlas.agent.alerts.logins import AcceptedLogins
 from atlas.agent.capture import FrameBatch
@@ -228,7 +228,7 @@ class AgentPipeline:
             inc.evidence["packets"] = self._samples(int(rows.devices[i]))
             self._with_logins(inc)
             if hints:
-                inc.evidence["nearest_kinds"] = hints
+                inc.evidence[NEAREST_KINDS] = hints
             self._emit(inc)
 
     def _check_conformance(self, batch: FrameBatch, packets: np.ndarray) -> None:

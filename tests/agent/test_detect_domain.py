@@ -191,3 +191,27 @@ def test_speakers_memory_is_bounded():
     assert max(len(t) for t in sp._opened.values()) <= 4 * SLOWITE_MIN_CONNECTIONS
     last = ip4("10.1.0.0") + 999 % 300
     assert sp.speaks_mqtt(last, 1020.0) and sp.connections_opened(last, 1020.0) >= SLOWITE_MIN_CONNECTIONS
+
+
+@pytest.fixture(scope="module")
+def scan_capture(tmp_path_factory):
+    from atlas.sim.attacks import AttackSpec
+    from atlas.sim.capture import generate_capture
+
+    pcap = tmp_path_factory.mktemp("domain") / "scan.pcap"
+    truth = generate_capture(pcap, devices=15, duration=90, seed=21, attacks=[AttackSpec("port_scan", start=30, duration=30)])
+    return pcap, truth.steps[0].attacker
+
+
+def test_a_kind_below_the_confidence_threshold_is_anomaly_with_the_kind_as_a_hint(scan_capture):
+    from atlas.agent.pipeline import replay
+    from atlas.link.incidents import NEAREST_KINDS
+
+    pcap, scanner = scan_capture
+    det = Detector()
+    named = [i for i in replay([pcap], AgentConfig(), det) if i.src_ip == scanner]
+    assert "port_scan" in {i.kind for i in named}  # the classifier is sure of this scan
+    det.min_confidence = 1.01  # no probability reaches it: every kind is outside the domain
+    refused = [i for i in replay([pcap], AgentConfig(), det) if i.src_ip == scanner]
+    assert refused and {i.kind for i in refused} == {ANOMALY}
+    assert any("port_scan" in i.evidence.get(NEAREST_KINDS, {}) for i in refused)
