@@ -33,6 +33,7 @@ class AgentSection:
     # that absorbs the agent's pauses (8 MiB: about 1 s of 50k packets/s of small MQTT frames).
     capture_ring_mb: int = 8
     snaplen: int = 65535
+    # Decoded as MQTT; a port also joins when an MQTT CONNECT is sent to it (decode/streams.py).
     mqtt_ports: list[int] = field(default_factory=lambda: [1883, 8883])
     state_dir: str = "/var/lib/atlas"
     control_socket: str = "/run/atlas/agent/control.sock"  # the unit's RuntimeDirectory

@@ -13,7 +13,7 @@ from typing import Callable, Iterator
 
 import numpy as np
 
-from atlas.link.incidents import LOGINS_ACCEPTED, Incident
+from atlas.link.incidents import LOGINS_ACCEPTED, NEAREST_KINDS, Incident
 from atlas.agent.alerts import IncidentTracker
 from atlas.agent.alerts.logins import AcceptedLogins
 from atlas.agent.capture import FrameBatch
@@ -25,6 +25,7 @@ from atlas.agent.decode.dissect import summary
 from atlas.agent.decode.packets import AddressBook, decode_packets
 from atlas.agent.decode.streams import MqttStreams
 from atlas.agent.detect import Detector
+from atlas.agent.detect.domain import ANOMALY, MqttSpeakers, judge, nearest_kinds
 from atlas.agent.detect.conformance import ConformanceCheck, Finding, from_config as conformance_from_config
 from atlas.agent.features.schema import FEATURE_NAMES, C, HALF_LIVES
 from atlas.agent.features.windows import FeatureExtractor, FeatureRows
@@ -74,6 +75,7 @@ class AgentPipeline:
         ports = tuple(cfg.agent.mqtt_ports)
         self.book = AddressBook()
         self.streams = MqttStreams(ports=ports)
+        self.speakers = MqttSpeakers()  # who speaks MQTT: decides whether an MQTT kind can apply
         self.features = FeatureExtractor(mqtt_ports=ports, tick_s=cfg.detect.tick_seconds, max_devices=cfg.detect.max_devices)
         a = cfg.alerts
         self.tracker = IncidentTracker(
@@ -120,7 +122,10 @@ class AgentPipeline:
     def _process(self, batch: FrameBatch) -> None:
         packets = decode_packets(batch, self.book)
         mqtt = self.streams.feed(batch, packets)
+        if len(self.streams.ports) != len(self.features.mqtt_ports):  # a port learned from a CONNECT
+            self.features.mqtt_ports = self.streams.ports.copy()
         self._note_logins(mqtt)
+        self.speakers.observe(mqtt)
         self._batch, self._packets = batch, packets
         self.counters.mqtt_messages += len(mqtt)
         if len(packets):
@@ -150,6 +155,7 @@ class AgentPipeline:
         self.counters.mqtt_messages += len(tail)
         self._note_logins(tail)
         if len(tail):
+            self.speakers.observe(tail)
             for rows in self.features.update(np.zeros(0, dtype=PACKET_DTYPE), tail):
                 self._on_rows(rows)
         for rows in self.features.flush():
@@ -166,6 +172,7 @@ class AgentPipeline:
             self._expired_at = now
             for inc in self.tracker.expire(now):
                 self._emit(inc)
+            self.speakers.forget_before(now)
 
     def _clock_stepped(self, old: float, new: float) -> None:
         """Capture time went back: close the old timeline's tick and incidents, start a new one."""
@@ -215,7 +222,21 @@ class AgentPipeline:
         self.counters.inferences += 1
         self.counters.inference_s += time.perf_counter() - t0
         for i in np.flatnonzero(scores.kind != ""):
-            self._observe(rows, int(i), str(scores.kind[i]), float(scores.score[i]))
+            kind, hints = self._in_domain(rows, int(i), scores)
+            if kind:
+                self._observe(rows, int(i), kind, float(scores.score[i]), hints)
+
+    def _in_domain(self, rows: FeatureRows, i: int, scores) -> tuple[str, dict[str, float]]:
+        """The kind to report for a flagged row, and the classifier's nearest kinds as hints
+        when it is not a kind the classifier can vouch for here (detect/domain.py)."""
+        named = str(scores.kind[i])
+        hints = nearest_kinds(scores.probs[i], self.detector.classes)
+        if named == ANOMALY:
+            return named, hints
+        dev, now = int(rows.devices[i]), float(rows.tick_end)
+        kind = judge(named, float(scores.confidence[i]), bool(scores.anomaly[i] >= 1.0), self.speakers.speaks_mqtt(dev, now),
+                     self.speakers.connections_opened(dev, now), self.detector.min_confidence)
+        return kind, ({} if kind == named else hints)
 
     def _check_volumetric(self, rows: FeatureRows) -> None:
         """Cheap counters: flag sources whose packet or SYN rate alone is abusive."""
@@ -226,7 +247,7 @@ class AgentPipeline:
         for i in np.flatnonzero(hot):
             self._observe(rows, int(i), "volumetric", 1.0)
 
-    def _observe(self, rows: FeatureRows, i: int, kind: str, score: float) -> None:
+    def _observe(self, rows: FeatureRows, i: int, kind: str, score: float, hints: dict[str, float] | None = None) -> None:
         src = self.book.name(int(rows.devices[i]))
         peer = int(rows.top_peer[i])
         before = self.tracker.open.get((src, kind))
@@ -244,6 +265,8 @@ class AgentPipeline:
         if inc is not None and before is None:
             inc.evidence["packets"] = self._samples(int(rows.devices[i]))
             self._with_logins(inc)
+            if hints:
+                inc.evidence[NEAREST_KINDS] = hints
             self._emit(inc)
 
     def _check_conformance(self, batch: FrameBatch, packets: np.ndarray) -> None:

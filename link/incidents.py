@@ -25,6 +25,9 @@ KINDS = KNOWN_KINDS + ("anomaly", "volumetric") + CONFORMANCE_KINDS
 # id they presented ({client_id: count}). The hub revokes a presented identity only on this
 # evidence (atlas.central.decide.targeting): a failed guess compromises no credential.
 LOGINS_ACCEPTED = "mqtt_logins_accepted"
+# Evidence key of an `anomaly` incident: the classifier's most likely known kinds and their
+# probabilities ({kind: p}), a hint only (the traffic was outside what the classifier knows).
+NEAREST_KINDS = "nearest_kinds"
 
 
 @dataclass

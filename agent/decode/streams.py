@@ -60,6 +60,8 @@ _ROW_KEY_SHIFT = 24  # row order: (packet index << 24) + index of the row within
 # First bytes a message can start with (type and fixed-header flags), before and in MQTT 5.
 _B0_OK = np.array([not fixed_header_error(b >> 4, b & 15, 4) and (b >> 4 != 3 or (b >> 1) & 3 != 3) for b in range(256)])
 _B0_OK_V5 = np.array([not fixed_header_error(b >> 4, b & 15, 5) and (b >> 4 != 3 or (b >> 1) & 3 != 3) for b in range(256)])
+MAX_LEARNED_PORTS = 32  # a bound: a host sending CONNECTs to every port must not grow the list without end
+_PROTOCOL_NAMES = (b"\x00\x04MQTT", b"\x00\x06MQIsdp")  # MQTT 3.1.1/5 and 3.1
 _META_DTYPE = np.dtype([("ts", "f8"), ("client", "u8"), ("broker", "u8"), ("client_port", "u2"), ("to_broker", "u1"), ("client_hash", "u8")])
 
 
@@ -345,10 +347,12 @@ def _looks_like_tls(data, off: int, end: int) -> bool:
 class MqttStreams:
     """Reassemble the TCP streams of MQTT connections and decode their messages, batch by batch.
 
-    A connection is MQTT when one side's port is in `ports` (that side is the broker; TLS on
-    such a port is recognised and ignored). `feed` returns one MQTT_DTYPE row per message
-    (malformed ones with `error` set, lost bytes as a MQTT_STREAM_GAP row), ordered by the packet
-    that completed them; `ts` is that packet's time.
+    A connection is MQTT when one side's port is in `ports` (that side is the broker), and a
+    port joins `ports` when an MQTT CONNECT is sent to it. A stream that starts (or, at a message
+    boundary, goes on) with a TLS record is not MQTT in the clear: it is ignored. `feed` returns
+    one MQTT_DTYPE row per message (malformed ones with `error` set, bytes lost on the way as a
+    MQTT_STREAM_GAP row; bytes the capture's snap length cut are counted apart, with no row),
+    ordered by the packet that completed them; `ts` is that packet's time.
 
     Bounds: `max_message` (larger messages are reported MQTT_OVERSIZE from their header and
     skipped unbuffered), `max_flows` connections (least recently used evicted),
@@ -410,7 +414,8 @@ class MqttStreams:
         self._count = dict.fromkeys(
             ("packets", "segments", "fast_path", "slow_path", "messages", "gaps", "bytes_missing",
              "bytes_dropped", "bytes_retransmitted", "ooo_segments", "oversize_bytes_skipped", "flows",
-             "evicted_flows", "expired_flows", "closed_flows", "shed_flows", "tls_flows", "internal_errors"), 0)
+             "evicted_flows", "expired_flows", "closed_flows", "shed_flows", "tls_flows", "internal_errors",
+             "snapped_segments", "bytes_snapped", "learned_ports"), 0)
         self._malformed = dict.fromkeys(ERROR_NAMES.values(), 0)
         self._out = _Out()
 
@@ -420,6 +425,7 @@ class MqttStreams:
         """MQTT messages completed by this batch's packets (PACKET_DTYPE rows over `batch`)."""
         if packets.dtype != PACKET_DTYPE:
             raise TypeError(f"MqttStreams.feed: packets must be PACKET_DTYPE, got {packets.dtype}")
+        self._learn_ports(batch, packets)
         self._out = out = _Out()
         try:
             fast_rows, fast_keys = self._feed(batch, packets, out)
@@ -470,7 +476,9 @@ class MqttStreams:
         memory bound, bytes before framing was found), bytes_retransmitted, ooo_segments,
         oversize_bytes_skipped, flows (created), evicted_flows, expired_flows, closed_flows
         (FIN/RST), shed_flows (memory bound), tls_flows, internal_errors (decoder bugs caught;
-        must stay 0), active_flows, buffered_bytes, known_clients.
+        must stay 0), snapped_segments and bytes_snapped (cut by the capture's snap length: not
+        malformed, no row), learned_ports (ports added on seeing an MQTT CONNECT there),
+        active_flows, buffered_bytes, known_clients.
         """
         s: dict = dict(self._count)
         s["malformed"] = dict(self._malformed)
@@ -480,6 +488,31 @@ class MqttStreams:
         return s
 
     # ---- the batch -----------------------------------------------------------------------------
+
+    def _learn_ports(self, batch: FrameBatch, packets: np.ndarray) -> None:
+        """An MQTT CONNECT sent to a port not decoded yet: that port is a broker's, decode it from
+        now on (MQTT is recognised by its handshake, whatever the port). At most MAX_LEARNED_PORTS."""
+        if not len(packets) or self._count["learned_ports"] >= MAX_LEARNED_PORTS:
+            return
+        buf = batch.buf
+        off = packets["payload_off"].astype(np.int64)
+        idx = np.flatnonzero((packets["proto"] == 6) & (packets["payload_len"] >= 12) & (off + 12 <= len(buf)))
+        if not len(idx):
+            return
+        idx = idx[buf[off[idx]] == CONNECT << 4]  # a CONNECT's first byte, flags 0
+        idx = idx[~self._on_port(packets["dport"][idx])] if len(idx) else idx
+        for i in idx.tolist():
+            head = bytes(buf[off[i] : off[i] + 12])
+            at = 2 if head[1] < 0x80 else 3  # after a remaining length of one or two bytes
+            if not head[at:].startswith(_PROTOCOL_NAMES):
+                continue
+            port = int(packets["dport"][i])
+            if port not in self.ports:
+                self.ports = np.array(sorted({*self.ports.tolist(), port}), dtype=np.uint16)
+                self._count["learned_ports"] += 1
+                log.info("MQTT CONNECT seen on port %d: decoding it as MQTT", port)
+                if self._count["learned_ports"] >= MAX_LEARNED_PORTS:
+                    return
 
     def _on_port(self, port: np.ndarray) -> np.ndarray:
         if len(self.ports) > 4:
@@ -873,7 +906,18 @@ class MqttStreams:
                 half.skip -= missing
                 self._count["oversize_bytes_skipped"] += missing
             else:
-                self._gap(flow, half, tb, ts, missing - half.skip)
+                self._snapped(half, missing - half.skip)
+
+    def _snapped(self, half: _Half, nbytes: int) -> None:
+        """Bytes the capture did not keep (snap length): framing is lost, but nothing about the
+        sender is wrong, so no row (a gap row would read as malformed); counted apart."""
+        self._count["snapped_segments"] += 1
+        self._count["bytes_snapped"] += nbytes
+        if half.buf:
+            self._count["bytes_dropped"] += len(half.buf)
+        half.buf = None
+        half.skip = 0
+        half.resync = True
 
     def _hold(self, flow: _Flow, half: _Half, tb: int, ts: float, seq: int, data: bytes, wlen: int) -> None:
         """Keep a segment that arrived ahead of a hole, within bounds."""
@@ -945,10 +989,7 @@ class MqttStreams:
             return
         if half.resync or not half.started:
             if _looks_like_tls(src, off, end):
-                flow.tls = True
-                self._count["tls_flows"] += 1
-                for h in (flow.c2b, flow.b2c):
-                    h.buf, h.skip = None, 0
+                self._become_tls(flow)
                 return
             if half.resync:
                 # A direction's first data most likely starts a message (the connection's start,
@@ -1002,11 +1043,21 @@ class MqttStreams:
                     flow.connected = True
             else:
                 out.close_run(run, meta, level)
+                if _looks_like_tls(src, off, end):  # a record header reads as a CONNECT with bad flags
+                    self._become_tls(flow)
+                    return
                 self._emit_parsed(flow, tb, ts, src[off : off + total])
                 level, meta = flow.level, self._meta(flow, tb, ts)
                 run = len(v_off)
             off += total
         out.close_run(run, meta, level)
+
+    def _become_tls(self, flow: _Flow) -> None:
+        """A TLS record on the stream: it is not MQTT in the clear, nothing more to decode."""
+        flow.tls = True
+        self._count["tls_flows"] += 1
+        for h in (flow.c2b, flow.b2c):
+            h.buf, h.skip = None, 0
 
     def _complete_pending(self, flow: _Flow, half: _Half, tb: int, ts: float, src, off: int, end: int) -> int:
         """Extend the buffered start of a message with src[off:end]; returns the new offset."""

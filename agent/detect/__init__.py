@@ -37,6 +37,8 @@ class Scores:
     score: np.ndarray  # float: classifier attack probability, or anomaly error / threshold
     p_attack: np.ndarray  # float: 1 - P(benign) from the classifier
     anomaly: np.ndarray  # float: reconstruction error / threshold (>= 1 is anomalous)
+    confidence: np.ndarray  # float: the classifier's probability of the kind it named (0 otherwise)
+    probs: np.ndarray  # float [n, classes]: the classifier's probabilities (for hints)
 
 
 class ModelError(ValueError):
@@ -63,6 +65,9 @@ class Detector:
         self.std = np.asarray(meta["std"], dtype=np.float32)
         self.classes: list[str] = list(meta["classifier"]["classes"])
         self.min_prob = float(meta["classifier"]["min_prob"])
+        # Below this probability of the kind it names, the classifier is outside what it knows
+        # (chosen on validation captures: bench/calibration.py); absent: every kind is kept.
+        self.min_confidence = float(meta["classifier"].get("kind_min_confidence", 0.0))
         self.threshold = float(meta["anomaly"]["threshold"])
         self.clip = float(meta.get("clip", 50.0))
         self.version = str(meta["version"])
@@ -82,10 +87,10 @@ class Detector:
         n = X.shape[0]
         if n == 0:
             e = np.zeros(0)
-            return Scores(np.zeros(0, dtype=object), e, e, e)
+            return Scores(np.zeros(0, dtype=object), e, e, e, e, np.zeros((0, len(self.classes)), dtype=np.float32))
         if n > SCORE_CHUNK:  # row by row the same: only the temporaries are smaller
             parts = [self._score(X[i : i + SCORE_CHUNK]) for i in range(0, n, SCORE_CHUNK)]
-            return Scores(*(np.concatenate([getattr(p, f) for p in parts]) for f in ("kind", "score", "p_attack", "anomaly")))
+            return Scores(*(np.concatenate([getattr(p, f) for p in parts]) for f in ("kind", "score", "p_attack", "anomaly", "confidence", "probs")))
         return self._score(X)
 
     def _score(self, X: np.ndarray) -> Scores:
@@ -96,11 +101,13 @@ class Detector:
         probs = self.classifier(z)
         p_attack = 1.0 - probs[:, self._benign_col]
         kind = np.full(n, "", dtype=object)
+        confidence = np.zeros(n, dtype=np.float32)
         known = p_attack >= self.min_prob
         if known.any():
             best = self._attack_cols[np.argmax(probs[known][:, self._attack_cols], axis=1)]
             kind[known] = np.array(self.classes, dtype=object)[best]
+            confidence[known] = probs[known][np.arange(len(best)), best]
         anomalous = ~known & (err >= 1.0)
         kind[anomalous] = "anomaly"
         score = np.where(known, p_attack, np.where(anomalous, err, np.maximum(p_attack, 0.0)))
-        return Scores(kind, score, p_attack, err)
+        return Scores(kind, score, p_attack, err, confidence, probs)
