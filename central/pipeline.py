@@ -203,6 +203,7 @@ def serve(config: HubConfig, stop: threading.Event | None = None,
     """Run the hub until SIGTERM/SIGINT (or `stop` is set). Returns the exit code."""
     from atlas.link.tls import TlsFiles
     from atlas.central.ingest.server import serve as serve_ingest
+    from atlas.central.ingest.servicer import StreamLimits
 
     require_files(config, for_serving=True)
     lock = lock_database(config.database)
@@ -213,7 +214,10 @@ def serve(config: HubConfig, stop: threading.Event | None = None,
             signal.signal(signum, lambda *_: stop.set())
     tls = TlsFiles(cert=config.tls.cert, key=config.tls.key, ca=config.tls.ca)
     try:
-        server = serve_ingest(hub, config.listen, tls)
+        limits = StreamLimits(max_gateways=config.ingest.max_gateways,
+                              max_streams_per_gateway=config.ingest.max_streams_per_gateway,
+                              hello_timeout=config.ingest.hello_timeout)
+        server = serve_ingest(hub, config.listen, tls, limits=limits, workers=config.ingest.workers)
     except Exception:
         hub.store.close()
         lock.close()
@@ -230,10 +234,16 @@ def serve(config: HubConfig, stop: threading.Event | None = None,
     if on_ready is not None:
         on_ready(server.port)
     dog = notify.watchdog()
+    code = 0
     try:
         while not stop.wait(0.5):
-            # Feed systemd's watchdog only while maintenance (expiry, operator commands) runs:
-            # a stuck hub must be restarted, not kept alive by an idle main loop.
+            if not server.alive():  # no gateway can be served: exit so systemd restarts the hub
+                log.error("ingest: the gRPC serving loop is dead; exiting")
+                code = 1
+                break
+            # Feed systemd's watchdog only while maintenance (expiry, operator commands) runs
+            # and the serving loop answers: a stuck hub must be restarted, not kept alive by
+            # an idle main loop.
             if time.monotonic() - hub.last_tick < MAINTENANCE_STALL_SECONDS:
                 dog.tick()
             if metrics is not None:
@@ -249,4 +259,4 @@ def serve(config: HubConfig, stop: threading.Event | None = None,
         hub.close()
         hub.store.close()
         lock.close()
-    return 0
+    return code

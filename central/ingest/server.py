@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import errno
 import logging
 import socket
 import threading
@@ -30,9 +29,10 @@ MAX_RECEIVE_BYTES = 4 << 20
 # What the hub may send (rule snapshots; model updates of a few MB).
 MAX_SEND_BYTES = 16 << 20
 DEFAULT_WORKERS = 8  # hub calls at once: the hub is locked, more would only queue on its lock
-# Streams one TCP connection may hold open at once; an agent needs one. Past it the client's
-# own streams wait (HTTP/2 SETTINGS), so one connection cannot flood the servicer.
-MAX_STREAMS_PER_CONNECTION = 32
+# Streams one TCP connection may hold open at once (HTTP/2 SETTINGS): only a backstop for
+# memory. Below it the servicer refuses a certificate's extra streams itself, with a status
+# naming its limit; past it the transport answers a bare REFUSED_STREAM.
+MAX_STREAMS_PER_CONNECTION = 1024
 HEARTBEAT_S = 1.0  # the loop proves it is alive this often (IngestServer.alive)
 START_TIMEOUT_S = 30.0
 
@@ -93,7 +93,7 @@ class IngestServer:
             port = 0
         if port == 0:
             await server.stop(None)
-            raise ListenError(errno.EADDRNOTAVAIL, why_not_listening(address))
+            raise ListenError(why_not_listening(address))
         await server.start()
         self.server, self.port = server, port
         self._tasks = [asyncio.create_task(self.servicer.poll_feeds(), name="ingest-feeds"),
@@ -154,6 +154,7 @@ def serve(
     """
     credentials = server_credentials(tls)
     pool = concurrent.futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="ingest-hub")
+    _start_workers(pool, workers)
     servicer = GatewayLinkServicer(hub, pool, limits, max_raw_bytes=max_raw_bytes,
                                    max_message_bytes=max_receive_bytes, packed_devices=packed_devices)
     options = [
@@ -186,6 +187,15 @@ def serve(
         raise
     log.info("ingest: listening on %s (port %d)", address, port)
     return server
+
+
+def _start_workers(pool: concurrent.futures.ThreadPoolExecutor, workers: int) -> None:
+    """Start every worker now (the pool starts them lazily): the thread count is fixed from
+    the first minute, and a unit too small for it fails at start, not under load."""
+    all_running = threading.Barrier(workers + 1)
+    for _ in range(workers):
+        pool.submit(all_running.wait, START_TIMEOUT_S)
+    all_running.wait(START_TIMEOUT_S)
 
 
 def _run_loop(loop: asyncio.AbstractEventLoop) -> None:
