@@ -157,6 +157,7 @@ class LiveStatus:
 
         out = HubView(self.hub.store).status()
         out["running"] = True
+        out["serving"] = self.server.alive()  # False: the gRPC loop is dead (the hub exits)
         out["wire"] = self.server.counters()
         return out
 
@@ -175,7 +176,8 @@ class LiveStatus:
         self._updated = time.monotonic()
         m, wire = self.metrics, self.server.counters()
         m.observe_telemetry(wire.get("telemetry_records", 0) - self._seen.get("telemetry_records", 0))
-        for reason in ("refused_batches", "malformed_messages", "refused_identity", "refused_impersonation"):
+        for reason in ("refused_batches", "malformed_messages", "refused_identity", "refused_impersonation",
+                       "refused_seq", "refused_streams_per_gateway", "refused_gateway_limit", "hello_timeouts"):
             m.drop_telemetry(reason, wire.get(reason, 0) - self._seen.get(reason, 0))
         self._seen = dict(wire)
         counts = self.hub.store.counts()

@@ -89,11 +89,11 @@ class IngestServer:
         server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, {"Connect": handler}),))
         try:
             port = server.add_secure_port(address, credentials)
-        except RuntimeError:
+        except RuntimeError:  # taken between check_listen and here
             port = 0
         if port == 0:
             await server.stop(None)
-            raise ListenError(why_not_listening(address))
+            raise ListenError(f"cannot listen on {address} (gRPC could not bind it)")
         await server.start()
         self.server, self.port = server, port
         self._tasks = [asyncio.create_task(self.servicer.poll_feeds(), name="ingest-feeds"),
@@ -112,23 +112,25 @@ class IngestServer:
             task.cancel()
 
 
-def why_not_listening(address: str) -> str:
-    """One line saying why `address` cannot be listened on (gRPC only says "Failed to bind")."""
+def check_listen(address: str) -> None:
+    """Raise ListenError (one line: why) if `address` cannot be listened on. Asked of the OS
+    before gRPC, which says only "Failed to bind" and logs its own error lines."""
     host, _, port = address.rpartition(":")
     host = host.strip("[]")
     try:
         infos = socket.getaddrinfo(host or None, int(port), type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
     except (socket.gaierror, ValueError) as err:
-        return f"cannot listen on {address}: cannot resolve {host!r} ({getattr(err, 'strerror', err)})"
-    family, kind, proto, _, sockaddr = infos[0]
-    probe = socket.socket(family, kind, proto)
-    try:
-        probe.bind(sockaddr)
-    except OSError as err:
-        return f"cannot listen on {address}: {err.strerror or err}"
-    finally:
-        probe.close()
-    return f"cannot listen on {address} (gRPC refused the address)"
+        raise ListenError(f"cannot listen on {address}: cannot resolve {host!r} "
+                          f"({getattr(err, 'strerror', None) or err})") from None
+    for family, kind, proto, _, sockaddr in infos:
+        probe = socket.socket(family, kind, proto)
+        try:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as gRPC binds
+            probe.bind(sockaddr)
+        except OSError as err:
+            raise ListenError(f"cannot listen on {address}: {err.strerror or err}") from None
+        finally:
+            probe.close()
 
 
 def server_credentials(tls: TlsFiles) -> grpc.ServerCredentials:
@@ -152,6 +154,7 @@ def serve(
 
     Raises ListenError (one line: why) if the address cannot be listened on.
     """
+    check_listen(address)
     credentials = server_credentials(tls)
     pool = concurrent.futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="ingest-hub")
     _start_workers(pool, workers)
@@ -200,7 +203,4 @@ def _start_workers(pool: concurrent.futures.ThreadPoolExecutor, workers: int) ->
 
 def _run_loop(loop: asyncio.AbstractEventLoop) -> None:
     asyncio.set_event_loop(loop)
-    try:
-        loop.run_forever()
-    finally:
-        log.info("ingest: serving loop ended")
+    loop.run_forever()
