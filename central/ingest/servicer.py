@@ -39,7 +39,7 @@ log = logging.getLogger(__name__)
 
 FEED_POLL_S = 0.1  # longest a rule change waits in its feed (operator commands, expiry)
 OUTBOX_ROOM = 64  # changes queued for a stream before the rest wait in the feed (which coalesces)
-MAX_SEQ = (1 << 63) - 1  # the store keeps seq in SQLite's signed 64-bit integer
+MAX_STORED_INT = (1 << 63) - 1  # SQLite's INTEGER is signed 64-bit; the wire's counters are uint64
 REFUSAL_LOG_PERIOD_S = 60.0
 
 
@@ -426,7 +426,7 @@ class GatewayLinkServicer:
 
     def _telemetry(self, gateway_id: str, envelope: Any) -> link_pb2.TelemetryAck | Refused:
         """In the pool: decode, check, store; the ack for the gateway, or why the stream ends."""
-        if envelope.seq > MAX_SEQ:  # valid uint64 on the wire, but no seq the store can keep
+        if envelope.seq > MAX_STORED_INT:  # valid uint64 on the wire, but no seq the store can keep
             refused = Refused("refused_seq", grpc.StatusCode.INVALID_ARGUMENT,
                               f"telemetry.seq {envelope.seq} is over the largest the hub keeps (2^63-1)")
             self.counters.add(refused.counter)
@@ -438,6 +438,8 @@ class GatewayLinkServicer:
             for incident in batch.incidents:
                 if incident.gateway not in ("", gateway_id):
                     raise serde.WireError(f"incident {incident.id!r} claims gateway {incident.gateway!r}")
+                if incident.packets > MAX_STORED_INT:
+                    raise serde.WireError(f"incident {incident.id!r}: packets {incident.packets} is over 2^63-1")
                 incident.gateway = gateway_id
         except serde.WireError as err:
             self.counters.add("refused_batches")

@@ -14,6 +14,9 @@ import time
 import grpc
 import pytest
 
+from atlas.link import serde
+from atlas.link.incidents import Incident
+from atlas.link.wire import TelemetryBatch
 from atlas.central.ingest import serve
 from atlas.central.ingest.servicer import RefusalLog, StreamLimits
 from atlas.central.ingest.testing import (GatewayLoad, MemoryHub, abusive_streams, load_batch, make_pki,
@@ -108,8 +111,22 @@ def test_the_gateway_limit_refuses_clearly_and_frees_on_leave(pki):
     assert server.counters()["refused_gateway_limit"] == 1
 
 
+def big_packets(seq: int) -> link_pb2.AgentMessage:
+    """A batch whose incident's packet count (uint64 on the wire) is over SQLite's range."""
+    now = time.time()
+    batch = serde.telemetry_batch_to_proto(TelemetryBatch(seq=seq, time=now, incidents=[Incident(
+        id="gw-1/10.0.0.9/mqtt_flood/1", kind="mqtt_flood", src_ip="10.0.0.9", dst_ip="10.0.0.1", device="x",
+        gateway="gw-1", time=now, last_seen=now, score=0.9, model_version="m", packets=1)]))
+    batch.incidents[0].packets = (1 << 64) - 1
+    raw = batch.SerializeToString()
+    return link_pb2.AgentMessage(telemetry=telemetry_pb2.TelemetryEnvelope(
+        seq=seq, codec=telemetry_pb2.CODEC_NONE, raw_size=len(raw), payload=raw))
+
+
 def test_a_seq_over_the_stores_range_ends_the_stream_with_invalid_argument(pki, tmp_path):
-    """Against the real hub on SQLite, where such a seq raised OverflowError (issue 17)."""
+    """Against the real hub on SQLite, where such numbers raised OverflowError (issue 17): an
+    incident's packet count refuses that batch (acknowledged as refused, the stream goes on);
+    a seq ends the stream (acknowledging it would free the gateway's whole spool)."""
     hub_mod = pytest.importorskip("atlas.central.hub")
     from atlas.central.decide.playbook import Playbook
     from atlas.central.store import open_store
@@ -124,12 +141,14 @@ def test_a_seq_over_the_stores_range_ends_the_stream_with_invalid_argument(pki, 
             replies = []
             with pytest.raises(grpc.RpcError) as err:
                 for reply in link_pb2_grpc.GatewayLinkStub(channel).Connect(
-                        iter([hello("gw-1"), load_batch(7), load_batch(1 << 63)]), timeout=5):
+                        iter([hello("gw-1"), load_batch(6), big_packets(7), load_batch(1 << 63)]), timeout=5):
                     replies.append(reply)
         assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
         assert err.value.details() == "telemetry.seq 9223372036854775808 is over the largest the hub keeps (2^63-1)"
-        assert [r.telemetry_ack.seq for r in replies if r.WhichOneof("body") == "telemetry_ack"] == [7]
-        assert hub.store.get_seq("gw-1") == 7 and server.counters()["refused_seq"] == 1
+        acks = [r.telemetry_ack for r in replies if r.WhichOneof("body") == "telemetry_ack"]
+        assert max(a.seq for a in acks) == 7 and sum(a.refused for a in acks) == 1
+        assert "packets 18446744073709551615 is over 2^63-1" in " ".join(a.error for a in acks)
+        assert hub.store.get_seq("gw-1") == 6 and server.counters()["refused_seq"] == 1
         assert server.counters().get("hub_errors", 0) == 0
     finally:
         server.stop(0)
