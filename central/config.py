@@ -30,7 +30,7 @@ Example::
     max_gateways = 2048                # gateways connected at once
     max_streams_per_gateway = 4        # streams one certificate may hold open (an agent uses 1)
     hello_timeout = 5                  # seconds a new stream has to say hello
-    workers = 8                        # threads calling into the hub (fixed: not per gateway)
+    workers = 16                       # threads calling into the hub (fixed: not per gateway)
 
     [incidents]
     merge_window = 300                 # same attacker+kind within this many seconds = one incident
@@ -108,7 +108,7 @@ class IngestConfig:
     max_gateways: int = 2048
     max_streams_per_gateway: int = 4
     hello_timeout: float = 5.0
-    workers: int = 8
+    workers: int = 16
 
 
 @dataclass(frozen=True)
@@ -296,7 +296,7 @@ def _ingest(table: _Table | None) -> IngestConfig:
     ingest = IngestConfig(max_gateways=_count(table, "max_gateways", 2048, 100_000),
                           max_streams_per_gateway=_count(table, "max_streams_per_gateway", 4, 64),
                           hello_timeout=_positive(table, "hello_timeout", 5.0, 300.0),
-                          workers=_count(table, "workers", 8, 64))
+                          workers=_count(table, "workers", 16, 32))  # TasksMax=64 in the unit
     table.finish()
     return ingest
 

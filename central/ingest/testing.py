@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import grpc
+import zstandard
 
 from atlas.link import serde
 from atlas.link.tls import TlsFiles
@@ -149,42 +150,55 @@ def channel_credentials(tls: TlsFiles) -> grpc.ChannelCredentials:
     return grpc.ssl_channel_credentials(root_certificates=ca, private_key=key, certificate_chain=cert)
 
 
+_LOAD_TEMPLATES: dict[int, telemetry_pb2.TelemetryBatch] = {}
+_LOAD_ZSTD = zstandard.ZstdCompressor(level=serde.ZSTD_LEVEL)  # load clients: one loop, one thread
+
+
 def load_batch(seq: int, devices: int = 5) -> link_pb2.AgentMessage:
-    """A gateway's telemetry batch: health plus `devices` summaries, zstd as the agent sends."""
-    now = time.time()
-    batch = TelemetryBatch(seq=seq, time=now, devices=[
-        DeviceSummary(f"dev-{i}", f"10.0.0.{i + 1}", now - 60.0, now, 40 + i, 4000 + i, [0.25, 0.5, 1.0])
-        for i in range(devices)], health=Health(time=now, packets_per_s=120.0, cpu_percent=3.0))
-    return link_pb2.AgentMessage(telemetry=serde.telemetry_to_envelope(batch))
+    """A gateway's telemetry batch: health plus `devices` summaries, zstd as the agent sends
+    (built once per size, then only seq and time change: the load clients stay cheap)."""
+    template = _LOAD_TEMPLATES.get(devices)
+    if template is None:
+        now = time.time()
+        template = _LOAD_TEMPLATES[devices] = serde.telemetry_batch_to_proto(TelemetryBatch(seq=1, time=now, devices=[
+            DeviceSummary(f"dev-{i}", f"10.0.0.{i + 1}", now - 60.0, now, 40 + i, 4000 + i, [0.25, 0.5, 1.0])
+            for i in range(devices)], health=Health(time=now, packets_per_s=120.0, cpu_percent=3.0)))
+    template.seq, template.time = seq, time.time()
+    raw = template.SerializeToString()
+    return link_pb2.AgentMessage(telemetry=telemetry_pb2.TelemetryEnvelope(
+        seq=seq, codec=telemetry_pb2.CODEC_ZSTD, raw_size=len(raw), payload=_LOAD_ZSTD.compress(raw)))
 
 
 @dataclass
 class GatewayLoad:
     """One load gateway: a stream over mutual TLS, hello, then a batch every `interval` seconds;
-    records each batch's ack round trip (sent -> ack of that seq)."""
+    records the ack round trip (sent -> ack covering that seq) of each batch sent at or after
+    `measure_from` (wall clock; 0 = all)."""
 
     address: str
     gateway_id: str
     tls: TlsFiles
     interval: float = 1.0
     devices: int = 5
+    measure_from: float = 0.0
     latencies: list[float] = field(default_factory=list)
     acked: int = 0
+    unacked: int = 0  # measured batches without an ack when the stream ended
     snapshot: bool = False
     error: str = ""
 
     async def run(self, seconds: float, start_seq: int = 1) -> "GatewayLoad":
-        sent: dict[int, float] = {}
+        sent: dict[int, tuple[float, bool]] = {}  # seq -> (monotonic send time, measured)
         deadline = time.monotonic() + seconds
 
         async def requests():
             yield link_pb2.AgentMessage(hello=telemetry_pb2.Hello(
                 gateway_id=self.gateway_id, software_version=HELLO_VERSION, protocol_version=serde.PROTOCOL_VERSION))
             seq = start_seq
-            # spread the gateways' first batches over one interval, as real ones would be
+            # spread the gateways' batches over one interval, as real ones would be
             await asyncio.sleep(random.random() * self.interval)
             while time.monotonic() < deadline:
-                sent[seq] = time.monotonic()
+                sent[seq] = (time.monotonic(), time.time() >= self.measure_from)
                 yield load_batch(seq, self.devices)
                 seq += 1
                 await asyncio.sleep(self.interval)
@@ -199,14 +213,19 @@ class GatewayLoad:
                     elif body == "telemetry_ack":
                         now, seq = time.monotonic(), message.telemetry_ack.seq
                         for done in [s for s in sent if s <= seq]:
-                            self.latencies.append(now - sent.pop(done))
+                            at, measured = sent.pop(done)
+                            if measured:
+                                self.latencies.append(now - at)
                             self.acked += 1
-                    if time.monotonic() > deadline + 2 * self.interval:
+                    if not sent and time.monotonic() > deadline:
+                        break
+                    if time.monotonic() > deadline + 5 * self.interval:
                         break
             except grpc.aio.AioRpcError as err:
                 self.error = f"{err.code().name}: {err.details()}"
             finally:
                 call.cancel()
+        self.unacked = sum(1 for _, measured in sent.values() if measured)
         return self
 
 
