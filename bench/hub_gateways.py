@@ -139,7 +139,13 @@ def proc_sample(pid: int) -> dict[str, float]:
     status = Path(f"/proc/{pid}/status").read_text()
     stat = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     tick = os.sysconf("SC_CLK_TCK")
-    return {"threads": int(re.search(r"^Threads:\s+(\d+)", status, re.M).group(1)),
+    waited = 0  # ns its threads spent runnable but not running (the machine's other work)
+    for task in os.listdir(f"/proc/{pid}/task"):
+        try:
+            waited += int(Path(f"/proc/{pid}/task/{task}/schedstat").read_text().split()[1])
+        except (OSError, IndexError, ValueError):  # a thread that just ended
+            pass
+    return {"runqueue_s": waited / 1e9,"threads": int(re.search(r"^Threads:\s+(\d+)", status, re.M).group(1)),
             "rss_mb": int(re.search(r"^VmRSS:\s+(\d+)", status, re.M).group(1)) / 1024,
             "fds": len(os.listdir(f"/proc/{pid}/fd")),
             "cpu_s": (int(stat[11]) + int(stat[12])) / tick}
@@ -225,11 +231,13 @@ def run(args: argparse.Namespace) -> dict:
                 raise SystemExit(f"bench: the hub exited ({hub.returncode}); see {work / 'hub.log'}")
             now = time.time()
             sample = proc_sample(hub.pid)
+            sample["at"] = now
             if start_at + args.ramp <= now <= start_at + args.ramp + seconds:
                 samples.append(sample)
-                window = window or (now, sample["cpu_s"])
+                window = window or (now, sample["cpu_s"], sample["runqueue_s"])
         status = json.loads(subprocess.run(central("status", "--json", "--config", str(config)),
                                            capture_output=True, text=True, timeout=30).stdout or "{}")
+        last = proc_sample(hub.pid)
         stop_sent = time.monotonic()
         hub.send_signal(signal.SIGTERM)
         exit_code = hub.wait(30)
@@ -249,7 +257,9 @@ def run(args: argparse.Namespace) -> dict:
         f.unlink()
     latencies = [v for row in loads for v in row["latencies"]]
     abuse = json.loads((work / "abuser.json").read_text()) if args.abusive_streams else {}
-    cpu_share = ((samples[-1]["cpu_s"] - window[1]) / max(1e-9, time.time() - window[0])) if window else float("nan")
+    span = max(1e-9, samples[-1]["at"] - window[0]) if window else float("nan")
+    cpu_share = (samples[-1]["cpu_s"] - window[1]) / span if window else float("nan")
+    waited_share = (samples[-1]["runqueue_s"] - window[2]) / span if window else float("nan")
     return {
         "gateways": gateways, "seconds": seconds, "interval_s": args.interval, "unit_limits": limits,
         "sync": args.sync, "workers": args.workers,
@@ -259,6 +269,11 @@ def run(args: argparse.Namespace) -> dict:
         "hub_rss_mb_max": round(max(s["rss_mb"] for s in samples), 1),
         "hub_fds_max": max(s["fds"] for s in samples),
         "hub_cpu_share_of_one_core": round(cpu_share, 3),
+        # threads runnable but waiting for a CPU (summed over threads): the machine's other load
+        "hub_runqueue_wait_share": round(waited_share, 3),
+        # the whole run (TLS handshakes of the ramp included) over every batch it stored
+        "hub_cpu_ms_per_batch": round(1000 * (last["cpu_s"] - idle["cpu_s"])
+                                      / max(1, status.get("wire", {}).get("telemetry_batches", 0)), 3),
         "gateways_served": sum(1 for r in loads if r["snapshot"] and r["latencies"]),
         "gateways_with_errors": sorted({r["error"] for r in loads if r["error"]}),
         "batches_measured": len(latencies), "batches_unacked": sum(r["unacked"] for r in loads),
