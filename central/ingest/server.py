@@ -37,6 +37,7 @@ DEFAULT_WORKERS = 16
 # naming its limit; past it the transport answers a bare REFUSED_STREAM.
 MAX_STREAMS_PER_CONNECTION = 1024
 HEARTBEAT_S = 1.0  # the loop proves it is alive this often (IngestServer.alive)
+LOOP_STALL_S = 10.0  # a loop that has not beaten for this long serves no one: it counts as dead
 START_TIMEOUT_S = 30.0
 
 
@@ -58,9 +59,9 @@ class IngestServer:
     def counters(self) -> dict[str, int]:
         return self.servicer.counters.snapshot()
 
-    def alive(self, stall: float = 10.0) -> bool:
-        """True while the serving loop runs and answered its heartbeat within `stall` seconds."""
-        return self.thread.is_alive() and time.monotonic() - self.beat < stall
+    def alive(self) -> bool:
+        """True while the serving loop runs and beat within LOOP_STALL_S (not dead, not wedged)."""
+        return self.thread.is_alive() and time.monotonic() - self.beat < LOOP_STALL_S
 
     def stop(self, grace: float | None = None) -> None:
         """Stop serving: streams get `grace` seconds, then are cancelled; returns when done."""

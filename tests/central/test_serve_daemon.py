@@ -21,6 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from lab import free_port, wait_for  # noqa: E402
 
 GATEWAYS = [f"gw-{i}" for i in range(20)]
+HEARTBEAT_SLACK = 1.0  # the loop's last beat may be up to one heartbeat before it stopped
 
 
 @pytest.fixture(scope="module")
@@ -97,7 +98,8 @@ def _run_all(loads: list[GatewayLoad], seconds: float) -> None:
     asyncio.run(main())
 
 
-def test_a_dead_serving_loop_stops_the_watchdog_and_exits_1(tmp_path, pki, monkeypatch):
+@pytest.mark.parametrize("how", ["dead", "wedged"])
+def test_a_dead_serving_loop_stops_the_watchdog_and_exits_1(tmp_path, pki, monkeypatch, how):
     from atlas.central import pipeline
     from atlas.central.ingest import server as ingest_server
     from atlas.link import notify
@@ -117,29 +119,42 @@ def test_a_dead_serving_loop_stops_the_watchdog_and_exits_1(tmp_path, pki, monke
     monkeypatch.setenv("WATCHDOG_USEC", "200000")  # a ping every 0.1 s while healthy
     monkeypatch.delenv("WATCHDOG_PID", raising=False)
     monkeypatch.setattr(notify, "_default", None)
+    monkeypatch.setattr(ingest_server, "LOOP_STALL_S", 1.5)
     config = load_config(write_config(tmp_path, pki, "127.0.0.1:0"))
     result: list[int] = []
     hub = threading.Thread(target=lambda: result.append(pipeline.serve(config)))
     hub.start()
-    messages: list[tuple[float, str]] = []
+    messages: list[tuple[float, str]] = []  # (arrival, datagram), read as they come
+    listening = threading.Event()
+    listening.set()
 
-    def receive(until: float) -> None:
-        while time.monotonic() < until:
+    def receive() -> None:
+        while listening.is_set():
             try:
                 messages.append((time.monotonic(), systemd.recv(4096).decode()))
             except socket.timeout:
                 pass
 
+    receiver = threading.Thread(target=receive)
+    receiver.start()
     try:
-        receive(time.monotonic() + 1.5)
-        assert sum("WATCHDOG=1" in m for _, m in messages) >= 3  # fed while serving
+        time.sleep(2.0)
+        assert sum("WATCHDOG=1" in m for _, m in messages) >= 3  # fed while serving (every 0.5 s)
         killed = time.monotonic()
-        servers[0].loop.call_soon_threadsafe(servers[0].loop.stop)  # the serving loop dies
+        if how == "dead":
+            servers[0].loop.call_soon_threadsafe(servers[0].loop.stop)
+        else:  # stuck in a call that never yields (for longer than the stall allowance)
+            servers[0].loop.call_soon_threadsafe(time.sleep, 4.0)
         hub.join(20)
-        receive(time.monotonic() + 0.3)
+        time.sleep(0.3)
     finally:
+        listening.clear()
+        receiver.join()
         systemd.close()
     assert result == [1]
-    # no ping once the loop is dead (the main loop looks every 0.5 s), then a clean stop
-    assert all(at < killed + 0.6 for at, m in messages if "WATCHDOG=1" in m)
-    assert any("STOPPING=1" in m for _, m in messages)
+    # no ping once the loop is known dead (at once) or wedged (past the stall allowance; the main
+    # loop looks every 0.5 s), then a clean stop
+    noticed = 0.6 if how == "dead" else 1.5 + HEARTBEAT_SLACK + 0.6
+    assert all(at < killed + noticed for at, m in messages if "WATCHDOG=1" in m), [round(at - killed, 2) for at, m in messages]
+    stopping = [at for at, m in messages if "STOPPING=1" in m]
+    assert stopping and stopping[0] < killed + noticed + 0.2  # noticed while still wedged
