@@ -60,8 +60,10 @@ class IngestServer:
         return self.servicer.counters.snapshot()
 
     def alive(self) -> bool:
-        """True while the serving loop runs and beat within LOOP_STALL_S (not dead, not wedged)."""
-        return self.thread.is_alive() and time.monotonic() - self.beat < LOOP_STALL_S
+        """True while the serving loop runs, beat within LOOP_STALL_S (not wedged), and still
+        polls the rule feeds (a hub that takes telemetry but sends no rule is not serving)."""
+        return (self.thread.is_alive() and time.monotonic() - self.beat < LOOP_STALL_S
+                and not any(task.done() for task in self._tasks))
 
     def stop(self, grace: float | None = None) -> None:
         """Stop serving: streams get `grace` seconds, then are cancelled; returns when done."""

@@ -479,6 +479,9 @@ class GatewayLinkServicer:
                 found = await self._call(self._drain_feeds, streams)
             except RuntimeError:  # the pool is shut down: the server is stopping
                 return
+            except Exception:  # noqa: BLE001 - rules must keep flowing: log, look again next time
+                log.exception("ingest: polling the rule feeds failed")
+                found = []
             for stream, changes in found:
                 for change in changes:
                     stream.outbox.put_nowait(change)
