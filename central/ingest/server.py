@@ -75,7 +75,9 @@ class IngestServer:
                 log.error("ingest: the server did not stop within %.0f s", (grace or 0) + 5)
             self.loop.call_soon_threadsafe(self.loop.stop)
             self.thread.join(5)
-        self.pool.shutdown(wait=False, cancel_futures=True)
+        # Queued hub calls are dropped (a restart resets every gateway's connection); running
+        # ones finish first, so none is cut off by the hub closing its store after this.
+        self.pool.shutdown(wait=True, cancel_futures=True)
 
     def wait(self, timeout: float | None = None) -> bool:
         """Wait for the server to end; True if it is still running after `timeout`."""
