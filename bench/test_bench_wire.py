@@ -34,6 +34,7 @@ import pytest
 from atlas.link.wire import DeviceSummary, Health, TelemetryBatch
 from atlas.link import serde
 from atlas.central.ingest import serve
+from atlas.central.ingest.servicer import StreamLimits
 from atlas.central.ingest.testing import MemoryHub, make_pki
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -300,7 +301,7 @@ def measure_ingest(tmp_path: Path, hub, pki, records_per_batch: int, gateways: l
     payload.write_bytes(serde.telemetry_batch_to_proto(batch).SerializeToString())
     cpus = sorted(os.sched_getaffinity(0))
     hub_cpu, client_cpu = cpus[0], cpus[-1]
-    server = serve(hub, "127.0.0.1:0", pki.hub_tls(), max_gateways=len(gateways) + 4, max_receive_bytes=16 << 20,
+    server = serve(hub, "127.0.0.1:0", pki.hub_tls(), limits=StreamLimits(max_gateways=len(gateways) + 4), max_receive_bytes=16 << 20,
                    packed_devices=packed_devices)
     seq0 = int(time.time() * 1e6)  # above anything this hub has stored for these gateways
     try:

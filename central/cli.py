@@ -308,7 +308,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
         print(f"{config.path}: OK ({report['inventory_devices']} inventory devices, "
               f"listen {report['listen']}, database {report['database']})")
         return 0
-    return pipeline.serve(config)
+    from atlas.central.ingest.server import ListenError
+
+    try:
+        return pipeline.serve(config)
+    except ListenError as exc:
+        raise CliFailure(f"{config.path}: hub.listen: {exc}") from None
 
 
 def cmd_check(args: argparse.Namespace) -> int:

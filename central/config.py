@@ -26,6 +26,12 @@ Example::
     cert = "pki/hub.crt"
     key = "pki/hub.key"
 
+    [ingest]                           # the gateways' streams (gRPC); limits refuse clearly, logged
+    max_gateways = 2048                # gateways connected at once
+    max_streams_per_gateway = 4        # streams one certificate may hold open (an agent uses 1)
+    hello_timeout = 5                  # seconds a new stream has to say hello
+    workers = 16                       # threads calling into the hub (fixed: not per gateway)
+
     [incidents]
     merge_window = 300                 # same attacker+kind within this many seconds = one incident
 
@@ -98,6 +104,14 @@ class DecideConfig:
 
 
 @dataclass(frozen=True)
+class IngestConfig:
+    max_gateways: int = 2048
+    max_streams_per_gateway: int = 4
+    hello_timeout: float = 5.0
+    workers: int = 16
+
+
+@dataclass(frozen=True)
 class HubConfig:
     path: Path | None
     database: Path
@@ -114,6 +128,7 @@ class HubConfig:
     metrics_port: int = 0  # Prometheus exporter on 127.0.0.1; 0 = off
     correlate: CorrelateConfig = field(default_factory=CorrelateConfig)
     gateways: dict[str, GatewayPlaceConfig] = field(default_factory=dict)  # id -> place
+    ingest: IngestConfig = field(default_factory=IngestConfig)
 
 
 class _Table:
@@ -268,6 +283,24 @@ def _gateway_places(table: _Table | None) -> dict[str, GatewayPlaceConfig]:
     return places
 
 
+def _count(table: _Table, name: str, default: int, upper: int) -> int:
+    value = table.get(name, int, default)
+    if not 1 <= value <= upper:
+        raise table.error(name, f"must be a whole number from 1 to {upper}, got {value!r}")
+    return value
+
+
+def _ingest(table: _Table | None) -> IngestConfig:
+    if table is None:
+        return IngestConfig()
+    ingest = IngestConfig(max_gateways=_count(table, "max_gateways", 2048, 100_000),
+                          max_streams_per_gateway=_count(table, "max_streams_per_gateway", 4, 64),
+                          hello_timeout=_positive(table, "hello_timeout", 5.0, 300.0),
+                          workers=_count(table, "workers", 16, 32))  # TasksMax=64 in the unit
+    table.finish()
+    return ingest
+
+
 def _decide(table: _Table | None) -> DecideConfig:
     from atlas.central.decide.registry import DEFAULT_POLICY, POLICIES
 
@@ -347,13 +380,14 @@ def parse_config(data: dict[str, Any], source: str = "<config>", base: Path | No
     decide = _decide(root.table("decide"))
     correlate = _correlate(root.table("correlate"))
     gateways = _gateway_places(root.table("gateways"))
+    ingest = _ingest(root.table("ingest"))
     root.finish()
     return HubConfig(path=path, database=database, listen=cfg_listen, signing_key=signing_key,
                      inventory=inventory, operator_poll=operator_poll, sync=sync,
                      telemetry_retention=float(retention),
                      merge_window=merge_window, tls=tls, decide=decide,
                      control_socket=control_socket, metrics_port=metrics_port,
-                     correlate=correlate, gateways=gateways)
+                     correlate=correlate, gateways=gateways, ingest=ingest)
 
 
 def load_config(path: str | Path) -> HubConfig:

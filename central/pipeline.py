@@ -157,6 +157,7 @@ class LiveStatus:
 
         out = HubView(self.hub.store).status()
         out["running"] = True
+        out["serving"] = self.server.alive()  # False: the gRPC loop is dead (the hub exits)
         out["wire"] = self.server.counters()
         return out
 
@@ -175,7 +176,8 @@ class LiveStatus:
         self._updated = time.monotonic()
         m, wire = self.metrics, self.server.counters()
         m.observe_telemetry(wire.get("telemetry_records", 0) - self._seen.get("telemetry_records", 0))
-        for reason in ("refused_batches", "malformed_messages", "refused_identity", "refused_impersonation"):
+        for reason in ("refused_batches", "malformed_messages", "refused_identity", "refused_impersonation",
+                       "refused_seq", "refused_streams_per_gateway", "refused_gateway_limit", "hello_timeouts"):
             m.drop_telemetry(reason, wire.get(reason, 0) - self._seen.get(reason, 0))
         self._seen = dict(wire)
         counts = self.hub.store.counts()
@@ -203,6 +205,7 @@ def serve(config: HubConfig, stop: threading.Event | None = None,
     """Run the hub until SIGTERM/SIGINT (or `stop` is set). Returns the exit code."""
     from atlas.link.tls import TlsFiles
     from atlas.central.ingest.server import serve as serve_ingest
+    from atlas.central.ingest.servicer import StreamLimits
 
     require_files(config, for_serving=True)
     lock = lock_database(config.database)
@@ -213,7 +216,10 @@ def serve(config: HubConfig, stop: threading.Event | None = None,
             signal.signal(signum, lambda *_: stop.set())
     tls = TlsFiles(cert=config.tls.cert, key=config.tls.key, ca=config.tls.ca)
     try:
-        server = serve_ingest(hub, config.listen, tls)
+        limits = StreamLimits(max_gateways=config.ingest.max_gateways,
+                              max_streams_per_gateway=config.ingest.max_streams_per_gateway,
+                              hello_timeout=config.ingest.hello_timeout)
+        server = serve_ingest(hub, config.listen, tls, limits=limits, workers=config.ingest.workers)
     except Exception:
         hub.store.close()
         lock.close()
@@ -230,10 +236,16 @@ def serve(config: HubConfig, stop: threading.Event | None = None,
     if on_ready is not None:
         on_ready(server.port)
     dog = notify.watchdog()
+    code = 0
     try:
         while not stop.wait(0.5):
-            # Feed systemd's watchdog only while maintenance (expiry, operator commands) runs:
-            # a stuck hub must be restarted, not kept alive by an idle main loop.
+            if not server.alive():  # no gateway can be served: exit so systemd restarts the hub
+                log.error("ingest: the gRPC serving loop is dead; exiting")
+                code = 1
+                break
+            # Feed systemd's watchdog only while maintenance (expiry, operator commands) runs
+            # and the serving loop answers: a stuck hub must be restarted, not kept alive by
+            # an idle main loop.
             if time.monotonic() - hub.last_tick < MAINTENANCE_STALL_SECONDS:
                 dog.tick()
             if metrics is not None:
@@ -249,4 +261,4 @@ def serve(config: HubConfig, stop: threading.Event | None = None,
         hub.close()
         hub.store.close()
         lock.close()
-    return 0
+    return code
