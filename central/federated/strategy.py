@@ -7,6 +7,8 @@ from typing import Callable
 
 import numpy as np
 
+from atlas.link.federated import RoundConfig, clip_norm
+
 
 @dataclass(frozen=True)
 class Update:
@@ -17,17 +19,6 @@ class Update:
     rows: int
 
 
-@dataclass(frozen=True)
-class RoundConfig:
-    """What every gateway trains in one round."""
-
-    round: int
-    epochs: int = 1
-    batch_size: int = 64
-    learning_rate: float = 1e-3
-    clip: float | None = None  # the L2 bound a gateway clips its delta to before sending
-
-
 @dataclass
 class Aggregate:
     """The combined delta, and which gateways' updates it left out (outliers), for the audit."""
@@ -36,12 +27,6 @@ class Aggregate:
     excluded: list[int] = field(default_factory=list)  # indexes into the round's updates
     info: dict[str, float] = field(default_factory=dict)
     excluded_gateways: list[str] = field(default_factory=list)
-
-
-def clip_norm(delta: np.ndarray, bound: float) -> np.ndarray:
-    """`delta` scaled down to L2 norm `bound` if it is longer: bounds what one gateway can move."""
-    norm = float(np.linalg.norm(delta))
-    return delta if norm <= bound or norm == 0.0 else (delta * (bound / norm)).astype(delta.dtype)
 
 
 def stack(updates: list[Update]) -> np.ndarray:
