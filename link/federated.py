@@ -15,7 +15,7 @@ class RoundConfig:
     """What every gateway trains in one round."""
 
     round: int
-    epochs: int = 1
+    epochs: int = 5
     batch_size: int = 64
     learning_rate: float = 1e-3
     clip: float | None = None  # the L2 bound a gateway clips its delta to before sending

@@ -48,7 +48,7 @@ class Strategy(ABC):
 
     name = "strategy"
 
-    def __init__(self, clip: float | None = None, epochs: int = 1, batch_size: int = 64, learning_rate: float = 1e-3) -> None:
+    def __init__(self, clip: float | None = None, epochs: int = 5, batch_size: int = 64, learning_rate: float = 1e-3) -> None:
         if clip is not None and not clip > 0:
             raise ValueError(f"federated clip: must be > 0, got {clip}")
         self.clip = clip
