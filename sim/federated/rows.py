@@ -7,6 +7,7 @@ every other row is benign. Attackers here are rogue hosts, never the gateway's o
 """
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,6 +37,20 @@ def device_mix(rng: np.random.Generator, classes: list[str], low: int = 3, high:
 
 
 def gateway_rows(out: Path, *, classes: list[str], devices: int, duration: float, seed: int, attacks: bool) -> GatewayRows:
+    """One gateway's rows, from `out`/rows.npz when an earlier run made them with the same
+    arguments (runs that compare attacks share their gateways), else generated."""
+    key = json.dumps({"classes": classes, "devices": devices, "duration": duration, "seed": seed, "attacks": attacks}, sort_keys=True)
+    cached = out / "rows.npz"
+    if cached.exists():
+        with np.load(cached, allow_pickle=False) as z:
+            if str(z["key"]) == key:
+                return GatewayRows(z["X"], z["y"].astype(object), devices, duration)
+    rows = _generate_rows(out, classes=classes, devices=devices, duration=duration, seed=seed, attacks=attacks)
+    np.savez(cached, X=rows.X, y=rows.y.astype(str), key=np.array(key))
+    return rows
+
+
+def _generate_rows(out: Path, *, classes: list[str], devices: int, duration: float, seed: int, attacks: bool) -> GatewayRows:
     """Generate one gateway's capture (with one attack of each known kind if `attacks`) and
     replay it through the agent's pipeline."""
     from atlas.agent.capture.pcapfile import read_capture
