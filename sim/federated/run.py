@@ -45,7 +45,7 @@ class Gateway:
     row_upload_bytes: int  # its round's feature rows, float32 and deflated: what uploading them would cost
     held_out: object = None  # GatewayRows of its held-out capture
     leaked_attack_rows: int = 0  # attack rows the buffer's filter would let in (the detector missed them, too)
-    attack_rows: int = 0
+    attack_row_count: int = 0
 
 
 @dataclass
@@ -225,7 +225,7 @@ def build_report(opts: FederatedOptions, gateways: list[Gateway], runs: dict[str
             "row_upload_bytes_per_gateway": row_bytes,
             "update_share_of_row_upload": update_bytes / row_bytes if row_bytes else None,
             "attack_rows_in_honest_buffers": sum(g.leaked_attack_rows for g in honest),
-            "attack_rows_in_honest_traffic": sum(g.attack_rows for g in honest),
+            "attack_rows_in_honest_traffic": sum(g.attack_row_count for g in honest),
         },
         "gateways": [{"name": g.name, "classes": g.classes, "poisoned": g.malicious, "buffer_rows": len(g.benign), "leaked_attack_rows": g.leaked_attack_rows,
                       "row_upload_bytes": g.row_upload_bytes} for g in gateways],
