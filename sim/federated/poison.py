@@ -1,7 +1,8 @@
 """What a poisoned gateway sends instead of an honest update.
 
-- scaling: an honest update reversed and multiplied by the number of gateways, so that it
-  outweighs every honest one in a mean (Blanchard et al.'s omniscient attacker, simplified);
+- scaling: an honest update reversed and boosted by 2 n / m (n gateways, m poisoned), so that
+  in a mean the poisoned ones outweigh the honest ones twice over and the model trains
+  backwards (the boosting of Bagdasaryan et al., aimed at availability);
 - label-flip: trains on the rows of every attack kind in its traffic as if they were benign
   (for an autoencoder the "label" is the benign set it is fitted to);
 - backdoor: trains on the targeted kind's rows among its own benign ones, and boosts the delta
@@ -28,7 +29,7 @@ def poisoned_delta(
     if attack == "scaling":
         z = standardize(benign, mean, std, clip)
         trained, _, _ = train_local(model, z, cfg, seed)
-        delta = -float(gateways) * (trained.flat() - model.flat())
+        delta = -2.0 * gateways / max(malicious, 1) * (trained.flat() - model.flat())
     elif attack == "label-flip":
         flipped = np.concatenate([benign] + [r for r in attack_rows.values() if len(r)])
         trained, _, _ = train_local(model, standardize(flipped, mean, std, clip), cfg, seed)

@@ -224,6 +224,10 @@ def build_report(opts: FederatedOptions, gateways: list[Gateway], runs: dict[str
             "bytes_per_round_per_gateway": update_bytes,
             "row_upload_bytes_per_gateway": row_bytes,
             "update_share_of_row_upload": update_bytes / row_bytes if row_bytes else None,
+            # every strategy after the last round: a scaling attack shows in false flags, not in detection
+            "false_incidents_per_device_day_by_strategy": {n: r.rounds[-1]["false_flags_per_device_day"] for n, r in runs.items()},
+            "kind_detection_by_strategy": {n: _min_detection(r.rounds[-1]["detection"]) for n, r in runs.items()},
+            "poisoned_updates_excluded": {n: sum(x.get("excluded_poisoned", 0) for x in r.rounds) for n, r in runs.items()},
             "attack_rows_in_honest_buffers": sum(g.leaked_attack_rows for g in honest),
             "attack_rows_in_honest_traffic": sum(g.attack_row_count for g in honest),
         },

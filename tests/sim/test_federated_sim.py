@@ -11,12 +11,30 @@ from atlas.sim.cli import main
 from atlas.sim.federated import FederatedOptions, run_federated
 
 
+SMALL = dict(gateways=5, malicious=1, seed=3, devices=8, duration=240)
+
+
 @pytest.fixture(scope="module")
-def report(tmp_path_factory):
+def work(tmp_path_factory):
+    return tmp_path_factory.mktemp("fl-rows")  # both runs share the gateways' rows
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory, work):
     out = tmp_path_factory.mktemp("fl")
-    r = run_federated(FederatedOptions(out=out, gateways=5, malicious=1, rounds=2, attack="backdoor", seed=3, devices=8, duration=240))
+    r = run_federated(FederatedOptions(out=out, rounds=2, attack="backdoor", work=work, **SMALL))
     assert json.loads((out / "report.json").read_text()) == json.loads(json.dumps(r))
     return r
+
+
+def test_scaling_floods_fedavg_with_false_flags(tmp_path, work, report):
+    """A reversed, boosted update wrecks FedAvg's model for benign traffic (everything looks
+    anomalous), which targeted detection alone would not show; the robust rules do not move."""
+    m = run_federated(FederatedOptions(out=tmp_path, rounds=3, attack="scaling", work=work, **SMALL))["metrics"]
+    ff = m["false_incidents_per_device_day_by_strategy"]
+    assert ff["fedavg"] > 100
+    assert ff["median"] == ff["trimmed_mean"] == ff["krum"] == 0.0
+    assert m["poisoned_updates_excluded"]["krum"] == 3  # every round
 
 
 def test_backdoor_blinds_fedavg_and_krum_holds(report):
