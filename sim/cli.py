@@ -308,7 +308,11 @@ def _federated(args) -> int:
     print(f"{args.target} detection after {args.rounds} rounds, {args.malicious} of {args.gateways} gateways poisoned ({args.attack}):")
     for name, v in m["targeted_kind_detection"].items():
         print(f"  {name:13s} {v:.3f}")
-    print(f"every kind (minimum): central {m['kind_detection']['central']:.3f}, federated {m['kind_detection']['federated']:.3f}")
+    print("every kind (minimum) / benign rows flagged per device-day, by strategy:")
+    for name, v in m["kind_detection_by_strategy"].items():
+        print(f"  {name:13s} {v:.3f} / {m['false_incidents_per_device_day_by_strategy'][name]:.1f}")
+    print(f"configured ({args.strategy}), every kind (minimum): central {m['kind_detection']['central']:.3f}, "
+          f"federated {m['kind_detection']['federated']:.3f}")
     print(f"update {m['bytes_per_round_per_gateway']:,.0f} bytes per round per gateway; its rows would be "
           f"{m['row_upload_bytes_per_gateway']:,.0f} bytes ({100 * m['update_share_of_row_upload']:.1f} %)")
     print(f"{args.out / 'report.json'}")

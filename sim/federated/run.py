@@ -169,11 +169,16 @@ def run_strategy(name: str, opts: FederatedOptions, start, detector, gateways: l
             if not g.malicious:
                 run.update_bytes.append(len(blob))
             updates.append(Update(g.name, decode_update(blob, start.size), rows))
+        norms = {g.malicious: [] for g in gateways}
+        for g, u in zip(gateways, updates):
+            norms[g.malicious].append(float(np.linalg.norm(u.delta)))
         agg = strategy.aggregate(updates)
         weights = weights + agg.delta
         run.excluded.append(agg.excluded_gateways)
         run.rounds.append({"round": r, **score(start.with_flat(weights), detector, gateways),
                            "excluded": agg.excluded_gateways,
+                           "honest_update_norm": float(np.median(norms[False])),  # what a hub clip bound is chosen against
+                           "poisoned_update_norm": float(np.median(norms[True])) if norms.get(True) else None,
                            "excluded_poisoned": sum(1 for n in agg.excluded_gateways if next(g for g in gateways if g.name == n).malicious)})
     return run
 
