@@ -168,6 +168,8 @@ def build_parser() -> argparse.ArgumentParser:
     fl.add_argument("--duration", type=_finite, default=600.0, help="seconds of traffic per gateway, for training and held out (default 600)")
     fl.add_argument("--clip", type=_finite, default=None, help="L2 bound on every update at the hub (default: none)")
     fl.add_argument("--epochs", type=int, default=5, help="local epochs per round (default 5)")
+    fl.add_argument("--dp-noise", type=_finite, default=None, help="also run the configured strategy with Gaussian DP at this noise "
+                    "multiplier (needs --clip); the report gives its epsilon")
     fl.add_argument("--work", type=Path, default=None, help="folder of the gateways' feature rows, reused by runs with the same "
                     "gateways (default OUT/work)")
     return p
@@ -303,7 +305,7 @@ def _federated(args) -> int:
 
     opts = FederatedOptions(out=args.out, gateways=args.gateways, rounds=args.rounds, malicious=args.malicious, attack=args.attack,
                             seed=args.seed, strategy=args.strategy, target=args.target, devices=args.devices,
-                            duration=args.duration, clip=args.clip, epochs=args.epochs, work=args.work, command="atlas-sim " + " ".join(args.argv))
+                            duration=args.duration, clip=args.clip, epochs=args.epochs, dp_noise=args.dp_noise, work=args.work, command="atlas-sim " + " ".join(args.argv))
     m = run_federated(opts, progress=lambda msg: print(msg, file=sys.stderr, flush=True))["metrics"]
     print(f"{args.target} detection after {args.rounds} rounds, {args.malicious} of {args.gateways} gateways poisoned ({args.attack}):")
     for name, v in m["targeted_kind_detection"].items():
@@ -315,7 +317,10 @@ def _federated(args) -> int:
           f"federated {m['kind_detection']['federated']:.3f}")
     print(f"update {m['bytes_per_round_per_gateway']:,.0f} bytes per round per gateway; its rows would be "
           f"{m['row_upload_bytes_per_gateway']:,.0f} bytes ({100 * m['update_share_of_row_upload']:.1f} %)")
-    print(f"{args.out / 'report.json'}")
+    if "dp_epsilon" in m:
+        print(f"with Gaussian DP (noise multiplier {args.dp_noise:g}, clip {args.clip:g}): {args.target} detection "
+              f"{m['targeted_kind_detection']['configured_dp']:.3f}, epsilon {m['dp_epsilon']:.2f} at delta {m['dp_delta']:g}")
+    print(f"{args.out / 'report.json'}, plots: convergence.png, kinds.png, false_flags.png")
     return 0
 
 

@@ -31,6 +31,7 @@ class FederatedOptions:
     duration: float = 600.0  # seconds of traffic per gateway and capture (training, and held out)
     clip: float | None = None  # the hub's norm bound on updates (None: none)
     epochs: int = 5
+    dp_noise: float | None = None  # Gaussian DP on the configured strategy: noise multiplier (needs clip)
     work: Path | None = None  # where gateways' rows are kept for later runs (default OUT/work)
     command: str = ""
 
@@ -73,12 +74,14 @@ def validate(opts: FederatedOptions) -> None:
         raise ValueError(f"--strategy: {opts.strategy!r} is not one of {', '.join(sorted(STRATEGIES))}")
     if opts.target not in KNOWN_KINDS:
         raise ValueError(f"--target: {opts.target!r} is not a known kind ({', '.join(KNOWN_KINDS)})")
+    if opts.dp_noise is not None and opts.clip is None:
+        raise ValueError("--dp-noise: needs --clip (the noise is scaled to the clipping bound)")
     if opts.devices < 1 or opts.duration < 120:
         raise ValueError("--devices must be >= 1 and --duration >= 120 s (one attack of each kind fits)")
 
 
-def make_strategy(name: str, opts: FederatedOptions):
-    from atlas.central.federated import make_strategy as make
+def make_strategy(name: str, opts: FederatedOptions, dp: bool = False):
+    from atlas.central.federated import GaussianDP, make_strategy as make
 
     f = opts.malicious
     extra: dict[str, float] = {"clip": opts.clip, "epochs": opts.epochs}
@@ -86,7 +89,10 @@ def make_strategy(name: str, opts: FederatedOptions):
         extra["beta"] = max(0.1, min(0.49, f / opts.gateways))
     if name == "krum":  # Multi-Krum: the n - f most central updates
         extra.update(f=f, m=opts.gateways - f)
-    return make(name, **extra)
+    strategy = make(name, **extra)
+    if dp:
+        return GaussianDP(strategy, clip=opts.clip, noise_multiplier=opts.dp_noise, seed=opts.seed)
+    return strategy
 
 
 def prepare(opts: FederatedOptions, detector, progress: Callable[[str], None]) -> list[Gateway]:
@@ -140,13 +146,13 @@ def score(model, detector, gateways: list[Gateway]) -> dict:
     return {"detection": detection, "false_flags_per_device_day": flagged / device_days if device_days else 0.0}
 
 
-def run_strategy(name: str, opts: FederatedOptions, start, detector, gateways: list[Gateway]) -> StrategyRun:
+def run_strategy(name: str, opts: FederatedOptions, start, detector, gateways: list[Gateway], dp: bool = False) -> StrategyRun:
     from atlas.agent.detect.local_training import BenignBuffer, local_round
     from atlas.central.federated import Update
     from atlas.link.federated import decode_update, encode_update
     from atlas.sim.federated.poison import poisoned_delta
 
-    strategy = make_strategy(name, opts)
+    strategy = make_strategy(name, opts, dp)
     run = StrategyRun(name)
     weights = start.flat()
     run.rounds.append({"round": 0, **score(start, detector, gateways)})
@@ -179,6 +185,7 @@ def run_strategy(name: str, opts: FederatedOptions, start, detector, gateways: l
                            "excluded": agg.excluded_gateways,
                            "honest_update_norm": float(np.median(norms[False])),  # what a hub clip bound is chosen against
                            "poisoned_update_norm": float(np.median(norms[True])) if norms.get(True) else None,
+                           **({"epsilon": agg.info["epsilon"], "dp_delta": agg.info["delta"]} if "epsilon" in agg.info else {}),
                            "excluded_poisoned": sum(1 for n in agg.excluded_gateways if next(g for g in gateways if g.name == n).malicious)})
     return run
 
@@ -186,6 +193,7 @@ def run_strategy(name: str, opts: FederatedOptions, start, detector, gateways: l
 def run_federated(opts: FederatedOptions, progress: Callable[[str], None] = lambda m: None) -> dict:
     from atlas.agent.detect import Detector, packaged_models_dir
     from atlas.agent.detect.local_training import load_tflite_autoencoder
+    from atlas.sim.federated.plots import write_plots
 
     validate(opts)
     t0 = time.perf_counter()
@@ -197,9 +205,12 @@ def run_federated(opts: FederatedOptions, progress: Callable[[str], None] = lamb
     runs = {}
     for name in names:
         runs[name] = run_strategy(name, opts, start, detector, gateways)
+    if opts.dp_noise is not None:  # the configured strategy once more, with Gaussian noise
+        runs["configured_dp"] = run_strategy(opts.strategy, opts, start, detector, gateways, dp=True)
         fin = runs[name].rounds[-1]["detection"][opts.target]
         progress(f"{name}: {opts.target} detection {runs[name].rounds[0]['detection'][opts.target]:.3f} -> {fin:.3f}")
     report = build_report(opts, gateways, runs, time.perf_counter() - t0)
+    report["plots"] = write_plots(opts.out, report)
     (opts.out / "report.json").write_text(json.dumps(report, indent=1, sort_keys=True) + "\n")
     return report
 
@@ -216,6 +227,7 @@ def build_report(opts: FederatedOptions, gateways: list[Gateway], runs: dict[str
     row_bytes = float(np.mean([g.row_upload_bytes for g in honest]))
     targeted = {n: r.rounds[-1]["detection"][opts.target] for n, r in runs.items()}
     targeted["configured"] = targeted[opts.strategy]
+    dp = runs.get("configured_dp")
     return {
         "command": opts.command,
         "options": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(opts).items() if k != "command"},
@@ -233,6 +245,7 @@ def build_report(opts: FederatedOptions, gateways: list[Gateway], runs: dict[str
             "false_incidents_per_device_day_by_strategy": {n: r.rounds[-1]["false_flags_per_device_day"] for n, r in runs.items()},
             "kind_detection_by_strategy": {n: _min_detection(r.rounds[-1]["detection"]) for n, r in runs.items()},
             "poisoned_updates_excluded": {n: sum(x.get("excluded_poisoned", 0) for x in r.rounds) for n, r in runs.items()},
+            **({"dp_epsilon": dp.rounds[-1]["epsilon"], "dp_delta": dp.rounds[-1]["dp_delta"]} if dp else {}),
             "attack_rows_in_honest_buffers": sum(g.leaked_attack_rows for g in honest),
             "attack_rows_in_honest_traffic": sum(g.attack_row_count for g in honest),
         },

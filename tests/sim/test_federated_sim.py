@@ -24,6 +24,8 @@ def report(tmp_path_factory, work):
     out = tmp_path_factory.mktemp("fl")
     r = run_federated(FederatedOptions(out=out, rounds=2, attack="backdoor", work=work, **SMALL))
     assert json.loads((out / "report.json").read_text()) == json.loads(json.dumps(r))
+    assert r["plots"] == ["convergence.png", "kinds.png", "false_flags.png"]
+    assert all((out / p).stat().st_size > 10_000 for p in r["plots"])
     return r
 
 
@@ -72,6 +74,7 @@ def test_report_metrics_and_bytes(report):
         (["--gateways", "5", "--target", "nope"], "--target: 'nope' is not a known kind"),
         (["--gateways", "5", "--strategy", "fedprox"], "--strategy: 'fedprox' is not one of"),
         (["--gateways", "5", "--rounds", "0"], "--rounds: need at least 1"),
+        (["--gateways", "5", "--dp-noise", "1"], "--dp-noise: needs --clip"),
     ],
 )
 def test_bad_arguments_are_one_line(tmp_path, capsys, argv, message):
