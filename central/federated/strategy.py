@@ -70,6 +70,6 @@ class Strategy(ABC):
     def _combine(self, X: np.ndarray, rows: np.ndarray) -> Aggregate:
         """Deltas [n, d] (float64) and each update's row count -> the aggregate."""
 
-    def evaluate(self, weights: np.ndarray, score: Callable[[np.ndarray], dict[str, float]]) -> dict[str, float]:
+    def evaluate(self, weights: np.ndarray, score: Callable[[np.ndarray], dict]) -> dict:
         """Metrics of the aggregated weights on the hub's held-out rows (`score` knows the model)."""
         return score(weights)

@@ -181,7 +181,8 @@ def run_strategy(name: str, opts: FederatedOptions, start, detector, gateways: l
         agg = strategy.aggregate(updates)
         weights = weights + agg.delta
         run.excluded.append(agg.excluded_gateways)
-        run.rounds.append({"round": r, **score(start.with_flat(weights), detector, gateways),
+        scores = strategy.evaluate(weights, lambda w: score(start.with_flat(w), detector, gateways))
+        run.rounds.append({"round": r, **scores,
                            "excluded": agg.excluded_gateways,
                            "honest_update_norm": float(np.median(norms[False])),  # what a hub clip bound is chosen against
                            "poisoned_update_norm": float(np.median(norms[True])) if norms.get(True) else None,
