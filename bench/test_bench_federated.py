@@ -58,7 +58,7 @@ CHILD = textwrap.dedent(
 
 
 def test_local_round_within_budget(tmp_path):
-    out = subprocess.run([sys.executable, "-c", CHILD, str(tmp_path)], capture_output=True, text=True, timeout=300)
+    out = subprocess.run([sys.executable, "-c", CHILD, str(tmp_path)], capture_output=True, text=True, timeout=300, check=False)
     assert out.returncode == 0, out.stderr[-2000:]
     r = json.loads(out.stdout.strip().splitlines()[-1])
     print(f"\nlocal round: {r['rows']} rows x {r['epochs']} epochs (batch {r['batch_size']}), {r['weights']} weights: "

@@ -17,7 +17,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-
 from atlas.agent.detect.runtime import _quiet_runtime, interpreter_class
 from atlas.link.federated import RoundConfig, clip_norm
 
@@ -43,7 +42,7 @@ class Autoencoder:
     def flat(self) -> np.ndarray:
         return np.concatenate([p.ravel() for wb in zip(self.weights, self.biases) for p in wb]).astype(np.float32)
 
-    def with_flat(self, flat: np.ndarray) -> "Autoencoder":
+    def with_flat(self, flat: np.ndarray) -> Autoencoder:
         """A copy with the weights of a flat vector in `flat()`'s order."""
         if flat.shape != (self.size,):
             raise ValueError(f"autoencoder weights: got {list(flat.shape)}, the model has [{self.size}]")
@@ -100,7 +99,7 @@ def load_tflite_autoencoder(path: str | Path) -> Autoencoder:
         raise ValueError(f"{path}: no FULLY_CONNECTED layers: not the dense autoencoder train/models.py builds")
     weights, biases = [], []
     for op in ops:
-        x_idx, w_idx, b_idx = (int(i) for i in op["inputs"][:3])
+        _, w_idx, b_idx = (int(i) for i in op["inputs"][:3])  # input, weights, bias
         wq = details[w_idx]["quantization_parameters"]
         w_scale, w_zp = wq["scales"], wq["zero_points"]
         w = (it.get_tensor(w_idx).astype(np.float32) - w_zp[:, None]) * w_scale[:, None]  # [out, in], per output channel

@@ -5,12 +5,18 @@ trains locally and sends an `Update` (a flat weight delta, never rows); `Strateg
 combines the deltas, robustly for the Byzantine-resilient rules; `Strategy.evaluate` scores the
 result on the hub's held-out rows. One rule per module, written from the papers in numpy.
 """
-from atlas.central.federated.strategy import Aggregate, RoundConfig, Strategy, Update, clip_norm
-from atlas.central.federated.fedavg import FedAvg
-from atlas.central.federated.median import CoordinateMedian
-from atlas.central.federated.trimmed_mean import TrimmedMean
-from atlas.central.federated.krum import Krum
 from atlas.central.federated.dp import GaussianDP
+from atlas.central.federated.fedavg import FedAvg
+from atlas.central.federated.krum import Krum
+from atlas.central.federated.median import CoordinateMedian
+from atlas.central.federated.strategy import (
+    Aggregate,
+    RoundConfig,
+    Strategy,
+    Update,
+    clip_norm,
+)
+from atlas.central.federated.trimmed_mean import TrimmedMean
 
 STRATEGIES = {"fedavg": FedAvg, "median": CoordinateMedian, "trimmed_mean": TrimmedMean, "krum": Krum}
 
@@ -25,6 +31,16 @@ def make_strategy(name: str, **options: float) -> Strategy:
 
 
 __all__ = [
-    "Aggregate", "CoordinateMedian", "FedAvg", "GaussianDP", "Krum", "RoundConfig", "STRATEGIES",
-    "Strategy", "TrimmedMean", "Update", "clip_norm", "make_strategy",
+    "STRATEGIES",
+    "Aggregate",
+    "CoordinateMedian",
+    "FedAvg",
+    "GaussianDP",
+    "Krum",
+    "RoundConfig",
+    "Strategy",
+    "TrimmedMean",
+    "Update",
+    "clip_norm",
+    "make_strategy",
 ]

@@ -13,8 +13,13 @@ from __future__ import annotations
 import math
 
 import numpy as np
-
-from atlas.central.federated.strategy import Aggregate, RoundConfig, Strategy, Update, clip_norm
+from atlas.central.federated.strategy import (
+    Aggregate,
+    RoundConfig,
+    Strategy,
+    Update,
+    clip_norm,
+)
 
 ALPHAS = tuple([1.0 + x / 10.0 for x in range(1, 100)] + list(range(12, 257)))
 

@@ -3,7 +3,6 @@ update of any size moves the mean as far as it likes."""
 from __future__ import annotations
 
 import numpy as np
-
 from atlas.central.federated.strategy import Aggregate, Strategy
 
 

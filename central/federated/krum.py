@@ -7,7 +7,6 @@ Krum picks the update of least score, Multi-Krum averages the m of least score. 
 from __future__ import annotations
 
 import numpy as np
-
 from atlas.central.federated.strategy import Aggregate, Strategy
 
 

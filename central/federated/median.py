@@ -3,7 +3,6 @@ Any fewer than half the updates can be arbitrary and the result stays between ho
 from __future__ import annotations
 
 import numpy as np
-
 from atlas.central.federated.strategy import Aggregate, Strategy
 
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 import math
 
 import numpy as np
-
 from atlas.central.federated.strategy import Aggregate, Strategy
 
 

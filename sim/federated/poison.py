@@ -12,7 +12,6 @@
 from __future__ import annotations
 
 import numpy as np
-
 from atlas.agent.detect.local_training import Autoencoder, standardize, train_local
 from atlas.link.federated import RoundConfig, clip_norm
 

@@ -12,7 +12,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-
 from atlas.link.incidents import KNOWN_KINDS
 
 TAIL_S = 5.0

@@ -5,12 +5,11 @@ from __future__ import annotations
 import json
 import time
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
-
 from atlas.link.incidents import KNOWN_KINDS
 
 COMPARED = ("fedavg", "median", "trimmed_mean", "krum")  # every run scores these on the same gateways
@@ -81,7 +80,8 @@ def validate(opts: FederatedOptions) -> None:
 
 
 def make_strategy(name: str, opts: FederatedOptions, dp: bool = False):
-    from atlas.central.federated import GaussianDP, make_strategy as make
+    from atlas.central.federated import GaussianDP
+    from atlas.central.federated import make_strategy as make
 
     f = opts.malicious
     extra: dict[str, float] = {"clip": opts.clip, "epochs": opts.epochs}

@@ -5,10 +5,14 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from atlas.agent.detect import Detector, packaged_models_dir
 from atlas.agent.detect.local_training import (
-    Autoencoder, BenignBuffer, load_tflite_autoencoder, local_round, standardize, train_local,
+    Autoencoder,
+    BenignBuffer,
+    load_tflite_autoencoder,
+    local_round,
+    standardize,
+    train_local,
 )
 from atlas.agent.features.schema import N_FEATURES
 from atlas.link.federated import RoundConfig, decode_update, encode_update

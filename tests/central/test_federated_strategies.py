@@ -6,12 +6,19 @@ import math
 
 import numpy as np
 import pytest
-from hypothesis import assume, given, settings, strategies as st
-
 from atlas.central.federated import (
-    CoordinateMedian, FedAvg, GaussianDP, Krum, TrimmedMean, Update, clip_norm, make_strategy,
+    CoordinateMedian,
+    FedAvg,
+    GaussianDP,
+    Krum,
+    TrimmedMean,
+    Update,
+    clip_norm,
+    make_strategy,
 )
 from atlas.central.federated.dp import epsilon
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
 
 D = 6  # weights per update: small, so hypothesis explores many rounds quickly
 big = st.floats(-1e6, 1e6, allow_nan=False, allow_infinity=False)

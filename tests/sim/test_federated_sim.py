@@ -6,10 +6,8 @@ from __future__ import annotations
 import json
 
 import pytest
-
 from atlas.sim.cli import main
 from atlas.sim.federated import FederatedOptions, run_federated
-
 
 SMALL = dict(gateways=5, malicious=1, seed=3, devices=8, duration=240)
 
