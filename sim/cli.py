@@ -8,6 +8,7 @@
     atlas-sim attacks             # attack and look-alike kinds with their parameters
     atlas-sim city --devices 5000 --gateways 50 --duration 3600 --seed 7 --out DIR   # the whole city
     atlas-sim evaluate DIR --out REPORT_DIR   # run ATLAS and the baselines on a city, score, report
+    atlas-sim federated --gateways 10 --rounds 5 --malicious 2 --attack backdoor --seed 1 --out DIR   # federated rounds, poisoned gateways
     atlas-sim live --devices 30 --duration 60 --seed 3 --out DIR --attack mqtt_flood@20:10 --agent   # for real, in namespaces (root)
 
 An attack or look-alike is KIND[@START[:DURATION]][,key=value...]: START and DURATION in
@@ -152,6 +153,25 @@ def build_parser() -> argparse.ArgumentParser:
     im.add_argument("--force", action="store_true", help="overwrite an existing <class>.toml")
 
     sub.add_parser("attacks", help="attack and look-alike kinds with their default parameters")
+
+    fl = sub.add_parser("federated", help="federated rounds over simulated gateways with the agent's local training and the hub's "
+                        "strategies; poisoned gateways; OUT/report.json")
+    fl.add_argument("--gateways", type=int, required=True, help="gateways, each with its own device mix")
+    fl.add_argument("--rounds", type=int, required=True, help="federated rounds")
+    fl.add_argument("--malicious", type=int, default=0, help="poisoned gateways among them (fewer than half)")
+    fl.add_argument("--attack", choices=("scaling", "label-flip", "backdoor"), default="backdoor", help="what the poisoned gateways send")
+    fl.add_argument("--seed", type=int, required=True, help="same seed and arguments: the same run")
+    fl.add_argument("--out", type=Path, required=True, help="output folder: report.json")
+    fl.add_argument("--strategy", default="krum", help="the configured strategy (fedavg, median, trimmed_mean, krum (Multi-Krum, f = --malicious); all four are scored; default krum)")
+    fl.add_argument("--target", default="mqtt_flood", help="the attack kind a backdoor blinds (default mqtt_flood)")
+    fl.add_argument("--devices", type=int, default=20, help="devices per gateway (default 20)")
+    fl.add_argument("--duration", type=_finite, default=600.0, help="seconds of traffic per gateway, for training and held out (default 600)")
+    fl.add_argument("--clip", type=_finite, default=None, help="L2 bound on every update at the hub (default: none)")
+    fl.add_argument("--epochs", type=int, default=5, help="local epochs per round (default 5)")
+    fl.add_argument("--dp-noise", type=_finite, default=None, help="also run the configured strategy with Gaussian DP at this noise "
+                    "multiplier (needs --clip); the report gives its epsilon")
+    fl.add_argument("--work", type=Path, default=None, help="folder of the gateways' feature rows, reused by runs with the same "
+                    "gateways (default OUT/work)")
     return p
 
 
@@ -160,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
     args.argv = sys.argv[1:] if argv is None else list(argv)  # recorded in a city's city.json
     try:
         return {"generate": _generate, "city": _city, "evaluate": _evaluate, "profiles": _profiles,
-                "attacks": _attacks, "live": _live}[args.cmd](args)
+                "attacks": _attacks, "live": _live, "federated": _federated}[args.cmd](args)
     except (ValueError, OSError) as e:
         print(f"atlas-sim {args.cmd}: {e}", file=sys.stderr)
         return 2
@@ -277,6 +297,30 @@ def _live(args) -> int:
         for inc in found:
             print(f"  [{gw}] {inc['kind']:16s} {inc['src_ip']:15s} {inc.get('state', '')}")
     print(f"{r.cpu_seconds:.1f} CPU-seconds in the run's processes over {r.end - r.start:g} s; namespaces {r.namespaces[0].rsplit('-', 1)[0]}-* removed")
+    return 0
+
+
+def _federated(args) -> int:
+    from atlas.sim.federated import FederatedOptions, run_federated
+
+    opts = FederatedOptions(out=args.out, gateways=args.gateways, rounds=args.rounds, malicious=args.malicious, attack=args.attack,
+                            seed=args.seed, strategy=args.strategy, target=args.target, devices=args.devices,
+                            duration=args.duration, clip=args.clip, epochs=args.epochs, dp_noise=args.dp_noise, work=args.work, command="atlas-sim " + " ".join(args.argv))
+    m = run_federated(opts, progress=lambda msg: print(msg, file=sys.stderr, flush=True))["metrics"]
+    print(f"{args.target} detection after {args.rounds} rounds, {args.malicious} of {args.gateways} gateways poisoned ({args.attack}):")
+    for name, v in m["targeted_kind_detection"].items():
+        print(f"  {name:13s} {v:.3f}")
+    print("every kind (minimum) / benign rows flagged per device-day, by strategy:")
+    for name, v in m["kind_detection_by_strategy"].items():
+        print(f"  {name:13s} {v:.3f} / {m['false_incidents_per_device_day_by_strategy'][name]:.1f}")
+    print(f"configured ({args.strategy}), every kind (minimum): central {m['kind_detection']['central']:.3f}, "
+          f"federated {m['kind_detection']['federated']:.3f}")
+    print(f"update {m['bytes_per_round_per_gateway']:,.0f} bytes per round per gateway; its rows would be "
+          f"{m['row_upload_bytes_per_gateway']:,.0f} bytes ({100 * m['update_share_of_row_upload']:.1f} %)")
+    if "dp_epsilon" in m:
+        print(f"with Gaussian DP (noise multiplier {args.dp_noise:g}, clip {args.clip:g}): {args.target} detection "
+              f"{m['targeted_kind_detection']['configured_dp']:.3f}, epsilon {m['dp_epsilon']:.2f} at delta {m['dp_delta']:g}")
+    print(f"{args.out / 'report.json'}, plots: convergence.png, kinds.png, false_flags.png")
     return 0
 
 
