@@ -37,6 +37,7 @@ MISSED_FIRST = 0.3  # training campaigns whose first stage the agents missed
 # anomaly model's or the profile check's), as the real agent reports it.
 ECHO_SHARE = 0.3
 ECHO_KINDS = ("anomaly", "profile_violation")
+EXFILTRATION_KINDS = ("anomaly", "profile_violation", "slowite")
 
 
 @dataclass(frozen=True)
@@ -88,12 +89,14 @@ class Episode:
 
 
 def city() -> Topology:
-    """Eleven gateways: three per campaign domain and two of water, over four districts."""
+    """Eleven gateways: one per campaign domain in each of three districts (as the
+    simulator's layout: one per district and domain), and two of water."""
     places, i = [], 0
     for domain in DOMAINS + (OTHER_DOMAIN,):
         for k in range(3 if domain in DOMAINS else 2):
             i += 1
-            places.append(GatewayPlace(f"gw-{domain[:3]}-{k}", domain, DISTRICTS[(i + k) % 4],
+            district = DISTRICTS[k] if domain in DOMAINS else DISTRICTS[3 * k]
+            places.append(GatewayPlace(f"gw-{domain[:3]}-{k}", domain, district,
                                        f"10.{i}.0.0/16", f"10.{i}.0.1"))
     return Topology(places)
 
@@ -113,7 +116,7 @@ def episode(seed: int, templates: tuple[str, ...], campaigns: int = 4,
     gws = list(topo.gateways.values())
     out = Episode(topo, [], {})
     first = int(rng.integers(len(templates)))
-    shared_district = DISTRICTS[int(rng.integers(len(DISTRICTS)))]
+    shared_district = DISTRICTS[int(rng.integers(3))]  # one with a gateway of every domain
     ext = iter(rng.permutation(240)[:200] + 10)
     for c in range(campaigns):
         name = templates[(first + c) % len(templates)]
@@ -170,14 +173,17 @@ def _campaign(cid: str, t: Template, gws: list[GatewayPlace], district: str, sta
                 ids = (won,)
             elif s == t.handoff_at and events:
                 dst = events[-1].dst_ip
-        if role == "recon":
-            kind = "port_scan"
-            src = device if mode == "botnet" else outside
+        if role == "recon" and mode == "botnet":
+            # a Mirai-style scan from the device itself, mostly of the internet
+            kind, src, dst = "port_scan", device, f"198.18.1.{int(rng.integers(1, 250))}"
+        elif role == "recon":
+            kind, src = "port_scan", outside
             victims = (device,) if mode == "pivot" else ()
         elif role == "credential":
             kind, ids = "mqtt_bruteforce", (won,)
-        elif role == "exfiltration":
-            kind, src, dst = "anomaly", _device(g, rng), f"198.18.0.{int(rng.integers(1, 250))}"
+        elif role == "exfiltration":  # what the agent reports a device's uploads as
+            kind = EXFILTRATION_KINDS[int(rng.integers(len(EXFILTRATION_KINDS)))]
+            src, dst = _device(g, rng), f"198.18.0.{int(rng.integers(1, 250))}"
         else:
             kind = ("false_data", "mqtt_flood")[int(rng.integers(2))]
             if t.handoff != "target" or s not in (t.handoff_at - 1, t.handoff_at):
