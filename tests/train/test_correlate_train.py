@@ -54,3 +54,18 @@ def test_one_command_trains_the_same_model_twice(tmp_path, capsys):
          np.ones((5, F.T), np.float32), rng.random((5, F.N), dtype=np.float32))
     a, b = (AttentionModel(tmp_path / x_ / "attention.tflite")(*x) for x_ in "ab")
     assert np.array_equal(a.link, b.link) and np.array_equal(a.attention, b.attention)
+
+
+def test_the_comparison_command_scores_every_engine_on_report_seeds(capsys, tmp_path):
+    assert main(["evaluate", "--seeds", "2000-2002", "--json"]) == 0
+    r = json.loads(capsys.readouterr().out)
+    assert set(r["engines"]) == {"attention", "rules", "rules_6h", "per_domain"}
+    for e in r["engines"].values():
+        assert set(e["by_template"]) <= set(data.SPLIT["report"])
+        assert 0 <= e["precision"][0] <= 1 and 0 <= e["full_chain"][0] <= 1
+    assert r["engines"]["per_domain"]["full_chain"][0] == 0.0  # every template crosses domains
+    assert r["next_domain_top2"]["cases"] > 0
+    # a missing model: one line, no traceback
+    assert main(["evaluate", "--model", str(tmp_path / "none.tflite")]) == 2
+    err = capsys.readouterr().err
+    assert "attention model not found" in err and err.count("\n") == 1
