@@ -53,7 +53,13 @@ def load_city_inventory(config: HubConfig) -> Inventory:
 
 
 def build_correlator(config: HubConfig) -> CorrelationEngine:
-    return build_engine(config.correlate.engine, config.correlate.window)
+    from atlas.central.correlate.attention import ModelUnavailable
+
+    try:
+        return build_engine(config.correlate.engine, config.correlate.window)
+    except (ModelUnavailable, ValueError) as exc:
+        raise ConfigError(f"{config.path or '<config>'}: correlate.engine: "
+                          f"{config.correlate.engine}: {exc}") from None
 
 
 def gateway_places(config: HubConfig) -> dict[str, GatewayPlace]:

@@ -29,10 +29,20 @@ class RulesEngine:
         return correlate(events, topology, scope="city", window_s=self.window_s)
 
 
-ENGINES: dict[str, Callable[[float], CorrelationEngine]] = {"rules": RulesEngine}
+def attention_engine(window_s: float) -> CorrelationEngine:
+    """The learned engine (atlas.central.correlate.attention); its model loads here, so a
+    missing model or runtime stops the hub at start with one line, not at the first incident."""
+    from atlas.central.correlate.attention import AttentionEngine
+
+    return AttentionEngine(window_s)
+
+
+ENGINES: dict[str, Callable[[float], CorrelationEngine]] = {"rules": RulesEngine,
+                                                            "attention": attention_engine}
 DEFAULT_ENGINE = "rules"
 
 
 def build_engine(name: str, window_s: float) -> CorrelationEngine:
-    """The engine `name` (the config loader has checked it is one of ENGINES)."""
+    """The engine `name` (the config loader has checked it is one of ENGINES). A learned
+    engine whose model or runtime is missing raises ModelUnavailable."""
     return ENGINES[name](window_s)

@@ -35,8 +35,8 @@ def test_chosen_by_name_with_their_settings():
 
 
 @pytest.mark.parametrize("tables, message", [
-    ({"correlate": {"engine": "attention"}},
-     "central.toml: correlate.engine: unknown correlation engine 'attention' (known: rules)"),
+    ({"correlate": {"engine": "deepcase"}},
+     "central.toml: correlate.engine: unknown correlation engine 'deepcase' (known: attention, rules)"),
     ({"decide": {"policy": "rl"}},
      "central.toml: decide.policy: unknown policy 'rl' (known: playbook)"),
     ({"correlate": {"window": 0}}, "central.toml: correlate.window: must be > 0"),
@@ -52,7 +52,7 @@ def test_bad_names_and_places_are_one_clear_config_error(tables, message):
 
 
 def test_registries_list_what_config_accepts():
-    assert set(ENGINES) == {"rules"} and set(POLICIES) == {"playbook"}
+    assert set(ENGINES) == {"rules", "attention"} and set(POLICIES) == {"playbook"}
     assert build_engine("rules", 5.0).window_s == 5.0
 
 
