@@ -183,6 +183,12 @@ class _Recorder:
             self.units.update((g, self.book.name(k), minute) for k in set(rows.devices.tolist()))
         self.cpu += time.process_time() - t
 
+    def __getattr__(self, name: str):
+        # the pipeline reads the detector's classes and thresholds through the recorder too
+        if name == "detector":  # not set yet (a copy being built): no recursion
+            raise AttributeError(name)
+        return getattr(self.detector, name)
+
     def score(self, X: np.ndarray):
         s = self.detector.score(X)  # the agent's work: counted
         t = time.process_time()
