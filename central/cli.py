@@ -520,10 +520,22 @@ def cmd_status(args: argparse.Namespace) -> int:
     head = status["audit_head"]
     print(f"audit: {c['audit_rows']} rows" + (f", head {head['seq']}:{head['hash']}" if head else ""))
     print(f"schema version: {status['schema_version']}")
+    graph = status.get("graph")  # only the running hub knows its graph
+    if graph:
+        print(f"city graph: {graph_words(graph)}")
     wire = status.get("wire")
     if wire:
         print("wire: " + ", ".join(f"{k} {v}" for k, v in sorted(wire.items()) if v))
     return 0
+
+
+def graph_words(graph: dict[str, Any]) -> str:
+    if graph["state"] == "ready":
+        return (f"ready, {graph['triples']} triples, {graph['devices']} devices, "
+                f"inventory version {graph['inventory_version']}")
+    if graph["state"] == "building":
+        return f"building from {graph.get('inventory') or 'the inventory'} (decisions go on without it)"
+    return f"{graph['state']}: {graph.get('why') or 'unknown'}"
 
 
 # ---- audit ---------------------------------------------------------------------------------
