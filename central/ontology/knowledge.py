@@ -45,9 +45,7 @@ class CityKnowledge:
         """places: gateway id -> anything with domain/district/subnet (and maybe broker)
         attributes; gateway_ids: the gateways the hub's store knows, read at each build."""
         self.inventory = Path(inventory) if inventory is not None else None
-        self.places = {gid: Place(getattr(p, "domain", ""), getattr(p, "district", ""),
-                                  getattr(p, "subnet", ""), getattr(p, "broker", ""))
-                       for gid, p in (places or {}).items()}
+        self.places = places_of(places or {})
         self.gateway_ids = gateway_ids
         self.services_dir, self.profiles_dir = services_dir, profiles_dir
         self.state = OFF
@@ -126,10 +124,7 @@ class CityKnowledge:
 
         facts = load_facts(inventory=self.inventory, services_dir=self.services_dir,
                            profiles_dir=self.profiles_dir, gateway_ids=list(self.gateway_ids()))
-        # The hub's config places its gateways: districts decide which service instance a
-        # device feeds (traffic_control/d01).
-        facts.gateways = [_placed(g, self.places.get(g.id)) for g in facts.gateways]
-        return facts
+        return place_gateways(facts, self.places)
 
     def _query_of(self, facts: CityFacts) -> CityQuery:
         from atlas.central.ontology.graph import build_graph
@@ -171,6 +166,19 @@ class CityKnowledge:
                 "inventory": str(self.inventory) if self.inventory else "",
                 "inventory_version": query.version if query else "",
                 "build_seconds": round(self.build_seconds, 3)}
+
+
+def places_of(places: Mapping[str, Any]) -> dict[str, Place]:
+    """gateway id -> Place, from the config's [gateways.<id>] or correlate's GatewayPlace."""
+    return {gid: Place(getattr(p, "domain", ""), getattr(p, "district", ""), getattr(p, "subnet", ""),
+                       getattr(p, "broker", "")) for gid, p in places.items()}
+
+
+def place_gateways(facts: CityFacts, places: Mapping[str, Place]) -> CityFacts:
+    """The facts with the hub's config placing its gateways: districts decide which service
+    instance a device feeds (traffic_control/d01), as at the running hub."""
+    facts.gateways = [_placed(g, places.get(g.id)) for g in facts.gateways]
+    return facts
 
 
 def _placed(gateway: Any, place: Place | None) -> Any:

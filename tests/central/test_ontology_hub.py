@@ -213,3 +213,40 @@ def test_without_the_extra_the_hub_says_what_is_missing_and_still_decides(tmp_pa
     finally:
         hub.close()
         hub.store.close()
+
+
+def test_the_daemon_builds_the_graph_from_its_config_and_graph_explain_reads_the_live_store(tmp_path, capsys):
+    pytest.importorskip("rdflib")
+    from atlas.central.config import load_config
+    from atlas.central.pipeline import build_hub
+    from atlas.central.pki import init_pki
+
+    (tmp_path / "inventory.toml").write_text(inventory_text(DEVICES))
+    config = tmp_path / "central.toml"
+    config.write_text(f"""
+[hub]
+listen = "127.0.0.1:0"
+database = "central.db"
+pki = "{init_pki(tmp_path / 'pki').root}"
+inventory = "inventory.toml"
+
+[gateways.gw-tra]
+domain = "transportation"
+district = "d01"
+subnet = "10.1.0.0/16"
+""")
+    hub = build_hub(load_config(config))
+    try:
+        assert hub.knowledge.wait(60), hub.knowledge.why
+        # placed by the config: the signal feeds its district's traffic control
+        radius = hub.knowledge.blast_radius("quarantine", "10.1.0.10", "gw-tra")
+        assert [s.service for s in radius.failed][:1] == ["traffic_control/d01"]
+        hub.telemetry("gw-tra", TelemetryBatch(seq=1, time=T0, incidents=[
+            report("gw-tra", "port_scan", T0, OUTSIDE, "10.1.0.10")]))
+        [incident] = hub.store.list_incidents()
+    finally:
+        hub.close()
+        hub.store.close()
+    assert cli.main(["graph", "explain", incident.id, "--config", str(config)]) == 0
+    out = capsys.readouterr().out
+    assert "The target is tsc-d01-0001" in out and "Traffic signal control (d01) [traffic_control/d01]" in out
