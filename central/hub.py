@@ -104,7 +104,7 @@ class Hub(HubView):
         """correlator: the engine that links incidents into campaigns (default: the rules
         engine over DEFAULT_WINDOW_S); None runs none. places: gateway id -> where it stands,
         from the hub's config (a gateway's hello fills in the others). knowledge: the city
-        graph, started here (it builds in its own thread; the hub works without it)."""
+        graph, built from start() on in its own thread (the hub works without it)."""
         super().__init__(store)
         self.policy = policy
         allowlist = Allowlist.parse(allowlist)
@@ -148,8 +148,6 @@ class Hub(HubView):
         # No stream survives a restart: whoever is connected will say hello again.
         with self._lock:
             store.reset_connections()
-        if knowledge is not None:
-            knowledge.start()
 
     def status(self, now: float | None = None) -> dict[str, Any]:
         out = super().status(now)
@@ -424,6 +422,8 @@ class Hub(HubView):
         with self._lock, self.store.transaction():
             self.audit.append("hub_start", {"pid": os.getpid(), "version": self._version,
                                             "listen": self.listen}, now)
+        if self.knowledge is not None:
+            self.knowledge.start()
         self._stop.clear()
         self._thread = threading.Thread(target=self._maintain, name="atlas-hub-maintenance",
                                         daemon=True)

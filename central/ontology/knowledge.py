@@ -70,7 +70,9 @@ class CityKnowledge:
         elif self.inventory is None:
             self.why = "no [hub] inventory"
         if self.why:
-            log.warning("city graph off: %s; deciding and correlating without it", self.why)
+            # a hub without an inventory is a choice; a missing extra is worth a warning
+            log.log(logging.WARNING if gone else logging.INFO,
+                    "city graph off: %s; deciding and correlating without it", self.why)
             return False
         return self._spawn()
 

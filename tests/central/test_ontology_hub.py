@@ -67,6 +67,8 @@ class Recording(Playbook):
 
 
 def make_hub(path, inventory, knowledge):
+    """A hub on a real store; its maintenance loop (and so the graph's build) starts with
+    start(). The module's graph is built already: its hubs share it."""
     store = open_store(path)
     return Hub(store, Recording(), RuleSigner(Ed25519PrivateKey.generate()), clock=lambda: T0,
                inventory=load_inventory(inventory), places=PLACES, correlator=RulesEngine(3600.0),
@@ -183,6 +185,7 @@ def test_decisions_go_on_while_the_graph_builds(tmp_path, inventory):
     k._lock.acquire()  # hold the builder at its start: the graph stays "building"
     try:
         hub = make_hub(tmp_path / "hub.db", inventory, k)
+        hub.start()
         assert hub.status()["graph"]["state"] == "building"
         send(hub, "gw-ene", 1, report("gw-ene", "profile_violation", T0, "10.2.0.10", "10.2.0.99"))
         [decision] = hub.store.list_decisions()
@@ -197,8 +200,9 @@ def test_decisions_go_on_while_the_graph_builds(tmp_path, inventory):
 def test_without_the_extra_the_hub_says_what_is_missing_and_still_decides(tmp_path, inventory, monkeypatch, caplog):
     monkeypatch.setitem(sys.modules, "rdflib", None)  # as if the ontology extra were not installed
     k = CityKnowledge(inventory, PLACES)
+    hub = make_hub(tmp_path / "hub.db", inventory, k)
     with caplog.at_level(logging.WARNING, logger="atlas.central.ontology"):
-        hub = make_hub(tmp_path / "hub.db", inventory, k)
+        hub.start()
     try:
         [line] = [r.getMessage() for r in caplog.records if r.name == "atlas.central.ontology"]
         assert "city graph off" in line and "missing: rdflib" in line and "atlas-iot[ontology]" in line
@@ -237,6 +241,8 @@ subnet = "10.1.0.0/16"
 """)
     hub = build_hub(load_config(config))
     try:
+        assert hub.knowledge.state == "off"  # built from the hub's start, not its construction
+        hub.start()
         assert hub.knowledge.wait(60), hub.knowledge.why
         # placed by the config: the signal feeds its district's traffic control
         radius = hub.knowledge.blast_radius("quarantine", "10.1.0.10", "gw-tra")
