@@ -21,6 +21,22 @@ def reason_words(link: CampaignLink) -> str:
     return f"{link.reason}: {link.detail}"
 
 
+RELATION_WORDS = {"same_device": "the same device {}", "same_gateway": "behind the same gateway {}",
+                  "same_broker": "same broker {}", "same_credential": "same MQTT credential {}",
+                  "same_service": "feeds the same service {}", "upstream": "upstream: {}",
+                  "downstream": "downstream: {}"}
+
+
+def relation_words(relations: Sequence[Mapping[str, str]]) -> str:
+    """The city graph's evidence for a link, once per relation (whichever assets it joins)."""
+    seen: list[str] = []
+    for r in relations:
+        words = RELATION_WORDS.get(r.get("kind", ""), r.get("kind", "") + " {}").format(r.get("detail", ""))
+        if words not in seen:
+            seen.append(words)
+    return ", ".join(seen)
+
+
 def describe(campaign: CampaignRecord, incidents: Sequence[HubIncident],
              decisions: Sequence[DecisionRecord], domains: Mapping[str, str]) -> str:
     """Several lines: what the campaign is, its incidents, each link and why, the decisions."""
@@ -47,6 +63,8 @@ def describe(campaign: CampaignRecord, incidents: Sequence[HubIncident],
         lines.append(f"  {lk.earlier} on {where(lk.gateways[0])} -> {lk.later} on "
                      f"{where(lk.gateways[1])}: {reason_words(lk)} "
                      f"({SCOPE_WORDS.get(lk.scope, lk.scope)})")
+        if lk.relations:
+            lines.append(f"    also: {relation_words(lk.relations)}")
     lines.append("decisions:" if decisions else "decisions: none")
     for d in decisions:
         lines.append(f"  {d.id}  {d.action} {d.target}: {d.state} (incident {d.incident}, "

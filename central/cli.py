@@ -520,10 +520,22 @@ def cmd_status(args: argparse.Namespace) -> int:
     head = status["audit_head"]
     print(f"audit: {c['audit_rows']} rows" + (f", head {head['seq']}:{head['hash']}" if head else ""))
     print(f"schema version: {status['schema_version']}")
+    graph = status.get("graph")  # only the running hub knows its graph
+    if graph:
+        print(f"city graph: {graph_words(graph)}")
     wire = status.get("wire")
     if wire:
         print("wire: " + ", ".join(f"{k} {v}" for k, v in sorted(wire.items()) if v))
     return 0
+
+
+def graph_words(graph: dict[str, Any]) -> str:
+    if graph["state"] == "ready":
+        return (f"ready, {graph['triples']} triples, {graph['devices']} devices, "
+                f"inventory version {graph['inventory_version']}")
+    if graph["state"] == "building":
+        return f"building from {graph.get('inventory') or 'the inventory'} (decisions go on without it)"
+    return f"{graph['state']}: {graph.get('why') or 'unknown'}"
 
 
 # ---- audit ---------------------------------------------------------------------------------
@@ -867,18 +879,24 @@ def _city_facts(args: argparse.Namespace, store: Store | None = None) -> Any:
     from atlas.central.ontology.facts import FactsError, load_facts
 
     inventory = args.inventory
-    if inventory is None and not args.db:
-        config = _config(args, required=False)
-        inventory = config.inventory if config is not None else None
+    config = _config(args, required=False) if not args.db else None
+    if inventory is None and config is not None:
+        inventory = config.inventory
     if inventory is None and args.city is None:
         raise CliError("the graph needs devices: give --inventory FILE or --city city.json "
                        "(or a --config whose [hub] inventory is set)")
     gateways = [g.id for g in store.list_gateways()] if store is not None else []
     try:
-        return load_facts(inventory=inventory, city=args.city, services_dir=args.services,
-                          profiles_dir=args.profiles, gateway_ids=gateways)
+        facts = load_facts(inventory=inventory, city=args.city, services_dir=args.services,
+                           profiles_dir=args.profiles, gateway_ids=gateways)
     except FactsError as exc:
         raise CliError(str(exc)) from None
+    if config is None:
+        return facts
+    from atlas.central.ontology.knowledge import place_gateways, places_of
+
+    # the config's [gateways.<id>] place them as the running hub does
+    return place_gateways(facts, places_of(config.gateways))
 
 
 def _optional_reader(args: argparse.Namespace) -> Store | None:

@@ -36,6 +36,7 @@ from atlas.central.dispatch import FEED_MAX_PENDING, RULE_LIVE, Dispatcher, Rule
 from atlas.central.events import OUTCOME_KINDS, Event, EventBus, LocalBus
 from atlas.central.incidents import IncidentMerger, finite
 from atlas.central.models import ModelPushError, ModelRollout
+from atlas.central.ontology.knowledge import CityKnowledge
 from atlas.central.operators import OperatorError, Operators, check_gateways, run_command
 from atlas.central.outbox import Outbox
 from atlas.central.store import (DecisionRecord, GatewayRecord, HubIncident,
@@ -99,10 +100,11 @@ class Hub(HubView):
                  clock: Callable[[], float] = time.time, listen: str = "",
                  version: str = "", telemetry_retention: float = 86400.0,
                  bus: EventBus | None = None, places: Mapping[str, GatewayPlace] | None = None,
-                 correlator: Any = _DEFAULT):
+                 correlator: Any = _DEFAULT, knowledge: CityKnowledge | None = None):
         """correlator: the engine that links incidents into campaigns (default: the rules
         engine over DEFAULT_WINDOW_S); None runs none. places: gateway id -> where it stands,
-        from the hub's config (a gateway's hello fills in the others)."""
+        from the hub's config (a gateway's hello fills in the others). knowledge: the city
+        graph, built from start() on in its own thread (the hub works without it)."""
         super().__init__(store)
         self.policy = policy
         allowlist = Allowlist.parse(allowlist)
@@ -127,8 +129,9 @@ class Hub(HubView):
         # the stages
         self.dispatch = Dispatcher(store, signer, self.audit, self.counters)
         self.merger = IncidentMerger(store, self.audit, merge_window, self.counters)
+        self.knowledge = knowledge
         self.decider = Decider(store, policy, self.audit, self.dispatch,
-                               inventory or Inventory(), allowlist, self.counters)
+                               inventory or Inventory(), allowlist, self.counters, knowledge)
         self.models = ModelRollout(store, signer, self.audit, self.dispatch)
         self.operators = Operators(store, self.audit, self.dispatch, allowlist, self.committed)
         if correlator is _DEFAULT:
@@ -136,7 +139,8 @@ class Hub(HubView):
         self.places = dict(places or {})
         self.correlator: CampaignTracker | None = None
         if correlator is not None:
-            self.correlator = CampaignTracker(store, correlator, self.places, self.committed)
+            self.correlator = CampaignTracker(store, correlator, self.places, self.committed,
+                                              knowledge)
             self.bus.subscribe(TRIGGERS, self.correlator.on_event, name="correlate")
             self.bus.subscribe(("campaign_opened", "campaign_updated"), self._on_campaign,
                                name="decide-campaign")
@@ -144,6 +148,12 @@ class Hub(HubView):
         # No stream survives a restart: whoever is connected will say hello again.
         with self._lock:
             store.reset_connections()
+
+    def status(self, now: float | None = None) -> dict[str, Any]:
+        out = super().status(now)
+        out["graph"] = (self.knowledge.status() if self.knowledge is not None
+                        else {"state": "off", "why": "no city graph configured"})
+        return out
 
     # -- committing and publishing ---------------------------------------------------------
     def committed(self, change: Callable[[Outbox, float], T]) -> T:
@@ -396,6 +406,8 @@ class Hub(HubView):
             return self.store.prune_telemetry(now - self.telemetry_retention)
 
     def tick(self, now: float | None = None) -> None:
+        if self.knowledge is not None:
+            self.knowledge.refresh()  # a changed inventory file: rebuilt in its own thread
         self.expire(now)
         self.process_commands()
         self.prune(now)
@@ -410,6 +422,8 @@ class Hub(HubView):
         with self._lock, self.store.transaction():
             self.audit.append("hub_start", {"pid": os.getpid(), "version": self._version,
                                             "listen": self.listen}, now)
+        if self.knowledge is not None:
+            self.knowledge.start()
         self._stop.clear()
         self._thread = threading.Thread(target=self._maintain, name="atlas-hub-maintenance",
                                         daemon=True)

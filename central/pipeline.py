@@ -21,6 +21,7 @@ from atlas.central.correlate.rules import GatewayPlace
 from atlas.central.decide.inventory import Inventory, InventoryError, load_inventory
 from atlas.central.decide.registry import build_policy
 from atlas.central.hub import Hub, RuleSigner
+from atlas.central.ontology.knowledge import CityKnowledge
 from atlas.central.store import StoreError, open_store
 
 log = logging.getLogger("atlas.central")
@@ -78,7 +79,15 @@ def build_hub(config: HubConfig, signer: RuleSigner | None = None,
                merge_window=config.merge_window, operator_poll=config.operator_poll,
                clock=clock, listen=config.listen, version=__version__,
                telemetry_retention=config.telemetry_retention,
-               places=gateway_places(config), correlator=build_correlator(config))
+               places=gateway_places(config), correlator=build_correlator(config),
+               knowledge=city_knowledge(config, store))
+
+
+def city_knowledge(config: HubConfig, store) -> CityKnowledge:
+    """The city graph of the config's inventory and gateway places, plus the gateways the
+    store knows; the hub starts building it (without the ontology extra: one log line)."""
+    return CityKnowledge(config.inventory, config.gateways,
+                         gateway_ids=lambda: [g.id for g in store.list_gateways()])
 
 
 def check(config: HubConfig) -> dict:
@@ -159,9 +168,7 @@ class LiveStatus:
         self._cpu = (time.monotonic(), time.process_time())
 
     def status(self, _args=None) -> dict:
-        from atlas.central.hub import HubView
-
-        out = HubView(self.hub.store).status()
+        out = self.hub.status()  # the store's view and the city graph's state
         out["running"] = True
         out["serving"] = self.server.alive()  # False: the gRPC loop is dead (the hub exits)
         out["wire"] = self.server.counters()

@@ -6,18 +6,23 @@ campaign the new report's incident belongs to (two hub incidents or more; one al
 an incident). Campaign ids are stable: a campaign keeps its id as it grows, and when a report
 joins two stored campaigns the one that began first absorbs the other (marked merged).
 Campaigns are written in their own transaction, then published as campaign_opened /
-campaign_updated.
+campaign_updated. With the city graph ready, each link also carries what the graph relates
+between the two incidents' assets (same broker, credential, service, upstream/downstream):
+evidence for the operator and a learned engine, never a link by itself.
 """
 from __future__ import annotations
 
 import logging
-from typing import Callable, Iterable, Mapping
+from typing import TYPE_CHECKING, Callable, Iterable, Mapping
 
 from atlas.central.correlate.registry import CorrelationEngine
 from atlas.central.correlate.rules import SCOPES, Campaign, GatewayPlace, Topology, event_of
 from atlas.central.outbox import Outbox, new_id
 from atlas.central.events import Event
 from atlas.central.store import CampaignLink, CampaignRecord, IncidentReport, Store
+
+if TYPE_CHECKING:
+    from atlas.central.ontology.knowledge import CityKnowledge
 
 log = logging.getLogger("atlas.central.correlate")
 
@@ -49,11 +54,13 @@ def _network_or_empty(gateway: str, subnet: str) -> str:
 
 class CampaignTracker:
     def __init__(self, store: Store, engine: CorrelationEngine,
-                 places: Mapping[str, GatewayPlace], commit: Commit):
+                 places: Mapping[str, GatewayPlace], commit: Commit,
+                 knowledge: CityKnowledge | None = None):
         self.store = store
         self.engine = engine
         self.places = dict(places)
         self.commit = commit
+        self.knowledge = knowledge
 
     def on_event(self, event: Event) -> None:
         if event.kind not in TRIGGERS or not event.payload.get("new_report"):
@@ -62,27 +69,44 @@ class CampaignTracker:
         since = float(event.payload.get("first_seen", event.time)) - self.engine.window_s
         reports = self.store.reports_since(since)
         topo = topology(self.store, self.places)
-        events, owner = [], {}
+        events, owner, by_key = [], {}, {}
         for r in reports:
             key = f"{r.gateway}/{r.agent_id}"
             owner[key] = r.incident
-            events.append(event_of(_as_mapping(key, r), topo))
+            by_key[key] = _as_mapping(key, r)
+            events.append(event_of(by_key[key], topo))
         for campaign in self.engine.campaigns(events, topo):
             members = {owner[e.id] for e in campaign.events}
             if incident in members and len(members) > 1:
+                # the graph is read here, off the hub's lock
+                relations = self._relations(campaign, owner, by_key)
                 self.commit(lambda outbox, now, c=campaign: self._store(c, owner, incident,
-                                                                   outbox, now))
+                                                                   outbox, now, relations))
                 return
 
+    def _relations(self, found: Campaign, owner: dict[str, str],
+                   reports: dict[str, dict]) -> dict[tuple[str, str], list[dict[str, str]]]:
+        """(earlier, later) incident ids -> the graph's relations between their reports' assets."""
+        knowledge = self.knowledge
+        if knowledge is None or knowledge.query is None:
+            return {}
+        out: dict[tuple[str, str], list[dict[str, str]]] = {}
+        for lk in found.links:
+            pair = (owner[lk.earlier], owner[lk.later])
+            if pair[0] != pair[1] and pair not in out:
+                out[pair] = [r.to_dict() for r in knowledge.incident_relations(
+                    reports[lk.earlier], reports[lk.later])]
+        return out
+
     def _store(self, found: Campaign, owner: dict[str, str], trigger: str, outbox: Outbox,
-               now: float) -> None:
+               now: float, relations: Mapping[tuple[str, str], list[dict[str, str]]] | None = None) -> None:
         members = {owner[e.id] for e in found.events}
         stored = {c.id: c for c in (self.store.campaign_of(i) for i in sorted(members)) if c}
         keep = min(stored.values(), key=lambda c: (c.first_seen, c.created_at, c.id), default=None)
         record = keep or CampaignRecord(id=new_id("c"), engine=self.engine.name,
                                         scope="gateway", first_seen=found.start,
                                         last_seen=found.end, created_at=now, updated_at=now)
-        before = (set(record.incidents), {_link_key(lk) for lk in record.links})
+        before = _shape(record)
         for other in stored.values():
             if other is not keep:
                 record.incidents += other.incidents
@@ -91,7 +115,8 @@ class CampaignTracker:
                 other.incidents, other.links = [], []
                 self.store.put_campaign(other)
         _grow(record, found, owner, members)
-        if keep is not None and (set(record.incidents), {_link_key(lk) for lk in record.links}) == before:
+        _add_relations(record, relations or {})
+        if keep is not None and _shape(record) == before:
             return
         record.updated_at = now
         self.store.put_campaign(record)
@@ -122,6 +147,21 @@ def _grow(record: CampaignRecord, found: Campaign, owner: dict[str, str],
             keys.add(_link_key(link))
             record.links.append(link)
     record.scope = max((lk.scope for lk in record.links), key=SCOPES.index, default="gateway")
+
+
+def _add_relations(record: CampaignRecord,
+                   relations: Mapping[tuple[str, str], list[dict[str, str]]]) -> None:
+    """Each link without the graph's evidence yet gets it (a link stored before the graph
+    was ready gets it at the campaign's next change)."""
+    for link in record.links:
+        if not link.relations:
+            link.relations = list(relations.get((link.earlier, link.later), []))
+
+
+def _shape(record: CampaignRecord) -> tuple:
+    """What a stored campaign's change is measured by: its incidents, links and evidence."""
+    return (set(record.incidents),
+            {_link_key(lk) + (len(lk.relations),) for lk in record.links})
 
 
 def _link_key(link: CampaignLink) -> tuple[str, str, str]:

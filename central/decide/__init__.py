@@ -19,7 +19,7 @@ from __future__ import annotations
 import abc
 import dataclasses
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 from atlas.link.incidents import KINDS, Incident
 from atlas.link.rules import ACTIONS, Allowlist, Rule, RuleRejected, validate_rule
@@ -30,6 +30,7 @@ from atlas.central.store import CampaignRecord, DecisionRecord, HubIncident
 
 if TYPE_CHECKING:
     from atlas.central.events import Event
+    from atlas.central.ontology.query import BlastRadius
 
 NO_ACTION = "none"
 # How much each action disrupts the device it targets; the shield and the playbook step down
@@ -42,6 +43,11 @@ ATTACKER_CLASSES = (OUTSIDE,) + CRITICALITIES
 # Actions a life-safety device never gets without a human's approval.
 NEEDS_APPROVAL_FOR_LIFE_SAFETY = ("quarantine", "revoke_mqtt")
 MAX_TTL = 7 * 86400.0
+
+
+def no_graph(action: str, target: str) -> "BlastRadius | None":
+    """The cost of a response when the hub has no city graph (yet): unknown."""
+    return None
 
 
 @dataclass
@@ -73,6 +79,10 @@ class DecisionContext:
     claim: Claim | None = None
     # the campaign the correlator put this incident in (its other incidents, links and why)
     campaign: CampaignRecord | None = None
+    # blast_radius(action, target): what the response costs the city's critical services
+    # (atlas.central.ontology.query.BlastRadius: the services failed or degraded, a cost), or
+    # None while the hub has no city graph or the graph does not know the target
+    blast_radius: Callable[[str, str], "BlastRadius | None"] = no_graph
 
     @property
     def attacker_class(self) -> str:

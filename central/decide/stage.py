@@ -3,14 +3,16 @@ shield -> decisions recorded (with their audit rows) and rules issued through di
 the caller's store transaction."""
 from __future__ import annotations
 
+import dataclasses
 import logging
 
 from atlas.link.incidents import Incident
 from atlas.central.audit import AuditLog
 from atlas.central.decide import (NO_ACTION, Allowlist, Decision, DecisionContext, Policy,
-                                  decision_context, respond)
+                                  decision_context, no_graph, respond)
 from atlas.central.decide.inventory import Inventory
 from atlas.central.dispatch import RULE_LIVE, Dispatcher
+from atlas.central.ontology.knowledge import CityKnowledge, risk_words
 from atlas.central.outbox import Outbox, new_id
 from atlas.central.store import DecisionRecord, HubIncident, Store
 
@@ -25,8 +27,12 @@ SETTLED_DECISIONS = ("none", "suppressed", "rejected")
 
 class Decider:
     def __init__(self, store: Store, policy: Policy, audit: AuditLog, dispatch: Dispatcher,
-                 inventory: Inventory, allowlist: Allowlist, counters: dict[str, int]):
+                 inventory: Inventory, allowlist: Allowlist, counters: dict[str, int],
+                 knowledge: CityKnowledge | None = None):
+        """knowledge: the city graph (its cost of each response goes into the policy's
+        context and each decision's reason); None, or not ready yet: decide without it."""
         self.store = store
+        self.knowledge = knowledge
         self.policy = policy
         self.audit = audit
         self.dispatch = dispatch
@@ -47,7 +53,15 @@ class Decider:
     def context(self, incident: HubIncident, report: Incident | None, now: float,
                 previous: list[DecisionRecord]) -> DecisionContext:
         return decision_context(self.inventory, incident, now, self.allowlist, previous, report,
-                                campaign=self.store.campaign_of(incident.id))
+                                campaign=self.store.campaign_of(incident.id),
+                                blast_radius=self._cost_for(incident))
+
+    def _cost_for(self, incident: HubIncident):
+        knowledge = self.knowledge
+        if knowledge is None or knowledge.query is None:
+            return no_graph
+        gateway = incident.gateways[0] if incident.gateways else ""
+        return lambda action, target: knowledge.blast_radius(action, target, gateway)
 
     def decide(self, incident: HubIncident, report: Incident | None, now: float,
                outbox: Outbox) -> None:
@@ -64,7 +78,7 @@ class Decider:
         for decision in decisions:
             if already_decided(decision, previous):
                 continue
-            self.record(decision, incident, campaign, now, outbox)
+            self.record(with_cost(decision, context), incident, campaign, now, outbox)
 
     def record(self, proposal: Decision, incident: HubIncident, campaign: str, now: float,
                outbox: Outbox) -> DecisionRecord:
@@ -89,6 +103,17 @@ class Decider:
             log.warning("decision %s waits for approval: %s %s (%s)", decision.id,
                         decision.action, decision.target, decision.reason)
         return decision
+
+
+def with_cost(decision: Decision, context: DecisionContext) -> Decision:
+    """The decision with the graph's cost of its action named in its reason (the services it
+    would fail or degrade). Only recorded: the action stays what the shield let through."""
+    if decision.action == NO_ACTION:
+        return decision
+    radius = context.blast_radius(decision.action, decision.target)
+    if radius is None:
+        return decision
+    return dataclasses.replace(decision, reason=f"{decision.reason}; {risk_words(radius)}")
 
 
 def already_decided(decision: Decision, previous: list[DecisionRecord]) -> bool:

@@ -122,6 +122,10 @@ class CampaignLink:
     scope: str  # gateway | domain | city
     detail: str = ""
     gateways: tuple[str, str] = ("", "")  # the reporting gateways of earlier, later
+    # what the city graph says relates the two incidents' assets (atlas.central.ontology.query
+    # Relation.to_dict: kind, detail, between): evidence shown beside the reason, never a
+    # reason to link by itself (every device behind a gateway shares its broker)
+    relations: list[dict[str, str]] = field(default_factory=list)
 
 
 @dataclass

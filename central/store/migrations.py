@@ -222,6 +222,9 @@ SQLITE_MIGRATIONS: tuple[Migration, ...] = (
             PRIMARY KEY (campaign, earlier, later, reason))""",
         "CREATE INDEX incident_reports_recent ON incident_reports (last_seen)",
     )),
+    Migration(7, "the city graph's relations between a campaign link's assets", (
+        "ALTER TABLE campaign_links ADD COLUMN relations TEXT NOT NULL DEFAULT '[]'",
+    )),
 )
 
 LATEST_VERSION = SQLITE_MIGRATIONS[-1].version

@@ -377,10 +377,10 @@ class SQLiteStore(Store):
                            (incident, c.id))
             for lk in c.links:
                 self._exec("INSERT INTO campaign_links (campaign, earlier, later, reason, scope, "
-                           "detail, earlier_gateway, later_gateway) VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
-                           "ON CONFLICT DO NOTHING",
+                           "detail, earlier_gateway, later_gateway, relations) "
+                           "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
                            (c.id, lk.earlier, lk.later, lk.reason, lk.scope, lk.detail,
-                            lk.gateways[0], lk.gateways[1]))
+                            lk.gateways[0], lk.gateways[1], _dumps(list(lk.relations))))
 
     def _campaign(self, row: tuple) -> CampaignRecord:
         names = [n.strip() for n in self._CAMPAIGN_COLUMNS.split(",")]
@@ -391,8 +391,9 @@ class SQLiteStore(Store):
         c.incidents = [r[0] for r in self._all(
             "SELECT ci.incident FROM campaign_incidents ci JOIN incidents i ON i.id = ci.incident "
             "WHERE ci.campaign = ? ORDER BY i.first_seen, i.id", (c.id,))]
-        c.links = [CampaignLink(r[0], r[1], r[2], r[3], r[4], (r[5], r[6])) for r in self._all(
-            "SELECT earlier, later, reason, scope, detail, earlier_gateway, later_gateway "
+        c.links = [CampaignLink(r[0], r[1], r[2], r[3], r[4], (r[5], r[6]), json.loads(r[7]))
+                   for r in self._all(
+            "SELECT earlier, later, reason, scope, detail, earlier_gateway, later_gateway, relations "
             "FROM campaign_links WHERE campaign = ? ORDER BY rowid", (c.id,))]
         return c
 
