@@ -298,30 +298,30 @@ def _reader(args: argparse.Namespace) -> Store:
 # ---- serve and check -----------------------------------------------------------------------
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from atlas.central import pipeline
+    from atlas.central import daemon
 
     if args.db:
         raise CliError("serve needs --config (the database alone does not say how to run)")
     config = _config(args)
     if args.check:
-        report = pipeline.check(config)
+        report = daemon.check(config)
         print(f"{config.path}: OK ({report['inventory_devices']} inventory devices, "
               f"listen {report['listen']}, database {report['database']})")
         return 0
     from atlas.central.ingest.server import ListenError
 
     try:
-        return pipeline.serve(config)
+        return daemon.serve(config)
     except ListenError as exc:
         raise CliFailure(f"{config.path}: hub.listen: {exc}") from None
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    from atlas.central import pipeline
+    from atlas.central import daemon
 
     if args.db:
         raise CliError("check needs --config")
-    report = pipeline.check(_config(args))
+    report = daemon.check(_config(args))
     if args.json:
         _print_json(report)
         return 0

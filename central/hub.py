@@ -32,7 +32,7 @@ from atlas.central.correlate.rules import DEFAULT_WINDOW_S, GatewayPlace
 from atlas.central.decide import Allowlist, Policy
 from atlas.central.decide.inventory import Inventory
 from atlas.central.decide.stage import Decider
-from atlas.central.dispatch import FEED_MAX_PENDING, RULE_LIVE, Dispatcher, RuleFeed, RuleSigner
+from atlas.central.dispatch import FEED_MAX_PENDING, RULE_LIVE, Dispatcher, RuleFeed, Signer
 from atlas.central.events import OUTCOME_KINDS, Event, EventBus, LocalBus
 from atlas.central.incidents import IncidentMerger, finite
 from atlas.central.models import ModelPushError, ModelRollout
@@ -45,7 +45,7 @@ from atlas.central.store import (DecisionRecord, GatewayRecord, HubIncident,
 log = logging.getLogger("atlas.central.hub")
 
 # what the servicer, the daemon and tests use from here
-__all__ = ["FEED_MAX_PENDING", "Hub", "HubView", "OperatorError", "RuleFeed", "RuleSigner"]
+__all__ = ["FEED_MAX_PENDING", "Hub", "HubView", "OperatorError", "RuleFeed", "Signer"]
 T = TypeVar("T")
 _DEFAULT = object()
 
@@ -94,7 +94,7 @@ class HubView:
 
 
 class Hub(HubView):
-    def __init__(self, store: Store, policy: Policy, signer: RuleSigner,
+    def __init__(self, store: Store, policy: Policy, signer: Signer,
                  inventory: Inventory | None = None, allowlist: Iterable[str] = (),
                  merge_window: float = 300.0, operator_poll: float = 0.2,
                  clock: Callable[[], float] = time.time, listen: str = "",

@@ -20,7 +20,7 @@ from atlas.central.audit import AuditLog
 from atlas.central.store import ModelBundleRecord, ModelStatus, Store
 
 if TYPE_CHECKING:
-    from atlas.central.dispatch import Dispatcher, RuleSigner
+    from atlas.central.dispatch import Dispatcher, Signer
     from atlas.central.outbox import Outbox
 
 # meta.json fields worth showing an operator (mean/std are long and say nothing at a glance)
@@ -65,7 +65,7 @@ class ModelRollout:
 
     Callers hold the hub's lock; `push` and `ack` run in the caller's store transaction."""
 
-    def __init__(self, store: Store, signer: "RuleSigner", audit: AuditLog,
+    def __init__(self, store: Store, signer: "Signer", audit: AuditLog,
                  dispatch: "Dispatcher"):
         self.store = store
         self.signer = signer

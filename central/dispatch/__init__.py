@@ -26,7 +26,9 @@ RULE_LIVE = ("active", "shadow")
 FEED_MAX_PENDING = 256  # changes a slow gateway may owe before it gets one fresh snapshot
 
 
-class RuleSigner(Protocol):
+class Signer(Protocol):
+    """What signs the hub's rules and model bundles (atlas.link.signing.RuleSigner, Ed25519)."""
+
     def sign_rule(self, rule: Rule) -> SignedRule: ...
 
     def sign_model(self, name: str, version: str, content: bytes) -> ModelUpdate: ...
@@ -109,7 +111,7 @@ class Dispatcher:
 
     Callers hold the hub's lock and an open store transaction where a method says so."""
 
-    def __init__(self, store: Store, signer: RuleSigner, audit: AuditLog,
+    def __init__(self, store: Store, signer: Signer, audit: AuditLog,
                  counters: dict[str, int]):
         self.store = store
         self.signer = signer

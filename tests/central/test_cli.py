@@ -14,7 +14,7 @@ import pytest
 from atlas.link.incidents import Incident
 from atlas.link.wire import GatewayInfo, Health, RuleAck, TelemetryBatch
 from atlas.central.config import load_config
-from atlas.central.pipeline import build_hub
+from atlas.central.daemon import build_hub
 from atlas.central.pki import init_pki
 
 CLI = Path(sys.executable).with_name("atlas-central")

@@ -16,7 +16,7 @@ from atlas.central.decide.playbook import Playbook
 from atlas.central.hub import Hub
 from atlas.central.ingest import serve
 from atlas.central.ingest.testing import make_pki
-from atlas.central.pipeline import LiveStatus
+from atlas.central.daemon import LiveStatus
 from atlas.central.store import open_store
 
 

@@ -222,7 +222,7 @@ def test_without_the_extra_the_hub_says_what_is_missing_and_still_decides(tmp_pa
 def test_the_daemon_builds_the_graph_from_its_config_and_graph_explain_reads_the_live_store(tmp_path, capsys):
     pytest.importorskip("rdflib")
     from atlas.central.config import load_config
-    from atlas.central.pipeline import build_hub
+    from atlas.central.daemon import build_hub
     from atlas.central.pki import init_pki
 
     (tmp_path / "inventory.toml").write_text(inventory_text(DEVICES))

@@ -8,7 +8,7 @@ from atlas.central.config import ConfigError, parse_config
 from atlas.central.correlate.registry import ENGINES, RulesEngine, build_engine
 from atlas.central.decide.playbook import Playbook
 from atlas.central.decide.registry import POLICIES, build_policy
-from atlas.central.pipeline import build_correlator, gateway_places
+from atlas.central.daemon import build_correlator, gateway_places
 
 BASE = {"hub": {"database": "central.db"}}
 

@@ -102,7 +102,7 @@ def _run_all(loads: list[GatewayLoad], seconds: float) -> None:
 
 @pytest.mark.parametrize("how", ["dead", "wedged"])
 def test_a_dead_serving_loop_stops_the_watchdog_and_exits_1(tmp_path, pki, monkeypatch, how):
-    from atlas.central import pipeline
+    from atlas.central import daemon
     from atlas.central.ingest import server as ingest_server
     from atlas.link import notify
 
@@ -124,7 +124,7 @@ def test_a_dead_serving_loop_stops_the_watchdog_and_exits_1(tmp_path, pki, monke
     monkeypatch.setattr(ingest_server, "LOOP_STALL_S", 1.5)
     config = load_config(write_config(tmp_path, pki, "127.0.0.1:0"))
     result: list[int] = []
-    hub = threading.Thread(target=lambda: result.append(pipeline.serve(config)))
+    hub = threading.Thread(target=lambda: result.append(daemon.serve(config)))
     hub.start()
     messages: list[tuple[float, str]] = []  # (arrival, datagram), read as they come
     listening = threading.Event()

@@ -20,7 +20,7 @@ from atlas.central.correlate.registry import CorrelationEngine, build_engine
 from atlas.central.correlate.rules import GatewayPlace
 from atlas.central.decide.inventory import Inventory, InventoryError, load_inventory
 from atlas.central.decide.registry import build_policy
-from atlas.central.hub import Hub, RuleSigner
+from atlas.central.hub import Hub, Signer
 from atlas.central.ontology.knowledge import CityKnowledge
 from atlas.central.store import StoreError, open_store
 
@@ -28,7 +28,7 @@ log = logging.getLogger("atlas.central")
 MAINTENANCE_STALL_SECONDS = 10.0
 
 
-def load_signer(config: HubConfig) -> RuleSigner:
+def load_signer(config: HubConfig) -> Signer:
     from atlas.link.signing import RuleSigner as Ed25519Signer
 
     source = str(config.path or "<config>")
@@ -68,7 +68,7 @@ def gateway_places(config: HubConfig) -> dict[str, GatewayPlace]:
             for gid, p in config.gateways.items()}
 
 
-def build_hub(config: HubConfig, signer: RuleSigner | None = None,
+def build_hub(config: HubConfig, signer: Signer | None = None,
               clock: Callable[[], float] = time.time) -> Hub:
     """Open (and migrate) the store and assemble the hub; nothing listens yet."""
     inventory = load_city_inventory(config)
