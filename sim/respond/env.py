@@ -15,6 +15,7 @@ templates never train), a seed-chosen domain order and gateways, a campaign mode
 address, or a device taken over behind the first gateway), and benign look-alikes the detector
 flags (a firmware push on a device: an `anomaly` incident from a genuine device).
 
+An attacker blocked GIVE_UP_STEPS ticks in a row abandons the campaign.
 Stages: recon (port_scan, or mirai_scan from a botnet device), credential (mqtt_bruteforce that
 wins the gateway's credentials), tamper (false_data: the gateway's devices' readings are forged
 while it runs, so they do not feed their services), exfiltration (data leaves). A rule on the
@@ -66,6 +67,7 @@ DETECT_STEPS = 1
 STAGE_STEPS = 4
 APPROVAL_STEPS = 3
 SWITCH_P = 0.3
+GIVE_UP_STEPS = 5  # an attacker blocked this many ticks in a row abandons the campaign
 LOOKALIKE_P = 0.15  # per tick, a benign device the detector flags
 HUMAN_APPROVES = {True: 0.9, False: 0.2}  # a human approves a real attack's isolation, rarely a look-alike's
 MAX_INCIDENTS = 4
@@ -185,7 +187,8 @@ class Stage:
     started: int = -1  # tick; -1 = not yet
     progress: float = 0.0
     done: bool = False  # reached its goal
-    stopped: bool = False  # blocked at the end of the episode or before the campaign moved on
+    stopped: bool = False  # the attacker gave up (blocked GIVE_UP_STEPS ticks in a row)
+    blocked_for: int = 0
 
 
 @dataclass
@@ -383,11 +386,15 @@ class RespondEnv(gym.Env):
                 inc.rule, inc.rule_target = NO_ACTION, ""
         made = 0.0
         for n, st in enumerate(s.stages):
-            if st.started < 0 or st.done:
+            if st.started < 0 or st.done or st.stopped:
                 continue
             if st.started + DETECT_STEPS == s.tick:
                 self._raise(st.kind, st.attacker, st.gateway, n + 1)
             rate = 1.0 - self._blocked(st)
+            st.blocked_for = st.blocked_for + 1 if rate == 0.0 else 0
+            if st.blocked_for >= GIVE_UP_STEPS:
+                st.stopped = True
+                continue
             if rate == 0.0 and st.attacker.startswith(EXTERNAL_NET) and rng.random() < SWITCH_P:
                 st.attacker = f"{EXTERNAL_NET}{int(rng.integers(10, 250))}"
                 st.started = s.tick  # found again after DETECT_STEPS
@@ -429,7 +436,8 @@ class RespondEnv(gym.Env):
         """A look-alike ends after a few ticks; a stage's incident when its stage is done or its
         attacker moved; a rule in force keeps its incident open until it expires."""
         s = self.state
-        live = {(st.attacker, n + 1) for n, st in enumerate(s.stages) if st.started >= 0 and not st.done}
+        live = {(st.attacker, n + 1) for n, st in enumerate(s.stages)
+                if st.started >= 0 and not st.done and not st.stopped}
         for inc in s.incidents:
             if inc.closed or inc.rule != NO_ACTION or inc.approval_at >= 0:
                 continue
@@ -444,7 +452,8 @@ class RespondEnv(gym.Env):
             if inc.rule in CUTS_OFF and inc.src in self.city.address:
                 up[self.city.address[inc.src]] = False
         for st in self.state.stages:  # forged readings while a tampering stage runs
-            if st.kind == "false_data" and st.started >= 0 and not st.done and self._blocked(st) < 1.0:
+            if st.kind == "false_data" and st.started >= 0 and not (st.done or st.stopped) \
+                    and self._blocked(st) < 1.0:
                 up[self.city.by_gateway[st.gateway]] = False
         if self.state.corrupted:
             up[list(self.state.corrupted)] = False
