@@ -36,7 +36,9 @@ with no MQTT identity and a second approval request are masked (MaskablePPO's co
 The hub's shield (atlas.central.decide.shield) runs on every proposal: suppressed = nothing
 happens and a small cost; needs approval = handled as ask_human.
 Reward per tick: weighted availability of the critical services (CRIT_WEIGHT) - PROGRESS_W x
-stage progress - the action's blast-radius cost (service instances it takes down, weighted).
+stage progress - GOAL_W per stage that reaches its goal (credentials won, data forged or
+exfiltrated) - the action's blast-radius cost (RespondEnv.blast_cost: the hub's city graph when
+the ontology extra is installed, else the service declarations).
 """
 from __future__ import annotations
 
@@ -81,10 +83,12 @@ TTLS_S = (300.0, 900.0, 3600.0)
 PARAMS = {"rate_limit": {"pps": 20}, "filter": {"port": 1883, "proto": "tcp"}}
 CRIT_WEIGHT = {"life_safety": 3.0, "essential": 2.0, "ordinary": 1.0}
 PROGRESS_W = 0.25
+GOAL_W = 1.0
 SUPPRESSED_COST = 0.02
 ACTION_COST = 0.01  # any rule: operators' attention, gateways' churn
+# The report template has every stage role; exfiltration is never seen in training.
 SPLITS = {"train": ("three_domains", "domain_then_jump", "credential_tamper"),
-          "validation": ("four_stages",), "report": ("credential_exfiltration",)}
+          "validation": ("credential_exfiltration",), "report": ("four_stages",)}
 STAGE_KIND = {"recon": "port_scan", "credential": "mqtt_bruteforce", "tamper": "false_data",
               "exfiltration": "exfiltration"}
 # What a rule on the attacker's address does to a stage of this kind: 1 blocks, 0.5 slows.
@@ -130,9 +134,12 @@ class City:
     deps: list[list[int]]  # per instance: indexes of instances it depends on (earlier first)
     weights: np.ndarray
     by_gateway: dict[str, np.ndarray]  # gateway id -> device indexes
+    graph: Any = None  # the hub's city graph (atlas.central.ontology.query.CityQuery), if installed
 
 
-def build_city(devices: int = 90, gateways: int = 9) -> City:
+def build_city(devices: int = 90, gateways: int = 9, ontology: bool = True) -> City:
+    """The episode's city; with `ontology` and the ontology extra installed, actions are
+    priced by the hub's city graph (blast_radius), else from the service declarations."""
     profiles = load_device_profiles()
     raw = describe_city(plan_layout(profiles, devices, gateways), profiles)
     ns = SimpleNamespace(devices=raw["devices"], gateways=raw["gateways"])
@@ -152,7 +159,27 @@ def build_city(devices: int = 90, gateways: int = 9) -> City:
                 allowlist=Allowlist.parse([g["broker"] for g in raw["gateways"]]), address=address,
                 instances=[every[k] for k in crit], members=members, deps=deps,
                 weights=np.array([CRIT_WEIGHT[every[k].spec.criticality] for k in crit]),
-                by_gateway={g: np.array(v) for g, v in by_gw.items()})
+                by_gateway={g: np.array(v) for g, v in by_gw.items()},
+                graph=_city_graph(raw) if ontology else None)
+
+
+def _city_graph(raw: dict[str, Any]) -> Any:
+    from atlas.central.ontology import missing
+
+    if missing():
+        return None
+    import json
+    import tempfile
+    from pathlib import Path
+
+    from atlas.central.ontology.facts import load_facts
+    from atlas.central.ontology.graph import build_graph
+    from atlas.central.ontology.query import CityQuery
+
+    with tempfile.TemporaryDirectory() as tmp:  # the facts loader reads a city.json
+        path = Path(tmp) / "city.json"
+        path.write_text(json.dumps(raw))
+        return CityQuery(build_graph(load_facts(city=path)))
 
 
 def _dependency_order(insts: dict[str, Any]) -> list[str]:
@@ -276,11 +303,11 @@ class RespondEnv(gym.Env):
     def step(self, action: int):
         s = self.state
         cost = self._act(int(action))
-        progress = self._advance()
+        progress, goals = self._advance()
         up = self._devices_up()
         h = health(self.city, up)
         avail = float((h * self.city.weights).sum() / self.city.weights.sum())
-        reward = avail - PROGRESS_W * progress - cost
+        reward = avail - PROGRESS_W * progress - GOAL_W * goals - cost
         s.counters["availability"] += avail
         s.counters["reward"] += reward
         s.tick += 1
@@ -352,15 +379,27 @@ class RespondEnv(gym.Env):
         return bool(a and a.criticality == "life_safety" and d.action in CUTS_OFF and not approved)
 
     def blast_cost(self, action: str, address: str) -> float:
-        """Weighted critical service instances this action takes down (from the service
-        declarations: the device stops feeding every instance it is a member of)."""
+        """What cutting off this device costs the critical services, as a share of their total
+        weight: from the hub's city graph when installed (its BlastRadius.cost, its weights),
+        else from the service declarations (the instances that fail, weighted CRIT_WEIGHT)."""
         if action not in CUTS_OFF or address not in self.city.address:
             return 0.0
+        if self.city.graph is not None:
+            return self._graph_cost(action, address)
         up = self._devices_up()
         before = health(self.city, up)
         up[self.city.address[address]] = False
         after = health(self.city, up)
         return float(((before - after) * self.city.weights).sum() / self.city.weights.sum())
+
+    def _graph_cost(self, action: str, address: str) -> float:
+        from atlas.central.ontology.query import CRITICALITY_WEIGHT
+
+        device = self.city.raw["devices"][self.city.address[address]]
+        target = device["client_id"] if action == "revoke_mqtt" else address
+        radius = self.city.graph.blast_radius(action, target, device["gateway"])
+        total = sum(CRITICALITY_WEIGHT[i.spec.criticality] for i in self.city.instances)
+        return float(radius.cost / total)
 
     def _hub_view(self, inc: Incident) -> tuple[HubIncident, DecisionContext]:
         now = 1.7e9 + self.state.tick * STEP_S
@@ -369,9 +408,10 @@ class RespondEnv(gym.Env):
                           created_at=now, gateways=[inc.gateway])
         return hub, decision_context(self.city.inventory, hub, now, self.city.allowlist)
 
-    def _advance(self) -> float:
+    def _advance(self) -> tuple[float, int]:
         """The world's tick: approvals answer, rules expire, stages progress and spread,
-        attackers move, incidents appear. Returns the stage progress made (0..)."""
+        attackers move, incidents appear. Returns the stage progress made (in stages) and the
+        stages that reached their goal."""
         s, rng = self.state, self.np_random
         for inc in s.incidents:
             if inc.approval_at == s.tick:
@@ -384,7 +424,7 @@ class RespondEnv(gym.Env):
                         self._enforce(inc, d, ctx, approved=True)
             if inc.rule != NO_ACTION and inc.rule_until <= s.tick:
                 inc.rule, inc.rule_target = NO_ACTION, ""
-        made = 0.0
+        made, goals = 0.0, 0
         for n, st in enumerate(s.stages):
             if st.started < 0 or st.done or st.stopped:
                 continue
@@ -403,6 +443,7 @@ class RespondEnv(gym.Env):
             made += rate / STAGE_STEPS
             if st.progress >= STAGE_STEPS:
                 st.done = True
+                goals += 1
                 self._goal(st)
                 if n + 1 < len(s.stages):
                     s.stages[n + 1].started = s.tick
@@ -410,7 +451,7 @@ class RespondEnv(gym.Env):
             gw = self.city.raw["gateways"][int(rng.integers(len(self.city.raw["gateways"])))]["id"]
             self._raise("anomaly", self._device_of(gw, rng), gw, 0)
         self._close_finished()
-        return made
+        return made, goals
 
     def _blocked(self, st: Stage) -> float:
         best = 0.0

@@ -44,6 +44,7 @@ def evaluate(episodes: int, seed: int, split: str = "report") -> dict[str, Any]:
         runs = run_episodes(name, episodes, seed, split, city)
         table[name] = {m: summary([r[m] for r in runs]) for m in METRICS}
     return {"env": ENV_VERSION, "split": split, "templates": list(SPLITS[split]),
+            "blast_radius": "ontology" if city.graph is not None else "services",
             "episodes": episodes, "seed": seed, "defenders": table}
 
 

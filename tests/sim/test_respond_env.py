@@ -100,13 +100,20 @@ def test_violation_counter_sees_an_unapproved_life_safety_cut(city):
     assert env.state.counters["violations"] == 1
 
 
-def test_blast_cost_of_cutting_off_a_service_member(city):
-    env = RespondEnv(city=city)
+@pytest.mark.parametrize("ontology", [True, False])
+def test_blast_cost_of_cutting_off_a_service_member(city, ontology):
+    if ontology:
+        pytest.importorskip("rdflib")
+    c = city if ontology else build_city(ontology=False)
+    assert (c.graph is not None) == ontology
+    env = RespondEnv(city=c)
     env.reset(seed=0)
     env.state.incidents.clear()
-    assert env.blast_cost("quarantine", life_safety_device(city)) > 0  # call boxes: min_up 1.0
+    box = life_safety_device(c)
+    assert env.blast_cost("quarantine", box) > 0  # call boxes: min_up 1.0
+    assert env.blast_cost("revoke_mqtt", box) > 0
     assert env.blast_cost("quarantine", "203.0.113.5") == 0.0
-    assert env.blast_cost("rate_limit", life_safety_device(city)) == 0.0
+    assert env.blast_cost("rate_limit", box) == 0.0
 
 
 def test_episodes_are_seeded_and_report_templates_never_train(city):
