@@ -14,7 +14,7 @@ import numpy as np
 
 from atlas.central.decide import NO_ACTION, respond
 from atlas.central.decide.playbook import Playbook
-from atlas.sim.respond.env import CUTS_OFF, N_ACTIONS, RespondEnv, encode_action
+from atlas.sim.respond.env import CUTS_OFF, RespondEnv, encode_action
 
 Defender = Callable[[RespondEnv], int]
 
@@ -25,7 +25,7 @@ def none_defender() -> Defender:
 
 def static_defender(ttl_s: float = 900.0) -> Defender:
     def act(env: RespondEnv) -> int:
-        for slot, inc in enumerate(env._slots()):
+        for slot, inc in enumerate(env.slots()):
             if inc is not None and inc.rule == NO_ACTION and inc.approval_at < 0:
                 return encode_action(slot, "quarantine", ttl_s)
         return 0
@@ -40,7 +40,7 @@ def playbook_defender() -> Defender:
     queued: list[tuple[str, int]] = []  # (incident id, action)
 
     def act(env: RespondEnv) -> int:
-        slots = env._slots()
+        slots = env.slots()
         where = {inc.id: n for n, inc in enumerate(slots) if inc is not None}
         mask = env.action_masks()
         while queued:
@@ -53,7 +53,7 @@ def playbook_defender() -> Defender:
             if inc is None or inc.id in decided:
                 continue
             decided.add(inc.id)
-            hub, ctx = env._hub_view(inc)
+            hub, ctx = env.hub_view(inc)
             actions = []
             for d in respond(policy, hub, ctx):
                 if d.suppressed or d.action == NO_ACTION:
@@ -88,4 +88,3 @@ def greedy_defender() -> Defender:
 DEFENDERS: dict[str, Callable[[], Defender]] = {
     "none": none_defender, "static": static_defender, "playbook": playbook_defender,
     "greedy": greedy_defender}
-assert N_ACTIONS > 1

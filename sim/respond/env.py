@@ -42,7 +42,7 @@ the ontology extra is installed, else the service declarations).
 """
 from __future__ import annotations
 
-import dataclasses
+import copy
 from dataclasses import dataclass, field
 from types import SimpleNamespace
 from typing import Any
@@ -232,6 +232,7 @@ class Incident:
     rule_target: str = ""
     rule_until: int = 0
     approval_at: int = -1  # tick the human answers, -1 none pending
+    asked: str = "quarantine"  # the action the human is asked to approve
     closed: bool = False
 
 
@@ -318,7 +319,7 @@ class RespondEnv(gym.Env):
     def action_masks(self) -> np.ndarray:
         mask = np.zeros(N_ACTIONS, dtype=bool)
         mask[0] = True
-        for slot, inc in enumerate(self._slots()):
+        for slot, inc in enumerate(self.slots()):
             if inc is None:
                 continue
             attacker = self.city.inventory.lookup(inc.src)
@@ -331,7 +332,7 @@ class RespondEnv(gym.Env):
                     mask[encode_action(slot, verb, ttl)] = True
         return mask
 
-    def _slots(self) -> list[Incident | None]:
+    def slots(self) -> list[Incident | None]:
         """The open incidents the policy sees, newest last, MAX_INCIDENTS at most."""
         open_ = [i for i in self.state.incidents if not i.closed][-MAX_INCIDENTS:]
         return open_ + [None] * (MAX_INCIDENTS - len(open_))
@@ -341,12 +342,12 @@ class RespondEnv(gym.Env):
         if chosen is None:
             return 0.0
         slot, verb, ttl = chosen
-        inc = self._slots()[slot]
+        inc = self.slots()[slot]
         if inc is None or not self.action_masks()[action]:
             return SUPPRESSED_COST  # a masked action (an unmasked sampler) does nothing
         if verb == "ask_human":
             return self._ask(inc)
-        hub, ctx = self._hub_view(inc)
+        hub, ctx = self.hub_view(inc)
         target = (ctx.attacker.client_id if verb == "revoke_mqtt" and ctx.attacker else inc.src)
         d = shield(Decision(action=verb, target=target, ttl=ttl, reason="respond-env",
                             params=dict(PARAMS.get(verb, {}))), hub, ctx)
@@ -360,6 +361,7 @@ class RespondEnv(gym.Env):
     def _ask(self, inc: Incident, action: str = "quarantine") -> float:
         if inc.approval_at < 0:
             inc.approval_at = self.state.tick + APPROVAL_STEPS
+            inc.asked = action
             self.state.counters["approvals"] += 1
         return ACTION_COST
 
@@ -401,7 +403,7 @@ class RespondEnv(gym.Env):
         total = sum(CRITICALITY_WEIGHT[i.spec.criticality] for i in self.city.instances)
         return float(radius.cost / total)
 
-    def _hub_view(self, inc: Incident) -> tuple[HubIncident, DecisionContext]:
+    def hub_view(self, inc: Incident) -> tuple[HubIncident, DecisionContext]:
         now = 1.7e9 + self.state.tick * STEP_S
         hub = HubIncident(id=inc.id, kind=inc.kind, src_ip=inc.src, device=inc.src, dst_ip="",
                           first_seen=now, last_seen=now, score=inc.score, packets=0, state="open",
@@ -417,8 +419,10 @@ class RespondEnv(gym.Env):
             if inc.approval_at == s.tick:
                 inc.approval_at = -1
                 if not inc.closed and rng.random() < HUMAN_APPROVES[inc.real]:
-                    hub, ctx = self._hub_view(inc)
-                    d = Decision(action="quarantine", target=inc.src, ttl=TTLS_S[1], reason="approved",
+                    hub, ctx = self.hub_view(inc)
+                    target = (ctx.attacker.client_id if inc.asked == "revoke_mqtt" and ctx.attacker
+                              else inc.src)
+                    d = Decision(action=inc.asked, target=target, ttl=TTLS_S[1], reason="approved",
                                  requires_approval=True)
                     if not shield(d, hub, ctx).suppressed:
                         self._enforce(inc, d, ctx, approved=True)
@@ -506,7 +510,7 @@ class RespondEnv(gym.Env):
             h = health(self.city, self._devices_up())
         rows = []
         longest = max(TTLS_S) / STEP_S
-        for inc in self._slots():
+        for inc in self.slots():
             row = np.zeros(INCIDENT_FEATURES, dtype=np.float32)
             if inc is not None:
                 attacker = self.city.inventory.lookup(inc.src)
@@ -542,12 +546,8 @@ class RespondEnv(gym.Env):
 
     def snapshot(self) -> tuple[State, Any]:
         """The episode's mutable state (for a look-ahead), restored by restore()."""
-        import copy
-
         return copy.deepcopy(self.state), copy.deepcopy(self.np_random.bit_generator.state)
 
     def restore(self, snap: tuple[State, Any]) -> None:
-        import copy
-
         self.state = copy.deepcopy(snap[0])
         self.np_random.bit_generator.state = copy.deepcopy(snap[1])

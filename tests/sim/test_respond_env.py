@@ -10,6 +10,7 @@ import pytest
 pytest.importorskip("gymnasium")
 from gymnasium.utils.env_checker import check_env  # noqa: E402
 
+from atlas.sim.respond import env as respond_env  # noqa: E402
 from atlas.sim.respond.defenders import DEFENDERS  # noqa: E402
 from atlas.sim.respond.env import (N_ACTIONS, SPLITS, TTLS_S, Incident, RespondEnv, build_city,  # noqa: E402
                                    decode_action, encode_action)
@@ -27,7 +28,7 @@ def inject(env: RespondEnv, src: str, kind: str = "anomaly", real: bool = True) 
         else env.city.raw["gateways"][0]["id"]
     env.state.incidents.append(Incident(f"t{len(env.state.incidents)}", kind, src, gw, 0.9, 1, real,
                                         env.state.tick))
-    return [i for i, inc in enumerate(env._slots()) if inc is not None and inc.src == src][0]
+    return [i for i, inc in enumerate(env.slots()) if inc is not None and inc.src == src][0]
 
 
 def test_passes_gymnasium_env_checker(city):
@@ -60,7 +61,7 @@ def life_safety_device(city, cls: str = "emergency_call_box") -> str:
     return next(d["ip"] for d in city.raw["devices"] if d["class"] == cls)
 
 
-def test_shield_turns_a_life_safety_quarantine_into_an_approval_request(city):
+def test_shield_turns_a_life_safety_quarantine_into_an_approval_request(city, monkeypatch):
     env = RespondEnv(city=city)
     env.reset(seed=0)
     env.state.incidents.clear()
@@ -70,6 +71,11 @@ def test_shield_turns_a_life_safety_quarantine_into_an_approval_request(city):
     inc = next(i for i in env.state.incidents if i.src == box)
     assert inc.rule == "none" and inc.approval_at > 0  # not cut off: a human is asked
     assert env.state.counters["approvals"] == 1 and env.state.counters["violations"] == 0
+    monkeypatch.setattr(respond_env, "HUMAN_APPROVES", {True: 1.0, False: 1.0})
+    for _ in range(respond_env.APPROVAL_STEPS):
+        env.step(0)
+    assert inc.rule == "quarantine"  # approved: cut off, and not a violation
+    assert env.state.counters["violations"] == 0
 
 
 def test_shield_suppresses_an_allowlisted_target_and_it_costs(city):
@@ -95,7 +101,7 @@ def test_violation_counter_sees_an_unapproved_life_safety_cut(city):
     box = life_safety_device(city)
     inject(env, box)
     inc = env.state.incidents[-1]
-    hub, ctx = env._hub_view(inc)
+    hub, ctx = env.hub_view(inc)
     env._enforce(inc, Decision(action="quarantine", target=box, ttl=900.0, reason="t"), ctx)
     assert env.state.counters["violations"] == 1
 
