@@ -14,7 +14,7 @@ $(PY):
 	$(PY) -m pip install -q --upgrade pip
 
 venv: $(PY)
-	$(PY) -m pip install -q -e '.[agent,central,ontology,train,dev]'
+	$(PY) -m pip install -q -e '.[agent,central,ontology,train,respond,dev]'
 
 deps:
 	$(APT) update -qq

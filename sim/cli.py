@@ -172,6 +172,13 @@ def build_parser() -> argparse.ArgumentParser:
                     "multiplier (needs --clip); the report gives its epsilon")
     fl.add_argument("--work", type=Path, default=None, help="folder of the gateways' feature rows, reused by runs with the same "
                     "gateways (default OUT/work)")
+    re_ = sub.add_parser("respond-eval", help="the scripted defenders (none, static, playbook, greedy) on the same seeded "
+                         "episodes of the responder's environment: OUT/respond_eval.json and .md (needs the respond extra)")
+    re_.add_argument("--episodes", type=int, required=True, help="episodes per defender (at least 2, for an interval)")
+    re_.add_argument("--seed", type=int, required=True, help="first episode's seed; episode k uses seed + k")
+    re_.add_argument("--out", type=Path, required=True, help="output folder")
+    re_.add_argument("--split", choices=("train", "validation", "report"), default="report",
+                     help="which campaign templates (default report: never trained on)")
     return p
 
 
@@ -180,10 +187,25 @@ def main(argv: list[str] | None = None) -> int:
     args.argv = sys.argv[1:] if argv is None else list(argv)  # recorded in a city's city.json
     try:
         return {"generate": _generate, "city": _city, "evaluate": _evaluate, "profiles": _profiles,
-                "attacks": _attacks, "live": _live, "federated": _federated}[args.cmd](args)
+                "attacks": _attacks, "live": _live, "federated": _federated,
+                "respond-eval": _respond_eval}[args.cmd](args)
     except (ValueError, OSError) as e:
         print(f"atlas-sim {args.cmd}: {e}", file=sys.stderr)
         return 2
+
+
+def _respond_eval(args) -> int:
+    if args.episodes < 2:
+        raise ValueError(f"--episodes: at least 2 (an interval needs them), got {args.episodes}")
+    try:
+        from atlas.sim.respond.score import evaluate, markdown, write
+    except ImportError as e:
+        raise ValueError(f"needs the respond extra (pip install -e '.[respond]'): {e}") from None
+    result = evaluate(args.episodes, args.seed, args.split)
+    out = write(result, args.out)
+    print(markdown(result), end="")
+    print(f"wrote {out / 'respond_eval.json'} and {out / 'respond_eval.md'}")
+    return 0
 
 
 def _generate(args) -> int:
