@@ -221,6 +221,7 @@ def serve(config: HubConfig, stop: threading.Event | None = None,
     from atlas.central.ingest.servicer import StreamLimits
 
     require_files(config, for_serving=True)
+    check_graph(config)  # the inventory's SHACL shapes, as --check runs them: a start is a load too
     lock = lock_database(config.database)
     hub = build_hub(config)
     stop = stop or threading.Event()

@@ -160,3 +160,16 @@ def test_a_dead_serving_loop_stops_the_watchdog_and_exits_1(tmp_path, pki, monke
     assert all(at < killed + noticed for at, m in messages if "WATCHDOG=1" in m), [round(at - killed, 2) for at, m in messages]
     stopping = [at for at, m in messages if "STOPPING=1" in m]
     assert stopping and stopping[0] < killed + noticed + 0.2  # noticed while still wedged
+
+
+def test_an_inventory_the_shapes_refuse_stops_the_start_in_one_line(tmp_path, pki):
+    pytest.importorskip("pyshacl", reason="the ontology extra (make test installs it)")
+    inventory = tmp_path / "inventory.toml"
+    # a life-safety device with no fallback: the SHACL shapes refuse it, the reader alone does not
+    inventory.write_text('[[device]]\naddress = "10.2.1.1"\nclient_id = "aq-1"\ngateway = "gw-b"\n'
+                         'profile = "air_quality_sensor"\ncriticality = "life_safety"\n')
+    config = write_config(tmp_path, pki, "127.0.0.1:0", inventory=str(inventory))
+    run = subprocess.run(serve_cmd(config), capture_output=True, text=True, timeout=120)
+    assert run.returncode != 0 and "Traceback" not in run.stderr
+    assert run.stderr.count("\n") == 1, run.stderr
+    assert "hub.inventory: graph check:" in run.stderr and "aq-1" in run.stderr and "fallback" in run.stderr
