@@ -107,6 +107,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--campaigns", type=int, default=None,
                    help="multi-stage cross-domain campaigns (default: one per ten gateways, at least one)")
     c.add_argument("--lookalike-share", type=_finite, default=0.2, help="share of gateways with a benign look-alike (default 0.2)")
+    c.add_argument("--decoys", type=int, default=None,
+                   help="independent attacks shadowing campaign stages, ground truth without campaign (default: one per campaign)")
     c.add_argument("--no-attacks", action="store_true", help="benign traffic only: no attacks, campaigns or look-alikes")
     c.add_argument("--workers", type=int, default=None, help="gateways generated in parallel (default: the machine's cores)")
     c.add_argument("--no-backends", action="store_true", help="no domain back-ends (halves the packets)")
@@ -261,7 +263,7 @@ def _city(args) -> int:
         sched = ScheduleOptions.none()
     else:
         sched = ScheduleOptions(attacks_per_gateway=args.attacks_per_gateway, campaigns=args.campaigns,
-                                lookalike_share=args.lookalike_share)
+                                lookalike_share=args.lookalike_share, decoys=args.decoys)
     r = build_city(args.out, devices=args.devices, gateways=args.gateways, duration=args.duration, seed=args.seed,
                    start_time=DEFAULT_START if args.start_time is None else args.start_time, schedule=sched,
                    workers=args.workers, profiles_dir=args.profiles, options=BenignOptions(backends=not args.no_backends),
