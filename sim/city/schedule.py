@@ -58,6 +58,14 @@ TEMPLATES: dict[str, tuple[tuple[str, int, int], ...]] = {
     "credential_tamper": (("credential", 0, 0), ("tamper", 1, 0)),
     "four_stages": (("recon", 0, 0), ("credential", 1, 0), ("exfiltration", 1, 0), ("tamper", 2, 0)),
 }
+# Templates no correlator was written, trained or tuned against: a city draws from them only when
+# asked (ScheduleOptions.templates; atlas.sim.evaluate.splits holds them out for the report split).
+HELD_OUT_TEMPLATES: dict[str, tuple[tuple[str, int, int], ...]] = {
+    "scan_then_tamper": (("recon", 0, 0), ("tamper", 1, 0)),
+    "two_credentials_exfiltration": (("credential", 0, 0), ("credential", 1, 0), ("exfiltration", 1, 0)),
+    "domain_pair_then_tamper": (("recon", 0, 0), ("credential", 0, 1), ("exfiltration", 0, 1), ("tamper", 2, 0)),
+}
+ALL_TEMPLATES = TEMPLATES | HELD_OUT_TEMPLATES
 
 
 @dataclass
@@ -67,8 +75,14 @@ class ScheduleOptions:
     lookalike_share: float = 0.2  # share of gateways with a benign look-alike
     warmup: float = 60.0  # seconds of benign traffic before the first event (at most a tenth of the capture)
     decoys: int | None = None  # independent attacks shadowing campaign stages (None: one per campaign)
+    templates: tuple[str, ...] | None = None  # campaign templates to draw from (None: TEMPLATES)
 
     def __post_init__(self) -> None:
+        unknown = sorted(set(self.templates or ()) - set(ALL_TEMPLATES))
+        if unknown:
+            raise ValueError(f"templates: unknown campaign template {unknown[0]!r} (known: {', '.join(ALL_TEMPLATES)})")
+        if self.templates is not None and not self.templates:
+            raise ValueError("templates: give at least one campaign template")
         if self.decoys is not None and self.decoys < 0:
             raise ValueError(f"decoys: must be >= 0, got {self.decoys}")
         if self.attacks_per_gateway < 0:
@@ -132,11 +146,11 @@ def plan_schedule(layout: CityLayout, profiles: dict[str, DeviceProfile], durati
     if not all(layout.of_domain(d) for d in CAMPAIGN_DOMAINS):
         n_camp = 0
     load = np.zeros(G, dtype=np.int64)
-    templates = _pick_templates(layout, n_camp, rng)
+    templates = _pick_templates(layout, n_camp, rng, opts.templates or tuple(TEMPLATES))
     for c, name in enumerate(templates):
         order = [CAMPAIGN_DOMAINS[i] for i in rng.permutation(len(CAMPAIGN_DOMAINS))]
         placed: dict[tuple[int, int], GatewaySpec] = {}
-        for s, (_, d, k) in enumerate(TEMPLATES[name]):
+        for s, (_, d, k) in enumerate(ALL_TEMPLATES[name]):
             if (d, k) not in placed:
                 taken = set(x.index for x in placed.values())
                 placed[(d, k)] = _least_loaded([g for g in layout.of_domain(order[d]) if g.index not in taken], load, rng)
@@ -154,11 +168,13 @@ def plan_schedule(layout: CityLayout, profiles: dict[str, DeviceProfile], durati
     return plan
 
 
-def _pick_templates(layout: CityLayout, n: int, rng) -> list[str]:
-    """A template per campaign: the feasible ones (enough gateways per domain) in turn, from a
-    seed-chosen first one, so a few campaigns already differ."""
+def _pick_templates(layout: CityLayout, n: int, rng, pool: tuple[str, ...]) -> list[str]:
+    """A template per campaign: the feasible ones of the pool (enough gateways per domain) in
+    turn, from a seed-chosen first one, so a few campaigns already differ."""
     per_domain = min(len(layout.of_domain(d)) for d in CAMPAIGN_DOMAINS)
-    names = [t for t, stages in TEMPLATES.items() if max(k for _, _, k in stages) < per_domain]
+    names = [t for t in pool if max(k for _, _, k in ALL_TEMPLATES[t]) < per_domain]
+    if n and not names:
+        raise ValueError(f"templates: none of {', '.join(pool)} fits {per_domain} gateway(s) per domain")
     first = int(rng.integers(len(names))) if names else 0
     return [names[(first + c) % len(names)] for c in range(n)]
 
@@ -301,7 +317,7 @@ def _timed(layout: CityLayout, profiles, items: list[_Item], K: int, duration: f
 def _campaign_roles(c: int, template: str, layout: CityLayout, profiles, items: list[_Item], rng):
     """(Campaign, {stage: (kind, attacker, victims, params, stage that handed the attacker its
     address or 0 = it had it before the capture)})."""
-    stages = TEMPLATES[template]
+    stages = ALL_TEMPLATES[template]
     stage_gw = {it.stage: layout.gateways[it.gw[0]] for it in items if it.campaign == c}
     has_recon = stages[0][0] == "recon"
     modes = ["external", "pivot"] + (["botnet"] if "mirai_scan" in ATTACKS else [])
