@@ -85,3 +85,13 @@ def test_a_bad_split_is_one_clear_line(tmp_path, capsys):
                "--duration", "60", "--out", str(tmp_path / "x")])
     assert rc == 2 and capsys.readouterr().err.strip() == (
         "atlas-sim evaluate-seeds: split: must be one of training, validation, report, got 'test'")
+
+
+def test_no_report_template_is_a_shape_the_learned_correlator_trained_on():
+    # atlas.train.correlate.data keeps its own episode split; the simulator's report cities must
+    # still be new to it, by name and by shape.
+    from atlas.train.correlate import data
+
+    trained = {data.TEMPLATES[t].stages for t in data.SPLIT["train"]}
+    for name in templates_of("report"):
+        assert name not in data.SPLIT["train"] and ALL_TEMPLATES[name] not in trained, name
