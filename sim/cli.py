@@ -8,6 +8,7 @@
     atlas-sim attacks             # attack and look-alike kinds with their parameters
     atlas-sim city --devices 5000 --gateways 50 --duration 3600 --seed 7 --out DIR   # the whole city
     atlas-sim evaluate DIR --out REPORT_DIR   # run ATLAS and the baselines on a city, score, report
+    atlas-sim evaluate-seeds --split report --seeds 5 --devices 100 --gateways 6 --duration 120 --out DIR  # mean, 95 % interval
     atlas-sim federated --gateways 10 --rounds 5 --malicious 2 --attack backdoor --seed 1 --out DIR   # federated rounds, poisoned gateways
     atlas-sim live --devices 30 --duration 60 --seed 3 --out DIR --attack mqtt_flood@20:10 --agent   # for real, in namespaces (root)
 
@@ -20,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -107,6 +109,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--campaigns", type=int, default=None,
                    help="multi-stage cross-domain campaigns (default: one per ten gateways, at least one)")
     c.add_argument("--lookalike-share", type=_finite, default=0.2, help="share of gateways with a benign look-alike (default 0.2)")
+    c.add_argument("--decoys", type=int, default=None,
+                   help="independent attacks shadowing campaign stages, ground truth without campaign (default: one per campaign)")
     c.add_argument("--no-attacks", action="store_true", help="benign traffic only: no attacks, campaigns or look-alikes")
     c.add_argument("--workers", type=int, default=None, help="gateways generated in parallel (default: the machine's cores)")
     c.add_argument("--no-backends", action="store_true", help="no domain back-ends (halves the packets)")
@@ -123,6 +127,20 @@ def build_parser() -> argparse.ArgumentParser:
                         "none, static and playbook are always scored beside it")
     e.add_argument("--no-conformance", action="store_true",
                    help="the agent without its gateway's device inventory: models only, no profile-conformance check")
+
+    es = sub.add_parser("evaluate-seeds", help="build and evaluate N cities of one split; mean and 95 %% interval of the "
+                        "headline metrics into OUT/summary.json and summary.md")
+    es.add_argument("--split", required=True, help="training, validation or report (atlas.sim.evaluate.splits)")
+    es.add_argument("--seeds", type=int, required=True, help="cities (the split's first N seeds)")
+    es.add_argument("--first", type=int, default=0, help="skip the split's first seeds (default 0)")
+    es.add_argument("--devices", type=int, required=True, help="devices per city")
+    es.add_argument("--gateways", type=int, default=50, help="gateways per city (default 50)")
+    es.add_argument("--duration", type=_finite, required=True, help="seconds of traffic per city")
+    es.add_argument("--out", type=Path, required=True, help="folder: cities/, reports/, summary.json, summary.md")
+    es.add_argument("--workers", type=int, default=None, help="gateways generated and replayed in parallel (default: the cores)")
+    es.add_argument("--models", type=Path, default=None, help="the agent's model folder (default: the shipped models)")
+    es.add_argument("--policy", default="playbook", metavar="NAME", help="the hub policy scored as ATLAS (as in evaluate)")
+    es.add_argument("--baselines", action="store_true", help="also run the baselines in each city (slower; not in the summary)")
 
     lv = sub.add_parser("live", help="a small city run for real in network namespaces (root): mosquitto, paho devices, real attack tools, tcpdump")
     lv.add_argument("--devices", type=int, default=30, help="devices in the whole city (default 30)")
@@ -186,8 +204,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     args.argv = sys.argv[1:] if argv is None else list(argv)  # recorded in a city's city.json
     try:
-        return {"generate": _generate, "city": _city, "evaluate": _evaluate, "profiles": _profiles,
-                "attacks": _attacks, "live": _live, "federated": _federated,
+        return {"generate": _generate, "city": _city, "evaluate": _evaluate, "evaluate-seeds": _evaluate_seeds,
+                "profiles": _profiles, "attacks": _attacks, "live": _live, "federated": _federated,
                 "respond-eval": _respond_eval}[args.cmd](args)
     except (ValueError, OSError) as e:
         print(f"atlas-sim {args.cmd}: {e}", file=sys.stderr)
@@ -261,7 +279,7 @@ def _city(args) -> int:
         sched = ScheduleOptions.none()
     else:
         sched = ScheduleOptions(attacks_per_gateway=args.attacks_per_gateway, campaigns=args.campaigns,
-                                lookalike_share=args.lookalike_share)
+                                lookalike_share=args.lookalike_share, decoys=args.decoys)
     r = build_city(args.out, devices=args.devices, gateways=args.gateways, duration=args.duration, seed=args.seed,
                    start_time=DEFAULT_START if args.start_time is None else args.start_time, schedule=sched,
                    workers=args.workers, profiles_dir=args.profiles, options=BenignOptions(backends=not args.no_backends),
@@ -277,6 +295,17 @@ def _evaluate(args) -> int:
                       conformance=not args.no_conformance, policy=args.policy, progress=lambda msg: print(msg, file=sys.stderr, flush=True))
     print(report.table_text())
     print(f"\n{args.out / 'report.md'}, report.json, {len(report.plots)} plots, incidents/ per gateway")
+    return 0
+
+
+def _evaluate_seeds(args) -> int:
+    from atlas.sim.evaluate.seeds import SUMMARY_MD, evaluate_seeds
+
+    evaluate_seeds(args.out, split=args.split, seeds=args.seeds, first=args.first, devices=args.devices,
+                   gateways=args.gateways, duration=args.duration, workers=args.workers, models_dir=args.models,
+                   policy=args.policy, baselines=args.baselines, command="atlas-sim " + shlex.join(args.argv),
+                   progress=lambda msg: print(msg, file=sys.stderr, flush=True))
+    print((args.out / SUMMARY_MD).read_text())
     return 0
 
 

@@ -13,6 +13,13 @@
   recon's gateway: one that the recon found and took over (`pivot`) or one already in a botnet
   that runs the Mirai-style scan itself (`botnet`, when `mirai_scan` is registered). An
   exfiltration stage runs on a device of the gateway whose credentials the previous stage won.
+- Decoys (one per campaign by default): a second, independent attacker from outside the city
+  running the same tool as one of the campaign's stages (its credential attack, else its scan)
+  on another gateway of the same domain, in the same district when one has room, in the same
+  time slot as that stage. Ground truth: no campaign (`campaign` empty), `params.decoy_of` names
+  the campaign it shadows. Linking a decoy into the campaign is over-linking, and the pairwise
+  link precision (atlas.sim.evaluate.campaigns) pays for it. Decoys draw from their own random
+  stream and only take free slots, so every other item of a seed's schedule stays as it was.
 - Benign look-alikes on some gateways: a power cut hits every gateway of a district at the
   same moment (cross-domain, like a campaign, but benign), firmware updates, rush hours on
   transportation gateways.
@@ -38,6 +45,8 @@ from atlas.sim.traffic.payloads import topic_rng
 
 CAMPAIGN_DOMAINS = ("transportation", "energy", "public_safety")
 EXTERNAL_NET = "203.0.113."  # TEST-NET-3 (RFC 5737): campaign attackers outside the city
+DECOY_NET = "198.51.100."  # TEST-NET-2 (RFC 5737): the decoys' independent attackers
+DECOY_KINDS = ("mqtt_bruteforce", "port_scan")  # tools an outside attacker runs, in order of preference
 MIRAI_TARGET_HARDWARE = ("camera_soc", "embedded_linux")  # devices with a Linux and a telnet to guess
 
 # Campaign templates: per stage (role, domain slot, gateway slot). Domain slots 0, 1, 2 map to a
@@ -49,6 +58,14 @@ TEMPLATES: dict[str, tuple[tuple[str, int, int], ...]] = {
     "credential_tamper": (("credential", 0, 0), ("tamper", 1, 0)),
     "four_stages": (("recon", 0, 0), ("credential", 1, 0), ("exfiltration", 1, 0), ("tamper", 2, 0)),
 }
+# Templates no correlator was written, trained or tuned against: a city draws from them only when
+# asked (ScheduleOptions.templates; atlas.sim.evaluate.splits holds them out for the report split).
+HELD_OUT_TEMPLATES: dict[str, tuple[tuple[str, int, int], ...]] = {
+    "scan_then_tamper": (("recon", 0, 0), ("tamper", 1, 0)),
+    "two_credentials_exfiltration": (("credential", 0, 0), ("credential", 1, 0), ("exfiltration", 1, 0)),
+    "domain_pair_then_tamper": (("recon", 0, 0), ("credential", 0, 1), ("exfiltration", 0, 1), ("tamper", 2, 0)),
+}
+ALL_TEMPLATES = TEMPLATES | HELD_OUT_TEMPLATES
 
 
 @dataclass
@@ -57,8 +74,17 @@ class ScheduleOptions:
     campaigns: int | None = None  # multi-stage campaigns (None: one per ten gateways, at least one)
     lookalike_share: float = 0.2  # share of gateways with a benign look-alike
     warmup: float = 60.0  # seconds of benign traffic before the first event (at most a tenth of the capture)
+    decoys: int | None = None  # independent attacks shadowing campaign stages (None: one per campaign)
+    templates: tuple[str, ...] | None = None  # campaign templates to draw from (None: TEMPLATES)
 
     def __post_init__(self) -> None:
+        unknown = sorted(set(self.templates or ()) - set(ALL_TEMPLATES))
+        if unknown:
+            raise ValueError(f"templates: unknown campaign template {unknown[0]!r} (known: {', '.join(ALL_TEMPLATES)})")
+        if self.templates is not None and not self.templates:
+            raise ValueError("templates: give at least one campaign template")
+        if self.decoys is not None and self.decoys < 0:
+            raise ValueError(f"decoys: must be >= 0, got {self.decoys}")
         if self.attacks_per_gateway < 0:
             raise ValueError(f"attacks-per-gateway: must be >= 0, got {self.attacks_per_gateway:g}")
         if self.campaigns is not None and self.campaigns < 0:
@@ -69,7 +95,7 @@ class ScheduleOptions:
     @classmethod
     def none(cls) -> ScheduleOptions:
         """Benign traffic only: no attacks, no campaigns, no look-alikes."""
-        return cls(attacks_per_gateway=0, campaigns=0, lookalike_share=0)
+        return cls(attacks_per_gateway=0, campaigns=0, lookalike_share=0, decoys=0)
 
 
 @dataclass
@@ -92,6 +118,7 @@ class CitySchedule:
     lookalikes: dict[str, list[LookalikeSpec]]
     campaigns: list[Campaign]
     notes: dict[str, dict[str, Any]]  # extra ground truth per step or event id (campaign roles, district-wide cuts)
+    decoys: list[str] = field(default_factory=list)  # step ids of the decoys
 
     @property
     def steps(self) -> int:
@@ -119,11 +146,11 @@ def plan_schedule(layout: CityLayout, profiles: dict[str, DeviceProfile], durati
     if not all(layout.of_domain(d) for d in CAMPAIGN_DOMAINS):
         n_camp = 0
     load = np.zeros(G, dtype=np.int64)
-    templates = _pick_templates(layout, n_camp, rng)
+    templates = _pick_templates(layout, n_camp, rng, opts.templates or tuple(TEMPLATES))
     for c, name in enumerate(templates):
         order = [CAMPAIGN_DOMAINS[i] for i in rng.permutation(len(CAMPAIGN_DOMAINS))]
         placed: dict[tuple[int, int], GatewaySpec] = {}
-        for s, (_, d, k) in enumerate(TEMPLATES[name]):
+        for s, (_, d, k) in enumerate(ALL_TEMPLATES[name]):
             if (d, k) not in placed:
                 taken = set(x.index for x in placed.values())
                 placed[(d, k)] = _least_loaded([g for g in layout.of_domain(order[d]) if g.index not in taken], load, rng)
@@ -135,14 +162,19 @@ def plan_schedule(layout: CityLayout, profiles: dict[str, DeviceProfile], durati
         load[g] += 1
     items += _lookalike_items(layout, profiles, opts, rng)
     n_slots = _assign_slots(items, G, rng)
-    return _timed(layout, profiles, items, n_slots, duration, opts, rng, templates)
+    plan = _timed(layout, profiles, items, n_slots, duration, opts, rng, templates)
+    n_decoys = len(plan.campaigns) if opts.decoys is None else opts.decoys
+    _add_decoys(plan, layout, items, n_slots, duration, opts, n_decoys, topic_rng(seed, "city", "decoys"))
+    return plan
 
 
-def _pick_templates(layout: CityLayout, n: int, rng) -> list[str]:
-    """A template per campaign: the feasible ones (enough gateways per domain) in turn, from a
-    seed-chosen first one, so a few campaigns already differ."""
+def _pick_templates(layout: CityLayout, n: int, rng, pool: tuple[str, ...]) -> list[str]:
+    """A template per campaign: the feasible ones of the pool (enough gateways per domain) in
+    turn, from a seed-chosen first one, so a few campaigns already differ."""
     per_domain = min(len(layout.of_domain(d)) for d in CAMPAIGN_DOMAINS)
-    names = [t for t, stages in TEMPLATES.items() if max(k for _, _, k in stages) < per_domain]
+    names = [t for t in pool if max(k for _, _, k in ALL_TEMPLATES[t]) < per_domain]
+    if n and not names:
+        raise ValueError(f"templates: none of {', '.join(pool)} fits {per_domain} gateway(s) per domain")
     first = int(rng.integers(len(names))) if names else 0
     return [names[(first + c) % len(names)] for c in range(n)]
 
@@ -285,7 +317,7 @@ def _timed(layout: CityLayout, profiles, items: list[_Item], K: int, duration: f
 def _campaign_roles(c: int, template: str, layout: CityLayout, profiles, items: list[_Item], rng):
     """(Campaign, {stage: (kind, attacker, victims, params, stage that handed the attacker its
     address or 0 = it had it before the capture)})."""
-    stages = TEMPLATES[template]
+    stages = ALL_TEMPLATES[template]
     stage_gw = {it.stage: layout.gateways[it.gw[0]] for it in items if it.campaign == c}
     has_recon = stages[0][0] == "recon"
     modes = ["external", "pivot"] + (["botnet"] if "mirai_scan" in ATTACKS else [])
@@ -350,3 +382,64 @@ def _place_lookalike(it: _Item, gws: list[GatewaySpec], L: float, duration: floa
     params = {"devices": 3 if small else 10, "image_kb": 256 if small else 1536}
     looks[g.id].append(LookalikeSpec("firmware_update", start=start_in(it.slot, min(L, 90.0)), params=params,
                                      id=f"{g.id}/firmware_update/{len(looks[g.id]) + 1}"))
+
+
+def _add_decoys(plan: CitySchedule, layout: CityLayout, items: list[_Item], K: int, duration: float,
+                opts: ScheduleOptions, n: int, rng) -> None:
+    """`n` decoys, campaigns in turn (see the module doc); one that finds no free slot in its
+    domain is left out."""
+    if not plan.campaigns or n <= 0:
+        return
+    warm = min(opts.warmup, 0.1 * duration)
+    L = (duration - warm) / K
+    free = [set(range(K)) for _ in layout.gateways]
+    for it in items:
+        if it.slot >= 0:
+            for g in it.gw:
+                free[g].discard(it.slot)
+    stage_item = {(it.campaign, it.stage): it for it in items if it.campaign >= 0}
+    for i in range(n):
+        c = i % len(plan.campaigns)
+        camp = plan.campaigns[c]
+        shadow = _shadowed_stage(camp)
+        if shadow is None:
+            continue
+        stage, kind = shadow
+        it = stage_item[(c, stage)]
+        g, slot = _decoy_place(layout, layout.gateways[it.gw[0]], it.slot, free, rng)
+        if g is None:
+            continue
+        free[g.index].discard(slot)
+        dur = round(min(ATTACKS[kind].duration, 0.6 * L), 3)
+        start = round(warm + slot * L + float(rng.uniform(0, max(L - dur, 0.0))), 3)
+        sid = f"decoy{i + 1}-{kind}"
+        plan.attacks[g.id].append(AttackSpec(kind, start=start, duration=dur, attacker=f"{DECOY_NET}{10 + i % 240}", id=sid))
+        plan.attacks[g.id].sort(key=lambda a: a.start)
+        plan.notes[sid] = {"decoy_of": camp.id, "shadows": camp.stages[stage - 1]}
+        plan.decoys.append(sid)
+
+
+def _shadowed_stage(camp: Campaign) -> tuple[int, str] | None:
+    """(stage number, kind) of the campaign stage a decoy copies: the first of DECOY_KINDS it runs."""
+    kinds = [sid.split("-s", 1)[1].split("-", 1)[1] for sid in camp.stages]
+    for kind in DECOY_KINDS:
+        if kind in kinds and kind in ATTACKS:
+            return kinds.index(kind) + 1, kind
+    return None
+
+
+def _decoy_place(layout: CityLayout, near: GatewaySpec, slot: int, free: list[set[int]], rng
+                 ) -> tuple[GatewaySpec | None, int]:
+    """A gateway of `near`'s domain and its free slot closest to `slot`: the closest in time
+    first, then another gateway than `near`, then the same district."""
+    same = [g for g in layout.of_domain(near.domain)]
+    best: tuple | None = None
+    for k in rng.permutation(len(same)):
+        g = same[int(k)]
+        if not free[g.index]:
+            continue
+        j = min(free[g.index], key=lambda j: (abs(j - slot), j))
+        key = (abs(j - slot), g.index == near.index, g.district != near.district)
+        if best is None or key < best[0]:
+            best = (key, g, j)
+    return (best[1], best[2]) if best else (None, -1)

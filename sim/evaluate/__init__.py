@@ -12,5 +12,9 @@ Modules, in the order of the data flow: city (load_city: the folder `atlas-sim c
 checked with clear errors), agent (run_agent: one process per gateway, CPU, telemetry bytes,
 score histograms), metrics (pure scoring functions), run (the whole evaluation), report and
 plots (output), fixture (build_city: a small city from generate_capture, for tests).
+campaigns scores the hub's correlation (full chains, pairwise link precision and recall).
+splits declares which seeds and campaign templates are training, validation and report; seeds
+(`atlas-sim evaluate-seeds`) builds and evaluates N cities of a split and writes the headline
+metrics as mean and 95 % t-interval (summary.json, summary.md).
 """
 from __future__ import annotations

@@ -11,6 +11,16 @@ campaign, `stages_linked` is the most of its stages that one correlated campaign
 
 Correlated campaigns with incidents of several attacks but none of a ground-truth campaign's
 stages are counted as `false_campaigns`.
+
+Pairwise links (`link_scores`): every pair of incidents that matched two *different* ground-truth
+steps is one pair (two incidents of one step say nothing about linking). The pair is a *true
+link* when both steps belong to the same ground-truth campaign, and *predicted linked* when one
+correlated campaign holds both incidents. Link precision = true predicted links / predicted
+links; link recall = true predicted links / true links. An incident of a step of no campaign (a
+single attack, a decoy) has no true link, so merging it into a campaign only adds false links.
+Incidents that matched no step are the detectors' false positives, scored elsewhere. The recall
+is also given over the true links inside one domain (`recall_within_domain`): the most that
+per-domain correlation can reach, since it cannot make a cross-domain link.
 """
 from __future__ import annotations
 
@@ -49,6 +59,39 @@ def _stages_of_events(events: Sequence[Event], gt_steps: Sequence[Any]) -> tuple
     return steps_of_event, matching.by_step
 
 
+def _step_of_event(steps_of_event: dict[str, set[str]], by_id: dict[str, Any]) -> dict[str, str]:
+    """Each matched incident's one step: a campaign's step first (an incident of an attacker that
+    ran a campaign stage and a single attack at once speaks for the campaign), then by id."""
+    return {eid: min(sids, key=lambda sid: (not by_id[sid].campaign, sid)) for eid, sids in steps_of_event.items() if sids}
+
+
+def link_scores(campaigns: Sequence[Campaign], events: Sequence[Event], steps_of_event: dict[str, set[str]],
+                by_id: dict[str, Any]) -> dict[str, Any]:
+    """Pairwise incident-to-campaign assignment against the ground truth (see the module doc)."""
+    step = _step_of_event(steps_of_event, by_id)
+    group = {e.id: c.id for c in campaigns for e in c.events}
+    domain = {e.id: e.domain for e in events}
+    ids = sorted(step)
+    tp = fp = fn = within = within_tp = 0
+    for i, a in enumerate(ids):
+        for b in ids[i + 1:]:
+            sa, sb = by_id[step[a]], by_id[step[b]]
+            if sa.id == sb.id:
+                continue
+            true = bool(sa.campaign) and sa.campaign == sb.campaign
+            linked = a in group and group.get(a) == group.get(b)
+            tp += true and linked
+            fp += linked and not true
+            fn += true and not linked
+            if true and domain.get(a) and domain.get(a) == domain.get(b):
+                within += 1
+                within_tp += linked
+    return {"pairs_true": tp + fn, "pairs_linked": tp + fp, "true_links": tp, "false_links": fp, "missed_links": fn,
+            "precision": _div(tp, tp + fp), "recall": _div(tp, tp + fn),
+            "pairs_true_within_domain": within, "recall_within_domain": _div(within_tp, within),
+            "incidents": len(ids)}
+
+
 def score_campaigns(campaigns: Sequence[Campaign], events: Sequence[Event], steps: Sequence[Any]) -> dict[str, Any]:
     """Ground-truth campaigns linked by these correlated campaigns (see the module doc)."""
     gt_steps = [step_of(s) for s in steps]
@@ -80,6 +123,7 @@ def score_campaigns(campaigns: Sequence[Campaign], events: Sequence[Event], step
             "stages": sum(v["stages"] for v in per_campaign.values()),
             "false_campaigns": false_campaigns,
             "correlated_campaigns": sum(1 for c in campaigns if c.multi_stage),
+            "links": link_scores(campaigns, events, steps_of_event, by_id),
             "by_campaign": per_campaign}
 
 
@@ -97,7 +141,17 @@ def describe(s: dict[str, Any]) -> str:
     """One line: full chains, >= 2 stages, stages, false campaigns."""
     return (f"full chain linked {s['full_chain']}/{s['campaigns']}, >= {MIN_STAGES} stages linked "
             f"{s['two_or_more']}/{s['campaigns']}, {s['stages_linked']}/{s['stages']} stages linked, "
-            f"{s['false_campaigns']} false campaigns of {s['correlated_campaigns']} correlated")
+            f"{s['false_campaigns']} false campaigns of {s['correlated_campaigns']} correlated"
+            + (f"; {describe_links(s['links'])}" if s.get("links") else ""))
 
 
-__all__ = ["MIN_STAGES", "city_events", "describe", "run_correlation", "score_campaigns"]
+def describe_links(links: dict[str, Any]) -> str:
+    """Pairwise link precision and recall, with their counts."""
+    def pct(v: float | None) -> str:
+        return "n/a" if v is None else f"{100 * v:.1f} %"
+    return (f"link precision {pct(links['precision'])} ({links['true_links']}/{links['pairs_linked']} pairs), "
+            f"link recall {pct(links['recall'])} ({links['true_links']}/{links['pairs_true']}), "
+            f"within one domain {pct(links['recall_within_domain'])} of {links['pairs_true_within_domain']}")
+
+
+__all__ = ["MIN_STAGES", "city_events", "describe", "describe_links", "link_scores", "run_correlation", "score_campaigns"]

@@ -7,8 +7,10 @@ Keys (issue 11, item 7; fractions in [0, 1]):
     kind_accuracy                    detected steps whose incidents include the step's own kind / detected steps
     step_recall                      attack steps with at least one matching incident / steps
     ttd_novel_median_s               null: needs leave-one-kind-out models (see metrics_missing)
-    campaign_link_precision          null: needs pairwise incident-to-campaign assignment scoring
-    campaign_link_recall             null: same
+    campaign_link_precision          pairs of incidents (of two different attack steps) the hub's city-wide
+                                     correlation linked that belong to one true campaign / pairs it linked
+    campaign_link_recall             such pairs linked / pairs belonging to one true campaign
+                                     (atlas.sim.evaluate.campaigns.link_scores)
     campaign_full_chain              ground-truth campaigns whose every stage one correlated campaign holds / campaigns
     availability_critical            per policy: critical service-slots met (atlas.sim.evaluate.availability)
     containment                      per policy: attack steps whose packets the rules mostly removed
@@ -31,9 +33,6 @@ MISSING = {
     "ttd_novel_median_s": "time to detection of a kind the models were not trained on needs leave-one-kind-out "
                           "models; the shipped models saw every known kind, so today's novel-kind TTD "
                           "(atlas.novel.ttd) would mix in kinds caught by profile rules written against them",
-    "campaign_link_precision": "pairwise incident-to-campaign assignment is not scored yet (only the full-chain and "
-                               ">= 2 stages counts in atlas.correlation)",
-    "campaign_link_recall": "pairwise incident-to-campaign assignment is not scored yet",
     "bandwidth_bytes_per_device_hour": "the alternatives (IPFIX records at their real size, full mirroring) are not "
                                        "measured yet; ATLAS's own telemetry is in atlas.bandwidth",
 }
@@ -59,6 +58,13 @@ def metrics_object(city: Any, scored: dict[str, Any], model_version: str, models
     if not detected:
         missing["kind_accuracy"] = "no attack step was detected"
     m["step_recall"] = o["step_recall"]
+    links = city_corr.get("links") or {}
+    m["campaign_link_precision"] = links.get("precision")
+    m["campaign_link_recall"] = links.get("recall")
+    if m["campaign_link_precision"] is None:
+        missing["campaign_link_precision"] = "the hub linked no pair of incidents of two different attack steps"
+    if m["campaign_link_recall"] is None:
+        missing["campaign_link_recall"] = "no two detected incidents belong to one campaign"
     m["campaign_full_chain"] = city_corr.get("share_full_chain")
     if m["campaign_full_chain"] is None:
         missing["campaign_full_chain"] = "the city has no multi-stage campaign"

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from atlas.sim.evaluate.campaigns import describe
+from atlas.sim.evaluate.campaigns import describe, describe_links
 from atlas.sim.evaluate.metrics import CLOSE_S, SLACK_S, UNIT_S
 
 NOT_YET = "not yet measurable"
@@ -311,6 +311,12 @@ def paper_rows(d: dict[str, Any]) -> list[Row]:
         f" ({dom['full_chain']}/{dom['campaigns']})" if dom.get("campaigns") else "") + (
         f"; >= 2 stages linked {_pct(cb2, 1)}" if cb2 is not None else "")) if cb is not None else \
         missing("per_domain", "no campaign figure")
+    hl, dl = hub.get("links") or {}, dom.get("links") or {}
+    if hl:
+        atl += f"; {describe_links(hl)}"
+    if dl and cb is not None:
+        base_txt += (f"; {describe_links(dl)}: it cannot link across domains, so its recall over every true pair "
+                     "is capped by the cross-domain pairs")
     rows.append(Row(*PAPER[2][:2], base_txt, atl,
                     "full chain = every stage of the campaign in one linked campaign (the figure compared); "
                     "agents alone only detect stages"))

@@ -126,6 +126,20 @@ def test_campaigns_follow_their_template_in_time_order_and_keep_their_attacker(c
             assert any(f.src == st[0]["attacker"] and f.dst == c["attacker"] and f.flags & SYN for f in frames[st[0]["gateway"]])
 
 
+def test_decoys_are_real_attacks_of_no_campaign_on_the_wire(city, frames):
+    _, meta, steps, _ = city
+    domain = {g["id"]: g["domain"] for g in meta["gateways"]}
+    by_id = {s["id"]: s for s in steps}
+    decoys = [s for s in steps if "decoy_of" in s["params"]]
+    assert 1 <= len(decoys) <= len(meta["campaigns"])  # a decoy with no free slot in its domain is left out (a full city)
+    for d in decoys:
+        shadowed = by_id[d["params"]["shadows"]]
+        assert not d["campaign"] and shadowed["campaign"] == d["params"]["decoy_of"]
+        assert d["kind"] == shadowed["kind"] and domain[d["gateway"]] == domain[shadowed["gateway"]]
+        assert d["attacker"] != shadowed["attacker"] and d["params"]["attacker_origin"] == "external"
+        assert d["attacker_packets"] > 0 and any(f.src == d["attacker"] for f in frames[d["gateway"]])
+
+
 def test_lookalikes_are_benign_and_a_power_cut_takes_the_whole_district(city):
     _, meta, _, events = city
     assert events and all(e["benign"] is True for e in events)

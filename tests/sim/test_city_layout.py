@@ -66,7 +66,7 @@ def _schedule(devices=600, gateways=12, duration=600.0, seed=3, **kw):
 
 def test_every_kind_once_at_least_and_no_two_steps_overlap_on_a_gateway():
     lay, plan = _schedule(attacks_per_gateway=1, campaigns=2, lookalike_share=0.5)
-    kinds = Counter(s.kind for specs in plan.attacks.values() for s in specs if not s.campaign)
+    kinds = Counter(s.kind for specs in plan.attacks.values() for s in specs if not s.campaign and s.id not in plan.decoys)
     assert set(kinds) == set(ATTACKS) and sum(kinds.values()) == 12
     for gid, specs in plan.attacks.items():
         spans = sorted((s.start, s.start + s.duration) for s in specs)
@@ -126,6 +126,31 @@ def test_the_schedule_is_the_seeds():
     (_, a), (_, b), (_, c) = (_schedule(campaigns=5, seed=s) for s in (3, 3, 4))
     assert [x.to_dict() for x in a.campaigns] == [x.to_dict() for x in b.campaigns] and a.attacks == b.attacks
     assert [x.to_dict() for x in a.campaigns] != [x.to_dict() for x in c.campaigns]
+
+
+def test_decoys_shadow_a_campaign_stage_with_another_attacker_and_change_nothing_else():
+    lay, plan = _schedule(campaigns=4, attacks_per_gateway=1, lookalike_share=0.5)
+    _, bare = _schedule(campaigns=4, attacks_per_gateway=1, lookalike_share=0.5, decoys=0)
+    by_id = {g.id: g for g in lay.gateways}
+    specs = {s.id: (gid, s) for gid, v in plan.attacks.items() for s in v if s.id}
+    assert len(plan.decoys) == 4 and not bare.decoys
+    campaign_attackers = {s.attacker for gid, v in plan.attacks.items() for s in v if s.campaign}
+    for sid in plan.decoys:
+        gid, d = specs[sid]
+        note = plan.notes[sid]
+        sgid, stage = specs[note["shadows"]]
+        assert d.campaign == "" and note["decoy_of"] == stage.campaign  # no campaign in the ground truth
+        assert d.kind == stage.kind and d.kind in ("mqtt_bruteforce", "port_scan") and d.params == {}
+        assert by_id[gid].domain == by_id[sgid].domain
+        assert d.attacker.startswith("198.51.100.") and d.attacker not in campaign_attackers
+    # the same schedule otherwise: decoys take free slots from a random stream of their own
+    key = lambda p: sorted((g, s.kind, s.start, s.attacker, s.campaign) for g, v in p.attacks.items()  # noqa: E731
+                           for s in v if s.id not in p.decoys)
+    assert key(plan) == key(bare) and plan.lookalikes == bare.lookalikes
+    starts = {sid: specs[sid][1].start for sid in plan.decoys}
+    shadowed = {sid: specs[plan.notes[sid]["shadows"]][1].start for sid in plan.decoys}
+    L = (600 - 60) / max(len(v) for v in bare.attacks.values())  # a slot is at most this long
+    assert all(abs(starts[k] - shadowed[k]) < 2 * L for k in starts)  # the stage's slot or the next one
 
 
 def _device_ips(g) -> set[str]:

@@ -76,6 +76,9 @@ def test_report_json_opens_with_metrics(city, report):
     a = data["atlas"]
     assert m["step_recall"] == a["overall"]["step_recall"]
     assert m["incident_precision"] == pytest.approx(1 - a["false_positives"]["share_of_detections"])
+    links = a["correlation"]["city"]["links"]
+    assert (m["campaign_link_precision"], m["campaign_link_recall"]) == (links["precision"], links["recall"])
+    assert m["campaign_link_recall"] is not None and 0 <= m["campaign_link_recall"] <= 1
     assert m["seeds"] == [5] and m["model_version"].startswith(data["agent_run"]["model_version"] + "+sha256:")
 
 

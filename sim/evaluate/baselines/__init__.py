@@ -49,6 +49,9 @@ METRIC_KEYS = (
     "ttd_novel_p95_s",
     "campaigns_detected",  # fraction of multi-stage campaigns whose full chain was linked as one (atlas.sim.evaluate.campaigns)
     "campaigns_two_or_more_linked",  # fraction with at least two of their stages linked as one
+    "campaign_link_precision",  # pairs of incidents linked that belong to one true campaign / pairs linked
+    "campaign_link_recall",  # / pairs belonging to one true campaign
+    "campaign_link_recall_within_domain",  # the same over true pairs inside one domain (all per-domain can reach)
     "availability",  # fraction of critical-service time kept during mitigation
     "bandwidth_bytes_per_device_hour",  # bytes the gateways send to the monitor/hub
     "cpu_share_one_core",  # CPU seconds per second of traffic on the gateway

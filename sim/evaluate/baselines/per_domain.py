@@ -40,4 +40,6 @@ def per_domain_baseline(city: Any, agent: Any, report_dir: Path) -> BaselineResu
     if not dom["campaigns"]:
         notes += " The city has no multi-stage campaign: nothing to measure."
     return BaselineResult("per_domain", notes=notes, metrics={
-        "campaigns_detected": dom["share_full_chain"], "campaigns_two_or_more_linked": dom["share_two_or_more"]})
+        "campaigns_detected": dom["share_full_chain"], "campaigns_two_or_more_linked": dom["share_two_or_more"],
+        "campaign_link_precision": dom["links"]["precision"], "campaign_link_recall": dom["links"]["recall"],
+        "campaign_link_recall_within_domain": dom["links"]["recall_within_domain"]})
