@@ -1162,13 +1162,14 @@ class MqttStreams:
             vkeys = np.repeat(np.array([r[1] for r in out.runs], dtype=np.int64) - firsts[:-1], sizes) + np.arange(len(start))
             cols, ok = decode_vectorized(buf, start, length, level, meta["to_broker"].astype(bool))
             okj = np.flatnonzero(ok)
+            take = slice(None) if len(okj) == len(ok) else okj  # all decoded: no gather
             vrows = np.zeros(len(okj), dtype=MQTT_DTYPE)
             for name in VECTOR_FIELDS:
-                vrows[name] = cols[name][okj]
+                vrows[name] = cols[name][take]
             for name in _META_DTYPE.names:
-                vrows[name] = meta[name][okj]
+                vrows[name] = meta[name][take]
             parts.append(vrows)
-            keys.append(vkeys[okj])
+            keys.append(vkeys[take])
             for j in np.flatnonzero(~ok).tolist():  # left to the reference decoder
                 s, n = out.v_off[j], out.v_len[j]
                 m = tuple(meta[j].tolist())
@@ -1186,8 +1187,9 @@ class MqttStreams:
         nonempty = [i for i, part in enumerate(parts) if len(part)]
         if not nonempty:
             return np.zeros(0, dtype=MQTT_DTYPE)
-        if len(nonempty) == 1 and nonempty[0] < len(fast_rows):
-            rows = parts[nonempty[0]]  # one round of fast rows: already in packet order
+        only = nonempty[0] if len(nonempty) == 1 else -1
+        if only >= 0 and (only < len(fast_rows) or bool(np.all(keys[only][1:] >= keys[only][:-1]))):
+            rows = parts[only]  # one part, already in packet order (a round of fast rows always is)
         else:
             merged = np.concatenate([parts[i] for i in nonempty])
             perm = np.argsort(np.concatenate([keys[i] for i in nonempty]), kind="stable")
