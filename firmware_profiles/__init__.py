@@ -170,12 +170,7 @@ def load_device_profiles(dir: str | Path | None = None) -> dict[str, DeviceProfi
     Returns profiles by class name, sorted by name. Raises `ProfileError` naming the file and
     the key on the first invalid profile.
     """
-    folder = Path(dir) if dir is not None else DEVICES_DIR
-    if not folder.is_dir():
-        raise ProfileError(f"{folder}: not a directory of device profiles")
-    files = sorted(folder.glob("*.toml"))
-    if not files:
-        raise ProfileError(f"{folder}: no *.toml device profiles")
+    files = toml_files(Path(dir) if dir is not None else DEVICES_DIR, "device profiles")
     profiles: dict[str, DeviceProfile] = {}
     prefixes: dict[str, str] = {}
     for path in files:
@@ -185,6 +180,17 @@ def load_device_profiles(dir: str | Path | None = None) -> dict[str, DeviceProfi
             raise ProfileError(f"{path.name}: mqtt.client_prefix: {prof.mqtt.client_prefix!r} is already used by {other}.toml")
         profiles[prof.name] = prof
     return profiles
+
+
+def toml_files(folder: Path, what: str, error: type[ProfileError] = ProfileError) -> list[Path]:
+    """The `*.toml` files of a declarations folder, sorted; `error` names the folder and `what`
+    when it is not a folder or holds none."""
+    if not folder.is_dir():
+        raise error(f"{folder}: not a directory of {what}")
+    files = sorted(folder.glob("*.toml"))
+    if not files:
+        raise error(f"{folder}: no *.toml {what}")
+    return files
 
 
 def profile_of_client_id(profiles: dict[str, DeviceProfile], client_id: str) -> DeviceProfile | None:

@@ -42,7 +42,8 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - exercised on 3.10 only
     import tomli as tomllib
 
-from atlas.firmware_profiles import CRITICALITIES, DOMAINS, DeviceProfile, ProfileError, load_device_profiles
+from atlas.firmware_profiles import (CRITICALITIES, DOMAINS, DeviceProfile, ProfileError, load_device_profiles,
+                                     toml_files)
 
 SERVICES_DIR = Path(__file__).resolve().parent / "services"
 SCOPES = ("district", "city")
@@ -84,12 +85,7 @@ def load_services(dir: str | Path | None = None,
     Device classes must be known profiles (`profiles`, default: the packaged ones) and service
     dependencies must name declared services without a cycle. Raises `ServiceError`.
     """
-    folder = Path(dir) if dir is not None else SERVICES_DIR
-    if not folder.is_dir():
-        raise ServiceError(f"{folder}: not a directory of service declarations")
-    files = sorted(folder.glob("*.toml"))
-    if not files:
-        raise ServiceError(f"{folder}: no *.toml service declarations")
+    files = toml_files(Path(dir) if dir is not None else SERVICES_DIR, "service declarations", ServiceError)
     profiles = load_device_profiles() if profiles is None else profiles
     services = {s.name: s for s in (load_service(p, profiles) for p in files)}
     for s in services.values():
